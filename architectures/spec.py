@@ -1,0 +1,218 @@
+"""The one interface through which the rest of segmem knows an architecture.
+
+An :class:`ArchSpec` is everything the measurement, training and reporting code needs: how to build
+the network, which input sizes it accepts, what one training sample consists of, how its loss is
+computed from its outputs, and what its inference path is. ``bench/`` never mentions an architecture
+by name; it only calls these fields. A cascade is a spec whose ``stages`` are specs themselves: each
+stage is trained (and therefore measured) on its own, and the cascade's ``infer`` runs them all.
+
+Sample layouts are declarative (:class:`SampleTensor`): a tensor is a crop of ``crop`` voxels around
+the sample's centre, optionally downsampled by ``stride`` (nearest), of role ``image``, ``label`` or
+``prior`` (one-hot predictions of earlier stages). One generic function can then cut such a sample
+from any volume, or synthesise one, without knowing which architecture asked.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+Shape = tuple[int, int, int]
+Batch = Mapping[str, torch.Tensor]
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Role = Literal["image", "label", "prior"]
+
+
+@dataclass(frozen=True)
+class SampleTensor:
+    """One named tensor of a training sample.
+
+    ``crop`` is the region of the volume (voxels, D x H x W) centred on the sample's centre; the tensor
+    itself has spatial shape ``crop // stride`` (nearest-neighbour downsampling). ``channels`` is the
+    channel count for images and priors; labels are integer maps without a channel axis.
+    """
+
+    name: str
+    role: Role
+    crop: Shape
+    stride: int = 1
+    channels: int = 1
+    divisor: int = 1  # every edge of ``crop`` must be a multiple of this (the network's downsampling)
+
+    @property
+    def shape(self) -> Shape:
+        return tuple(c // self.stride for c in self.crop)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A separately trained part of a multi-stage architecture."""
+
+    name: str
+    spec: ArchSpec
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+def standard_layout(size: Shape, in_channels: int, num_classes: int, hp: Mapping[str, Any]) -> list[SampleTensor]:
+    """One image patch and its label, both ``size``: the sample of every single-input network."""
+    return [SampleTensor("image", "image", size, channels=in_channels), SampleTensor("label", "label", size)]
+
+
+def standard_loss(model: nn.Module, batch: Batch, criterion: Criterion) -> torch.Tensor:
+    """Loss of a network whose forward takes the image (and, if present, the prior) and returns logits.
+
+    A list or tuple of outputs is treated as deep supervision (nnU-Net's convention: full resolution
+    first, weights 1/2^i normalised, the lowest resolution left out), each against the label
+    nearest-downsampled to its size.
+    """
+    args = [batch["image"]] + ([batch["prior"]] if "prior" in batch else [])
+    return supervised_loss(model(*args), batch["label"], criterion)
+
+
+def supervised_loss(out: torch.Tensor | Sequence[torch.Tensor], label: torch.Tensor, criterion: Criterion) -> torch.Tensor:
+    """Criterion of one output or of a deep-supervision list against ``label`` (B x D x H x W)."""
+    if isinstance(out, torch.Tensor):
+        return criterion(out, fit_label(label, out.shape[2:]))
+    outs = list(out)
+    weights = [1 / 2**i for i in range(len(outs))]
+    if len(outs) > 1:
+        weights[-1] = 0.0
+    total = sum(weights)
+    return sum(w / total * criterion(o, fit_label(label, o.shape[2:])) for w, o in zip(weights, outs) if w > 0)
+
+
+def fit_label(label: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
+    """The label at an output's spatial size: unchanged, nearest-downsampled, or centre-cropped
+    (for networks with valid convolutions, whose output is smaller than their input)."""
+    spatial = tuple(spatial)
+    if tuple(label.shape[1:]) == spatial:
+        return label
+    if all(s_in % s_out == 0 for s_in, s_out in zip(label.shape[1:], spatial)):
+        strides = [s_in // s_out for s_in, s_out in zip(label.shape[1:], spatial)]
+        if len(set(strides)) == 1:
+            s = strides[0]
+            return label[:, ::s, ::s, ::s]
+    starts = [(s_in - s_out) // 2 for s_in, s_out in zip(label.shape[1:], spatial)]
+    return label[:, starts[0] : starts[0] + spatial[0], starts[1] : starts[1] + spatial[1], starts[2] : starts[2] + spatial[2]]
+
+
+def standard_infer(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """Inference path of a plain network: its forward (the full-resolution output under deep supervision)."""
+    out = model(image)
+    return out[0] if isinstance(out, list | tuple) else out
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How one architecture describes itself to the suite (TorchBench-style per-model metadata).
+
+    Attributes:
+        name: registry name, e.g. ``"meunet"``.
+        summary: one line for ``bench list``.
+        citation: the paper it follows.
+        builder: the ``nn.Module`` class (or factory); its keyword arguments are the valid overrides.
+        divisor: every spatial edge of the run's size must be a multiple of this.
+        min_size: smallest edge the network accepts (e.g. so that the bottleneck is not 1 voxel).
+        default_sizes / default_batches: the paper's training patch and batch (used on CUDA and for
+            prediction); cpu_sizes / cpu_batches: small defaults for a CPU sweep that ends in minutes.
+        default_precision: precision used when a run does not ask for one (on CUDA and in prediction;
+            CPU runs default to fp32, since CPU autocast is neither what GPUs do nor fast).
+        checkpointing: the override that switches gradient checkpointing, or None if unsupported.
+        size_meaning: what the run's size names (for meU-net: the standard or the expanded patch).
+        layout: what one training sample is (see :class:`SampleTensor`).
+        loss: the training loss from a batch, given the criterion the trainer uses.
+        infer: the inference path, image -> logits at the image's resolution.
+        stages: for multi-stage architectures, a function of the hyper-parameters giving the separately
+            trained stages in training order (each a spec with its own overrides).
+        shapes: records the input shapes a run's size implies (for reports), e.g. the expanded patch.
+    """
+
+    name: str
+    summary: str
+    citation: str
+    builder: Callable[..., nn.Module]
+    divisor: int
+    default_sizes: tuple[Shape, ...]
+    default_batches: tuple[int, ...]
+    cpu_sizes: tuple[Shape, ...]
+    cpu_batches: tuple[int, ...] = (1,)
+    min_size: int = 8
+    default_precision: str = "fp32"
+    checkpointing: str | None = None
+    size_meaning: str = "patch"
+    layout: Callable[[Shape, int, int, Mapping[str, Any]], list[SampleTensor]] = standard_layout
+    loss: Callable[[nn.Module, Batch, Criterion], torch.Tensor] = standard_loss
+    infer: Callable[[nn.Module, torch.Tensor], torch.Tensor] = standard_infer
+    stages: Callable[[Mapping[str, Any]], tuple[Stage, ...]] | None = None
+    infer_divisor: int | None = None
+
+    # ----- building -------------------------------------------------------------------------------
+    def parameters(self) -> dict[str, inspect.Parameter]:
+        """The documented constructor arguments that ``overrides`` may set."""
+        sig = inspect.signature(self.builder)
+        return {k: p for k, p in sig.parameters.items() if k not in ("self", "in_channels", "num_classes")}
+
+    def hparams(self, **overrides: Any) -> dict[str, Any]:
+        """All constructor arguments with ``overrides`` applied (validated)."""
+        params = self.parameters()
+        unknown = sorted(set(overrides) - set(params))
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown override(s) {', '.join(unknown)}; valid: {', '.join(params) or 'none'}"
+            )
+        hp = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+        hp.update(overrides)
+        return hp
+
+    def build(self, in_channels: int = 1, num_classes: int = 3, **overrides: Any) -> nn.Module:
+        hp = self.hparams(**overrides)
+        try:
+            return self.builder(in_channels=in_channels, num_classes=num_classes, **hp)
+        except (TypeError, AssertionError) as exc:
+            raise ValueError(f"{self.name}: cannot build with {overrides}: {exc}") from exc
+
+    # ----- describing runs ------------------------------------------------------------------------
+    def train_stages(self, **overrides: Any) -> list[Stage]:
+        """The stages a training step is measured for: the spec itself, or each of its stages."""
+        if self.stages is None:
+            return [Stage("", self, dict(overrides))]
+        return list(self.stages(self.hparams(**overrides)))
+
+    def check_size(self, size: Shape, mode: str = "train", **overrides: Any) -> None:
+        """Raise ValueError, saying what is allowed, when ``size`` does not suit this architecture.
+
+        The run's size must be a multiple of ``divisor`` (``infer_divisor`` for inference) and at least
+        ``min_size``; each tensor of the sample layout must meet its own ``divisor`` (for meU-net, the
+        standard patch is checked at 16 whatever the size names); each stage of a cascade is checked.
+        """
+        div = self.infer_divisor if (mode == "infer" and self.infer_divisor) else self.divisor
+        where = f"{self.name}: size {'x'.join(map(str, size))} not allowed for {mode}"
+        if len(size) != 3:
+            raise ValueError(f"{where}; give one edge or three (DxHxW)")
+        if any(s % div or s < max(div, self.min_size) for s in size):
+            raise ValueError(f"{where}; each edge must be a multiple of {div} and at least {max(div, self.min_size)}")
+        if self.stages is not None:
+            if mode == "train":
+                for stage in self.train_stages(**overrides):
+                    stage.spec.check_size(size, mode, **stage.overrides)
+            return
+        for t in self.layout(size, 1, 3, self.hparams(**overrides)):
+            if any(c % t.divisor or c < t.divisor for c in t.crop):
+                raise ValueError(
+                    f"{where}: it makes the {t.name} {'x'.join(map(str, t.crop))}, whose edges must be "
+                    f"multiples of {t.divisor}"
+                )
+
+    def param_count(self, in_channels: int = 1, num_classes: int = 3, **overrides: Any) -> int:
+        with torch.device("meta"):
+            model = self.build(in_channels, num_classes, **overrides)
+        return sum(p.numel() for p in model.parameters())
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,171 @@
+"""Predict CUDA's peak memory of a step without a GPU, in seconds, allocating nothing of that size.
+
+The exact step that :mod:`bench.measure.cuda` measures (same :class:`bench.step.StepRunner`: build,
+a warm-up step so that Adam's state exists, then the measured step) is traced on fake tensors
+(``FakeTensorMode``, CPU device). :class:`bench.measure.tracker.AllocationTracker` records every
+storage's allocation and free in order; CUDA autocast is emulated
+(:mod:`bench.measure.autocast`); the sequence is replayed through
+:class:`bench.measure.allocator.CachingAllocatorModel`, with the peak reset where the measured step
+starts (as ``torch.cuda.reset_peak_memory_stats``). The result gives:
+
+- ``pred_peak_allocated_bytes`` / ``pred_peak_reserved_bytes``: the allocator model's peaks;
+- ``pred_peak_live_bytes``: the peak of live tensor bytes without allocator rounding (what a CPU
+  run's tracked peak measures);
+- ``pred_<category>_bytes``: live bytes per category at the peak;
+- ``memtracker_peak_bytes``: torch's ``MemTracker`` on the same traced step, the reference to beat
+  (None where MemTracker cannot track the step, e.g. a module called twice per step as meU-net's
+  shared backbone is);
+- ``flops_per_step``: ``torch.utils.flop_counter`` over the measured step (forward and backward).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from architectures import ArchSpec
+
+from ..step import DTYPES, Shape, StepRunner
+from .allocator import CachingAllocatorModel
+from .autocast import EmulatedCudaAutocast
+from .tracker import CATEGORIES, AllocationTracker
+
+
+class TracedScaler:
+    """GradScaler's memory-relevant behaviour for tracing: the loss is multiplied by the scale and
+    the optimizer steps (the real scaler's inf checks are data-dependent and cost a few bytes)."""
+
+    def __init__(self, scale: float = 65536.0) -> None:
+        self.scale_value = scale
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss * self.scale_value
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.step()
+
+    def update(self) -> None:
+        pass
+
+
+def _runner(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str, precision: str,
+            channels_last: bool, emul: EmulatedCudaAutocast | None) -> StepRunner:
+    return StepRunner(
+        spec, overrides, size, batch, mode, precision, "cpu", channels_last,
+        autocast=emul.region if emul is not None else None,
+        scaler=TracedScaler() if (precision == "fp16" and mode == "train") else None,
+    )
+
+
+def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
+          precision: str = "fp32", channels_last: bool = False) -> tuple[AllocationTracker, set[int], StepRunner]:
+    """Trace build + warm-up + measured step on fake tensors; returns the tracker (mark ``measured``
+    where the measured step starts), the host-resident storages to leave out, and the runner."""
+    tracker = AllocationTracker()
+    emul = EmulatedCudaAutocast(DTYPES[precision]) if precision != "fp32" else None
+
+    with FakeTensorMode(), tracker:
+        if emul is not None:
+            emul.__enter__()
+        try:
+            runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul)
+
+            def phase(name: str) -> None:
+                if name == "optimizer":
+                    tracker.label_gradients(runner.model)
+                tracker.set_phase(name)
+
+            out = runner.step(phase)
+            del out
+            tracker.set_phase("setup")
+            tracker.label_training_state(runner.model, runner.optimizer)
+            tracker.mark("measured")
+            with FlopCounterMode(display=False) as flops:
+                out = runner.step(phase)
+            del out
+            tracker.flops = flops.get_total_flops()
+            tracker.label_training_state(runner.model, runner.optimizer)
+            host = tracker.host_sids(runner.optimizer)
+        finally:
+            if emul is not None:
+                emul.__exit__(None, None, None)
+    return tracker, host, runner
+
+
+def replay(tracker: AllocationTracker, exclude: set[int], reset_at: int) -> CachingAllocatorModel:
+    """Replay the tracked events through the allocator model, resetting peaks at ``reset_at``."""
+    model = CachingAllocatorModel()
+    for i, e in enumerate(tracker.events):
+        if i == reset_at:
+            model.reset_peak()
+        if e.sid in exclude:
+            continue
+        if e.nbytes > 0:
+            model.malloc(e.sid, e.nbytes)
+        else:
+            model.free(e.sid)
+    if reset_at >= len(tracker.events):
+        model.reset_peak()
+    return model
+
+
+def memtracker_peak(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str,
+                    precision: str, channels_last: bool) -> int | None:
+    """Peak total bytes torch's MemTracker reports for the measured step (same fake trace)."""
+    try:
+        from torch.distributed._tools.mem_tracker import MemTracker
+    except ImportError:  # torch built without distributed
+        return None
+    emul = EmulatedCudaAutocast(DTYPES[precision]) if precision != "fp32" else None
+    with FakeTensorMode():
+        if emul is not None:
+            emul.__enter__()
+        try:
+            runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul)
+            runner.step()  # warm-up: Adam state exists afterwards
+            mt = MemTracker()
+            mt.track_external(runner.model, *([runner.optimizer] if runner.optimizer else []),
+                              *runner.inputs.values())
+            try:
+                with mt:
+                    runner.step()
+            except NotImplementedError:  # e.g. a module called twice in one step (meU-net's shared backbone)
+                return None
+            snap = mt.get_tracker_snapshot("peak")
+        finally:
+            if emul is not None:
+                emul.__exit__(None, None, None)
+    return int(max((d.get("Total", 0) for d in snap.values()), default=0))
+
+
+def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
+            precision: str = "fp32", channels_last: bool = False, with_memtracker: bool = True) -> dict[str, Any]:
+    """The prediction record fields for one configuration (see the module docstring)."""
+    t0 = time.perf_counter()
+    tracker, host, _ = trace(spec, overrides, size, batch, mode, precision, channels_last)
+    start = tracker.marks["measured"]
+    alloc = replay(tracker, host, start)
+    live_peak, at = tracker.live_peak(start, host)
+    rec: dict[str, Any] = {
+        "pred_peak_allocated_bytes": alloc.peak_allocated,
+        "pred_peak_reserved_bytes": alloc.peak_reserved,
+        "pred_peak_live_bytes": live_peak,
+        "pred_events": len(tracker.events),
+        "flops_per_step": tracker.flops,
+    }
+    for cat, n in tracker.breakdown_at(at, host).items():
+        rec[f"pred_{cat}_bytes"] = n
+    rec["pred_time_s"] = time.perf_counter() - t0
+    if with_memtracker:
+        t1 = time.perf_counter()
+        rec["memtracker_peak_bytes"] = memtracker_peak(spec, overrides, size, batch, mode, precision, channels_last)
+        rec["memtracker_time_s"] = time.perf_counter() - t1
+    return rec
+
+
+__all__ = ["CATEGORIES", "memtracker_peak", "predict", "replay", "trace"]

@@ -1,0 +1,148 @@
+"""Track every tensor storage's allocation and free, in order, below autograd.
+
+:class:`AllocationTracker` is a ``TorchDispatchMode``: it sees the output of every ATen op (forward,
+backward, optimizer, checkpoint recomputation) and records a storage the first time it appears; a
+weak reference to the storage records its free when the storage dies (autograd's saved tensors keep
+storages alive exactly as long as on a real device). The same tracker runs on real CPU tensors (the
+"live tensor" peak of a CPU run) and on fake tensors (the event sequence that prediction replays
+through the CUDA caching-allocator model).
+
+Each allocation is tagged with a category, as torch's MemTracker reports: ``parameter``,
+``gradient``, ``optimizer`` (Adam's moments), ``input``, ``activation`` (made in forward) and
+``temporary`` (made in backward or the optimizer step and not one of the above). Categories of
+parameters, gradients and optimizer state are assigned after the fact from the live objects.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+CATEGORIES = ("parameter", "gradient", "optimizer", "input", "activation", "temporary")
+
+
+@dataclass
+class Event:
+    """+nbytes at an allocation, -nbytes at a free, of storage ``sid`` (ids are never reused)."""
+
+    sid: int
+    nbytes: int
+    phase: str
+
+
+@dataclass
+class AllocationTracker(TorchDispatchMode):
+    """Records storage allocations and frees in order; see the module docstring."""
+
+    phase: str = "setup"
+    events: list[Event] = field(default_factory=list)
+    categories: dict[int, str] = field(default_factory=dict)
+    _live: dict[int, tuple[int, weakref.ref]] = field(default_factory=dict)
+    _next: int = 0
+    marks: dict[str, int] = field(default_factory=dict)
+    flops: int = 0
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    # ----- recording ------------------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.see(t)
+        return out
+
+    def see(self, t: torch.Tensor) -> None:
+        """Register ``t``'s storage if it is new (also usable for tensors made outside the mode)."""
+        st = t.untyped_storage()
+        key = st._cdata
+        if key in self._live or st.nbytes() == 0:
+            return
+        sid = self._next
+        self._next += 1
+        nbytes = st.nbytes()
+        self._live[key] = (sid, weakref.ref(st, self._freer(key, sid, nbytes)))
+        self.events.append(Event(sid, nbytes, self.phase))
+        self.categories[sid] = "activation" if self.phase == "forward" else (
+            "input" if self.phase == "setup" else "temporary")
+
+    def _freer(self, key: int, sid: int, nbytes: int):
+        def on_free(_ref) -> None:
+            if self._live.get(key, (None,))[0] == sid:
+                del self._live[key]
+            self.events.append(Event(sid, -nbytes, self.phase))
+
+        return on_free
+
+    def set_phase(self, name: str) -> None:
+        self.phase = name
+
+    def mark(self, name: str) -> None:
+        """Remember the current position in the event list (e.g. where peak stats are reset)."""
+        self.marks[name] = len(self.events)
+
+    def sid_of(self, t: torch.Tensor) -> int | None:
+        entry = self._live.get(t.untyped_storage()._cdata)
+        return None if entry is None else entry[0]
+
+    def label(self, tensors: Iterable[torch.Tensor], category: str) -> None:
+        for t in tensors:
+            sid = self.sid_of(t)
+            if sid is not None:
+                self.categories[sid] = category
+
+    def label_training_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+        """Tag live parameters and optimizer state; gradients are tagged as they are seen by
+        :meth:`label_gradients` (they are freed by ``zero_grad`` before the step ends)."""
+        self.label(model.parameters(), "parameter")
+        self.label(model.buffers(), "parameter")
+        if optimizer is not None:
+            self.label((v for s in optimizer.state.values() for v in s.values()
+                        if isinstance(v, torch.Tensor) and v.numel() > 1), "optimizer")
+
+    def label_gradients(self, model: torch.nn.Module) -> None:
+        self.label((p.grad for p in model.parameters() if p.grad is not None), "gradient")
+
+    def host_sids(self, optimizer: torch.optim.Optimizer | None) -> set[int]:
+        """Storages that live on the host on a real CUDA run (Adam's ``step`` counters)."""
+        if optimizer is None:
+            return set()
+        steps = (s["step"] for s in optimizer.state.values() if isinstance(s.get("step"), torch.Tensor))
+        return {sid for t in steps if (sid := self.sid_of(t)) is not None}
+
+    # ----- reading --------------------------------------------------------------------------------
+    def live_peak(self, start: int = 0, exclude: set[int] | None = None) -> tuple[int, int]:
+        """(peak, at event index) of live bytes from event ``start`` on (bytes live before it count)."""
+        exclude = exclude or set()
+        cur = sum(e.nbytes for e in self.events[:start] if e.sid not in exclude)
+        peak, at = cur, start
+        for i in range(start, len(self.events)):
+            e = self.events[i]
+            if e.sid in exclude:
+                continue
+            cur += e.nbytes
+            if cur > peak:
+                peak, at = cur, i
+        return peak, at
+
+    def breakdown_at(self, index: int, exclude: set[int] | None = None) -> dict[str, int]:
+        """Live bytes per category just after event ``index``."""
+        exclude = exclude or set()
+        live: dict[int, int] = {}
+        for e in self.events[: index + 1]:
+            if e.sid in exclude:
+                continue
+            if e.nbytes > 0:
+                live[e.sid] = e.nbytes
+            else:
+                live.pop(e.sid, None)
+        out = dict.fromkeys(CATEGORIES, 0)
+        for sid, n in live.items():
+            out[self.categories.get(sid, "temporary")] += n
+        return out
