@@ -85,10 +85,8 @@ def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int,
             tracker.set_phase("setup")
             tracker.label_training_state(runner.model, runner.optimizer)
             tracker.mark("measured")
-            with FlopCounterMode(display=False) as flops:
-                out = runner.step(phase)
+            out = runner.step(phase)
             del out
-            tracker.flops = flops.get_total_flops()
             tracker.label_training_state(runner.model, runner.optimizer)
             host = tracker.host_sids(runner.optimizer)
         finally:
@@ -143,6 +141,26 @@ def memtracker_peak(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, b
     return int(max((d.get("Total", 0) for d in snap.values()), default=0))
 
 
+def count_flops(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str,
+                precision: str, channels_last: bool) -> int:
+    """FLOPs of one step (forward and backward) by ``torch.utils.flop_counter``, on fake tensors.
+
+    A trace of its own: FlopCounterMode's module hooks extend tensor lifetimes under checkpointing,
+    so it must not run inside the memory trace."""
+    emul = EmulatedCudaAutocast(DTYPES[precision]) if precision != "fp32" else None
+    with FakeTensorMode():
+        if emul is not None:
+            emul.__enter__()
+        try:
+            runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul)
+            with FlopCounterMode(display=False) as counter:
+                runner.step()
+        finally:
+            if emul is not None:
+                emul.__exit__(None, None, None)
+    return int(counter.get_total_flops())
+
+
 def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
             precision: str = "fp32", channels_last: bool = False, with_memtracker: bool = True) -> dict[str, Any]:
     """The prediction record fields for one configuration (see the module docstring)."""
@@ -156,7 +174,7 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
         "pred_peak_reserved_bytes": alloc.peak_reserved,
         "pred_peak_live_bytes": live_peak,
         "pred_events": len(tracker.events),
-        "flops_per_step": tracker.flops,
+        "flops_per_step": count_flops(spec, overrides, size, batch, mode, precision, channels_last),
     }
     for cat, n in tracker.breakdown_at(at, host).items():
         rec[f"pred_{cat}_bytes"] = n

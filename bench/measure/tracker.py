@@ -45,7 +45,6 @@ class AllocationTracker(TorchDispatchMode):
     _live: dict[int, tuple[int, weakref.ref]] = field(default_factory=dict)
     _next: int = 0
     marks: dict[str, int] = field(default_factory=dict)
-    flops: int = 0
 
     def __post_init__(self) -> None:
         super().__init__()

@@ -1,0 +1,85 @@
+"""`bench run` end to end on a tiny CPU sweep, skipping, bad arguments, and worker isolation."""
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from bench import store
+from bench.cli import app
+
+runner = CliRunner()
+COLUMNS = {"key", "timestamp", "git_commit", "arch", "stage", "mode", "device", "device_name", "precision", "batch",
+           "size", "input_shapes", "options", "status", "voxels_per_step", "params", "flops_per_step",
+           "cpu_live_peak_bytes", "cpu_rss_peak_increase_bytes", "pred_peak_allocated_bytes",
+           "pred_peak_reserved_bytes", "memtracker_peak_bytes", "step_time_median_s", "step_time_iqr_s",
+           "throughput_voxels_per_s", "throughput_samples_per_s", "env_torch", "env_python", "env_os"}
+
+
+def test_tiny_sweep_records_then_skips(tmp_path):
+    args = ["run", "--arch", "meunet", "--size", "32", "--batch", "1", "--mode", "train", "--mode", "infer",
+            "--device", "cpu", "--repeats", "1", "--out", str(tmp_path)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    df = pd.read_json(store.path(tmp_path), lines=True)
+    assert len(df) == 2 and set(df["status"]) == {"ok"}
+    assert COLUMNS <= set(df.columns)
+    train = df[df["mode"] == "train"].iloc[0]
+    assert json.loads(train["input_shapes"]) == {"image": [32, 32, 32], "image_expanded": [48, 48, 48]}
+    assert train["voxels_per_step"] == 32**3 + 48**3
+    assert train["cpu_live_peak_bytes"] > 4 * train["params"]  # weights, Adam state and activations
+    assert train["pred_peak_live_bytes"] == pytest.approx(train["cpu_live_peak_bytes"], rel=0.01)
+    assert 0 < train["step_time_median_s"] < 60
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "2 skipped" in res.output
+    assert len(store.load(tmp_path)) == 2
+
+
+def test_predict_device_on_any_machine(tmp_path):
+    res = runner.invoke(app, ["run", "--arch", "cascade", "--device", "predict", "--size", "64", "--batch", "1",
+                              "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    df = store.load(tmp_path)
+    assert list(df["stage"]) == ["stage1_k1.5", "stage1_k1.75", "stage2"]
+    assert (df["pred_peak_allocated_bytes"] > 0).all() and set(df["precision"]) == {"fp16"}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--arch", "unet4d"], "unknown architecture 'unet4d'; valid:"),
+    (["--arch", "unet", "--size", "40"], "multiple of 16"),
+    (["--arch", "unet", "--batch", "0"], "batch must be >= 1"),
+    (["--arch", "unet", "--size", "big"], "is not an edge"),
+    (["--arch", "unet", "--precision", "fp8"], "precision must be one of"),
+    (["--arch", "nnunet", "--checkpointing"], "no gradient checkpointing option"),
+    (["--arch", "unet", "--set", "widht=3"], "unknown override"),
+])
+def test_bad_arguments_fail_before_anything_runs(tmp_path, args, message):
+    res = runner.invoke(app, ["run", *args, "--device", "cpu", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert message in " ".join(res.output.split())
+    assert not store.path(tmp_path).exists()
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, cpu_only):
+    res = runner.invoke(app, ["run", "--arch", "unet", "--device", "cuda", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "no CUDA GPU" in res.output
+
+
+def test_a_crash_and_a_timeout_become_rows_and_the_sweep_goes_on(tmp_path):
+    res = runner.invoke(app, ["run", "--arch", "unet", "--size", "32", "--batch", "1", "--device", "predict",
+                              "--set", "norm=bogus", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["run", "--arch", "unet", "--size", "32", "--size", "64", "--batch", "1",
+                              "--device", "predict", "--timeout", "0.5", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    df = store.load(tmp_path)
+    assert list(df["status"]) == ["error", "timeout", "timeout"]
+    assert "norm must be one of" in df["stderr_tail"].iloc[0]
+
+
+def test_list_shows_pinned_counts():
+    res = runner.invoke(app, ["list"])
+    assert res.exit_code == 0
+    for figure in ("2,512,515", "2,512,566", "19,072,899", "65,175,347", "31,196,399"):
+        assert figure in res.output
