@@ -118,6 +118,98 @@ def run(
         console.print("(already recorded configurations were skipped; --force re-runs them)")
 
 
+def _tolerance(text: str) -> float:
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        fail(f"tolerance must be like 0.5% or 0.005; got {text!r}")
+        raise
+
+
+def _print_comparison(result, tolerance: float) -> None:
+    from rich.table import Table
+
+    def table(title: str, rows: list[dict]) -> Table:
+        t = Table(title=title)
+        for col in ("configuration", "category", "baseline", "now", "change"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(r["config"], r["figure"], f"{r['baseline_bytes']:,}", f"{r['current_bytes']:,}",
+                      f"{r['change']:+.2%}")
+        return t
+
+    if result.grown:
+        console.print(table(f"[red]grew beyond {tolerance:.2%}[/]", result.grown))
+    if result.missing:
+        console.print("[red]configurations missing from the current grid:[/] " + "; ".join(result.missing))
+    if result.shrunk:
+        console.print(table("[green]shrank (good news)[/]", result.shrunk))
+    if result.added:
+        console.print(f"new configurations (not in the baseline): {len(result.added)}")
+    if result.failed:
+        console.print("[red]memory regression[/]: if intended, run `bench baseline --update` and commit the diff")
+    else:
+        console.print(f"[green]no memory regression[/] (tolerance {tolerance:.2%})")
+
+
+@app.command("compare")
+def compare_(
+    baseline: Annotated[Path, typer.Option(help="baseline CSV")] = Path("reports/baseline/memory.csv"),
+    tolerance: Annotated[str, typer.Option(help="allowed relative growth, e.g. 0.5%")] = "0.5%",
+    from_pytest_benchmark: Annotated[tuple[Path, Path] | None, typer.Option(
+        "--from-pytest-benchmark", help="compare the memory in two saved pytest-benchmark JSON files instead")] = None,
+) -> None:
+    """Re-predict the baseline grid and fail (exit 1) on memory growth or missing configurations."""
+    from . import compare
+
+    tol = _tolerance(tolerance)
+    if from_pytest_benchmark:
+        for p in from_pytest_benchmark:
+            if not p.exists():
+                fail(f"no such pytest-benchmark file: {p}")
+        result = compare.compare_pytest_benchmark(*from_pytest_benchmark, tolerance=tol)
+    else:
+        try:
+            base = compare.read(baseline)
+        except FileNotFoundError as exc:
+            fail(str(exc))
+        configs = compare.grid()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            task = progress.add_task("predicting", total=len(configs))
+
+            def step(cfg) -> None:
+                progress.update(task, description=f"predicting {cfg.label()}", advance=1)
+
+            current = compare.predict_grid(configs, progress=step)
+        result = compare.compare(base, current, tol)
+    _print_comparison(result, tol)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command("baseline")
+def baseline_(
+    update: Annotated[bool, typer.Option("--update", help="rewrite the baseline from current predictions")] = False,
+    path: Annotated[Path, typer.Option(help="baseline CSV")] = Path("reports/baseline/memory.csv"),
+) -> None:
+    """Show or (with --update) rewrite the committed memory baseline."""
+    from . import compare
+
+    if not update:
+        if not path.exists():
+            fail(f"no baseline at {path}; create it with `bench baseline --update`")
+        console.print(compare.read(path).to_string(index=False))
+        return
+    configs = compare.grid()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as progress:
+        task = progress.add_task("predicting", total=len(configs))
+        df = compare.predict_grid(configs, progress=lambda cfg: progress.update(
+            task, description=f"predicting {cfg.label()}", advance=1))
+    compare.write(df, path)
+    console.print(f"wrote {len(df)} configurations to {path}; review `git diff {path}` and commit it")
+
+
 def _gb(v) -> str:
     return "-" if v is None else f"{v / 2**30:.2f} GiB"
 

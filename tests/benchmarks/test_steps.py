@@ -1,0 +1,46 @@
+"""pytest-benchmark: one training step and one inference per architecture at a small size, on the
+available device, with measured and predicted peak memory in ``extra_info``.
+
+``nox -s bench`` saves them (``--benchmark-autosave``); ``bench compare --from-pytest-benchmark A B``
+fails on memory growth between two saved runs. CI runs them once as tests (``--benchmark-disable``).
+"""
+
+import pytest
+import torch
+
+import architectures
+from bench.measure import cpu
+from bench.measure.predict import predict
+from bench.step import StepRunner
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _cases():
+    for name in architectures.names():
+        spec = architectures.spec(name)
+        for stage in spec.train_stages():
+            yield pytest.param(stage.spec, stage.overrides, spec.cpu_sizes[0], id=f"{name}{'-' + stage.name if stage.name else ''}")
+
+
+@pytest.mark.parametrize(("spec", "overrides", "size"), list(_cases()))
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_step(benchmark, spec, overrides, size, mode):
+    if mode == "infer" and spec.name.count("."):
+        pytest.skip("a stage's inference is measured as its cascade's")
+    if max(size) > 64 and DEVICE == "cpu":
+        size = tuple(s // 2 for s in size) if spec.min_size <= max(size) // 2 else size
+    factory = lambda: StepRunner(spec, overrides, size, 1, mode, device=DEVICE)  # noqa: E731
+    if DEVICE == "cuda":
+        runner = factory()
+        runner.step()
+        torch.cuda.reset_peak_memory_stats()
+        runner.step()
+        benchmark.extra_info["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+    else:
+        meas, runner = cpu.measure(factory, repeats=0)
+        benchmark.extra_info["cpu_live_peak_bytes"] = meas["cpu_live_peak_bytes"]
+    pred = predict(spec, overrides, size, 1, mode, with_memtracker=False)
+    benchmark.extra_info["pred_peak_allocated_bytes"] = pred["pred_peak_allocated_bytes"]
+    out = benchmark(runner.step)
+    assert torch.isfinite(out).all()
