@@ -26,9 +26,11 @@ def test_disabled_checkpoint_is_caught_and_named():
 def test_wider_layer_is_caught_and_shrinking_is_good_news():
     configs = _small_grid()[:1]
     base = compare.predict_grid(configs)
-    wider = compare.compare(base, compare.predict_grid(configs, tamper={"meunet": {"encoder_channels": (24, 32, 64, 128, 128)}}))
+    wide = {"meunet": {"encoder_channels": (24, 32, 64, 128, 128)}}
+    wider = compare.compare(base, compare.predict_grid(configs, tamper=wide))
     assert wider.failed and any(g["figure"] == "parameter" for g in wider.grown)
-    narrower = compare.compare(base, compare.predict_grid(configs, tamper={"meunet": {"encoder_channels": (8, 32, 64, 128, 128)}}))
+    narrow = {"meunet": {"encoder_channels": (8, 32, 64, 128, 128)}}
+    narrower = compare.compare(base, compare.predict_grid(configs, tamper=narrow))
     assert not narrower.failed and narrower.shrunk
 
 

@@ -20,7 +20,8 @@ def _cases():
     for name in architectures.names():
         spec = architectures.spec(name)
         for stage in spec.train_stages():
-            yield pytest.param(stage.spec, stage.overrides, spec.cpu_sizes[0], id=f"{name}{'-' + stage.name if stage.name else ''}")
+            label = f"{name}-{stage.name}" if stage.name else name
+            yield pytest.param(stage.spec, stage.overrides, spec.cpu_sizes[0], id=label)
 
 
 @pytest.mark.parametrize(("spec", "overrides", "size"), list(_cases()))
