@@ -20,8 +20,9 @@ starts (as ``torch.cuda.reset_peak_memory_stats``). The result gives:
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -53,6 +54,19 @@ class TracedScaler:
         pass
 
 
+@contextlib.contextmanager
+def fake_step(precision: str, *modes: Any) -> Iterator[EmulatedCudaAutocast | None]:
+    """FakeTensorMode (plus ``modes`` on top of it) and, for autocast precisions, the entered CUDA
+    autocast emulation: the context every traced step of this module runs in."""
+    emul = EmulatedCudaAutocast(DTYPES[precision]) if precision != "fp32" else None
+    with FakeTensorMode(), contextlib.ExitStack() as stack:
+        for m in modes:
+            stack.enter_context(m)
+        if emul is not None:
+            stack.enter_context(emul)
+        yield emul
+
+
 def _runner(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str, precision: str,
             channels_last: bool, emul: EmulatedCudaAutocast | None) -> StepRunner:
     return StepRunner(
@@ -67,31 +81,23 @@ def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int,
     """Trace build + warm-up + measured step on fake tensors; returns the tracker (mark ``measured``
     where the measured step starts), the host-resident storages to leave out, and the runner."""
     tracker = AllocationTracker()
-    emul = EmulatedCudaAutocast(DTYPES[precision]) if precision != "fp32" else None
+    with fake_step(precision, tracker) as emul:
+        runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul)
 
-    with FakeTensorMode(), tracker:
-        if emul is not None:
-            emul.__enter__()
-        try:
-            runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul)
+        def phase(name: str) -> None:
+            if name == "optimizer":
+                tracker.label_gradients(runner.model)
+            tracker.set_phase(name)
 
-            def phase(name: str) -> None:
-                if name == "optimizer":
-                    tracker.label_gradients(runner.model)
-                tracker.set_phase(name)
-
-            out = runner.step(phase)
-            del out
-            tracker.set_phase("setup")
-            tracker.label_training_state(runner.model, runner.optimizer)
-            tracker.mark("measured")
-            out = runner.step(phase)
-            del out
-            tracker.label_training_state(runner.model, runner.optimizer)
-            host = tracker.host_sids(runner.optimizer)
-        finally:
-            if emul is not None:
-                emul.__exit__(None, None, None)
+        out = runner.step(phase)
+        del out
+        tracker.set_phase("setup")
+        tracker.label_training_state(runner.model, runner.optimizer)
+        tracker.mark("measured")
+        out = runner.step(phase)
+        del out
+        tracker.label_training_state(runner.model, runner.optimizer)
+        host = tracker.host_sids(runner.optimizer)
     return tracker, host, runner
 
 
@@ -119,25 +125,18 @@ def memtracker_peak(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, b
         from torch.distributed._tools.mem_tracker import MemTracker
     except ImportError:  # torch built without distributed
         return None
-    emul = EmulatedCudaAutocast(DTYPES[precision]) if precision != "fp32" else None
-    with FakeTensorMode():
-        if emul is not None:
-            emul.__enter__()
+    with fake_step(precision) as emul:
+        runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul)
+        runner.step()  # warm-up: Adam state exists afterwards
+        mt = MemTracker()
+        mt.track_external(runner.model, *([runner.optimizer] if runner.optimizer else []),
+                          *runner.inputs.values())
         try:
-            runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul)
-            runner.step()  # warm-up: Adam state exists afterwards
-            mt = MemTracker()
-            mt.track_external(runner.model, *([runner.optimizer] if runner.optimizer else []),
-                              *runner.inputs.values())
-            try:
-                with mt:
-                    runner.step()
-            except NotImplementedError:  # e.g. a module called twice in one step (meU-net's shared backbone)
-                return None
-            snap = mt.get_tracker_snapshot("peak")
-        finally:
-            if emul is not None:
-                emul.__exit__(None, None, None)
+            with mt:
+                runner.step()
+        except NotImplementedError:  # e.g. a module called twice in one step (meU-net's shared backbone)
+            return None
+        snap = mt.get_tracker_snapshot("peak")
     return int(max((d.get("Total", 0) for d in snap.values()), default=0))
 
 
@@ -147,17 +146,10 @@ def count_flops(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch
 
     A trace of its own: FlopCounterMode's module hooks extend tensor lifetimes under checkpointing,
     so it must not run inside the memory trace."""
-    emul = EmulatedCudaAutocast(DTYPES[precision]) if precision != "fp32" else None
-    with FakeTensorMode():
-        if emul is not None:
-            emul.__enter__()
-        try:
-            runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul)
-            with FlopCounterMode(display=False) as counter:
-                runner.step()
-        finally:
-            if emul is not None:
-                emul.__exit__(None, None, None)
+    with fake_step(precision) as emul:
+        runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul)
+        with FlopCounterMode(display=False) as counter:
+            runner.step()
     return int(counter.get_total_flops())
 
 
