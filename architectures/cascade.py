@@ -120,11 +120,13 @@ def _stages(mode: str):
     def stages(hp: Mapping[str, Any]) -> tuple[Stage, ...]:
         ks = tuple(hp["expansions"])
         s1 = tuple(
-            Stage(f"stage1_k{k:g}", meunet_mod.SPEC, {"expansion": k, "checkpointing": hp["stage1_checkpointing"]})
-            for k in ks
+            Stage(f"stage1_k{k:g}", meunet_mod.SPEC, {"expansion": k, "checkpointing": hp["stage1_checkpointing"]},
+                  module=f"stage1.{i}")
+            for i, k in enumerate(ks)
         )
         s2 = Stage("stage2", STAGE2_SPECS[mode], {"stage1_models": len(ks), "prior_per_model": hp["prior_per_model"],
-                                                  "prior_mode": mode, "checkpointing": hp["stage2_checkpointing"]})
+                                                  "prior_mode": mode, "checkpointing": hp["stage2_checkpointing"]},
+                   module="stage2")
         return s1 + (s2,)
 
     return stages
@@ -183,6 +185,7 @@ def _cascade_spec(mode: str) -> ArchSpec:
         checkpointing="stage1_checkpointing",
         size_meaning="standard patch of every stage (stage-1 meU-nets expand it by their k)",
         stages=_stages(mode),
+        prior=lambda model, image: model.stage1_prior(image),
     )
 
 

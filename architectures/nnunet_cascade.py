@@ -54,12 +54,15 @@ class NNUNetCascade(nn.Module):
     def _main(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         return out if isinstance(out, torch.Tensor) else out[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def prior(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage 1 on ``x`` downsampled, its segmentation upsampled (nearest), one-hot over foreground."""
         low = F.interpolate(x, scale_factor=1 / self.lowres_factor, mode="trilinear", align_corners=False)
         seg = self._main(self.lowres(low)).argmax(1, keepdim=True).to(x.dtype)
         seg = F.interpolate(seg, size=x.shape[2:], mode="nearest").squeeze(1).long()
-        prior = F.one_hot(seg, self.num_classes)[..., 1:].movedim(-1, 1).to(x.dtype)
-        return self._main(self.fullres(x, prior))
+        return F.one_hot(seg, self.num_classes)[..., 1:].movedim(-1, 1).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._main(self.fullres(x, self.prior(x)))
 
 
 def cascade_fullres(
@@ -77,8 +80,8 @@ def cascade_fullres(
 
 
 def lowres_layout(size: Shape, in_channels: int, num_classes: int, hp: Mapping[str, Any]) -> list[SampleTensor]:
-    """Stage 1 trains on the patch downsampled x2: image and label of half the run's size."""
-    return standard_layout(tuple(s // 2 for s in size), in_channels, num_classes, hp)  # type: ignore[arg-type]
+    """Stage 1 trains on the patch downsampled x2 (nearest): image and label of half the run's size."""
+    return [SampleTensor("image", "image", size, stride=2, channels=in_channels), SampleTensor("label", "label", size, stride=2)]
 
 
 def foreground_prior_layout(size: Shape, in_channels: int, num_classes: int, hp: Mapping[str, Any]) -> list[SampleTensor]:
@@ -116,7 +119,8 @@ FULLRES_SPEC = ArchSpec(
 
 def _stages(hp: Mapping[str, Any]) -> tuple[Stage, ...]:
     common = {k: hp[k] for k in ("n_stages", "base_features", "max_features", "deep_supervision")}
-    return (Stage("3d_lowres", LOWRES_SPEC, common), Stage("3d_cascade_fullres", FULLRES_SPEC, common))
+    return (Stage("3d_lowres", LOWRES_SPEC, common, module="lowres"),
+            Stage("3d_cascade_fullres", FULLRES_SPEC, common, module="fullres"))
 
 
 SPEC = ArchSpec(
@@ -131,4 +135,5 @@ SPEC = ArchSpec(
     cpu_sizes=((128, 128, 128),),
     size_meaning="full-resolution patch (stage 1 sees it downsampled x2)",
     stages=_stages,
+    prior=lambda model, image: model.prior(image),
 )

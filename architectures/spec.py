@@ -56,6 +56,9 @@ class Stage:
     name: str
     spec: ArchSpec
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: where the stage's network lives in the whole model (``nn.Module.get_submodule`` path), so that a
+    #: trainer can train the stages of one built model in order
+    module: str = ""
 
 
 def standard_layout(size: Shape, in_channels: int, num_classes: int, hp: Mapping[str, Any]) -> list[SampleTensor]:
@@ -129,7 +132,11 @@ class ArchSpec:
         infer: the inference path, image -> logits at the image's resolution.
         stages: for multi-stage architectures, a function of the hyper-parameters giving the separately
             trained stages in training order (each a spec with its own overrides).
-        shapes: records the input shapes a run's size implies (for reports), e.g. the expanded patch.
+        infer_divisor: the divisor of inference sizes, when it differs from training's.
+        cpu_dice: (patch, batch) of a Dice run on the CPU when the run names none (default: the first
+            CPU size and the largest CPU batch); on CUDA a Dice run uses the paper's defaults.
+        prior: for multi-stage architectures, the one-hot prior a later stage receives, computed by the
+            whole model's earlier stages from an image patch: ``prior(model, image) -> B x K x patch``.
     """
 
     name: str
@@ -150,6 +157,8 @@ class ArchSpec:
     infer: Callable[[nn.Module, torch.Tensor], torch.Tensor] = standard_infer
     stages: Callable[[Mapping[str, Any]], tuple[Stage, ...]] | None = None
     infer_divisor: int | None = None
+    prior: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+    cpu_dice: tuple[Shape, int] | None = None
 
     # ----- building -------------------------------------------------------------------------------
     def parameters(self) -> dict[str, inspect.Parameter]:

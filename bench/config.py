@@ -26,10 +26,21 @@ class RunConfig:
     overrides: tuple[tuple[str, Any], ...] = ()
     channels_last: bool = False
     repeats: int = field(default=3, compare=False)
+    # a Dice run: train on ``data`` within the budget, evaluate on its test volumes (see bench.evaluate)
+    dice: bool = False
+    data: str = "phantom"
+    train_minutes: float | None = None
+    train_iterations: int | None = None
+    weighting: str = "centre"
+
+    DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting")
 
     def key(self) -> str:
         d = asdict(self)
         d.pop("repeats")
+        if not self.dice:  # memory-only runs keep the keys they had before Dice existed
+            for k in self.DICE_FIELDS:
+                d.pop(k)
         blob = json.dumps(d, sort_keys=True, default=list)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -50,5 +61,6 @@ class RunConfig:
     def label(self) -> str:
         stage = f"[{self.stage}]" if self.stage else ""
         opts = ",".join(f"{k}={v}" for k, v in self.overrides)
+        dice = f" +dice[{self.data}]" if self.dice else ""
         return (f"{self.arch}{stage} {self.mode} {'x'.join(map(str, self.size))} b{self.batch} "
-                f"{self.precision} {self.device}{' ' + opts if opts else ''}")
+                f"{self.precision} {self.device}{' ' + opts if opts else ''}{dice}")

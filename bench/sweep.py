@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ import architectures
 
 from . import store
 from .config import RunConfig, Shape
-from .worker import MARK, base_record
+from .worker import LOG_MARK, MARK, base_record
 
 MODES = ("train", "infer")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -65,12 +67,18 @@ def expand(
     channels_last: bool = False,
     overrides: dict[str, Any] | None = None,
     repeats: int = 3,
+    dice: dict[str, Any] | None = None,
 ) -> list[RunConfig]:
     """The cross product, validated before anything runs (ValueError: one line saying what is allowed).
 
     Empty ``sizes``/``batches``/``precisions`` mean each architecture's defaults (the paper's on CUDA
     and for prediction, small ones on CPU). A multi-stage architecture's training is one config
     per stage; its inference is one config for the whole.
+
+    ``dice`` (the :class:`RunConfig` Dice fields: data, train_minutes, train_iterations, weighting) makes
+    every training configuration also a Dice run; a multi-stage architecture trains all its stages in
+    the record of its last stage. Without sizes, a CPU Dice run uses the spec's ``cpu_dice`` patch
+    and batch (one configuration per architecture, so that it ends in minutes).
     """
     names = architectures.names() if "all" in archs else list(dict.fromkeys(archs))
     for b in batches:
@@ -84,6 +92,10 @@ def expand(
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {p!r}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1; got {repeats}")
+    if dice is not None and device == "predict":
+        raise ValueError("--dice trains and evaluates a network: use --device cpu or cuda, not predict")
+    if dice is not None and "train" not in modes:
+        raise ValueError("--dice trains the network: it needs --mode train")
     configs: list[RunConfig] = []
     for name in names:
         spec = architectures.spec(name)
@@ -96,13 +108,18 @@ def expand(
         gpu_like = device in ("cuda", "predict")
         arch_sizes = list(sizes) or list(spec.default_sizes if gpu_like else spec.cpu_sizes)
         arch_batches = list(batches) or list(spec.default_batches if gpu_like else spec.cpu_batches)
+        if dice is not None and not gpu_like:
+            dice_size, dice_batch = spec.cpu_dice or (spec.cpu_sizes[0], max(spec.cpu_batches))
+            arch_sizes = list(sizes) or [dice_size]
+            arch_batches = list(batches) or [dice_batch]
         arch_precisions = list(precisions) or [spec.default_precision if gpu_like else "fp32"]
         for size, batch, mode, prec in itertools.product(arch_sizes, arch_batches, modes, arch_precisions):
             spec.check_size(size, mode, **ov)
             stages = [s.name for s in spec.train_stages(**ov)] if (mode == "train" and spec.stages) else [""]
             for stage in stages:
+                extra = dict(dice=True, **dice) if (dice is not None and mode == "train" and stage == stages[-1]) else {}
                 configs.append(RunConfig(name, size, batch, mode, device, prec, stage,
-                                         tuple(sorted(ov.items())), channels_last, repeats))
+                                         tuple(sorted(ov.items())), channels_last, repeats, **extra))
     return configs
 
 
@@ -112,23 +129,49 @@ class Executor(Protocol):
 
 @dataclass
 class LocalExecutor:
-    """One fresh ``python -m bench.worker`` process per configuration."""
+    """One fresh ``python -m bench.worker`` process per configuration.
+
+    The worker's ``LOG:`` lines (progress of long work, e.g. a Dice run's validations) are passed to
+    ``on_log`` as they come; its stderr goes to a temporary file, whose tail an ``error`` record keeps.
+    """
 
     python: str = sys.executable
+    on_log: Callable[[str], None] | None = None
 
     def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any]:
         envvars = dict(os.environ, PYTHONUNBUFFERED="1")
         root = str(Path(__file__).resolve().parent.parent)
         envvars["PYTHONPATH"] = root + os.pathsep + envvars.get("PYTHONPATH", "")
-        try:
-            proc = subprocess.run([self.python, "-m", "bench.worker"], input=cfg.to_json(), capture_output=True,
-                                  text=True, timeout=timeout_s, env=envvars)
-        except subprocess.TimeoutExpired as exc:
-            return failed(cfg, "timeout", f"no result within {timeout_s:g} s", _tail(exc.stderr))
-        for line in reversed(proc.stdout.splitlines()):
+        with tempfile.TemporaryFile("w+") as errfile:
+            proc = subprocess.Popen([self.python, "-m", "bench.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=errfile, text=True, env=envvars)
+            lines: list[str] = []
+            reader = threading.Thread(target=self._read, args=(proc, lines), daemon=True)
+            reader.start()
+            proc.stdin.write(cfg.to_json())  # type: ignore[union-attr]
+            proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                reader.join(5)
+                errfile.seek(0)
+                return failed(cfg, "timeout", f"no result within {timeout_s:g} s", _tail(errfile.read()))
+            reader.join(5)
+            errfile.seek(0)
+            stderr = errfile.read()
+        for line in reversed(lines):
             if line.startswith(MARK):
                 return json.loads(line[len(MARK):])
-        return failed(cfg, "error", f"worker exited with code {proc.returncode}", _tail(proc.stderr))
+        return failed(cfg, "error", f"worker exited with code {proc.returncode}", _tail(stderr))
+
+    def _read(self, proc: subprocess.Popen, lines: list[str]) -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            line = line.rstrip("\n")
+            lines.append(line)
+            if line.startswith(LOG_MARK) and self.on_log:
+                self.on_log(line[len(LOG_MARK):])
 
 
 def _tail(text: str | bytes | None, n: int = 2000) -> str:

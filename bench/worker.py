@@ -28,6 +28,7 @@ from .measure.predict import predict
 from .step import StepRunner, stage_of
 
 MARK = "RECORD:"
+LOG_MARK = "LOG:"
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
 
@@ -89,7 +90,30 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     rec.update(timing.summarize(times, rec["voxels_per_step"], samples, rec.get("flops_per_step"),
                                 timing.peak_flops(rec.get("device_name"), cfg.precision)))
     rec["status"] = "ok"
+    if cfg.dice:
+        del runner  # free the measured step's model and batch before training
+        rec.update(dice(cfg, spec))
     return rec
+
+
+def log(message: str) -> None:
+    """Progress for the parent (shown under the sweep's progress bar)."""
+    sys.stdout.write(LOG_MARK + message + "\n")
+    sys.stdout.flush()
+
+
+def dice(cfg: RunConfig, spec: architectures.ArchSpec) -> dict[str, Any]:
+    """The Dice columns of a Dice run (all stages of the whole architecture), or why there are none."""
+    from .evaluate import dice_record
+
+    device = "cuda" if cfg.device == "cuda" else "cpu"
+    try:
+        return dice_record(spec, cfg.overrides_dict, cfg.size, cfg.batch, cfg.precision, device, cfg.data,
+                           cfg.train_minutes, cfg.train_iterations, cfg.weighting, log=log)
+    except torch.cuda.OutOfMemoryError as exc:
+        return {"dice_status": "oom", "dice_error": str(exc).splitlines()[0][:500]}
+    except Exception as exc:  # the memory figures above stay valid; say why Dice is missing
+        return {"dice_status": "error", "dice_error": f"{type(exc).__name__}: {exc}"[:2000]}
 
 
 def requested_bytes(message: str) -> int | None:

@@ -83,3 +83,30 @@ def test_list_shows_pinned_counts():
     assert res.exit_code == 0
     for figure in ("2,512,515", "2,512,566", "19,072,899", "65,175,347", "31,196,399"):
         assert figure in res.output
+
+
+def test_dice_run_records_dice_beside_memory(tmp_path):
+    res = runner.invoke(app, ["run", "--arch", "unet", "--dice", "--size", "32", "--batch", "2", "--device", "cpu",
+                              "--train-iterations", "3", "--data", "phantom:64x48x48", "--repeats", "1",
+                              "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    rec = store.load(tmp_path).iloc[0]
+    assert rec["status"] == "ok" and rec["dice_status"] == "ok", rec.get("dice_error")
+    assert rec["train_iterations"] == 3 and rec["test_volumes"] == 2
+    for col in ("dice_mid_gut", "dice_hind_gut", "dice_mean_fg", "threshold_dice_mid_gut", "threshold_dice_hind_gut"):
+        assert 0.0 <= rec[col] <= 1.0
+    assert rec["infer_volume_cpu_live_peak_bytes"] > 0 and rec["cpu_live_peak_bytes"] > 0
+    assert "unet: iteration 3" in res.output  # the worker's progress reaches the console
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "/no/such/dataset"], "does not exist"),
+    (["--data", "phantom:12x3"], "phantom size"),
+    (["--weighting", "median"], "weighting must be one of"),
+    (["--device", "predict"], "use --device cpu or cuda"),
+    (["--mode", "infer"], "needs --mode train"),
+])
+def test_bad_dice_arguments(tmp_path, args, message):
+    res = runner.invoke(app, ["run", "--arch", "unet", "--dice", "--out", str(tmp_path), *args])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert not store.path(tmp_path).exists()

@@ -1,0 +1,1 @@
+"""Datasets for Dice runs: the built-in phantom (:mod:`.phantom`) and real-data loaders (:mod:`.datasets`)."""
