@@ -274,10 +274,7 @@ def report(
     """Markdown report and CSV tables (and the plots) from the results store."""
     from . import report as rep
 
-    try:
-        df = rep.load(out, arch or [], device or [], mode or [])
-    except rep.NothingToShow as exc:
-        fail(str(exc), code=1)
+    df = _results(out, arch, device, mode)
     dest = to or out
     written = rep.write(df, dest)
     console.print(f"report of {len(df)} records: " + ", ".join(str(p) for p in written), highlight=False)
@@ -294,13 +291,17 @@ def plot(
     mode: Filter = None,
 ) -> None:
     """Comparison plots (seaborn, PNG and SVG) from the results store."""
+    _plot(_results(out, arch, device, mode), to or out)
+
+
+def _results(out: Path, arch: list[str] | None, device: list[str] | None, mode: list[str] | None):
+    """The filtered store, or exit 1 saying why there is nothing to show."""
     from . import report as rep
 
     try:
-        df = rep.load(out, arch or [], device or [], mode or [])
+        return rep.load(out, arch or [], device or [], mode or [])
     except rep.NothingToShow as exc:
         fail(str(exc), code=1)
-    _plot(df, to or out)
 
 
 def _plot(df, dest: Path) -> None:
@@ -397,6 +398,8 @@ def paper(
     timeout: Annotated[float, typer.Option(help="seconds per measured configuration")] = 900,
 ) -> None:
     """The paper's Tables 1-4 (training memory) beside its own GB figures, with the ratios."""
+    import pandas as pd
+
     from . import paper as pp
     from . import store, sweep
 
@@ -429,15 +432,9 @@ def paper(
     for col in show.columns:
         table.add_column(col)
     for r in show.itertuples(index=False):
-        table.add_row(*("" if (not isinstance(v, str) and pd_isna(v)) else str(v) for v in r))
+        table.add_row(*("" if (not isinstance(v, str) and pd.isna(v)) else str(v) for v in r))
     console.print(table)
     console.print(f"written: {out / 'paper.csv'}, {out / 'paper.md'}")
-
-
-def pd_isna(v) -> bool:
-    import pandas as pd
-
-    return bool(pd.isna(v))
 
 
 def _gb(v) -> str:

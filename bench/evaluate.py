@@ -118,9 +118,8 @@ def dice_record(
     predict = predictor(lambda x: spec.infer(model, x), dev, precision)
     per_volume, times, peaks = [], [], []
     for v in ds.test:
-        t0, peak = _timed_peak(lambda v=v: sliding_window(predict, torch.from_numpy(v.image), tile, ds.num_classes,
-                                                          cfg.step, cfg.weighting, dev), dev)
-        probs, seconds = t0
+        probs, seconds, peak = _timed_peak(lambda v=v: sliding_window(
+            predict, torch.from_numpy(v.image), tile, ds.num_classes, cfg.step, cfg.weighting, dev), dev)
         times.append(seconds)
         peaks.append(peak)
         pred = probs.argmax(0).numpy().astype(np.uint8)
@@ -143,15 +142,15 @@ def dice_record(
     return rec
 
 
-def _timed_peak(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[tuple[torch.Tensor, float], int]:
-    """((result, seconds), peak bytes): CUDA allocator peak, or the tracked live-tensor peak on the CPU."""
+def _timed_peak(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float, int]:
+    """(result, seconds, peak bytes): CUDA allocator peak, or the tracked live-tensor peak on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         out = fn()
         torch.cuda.synchronize()
-        return (out, time.perf_counter() - t0), torch.cuda.max_memory_allocated()
+        return out, time.perf_counter() - t0, torch.cuda.max_memory_allocated()
     from .measure.tracker import AllocationTracker
 
     tracker = AllocationTracker()
@@ -160,4 +159,4 @@ def _timed_peak(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[t
         out = fn()
     seconds = time.perf_counter() - t0
     peak, _ = tracker.live_peak()
-    return (out, seconds), peak
+    return out, seconds, peak

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from architectures import ArchSpec, SampleTensor, Stage
+from architectures import ArchSpec, Stage
 
 from .data.datasets import Dataset, Volume
 from .dice import dice_per_class, mean_over_volumes
@@ -308,6 +308,3 @@ def _prior(spec: ArchSpec, model: nn.Module, net: nn.Module, image: torch.Tensor
     net.train(was)
     return prior
 
-
-def describe_layout(layout: list[SampleTensor]) -> str:
-    return ", ".join(f"{t.name} {'x'.join(map(str, t.shape))}" for t in layout)
