@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
 from architectures import ArchSpec
@@ -30,8 +29,7 @@ from architectures import ArchSpec
 from .data import datasets
 from .data.datasets import Dataset
 from .dice import ThresholdBaseline, dice_per_class, mean_over_volumes
-from .infer import sliding_window
-from .train import TrainConfig, inference_tile, mean_foreground, predictor, train
+from .train import TrainConfig, inference_tile, labels, mean_foreground, probabilities, train
 
 #: CPU Dice runs train this long per stage unless told otherwise (the whole run then ends in minutes)
 CPU_MINUTES = 6.0
@@ -115,15 +113,13 @@ def dice_record(
     )
     last = spec.train_stages(**overrides)[-1]
     tile = inference_tile(last.spec, cfg, last.spec.hparams(**last.overrides), ds.num_classes, ds.in_channels)
-    predict = predictor(lambda x: spec.infer(model, x), dev, precision)
     per_volume, times, peaks = [], [], []
     for v in ds.test:
-        probs, seconds, peak = _timed_peak(lambda v=v: sliding_window(
-            predict, torch.from_numpy(v.image), tile, ds.num_classes, cfg.step, cfg.weighting, dev), dev)
+        probs, seconds, peak = _timed_peak(
+            lambda v=v: probabilities(lambda x: spec.infer(model, x), v, tile, ds.num_classes, cfg, dev), dev)
         times.append(seconds)
         peaks.append(peak)
-        pred = probs.argmax(0).numpy().astype(np.uint8)
-        per_volume.append(dice_per_class(pred, v.label, classes))
+        per_volume.append(dice_per_class(labels(probs), v.label, classes))
         log(f"test {v.name}: " + ", ".join(f"{names.get(c, c)} {per_volume[-1][c]:.3f}" for c in classes[1:]))
     mean = mean_over_volumes(per_volume)
     for c in classes[1:]:

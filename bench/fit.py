@@ -154,11 +154,11 @@ def fit(
             cache[(s, b)] = mem(s, b) + overhead_bytes
         return cache[(s, b)]
 
-    def valid(s: Shape) -> bool:
+    def valid(s: Shape, b: int = batch) -> bool:
         """Allowed by the spec, and traceable (e.g. BatchNorm refuses a 1-voxel bottleneck at batch 1)."""
         try:
             spec.check_size(s, mode, **ov)
-            cost(s, batch)
+            cost(s, b)
             return True
         except (ValueError, RuntimeError):
             return False
@@ -185,7 +185,7 @@ def fit(
             result.box_bytes = cost(result.box, batch)
     at = tuple(size) if size else spec.default_sizes[0]
     result.batch_size = at  # type: ignore[assignment]
-    if valid(at):  # type: ignore[arg-type]
+    if valid(at, 1):  # type: ignore[arg-type]  (the batch search's first probe, so no extra prediction)
         nb = largest(lambda b: cost(at, b) <= budget_bytes, 1, 4096)  # type: ignore[arg-type]
         result.max_batch = nb
         result.max_batch_bytes = cost(at, nb) if nb else None  # type: ignore[arg-type]

@@ -92,11 +92,9 @@ class StepRunner:
             raise ValueError(f"mode must be train or infer; got {self.mode!r}")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        if self.autocast is not None:
+        if self.precision != "fp32" and self.autocast is not None:
             return self.autocast()
-        return torch.autocast(torch.device(self.device).type, dtype=DTYPES[self.precision])
+        return autocast(self.device, self.precision)
 
     def step(self, phase: PhaseHook | None = None) -> torch.Tensor:
         """Run one step; returns the loss (train) or the logits (infer)."""
@@ -131,6 +129,13 @@ class StepRunner:
         layout = self.spec.layout(self.size, self.in_channels, self.num_classes, hp)
         roles = [t for t in layout if t.role == "image" and (self.mode == "train" or t.name == "image")]
         return self.batch * sum(int(torch.tensor(t.shape).prod()) for t in roles)
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on the device's type at the precision's dtype; nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=DTYPES[precision])
 
 
 def to_channels_last(model: nn.Module) -> None:

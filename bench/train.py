@@ -20,7 +20,6 @@ kept.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from collections.abc import Callable, Mapping
@@ -38,7 +37,7 @@ from .dice import dice_per_class, mean_over_volumes
 from .infer import Weighting, sliding_window
 from .losses import CEDiceLoss, inverse_frequency_weights
 from .sample import crop_sample, stack
-from .step import DTYPES
+from .step import autocast
 
 Shape = tuple[int, int, int]
 Log = Callable[[str], None]
@@ -155,12 +154,6 @@ def class_weights(volumes: list[Volume], num_classes: int, kind: str) -> torch.T
     return w.sqrt() / w.sqrt()[w > 0].mean() if kind == "sqrt" else w
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[precision])
-
-
 def predictor(fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device, precision: str):
     def predict(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), autocast(device, precision):
@@ -172,12 +165,21 @@ def predictor(fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device, 
 def evaluate(fn: Callable[[torch.Tensor], torch.Tensor], volumes: list[Volume], tile: Shape, num_classes: int,
              cfg: TrainConfig, device: torch.device) -> tuple[dict[int, float], list[dict[int, float]]]:
     """Mean and per-volume Dice of ``fn`` (an inference path on a tile) over ``volumes``."""
-    per_volume = []
-    for v in volumes:
-        probs = sliding_window(predictor(fn, device, cfg.precision), torch.from_numpy(v.image), tile, num_classes,
-                               cfg.step, cfg.weighting, device)
-        per_volume.append(dice_per_class(probs.argmax(0).numpy().astype(np.uint8), v.label, range(num_classes)))
+    per_volume = [dice_per_class(labels(probabilities(fn, v, tile, num_classes, cfg, device)), v.label,
+                                 range(num_classes)) for v in volumes]
     return mean_over_volumes(per_volume), per_volume
+
+
+def probabilities(fn: Callable[[torch.Tensor], torch.Tensor], volume: Volume, tile: Shape, num_classes: int,
+                  cfg: TrainConfig, device: torch.device) -> torch.Tensor:
+    """Class probabilities of a whole volume by sliding window over ``fn`` (an inference path)."""
+    return sliding_window(predictor(fn, device, cfg.precision), torch.from_numpy(volume.image), tile, num_classes,
+                          cfg.step, cfg.weighting, device)
+
+
+def labels(probs: torch.Tensor) -> np.ndarray:
+    """The label map (uint8) of class probabilities (K x D x H x W)."""
+    return probs.argmax(0).numpy().astype(np.uint8)
 
 
 def mean_foreground(d: Mapping[int, float]) -> float:
