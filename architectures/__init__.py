@@ -16,9 +16,9 @@ from typing import Any
 
 from torch import nn
 
-from .spec import ArchSpec, SampleTensor, Stage, count_parameters
+from .spec import ArchSpec, SampleTensor, Shape, Stage
 
-__all__ = ["ArchSpec", "SampleTensor", "Stage", "build", "count_parameters", "names", "spec"]
+__all__ = ["ArchSpec", "SampleTensor", "Shape", "Stage", "build", "names", "spec"]
 
 _NOT_ARCHITECTURES = {"spec", "blocks"}
 

@@ -192,6 +192,17 @@ class ArchSpec:
             return [Stage("", self, dict(overrides))]
         return list(self.stages(self.hparams(**overrides)))
 
+    def stage(self, name: str, **overrides: Any) -> tuple[ArchSpec, dict[str, Any]]:
+        """The spec and overrides that a run of this architecture at stage ``name`` builds ("" is the
+        whole architecture); ValueError listing the valid stages."""
+        if not name:
+            return self, dict(overrides)
+        stages = self.train_stages(**overrides)
+        for s in stages:
+            if s.name == name:
+                return s.spec, dict(s.overrides)
+        raise ValueError(f"{self.name} has no stage {name!r}; valid: {', '.join(s.name for s in stages)}")
+
     def check_size(self, size: Shape, mode: str = "train", **overrides: Any) -> None:
         """Raise ValueError, saying what is allowed, when ``size`` does not suit this architecture.
 
@@ -221,7 +232,3 @@ class ArchSpec:
         with torch.device("meta"):
             model = self.build(in_channels, num_classes, **overrides)
         return sum(p.numel() for p in model.parameters())
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from bench import store
 from bench.cli import app
+from bench.sweep import store
 
 runner = CliRunner()
-COLUMNS = {"key", "timestamp", "git_commit", "arch", "stage", "mode", "device", "device_name", "precision", "batch",
+COLUMNS = {"key", "timestamp", "git_commit", "arch", "stage", "mode", "backend", "device_name", "precision", "batch",
            "size", "input_shapes", "options", "status", "voxels_per_step", "params", "flops_per_step",
            "cpu_live_peak_bytes", "cpu_rss_peak_increase_bytes", "pred_peak_allocated_bytes",
            "pred_peak_reserved_bytes", "memtracker_peak_bytes", "step_time_median_s", "step_time_iqr_s",
@@ -19,7 +19,7 @@ COLUMNS = {"key", "timestamp", "git_commit", "arch", "stage", "mode", "device", 
 
 def test_tiny_sweep_records_then_skips(tmp_path):
     args = ["run", "--arch", "meunet", "--size", "32", "--batch", "1", "--mode", "train", "--mode", "infer",
-            "--device", "cpu", "--repeats", "1", "--out", str(tmp_path)]
+            "--backend", "cpu", "--repeats", "1", "--out", str(tmp_path)]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     df = pd.read_json(store.path(tmp_path), lines=True)
@@ -37,7 +37,7 @@ def test_tiny_sweep_records_then_skips(tmp_path):
 
 
 def test_predict_device_on_any_machine(tmp_path):
-    res = runner.invoke(app, ["run", "--arch", "cascade", "--device", "predict", "--size", "64", "--batch", "1",
+    res = runner.invoke(app, ["run", "--arch", "cascade", "--backend", "predict", "--size", "64", "--batch", "1",
                               "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     df = store.load(tmp_path)
@@ -50,32 +50,41 @@ def test_predict_device_on_any_machine(tmp_path):
     (["--arch", "unet", "--size", "40"], "multiple of 16"),
     (["--arch", "unet", "--batch", "0"], "batch must be >= 1"),
     (["--arch", "unet", "--size", "big"], "is not an edge"),
-    (["--arch", "unet", "--precision", "fp8"], "precision must be one of"),
+    (["--arch", "unet", "--precision", "fp8"], "'fp8' is not one of 'fp32', 'bf16', 'fp16'"),
+    (["--arch", "meunet", "--set", "expansion=0.5"], "expansion must be >= 1"),
+    (["--arch", "meunet", "--set", "expansion=abc"], "meunet: cannot build with {'expansion': 'abc'}"),
+    (["--arch", "unet", "--set", "norm=bogus"], "norm must be one of"),
     (["--arch", "nnunet", "--checkpointing"], "no gradient checkpointing option"),
     (["--arch", "unet", "--set", "widht=3"], "unknown override"),
 ])
 def test_bad_arguments_fail_before_anything_runs(tmp_path, args, message):
-    res = runner.invoke(app, ["run", *args, "--device", "cpu", "--out", str(tmp_path)])
+    res = runner.invoke(app, ["run", *args, "--backend", "cpu", "--out", str(tmp_path)])
     assert res.exit_code == 2
-    assert message in " ".join(res.output.split())
+    assert message in " ".join(res.output.replace("│", " ").split())
     assert not store.path(tmp_path).exists()
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, cpu_only):
-    res = runner.invoke(app, ["run", "--arch", "unet", "--device", "cuda", "--out", str(tmp_path)])
+    res = runner.invoke(app, ["run", "--arch", "unet", "--backend", "cuda", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "no CUDA GPU" in res.output
+    res = runner.invoke(app, ["run", "--arch", "unet", "--device", "cuda", "--out", str(tmp_path)])  # the old name
     assert res.exit_code == 2 and "no CUDA GPU" in res.output
 
 
-def test_a_crash_and_a_timeout_become_rows_and_the_sweep_goes_on(tmp_path):
-    res = runner.invoke(app, ["run", "--arch", "unet", "--size", "32", "--batch", "1", "--device", "predict",
-                              "--set", "norm=bogus", "--out", str(tmp_path)])
-    assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["run", "--arch", "unet", "--size", "32", "--size", "64", "--batch", "1",
-                              "--device", "predict", "--timeout", "0.5", "--out", str(tmp_path)])
-    assert res.exit_code == 0, res.output
+def test_a_timeout_is_a_row_with_its_configuration_and_fails_the_exit_code(tmp_path):
+    args = ["run", "--arch", "unet", "--size", "32", "--size", "64", "--batch", "1", "--backend", "predict",
+            "--out", str(tmp_path)]
+    res = runner.invoke(app, [*args, "--timeout", "0.5"])
+    assert res.exit_code == 1 and "2 configuration(s) failed" in res.output, res.output
     df = store.load(tmp_path)
-    assert list(df["status"]) == ["error", "timeout", "timeout"]
-    assert "norm must be one of" in df["stderr_tail"].iloc[0]
+    assert list(df["status"]) == ["timeout", "timeout"]
+    assert list(df["size"]) == ["32x32x32", "64x64x64"] and set(df["precision"]) == {"fp32"}
+    assert (df["timeout_s"] == 0.5).all()
+    # a timeout under a shorter limit is no result: a longer limit re-runs it without --force
+    res = runner.invoke(app, [*args, "--timeout", "600"])
+    assert res.exit_code == 0, res.output
+    assert list(store.load(tmp_path)["status"]) == ["ok", "ok"]
+    assert len(store.load(tmp_path, history=True)) == 4
 
 
 def test_list_shows_pinned_counts():
@@ -86,7 +95,7 @@ def test_list_shows_pinned_counts():
 
 
 def test_dice_run_records_dice_beside_memory(tmp_path):
-    res = runner.invoke(app, ["run", "--arch", "unet", "--dice", "--size", "32", "--batch", "2", "--device", "cpu",
+    res = runner.invoke(app, ["run", "--arch", "unet", "--dice", "--size", "32", "--batch", "2", "--backend", "cpu",
                               "--train-iterations", "3", "--data", "phantom:64x48x48", "--repeats", "1",
                               "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
@@ -102,11 +111,11 @@ def test_dice_run_records_dice_beside_memory(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--data", "/no/such/dataset"], "does not exist"),
     (["--data", "phantom:12x3"], "phantom size"),
-    (["--weighting", "median"], "weighting must be one of"),
-    (["--device", "predict"], "use --device cpu or cuda"),
+    (["--weighting", "median"], "'median' is not one of 'centre', 'gaussian', 'uniform'"),
+    (["--backend", "predict"], "use --backend cpu or cuda"),
     (["--mode", "infer"], "needs --mode train"),
 ])
 def test_bad_dice_arguments(tmp_path, args, message):
     res = runner.invoke(app, ["run", "--arch", "unet", "--dice", "--out", str(tmp_path), *args])
-    assert res.exit_code == 2 and message in res.output, res.output
+    assert res.exit_code == 2 and message in " ".join(res.output.replace("│", " ").split()), res.output
     assert not store.path(tmp_path).exists()

@@ -13,7 +13,8 @@ from typing import Any
 
 import psutil
 
-from ..step import StepRunner
+from .. import record as R
+from .step import StepRunner
 from .tracker import AllocationTracker
 
 
@@ -45,7 +46,7 @@ def measure(runner_factory, repeats: int) -> tuple[dict[str, Any], StepRunner]:
         times.append(time.perf_counter() - t0)
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     return {
-        "cpu_live_peak_bytes": peak,
-        "cpu_rss_peak_increase_bytes": max(0, maxrss - rss0),
+        R.CPU_LIVE_PEAK: peak,
+        R.CPU_RSS_INCREASE: max(0, maxrss - rss0),
         "times_s": times,
     }, runner

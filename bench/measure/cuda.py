@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from ..step import StepRunner
+from .. import record as R
+from .step import StepRunner
 
 
 class NvmlSampler:
@@ -87,10 +88,10 @@ def measure(runner_factory, repeats: int, cudnn_benchmark: bool = False) -> tupl
         runner.step()
         torch.cuda.synchronize()
     rec: dict[str, Any] = {
-        "peak_allocated_bytes": torch.cuda.max_memory_allocated(),
-        "peak_reserved_bytes": torch.cuda.max_memory_reserved(),
-        "nvml_peak_bytes": sampler.peak or None,
-        "cuda_context_bytes": context,
+        R.PEAK_ALLOCATED: torch.cuda.max_memory_allocated(),
+        R.PEAK_RESERVED: torch.cuda.max_memory_reserved(),
+        R.NVML_PEAK: sampler.peak or None,
+        R.CUDA_CONTEXT: context,
     }
     times = []
     for _ in range(repeats):

@@ -29,11 +29,12 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from architectures import ArchSpec
+from architectures import ArchSpec, Shape
 
-from ..step import DTYPES, Shape, StepRunner
+from .. import record as R
 from .allocator import CachingAllocatorModel
 from .autocast import EmulatedCudaAutocast
+from .step import DTYPES, StepRunner
 from .tracker import CATEGORIES, AllocationTracker
 
 
@@ -162,19 +163,19 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
     alloc = replay(tracker, host, start)
     live_peak, at = tracker.live_peak(start, host)
     rec: dict[str, Any] = {
-        "pred_peak_allocated_bytes": alloc.peak_allocated,
-        "pred_peak_reserved_bytes": alloc.peak_reserved,
-        "pred_peak_live_bytes": live_peak,
-        "pred_events": len(tracker.events),
-        "flops_per_step": count_flops(spec, overrides, size, batch, mode, precision, channels_last),
+        R.PRED_ALLOCATED: alloc.peak_allocated,
+        R.PRED_RESERVED: alloc.peak_reserved,
+        R.PRED_LIVE: live_peak,
+        R.PRED_EVENTS: len(tracker.events),
+        R.FLOPS_PER_STEP: count_flops(spec, overrides, size, batch, mode, precision, channels_last),
     }
     for cat, n in tracker.breakdown_at(at, host).items():
-        rec[f"pred_{cat}_bytes"] = n
-    rec["pred_time_s"] = time.perf_counter() - t0
+        rec[R.pred_category(cat)] = n
+    rec[R.PRED_TIME] = time.perf_counter() - t0
     if with_memtracker:
         t1 = time.perf_counter()
-        rec["memtracker_peak_bytes"] = memtracker_peak(spec, overrides, size, batch, mode, precision, channels_last)
-        rec["memtracker_time_s"] = time.perf_counter() - t1
+        rec[R.MEMTRACKER_PEAK] = memtracker_peak(spec, overrides, size, batch, mode, precision, channels_last)
+        rec[R.MEMTRACKER_TIME] = time.perf_counter() - t1
     return rec
 
 

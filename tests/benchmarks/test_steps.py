@@ -11,7 +11,7 @@ import torch
 import architectures
 from bench.measure import cpu
 from bench.measure.predict import predict
-from bench.step import StepRunner
+from bench.measure.step import StepRunner
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -1,0 +1,95 @@
+"""What the CLI shows: one clear line for an error, one progress bar for long work, one summary line
+per finished configuration. Labels and paths are printed as plain text (never rich markup: a path such
+as ``/data/[ct]`` or a stage name in brackets must not be read as a style).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import record as R
+from .options import GiB
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One clear line on stderr, then exit (2: bad input; 1: the work itself failed)."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _show_store_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
+def show_warnings() -> None:
+    """Warnings (e.g. a skipped line of the results store) as one yellow line each, not a traceback frame."""
+    warnings.showwarning = _show_store_warning
+
+
+class Bar:
+    """A progress bar over ``total`` items whose description names the current one."""
+
+    def __init__(self, progress: Progress, total: int, verb: str) -> None:
+        self.progress, self.verb = progress, verb
+        self.task = progress.add_task(verb, total=total)
+
+    def start(self, label: str) -> None:
+        self.progress.update(self.task, description=f"{self.verb} {label}")
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+    def print(self, line: str, markup: bool = False) -> None:
+        self.progress.console.print(line, highlight=False, markup=markup, soft_wrap=True)
+
+    def done(self, text: str = "done") -> None:
+        self.progress.update(self.task, description=text)
+
+
+@contextlib.contextmanager
+def bar(total: int, verb: str) -> Iterator[Bar]:
+    """``with bar(len(items), "predicting") as b: b.start(label); ...; b.advance()``."""
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        yield Bar(progress, total, verb)
+
+
+def gib(v: Any) -> str:
+    return "-" if v is None else f"{v / GiB:.2f} GiB"
+
+
+def summary_line(label: str, rec: dict[str, Any]) -> str:
+    """One line for a finished configuration (rich markup; the label is escaped)."""
+    label = escape(label)
+    status = rec.get(R.STATUS)
+    if status != R.OK:
+        return f"  {label}: [red]{status}[/] {escape(str(rec.get(R.ERROR, '')))}"
+    backend = rec.get(R.BACKEND)
+    if backend == "cuda":
+        meas = f"max allocated {gib(rec.get(R.PEAK_ALLOCATED))}, reserved {gib(rec.get(R.PEAK_RESERVED))}"
+    elif backend == "cpu":
+        meas = f"CPU live peak {gib(rec.get(R.CPU_LIVE_PEAK))}"
+    else:
+        meas = ""
+    pred = f"predicted CUDA {gib(rec.get(R.PRED_ALLOCATED))}"
+    t = rec.get(R.STEP_TIME_MEDIAN)
+    speed = f", {t:.3f} s/step" if t else ""
+    dice = ""
+    if rec.get(R.DICE_STATUS) == R.OK:
+        per = ", ".join(f"{k.removeprefix('dice_')} {rec[k]:.3f}" for k in R.class_columns(rec))
+        dice = f"; Dice {per} (threshold baseline mean {rec.get(R.THRESHOLD_DICE_MEAN_FG, 0):.3f})"
+    elif rec.get(R.DICE_STATUS):
+        dice = f"; [red]Dice {rec[R.DICE_STATUS]}[/]: {escape(str(rec.get(R.DICE_ERROR, '')))}"
+    return f"  {label}: {', '.join(x for x in (meas, pred) if x)}{speed}{dice}"

@@ -1,0 +1,140 @@
+"""One training step or one inference of any architecture, driven only by its spec.
+
+Every backend (CUDA measurement, CPU measurement, GPU-free prediction, pytest-benchmark) runs the
+same :class:`StepRunner`, so what is predicted is exactly what is measured. A backend may supply the
+autocast context (prediction emulates CUDA autocast, see :mod:`bench.measure.autocast`) and a
+``phase`` callback that is told when forward, backward and the optimizer step start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from architectures import ArchSpec, Shape
+
+from ..options import Mode, Precision, choice
+from ..train.losses import CEDiceLoss
+from .sample import synthetic_batch
+
+#: the dtype of each precision (every :class:`bench.options.Precision` has one)
+DTYPES = {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
+PhaseHook = Callable[[str], None]
+
+
+@dataclass
+class StepRunner:
+    """A built model, its optimizer and one synthetic batch, ready to step.
+
+    Args:
+        spec: the (stage) spec to run.
+        overrides: build overrides of that spec.
+        size: the run's size (what it names is the spec's ``size_meaning``).
+        batch: samples per step.
+        mode: ``train`` (forward, loss, backward, Adam step) or ``infer`` (the spec's inference path
+            under ``torch.inference_mode``).
+        precision: ``fp32`` or autocast ``bf16`` / ``fp16`` (fp16 with a gradient scaler).
+        device: where tensors live (``cpu`` also under FakeTensorMode for prediction).
+        channels_last: model and images in ``torch.channels_last_3d``.
+        autocast: a factory of the autocast context; default ``torch.autocast(device.type, dtype)``.
+        scaler: a GradScaler-like object for fp16; default ``torch.amp.GradScaler(device.type)``.
+        criterion: the loss on (logits, label); default the paper's CE + soft Dice.
+    """
+
+    spec: ArchSpec
+    overrides: Mapping[str, Any]
+    size: Shape
+    batch: int
+    mode: str = "train"
+    precision: str = "fp32"
+    device: str = "cpu"
+    channels_last: bool = False
+    in_channels: int = 1
+    num_classes: int = 3
+    seed: int = 0
+    autocast: Callable[[], contextlib.AbstractContextManager] | None = None
+    scaler: Any = None
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default_factory=CEDiceLoss)
+    model: nn.Module = field(init=False)
+    optimizer: torch.optim.Optimizer | None = field(init=False, default=None)
+    inputs: dict[str, torch.Tensor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.precision = choice(Precision, self.precision, "precision")
+        self.mode = choice(Mode, self.mode, "mode")
+        torch.manual_seed(self.seed)
+        self.model = self.spec.build(self.in_channels, self.num_classes, **self.overrides)
+        if torch.device(self.device).type != "cpu":  # (``.to`` cannot swap fake parameters in place)
+            self.model = self.model.to(self.device)
+        if self.channels_last:
+            to_channels_last(self.model)
+        hp = self.spec.hparams(**self.overrides)
+        layout = self.spec.layout(self.size, self.in_channels, self.num_classes, hp)
+        if self.mode == "infer":
+            layout = [t for t in layout if t.name == "image"]
+        self.inputs = synthetic_batch(layout, self.batch, self.num_classes, self.device, self.seed)
+        if self.channels_last:
+            self.inputs = {k: v.to(memory_format=torch.channels_last_3d) if v.dim() == 5 else v
+                           for k, v in self.inputs.items()}
+        if self.mode == "train":
+            self.model.train()
+            # foreach=True: what CUDA uses by default; set explicitly so that CPU and fake-CPU runs match
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=9e-4, foreach=True)
+            if self.precision == "fp16" and self.scaler is None:
+                self.scaler = torch.amp.GradScaler(torch.device(self.device).type)
+        else:
+            self.model.eval()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision != "fp32" and self.autocast is not None:
+            return self.autocast()
+        return autocast(self.device, self.precision)
+
+    def step(self, phase: PhaseHook | None = None) -> torch.Tensor:
+        """Run one step; returns the loss (train) or the logits (infer)."""
+        phase = phase or (lambda _name: None)
+        if self.mode == "infer":
+            phase("forward")
+            with torch.inference_mode(), self._autocast():
+                out = self.spec.infer(self.model, self.inputs["image"])
+            phase("done")
+            return out
+        assert self.optimizer is not None
+        phase("forward")
+        with self._autocast():
+            loss = self.spec.loss(self.model, self.inputs, self.criterion)
+        phase("backward")
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            phase("optimizer")
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            phase("optimizer")
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        phase("done")
+        return loss.detach()
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on the device's type at the precision's dtype; nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=DTYPES[precision])
+
+
+def to_channels_last(model: nn.Module) -> None:
+    """Put every 5-D parameter in ``channels_last_3d`` (re-wrapping; works on fake tensors too)."""
+    with torch.no_grad():
+        for m in model.modules():
+            for name, p in list(m._parameters.items()):
+                if p is not None and p.dim() == 5:
+                    m._parameters[name] = nn.Parameter(p.to(memory_format=torch.channels_last_3d),
+                                                       requires_grad=p.requires_grad)

@@ -1,0 +1,174 @@
+"""The memory-budget planner: the largest patch and batch each architecture fits in N GB.
+
+Answers come from a search over GPU-free predictions (:mod:`bench.measure.predict`): peak memory
+grows monotonically with the patch's edge and with the batch, so a doubling search followed by a
+bisection over multiples of the architecture's divisor finds the largest size whose predicted peak
+(plus ``overhead`` for the CUDA context and cuDNN workspaces, which the prediction leaves out) is
+within the budget, in a handful of predictions. A multi-stage architecture fits when every stage
+does (they train one after the other).
+
+Which prediction is compared with the budget: ``reserved`` (default; what the caching allocator
+takes from the device, the figure that decides an out-of-memory) or ``allocated`` (tensors only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import architectures
+from architectures import ArchSpec, Shape
+
+from ..measure.predict import replay, trace
+from ..options import Figure, GiB, choice
+
+MemoryFn = Callable[[Shape, int], int]
+
+
+def box(edge: int, ratio: Sequence[float], divisor: int) -> Shape:
+    """The box of aspect ``ratio`` whose *largest* side is ``edge``, each side a multiple of ``divisor``."""
+    top = max(ratio)
+    return tuple(max(divisor, divisor * round(edge * r / top / divisor)) for r in ratio)  # type: ignore[return-value]
+
+
+def largest(fits: Callable[[int], bool], start: int = 1, limit: int = 1 << 16) -> int | None:
+    """The largest integer n >= start with ``fits(n)``, for a monotone ``fits`` (True up to the answer,
+    False after); None if even ``start`` does not fit. Doubling, then bisection."""
+    if not fits(start):
+        return None
+    lo = start
+    while True:
+        if lo * 2 > limit:
+            hi = limit + 1  # never evaluated: the search stays within the limit
+            break
+        if fits(lo * 2):
+            lo *= 2
+        else:
+            hi = lo * 2
+            break
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def predicted_peak(spec: ArchSpec, overrides: dict[str, Any], mode: str, precision: str,
+                   figure: str = Figure.RESERVED) -> MemoryFn:
+    """size, batch -> predicted peak bytes of the architecture (the largest stage's, for cascades)."""
+    figure = choice(Figure, figure, "figure")
+
+    def peak(size: Shape, batch: int) -> int:
+        stages = spec.train_stages(**overrides) if (mode == "train" and spec.stages) else None
+        parts = [(s.spec, dict(s.overrides)) for s in stages] if stages else [(spec, overrides)]
+        best = 0
+        for sp, ov in parts:
+            tracker, host, _ = trace(sp, ov, size, batch, mode, precision, False)
+            alloc = replay(tracker, host, tracker.marks["measured"])
+            best = max(best, alloc.peak_reserved if figure is Figure.RESERVED else alloc.peak_allocated)
+        return best
+
+    return peak
+
+
+@dataclass
+class FitResult:
+    arch: str
+    mode: str
+    precision: str
+    budget_bytes: int
+    batch: int
+    edge: int | None  # the largest cube edge at ``batch`` (None: not even the smallest fits)
+    edge_bytes: int | None
+    box: Shape | None  # the largest box of the asked aspect at ``batch``
+    box_bytes: int | None
+    batch_size: Shape | None  # the size at which the largest batch was searched
+    max_batch: int | None
+    max_batch_bytes: int | None
+
+    def row(self) -> dict[str, Any]:
+        def gb(b: int | None) -> float | None:
+            return None if b is None else round(b / GiB, 2)
+
+        return {
+            "arch": self.arch, "mode": self.mode, "precision": self.precision,
+            "budget_gib": round(self.budget_bytes / GiB, 2), "batch": self.batch,
+            "largest_cube": self.edge, "cube_gib": gb(self.edge_bytes),
+            "largest_box": "x".join(map(str, self.box)) if self.box else None, "box_gib": gb(self.box_bytes),
+            "batch_at": "x".join(map(str, self.batch_size)) if self.batch_size else None,
+            "largest_batch": self.max_batch, "batch_gib": gb(self.max_batch_bytes),
+        }
+
+
+def fit(
+    name: str,
+    budget_bytes: int,
+    batch: int = 1,
+    mode: str = "train",
+    precision: str | None = None,
+    ratio: Sequence[float] | None = None,
+    size: Shape | None = None,
+    overhead_bytes: int = 0,
+    figure: str = Figure.RESERVED,
+    overrides: dict[str, Any] | None = None,
+    memory: MemoryFn | None = None,
+    max_edge: int = 2048,
+) -> FitResult:
+    """Largest cube (and box of ``ratio``) at ``batch`` and largest batch at ``size`` (default: the
+    architecture's paper patch) that fit ``budget_bytes`` by prediction. ``memory`` replaces the
+    prediction (tests use a synthetic monotone function)."""
+    spec = architectures.spec(name)
+    ov = dict(overrides or {})
+    precision = precision or spec.default_precision
+    mem = memory or predicted_peak(spec, ov, mode, precision, figure)
+    div = spec.infer_divisor if (mode == "infer" and spec.infer_divisor) else spec.divisor
+    if spec.stages is None:  # a tensor of the sample may need more (meU-net's standard patch: 16)
+        probe = (max(div, spec.min_size),) * 3
+        div = max([div] + [t.divisor for t in spec.layout(probe, 1, 3, spec.hparams(**ov)) if t.name == "image"])
+    first = max(1, -(-max(div, spec.min_size) // div))  # smallest multiple count that is allowed
+    cache: dict[tuple[Shape, int], int] = {}
+
+    def cost(s: Shape, b: int) -> int:
+        if (s, b) not in cache:
+            cache[(s, b)] = mem(s, b) + overhead_bytes
+        return cache[(s, b)]
+
+    def valid(s: Shape, b: int = batch) -> bool:
+        """Allowed by the spec, and traceable (e.g. BatchNorm refuses a 1-voxel bottleneck at batch 1)."""
+        try:
+            spec.check_size(s, mode, **ov)
+            cost(s, b)
+            return True
+        except (ValueError, RuntimeError):
+            return False
+
+    def edge_fits(k: int) -> bool:
+        s = (div * k,) * 3
+        return valid(s) and cost(s, batch) <= budget_bytes
+
+    first = next((k for k in range(first, first + 4) if valid((div * k,) * 3)), first)
+    k = largest(edge_fits, first, max_edge // div)
+    edge = None if k is None else div * k
+    result = FitResult(name, mode, precision, budget_bytes, batch, edge, cost((edge,) * 3, batch) if edge else None,
+                       None, None, None, None, None)
+    if ratio:
+        first_box = next((k for k in range(first, first + 4) if valid(box(div * k, ratio, div))), first)
+
+        def box_fits(k: int) -> bool:
+            s = box(div * k, ratio, div)
+            return valid(s) and cost(s, batch) <= budget_bytes
+
+        kb = largest(box_fits, first_box, max_edge // div)
+        if kb is not None:
+            result.box = box(div * kb, ratio, div)
+            result.box_bytes = cost(result.box, batch)
+    at = tuple(size) if size else spec.default_sizes[0]
+    result.batch_size = at  # type: ignore[assignment]
+    if valid(at, 1):  # type: ignore[arg-type]  (the batch search's first probe, so no extra prediction)
+        nb = largest(lambda b: cost(at, b) <= budget_bytes, 1, 4096)  # type: ignore[arg-type]
+        result.max_batch = nb
+        result.max_batch_bytes = cost(at, nb) if nb else None  # type: ignore[arg-type]
+    return result

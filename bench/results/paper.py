@@ -1,0 +1,155 @@
+"""The paper's Tables 1 to 4 (training memory), re-run by prediction or measurement beside its figures.
+
+Wang et al. measured on one 16 GB P100 with automatic mixed precision, and with gradient checkpointing
+for meU-net; so every row here is an fp16-autocast training step, checkpointing as each architecture's
+default (meU-net and the cascade's meU-nets on, U-net off). The paper's figures are "GB" read off the
+GPU (they include the CUDA context and cuDNN workspaces, which the prediction leaves out); ours are
+GiB of the allocator's peak reserved memory, or on CUDA the measured peaks. The ratios (meU-net over
+U-net at equal input; each expansion over k = 1) are the comparison that does not depend on those
+offsets.
+
+Interpretations (see ``../shared/paper.md``): a meU-net row's patch is its *expanded* patch
+(``size_refers_to=expanded``); Table 2's k = 1.0 is the plain U-net; the nnU-Net cascade's stage 1 on
+the whole x2-downsampled volume (536 x 235 x 235) is run at 544 x 256 x 256, the next multiples of
+nnU-Net's divisor 32 (nnU-Net pads the same way); a cascade's memory is its largest stage's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+import architectures
+
+from .. import record as R
+from ..options import GiB, Mode, Precision
+from ..sweep.config import RunConfig
+from .fit import predicted_peak
+
+PRECISION = Precision.FP16
+EXPANDED = {"size_refers_to": "expanded"}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One trained network of a row: an architecture (or one of its stages) at a size and batch."""
+
+    arch: str
+    size: tuple[int, int, int]
+    batch: int
+    stage: str = ""
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Row:
+    table: str
+    label: str
+    paper_gb: float
+    parts: tuple[Part, ...]
+    note: str = ""
+    ratio_to: str = ""  # label of the row this one is divided by (same table)
+    key: str = field(default="")
+
+
+def _p(arch: str, edge: int | tuple[int, int, int], batch: int, stage: str = "", **ov: Any) -> Part:
+    size = (edge,) * 3 if isinstance(edge, int) else edge
+    return Part(arch, size, batch, stage, tuple(sorted(ov.items())))  # type: ignore[arg-type]
+
+
+ROWS: tuple[Row, ...] = (
+    Row("1", "U-net, x2 downsampled, 240^3 b1", 8.0, (_p("unet", 240, 1),)),
+    Row("1", "meU-net, x2 downsampled, 240^3 b1", 4.0, (_p("meunet", 240, 1, **EXPANDED),),
+        ratio_to="U-net, x2 downsampled, 240^3 b1"),
+    Row("1", "U-net, 160^3 b4", 10.5, (_p("unet", 160, 4),)),
+    Row("1", "meU-net, 160^3 b4", 6.0, (_p("meunet", 160, 4, **EXPANDED),), ratio_to="U-net, 160^3 b4"),
+    Row("1", "U-net, 240^3 b4", 30.0, (_p("unet", 240, 4),), note="paper: estimated, did not fit in 16 GB"),
+    Row("1", "meU-net, 240^3 b4", 13.0, (_p("meunet", 240, 4, **EXPANDED),), ratio_to="U-net, 240^3 b4"),
+    Row("2", "k=1.0 (U-net), 160^3 b4", 10.5, (_p("unet", 160, 4),)),
+    Row("2", "k=1.25, 160^3 -> 200^3 b4", 12.0, (_p("meunet", 160, 4, expansion=1.25),), ratio_to="k=1.0 (U-net), 160^3 b4"),
+    Row("2", "k=1.5, 160^3 -> 240^3 b4", 13.0, (_p("meunet", 160, 4, expansion=1.5),), ratio_to="k=1.0 (U-net), 160^3 b4"),
+    Row("2", "k=1.75, 160^3 -> 280^3 b4", 15.0, (_p("meunet", 160, 4, expansion=1.75),),
+        ratio_to="k=1.0 (U-net), 160^3 b4"),
+    Row("3", "nnU-Net cascade (536x235x235 b1, then 160^3 b4)", 15.5,
+        (_p("nnunet", (544, 256, 256), 1), _p("nnunet_cascade", 160, 4, stage="3d_cascade_fullres")),
+        note="stage 1 at 544x256x256 (padded to multiples of 32)"),
+    Row("3", "proposed cascade (280^3, then 160^3, b4)", 15.0, (_p("cascade", 160, 4),)),
+    Row("4", "U-net, 176^3 b4", 13.0, (_p("unet", 176, 4),)),
+    Row("4", "meU-net, 240^3 b4", 13.0, (_p("meunet", 240, 4, **EXPANDED),), ratio_to="U-net, 176^3 b4"),
+)
+
+
+def part_configs(part: Part, backend: str) -> list[RunConfig]:
+    """The run configurations a part is measured by (every stage of a multi-stage architecture)."""
+    spec = architectures.spec(part.arch)
+    ov = dict(part.overrides)
+    stages = [part.stage] if part.stage else ([s.name for s in spec.train_stages(**ov)] if spec.stages else [""])
+    return [RunConfig(part.arch, part.size, part.batch, Mode.TRAIN, backend, PRECISION, st, part.overrides)
+            for st in stages]
+
+
+def predict_part(part: Part, figure: str) -> int:
+    spec = architectures.spec(part.arch)
+    sp, ov = spec.stage(part.stage, **dict(part.overrides))
+    return predicted_peak(sp, ov, "train", PRECISION, figure)(part.size, part.batch)
+
+
+def table(rows: Sequence[Row] = ROWS, progress: Callable[[Row], None] | None = None,
+          measured: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One line per row: the paper's GB, our predicted reserved/allocated GiB, measured GiB (if
+    ``measured`` records are given), and the paper's and our ratios."""
+    out = []
+    for row in rows:
+        if progress:
+            progress(row)
+        rec: dict[str, Any] = {"table": row.table, "configuration": row.label, "paper_gb": row.paper_gb,
+                               "predicted_reserved_gib": max(predict_part(p, "reserved") for p in row.parts) / GiB,
+                               "predicted_allocated_gib": max(predict_part(p, "allocated") for p in row.parts) / GiB}
+        if measured is not None and len(measured):
+            rec.update(_measured(row, measured))
+        rec["note"] = row.note
+        out.append(rec)
+    df = pd.DataFrame(out)
+    by_label = {(r.table, r.label): i for i, r in enumerate(rows)}
+    for col, ratio in (("paper_gb", "paper_ratio"), ("predicted_reserved_gib", "predicted_ratio"),
+                       ("measured_reserved_gib", "measured_ratio")):
+        if col not in df:
+            continue
+        df[ratio] = [df[col][i] / df[col][by_label[(r.table, r.ratio_to)]] if r.ratio_to else None
+                     for i, r in enumerate(rows)]
+    return df
+
+
+def _measured(row: Row, records: pd.DataFrame) -> dict[str, Any]:
+    keys = [c.key() for p in row.parts for c in part_configs(p, "cuda")]
+    rec = records[records[R.KEY].isin(keys)]
+    if len(rec) < len(keys):
+        return {"measured_status": "missing"}
+    if (rec[R.STATUS] != R.OK).any():
+        return {"measured_status": ", ".join(sorted(set(rec[R.STATUS])))}
+    return {"measured_status": "ok",
+            "measured_reserved_gib": rec[R.PEAK_RESERVED].max() / GiB,
+            "measured_allocated_gib": rec[R.PEAK_ALLOCATED].max() / GiB,
+            "measured_device_gib": rec[R.NVML_PEAK].max() / GiB if R.NVML_PEAK in rec else None}
+
+
+def markdown(df: pd.DataFrame, device_note: str) -> str:
+    from .report import markdown_table
+
+    lines = [
+        "# The paper's memory tables, re-run",
+        "",
+        "Wang et al., MIDL 2022, measured training memory on one 16 GB P100 with AMP (and gradient "
+        "checkpointing for meU-net). Rows here: fp16-autocast training steps, each architecture's default "
+        f"checkpointing. {device_note}",
+        "",
+        "Paper: GB as read from the GPU (includes the CUDA context and workspaces). Ours: GiB of the caching "
+        "allocator's peak (prediction leaves the context out), so compare the ratios first.",
+        "",
+    ]
+    for t, part in df.groupby("table", sort=True):
+        lines += [f"## Table {t}", "", markdown_table(part.drop(columns=["table"])), ""]
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""A run configuration: one architecture (stage) x size x batch x mode x backend x precision x options.
+
+Frozen and hashable; :meth:`RunConfig.key` is a stable digest of the fields that define *what* is
+measured (not how often, nor under which time limit), so the results store can tell which
+configurations are done. Imports no torch: the sweep engine handles configurations without building
+networks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..options import Backend, Mode, Precision, Shape, Weighting, choice, format_size
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    arch: str
+    size: Shape
+    batch: int
+    mode: str = Mode.TRAIN.value
+    backend: str = Backend.CPU.value
+    precision: str = Precision.FP32.value
+    stage: str = ""  # a cascade's stage; "" is the whole architecture
+    overrides: tuple[tuple[str, Any], ...] = ()
+    channels_last: bool = False
+    repeats: int = field(default=3, compare=False)
+    # a Dice run: train on ``data`` within the budget, evaluate on its test volumes (see bench.train.dice_run)
+    dice: bool = False
+    data: str = "phantom"
+    train_minutes: float | None = None
+    train_iterations: int | None = None
+    weighting: str = Weighting.CENTRE.value
+
+    DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting")
+
+    def __post_init__(self) -> None:
+        # plain strings (not enum members) so that keys and JSON are the same however a config was made
+        for name, kind in (("mode", Mode), ("backend", Backend), ("precision", Precision), ("weighting", Weighting)):
+            object.__setattr__(self, name, choice(kind, getattr(self, name), name).value)
+
+    @property
+    def backend_kind(self) -> Backend:
+        return Backend(self.backend)
+
+    def key(self) -> str:
+        d = asdict(self)
+        d.pop("repeats")
+        # keys are frozen: the backend was called "device" when the first records were written
+        d["device"] = d.pop("backend")
+        if not self.dice:  # memory-only runs keep the keys they had before Dice existed
+            for k in self.DICE_FIELDS:
+                d.pop(k)
+        blob = json.dumps(d, sort_keys=True, default=list)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+    @property
+    def overrides_dict(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+    def options_json(self) -> str:
+        return json.dumps(dict(self.overrides), sort_keys=True, default=list)
+
+    def train_budget(self) -> str:
+        """A Dice run's budget per stage, as written in records and on the console."""
+        parts = [f"{self.train_minutes:g} min" if self.train_minutes else "",
+                 f"{self.train_iterations} iterations" if self.train_iterations else ""]
+        return " or ".join(p for p in parts if p) + " per stage"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        d = json.loads(text)
+        d["size"] = tuple(d["size"])
+        d["overrides"] = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in d["overrides"])
+        return cls(**d)
+
+    def label(self) -> str:
+        """One line naming the configuration (plain text: print it with markup off)."""
+        stage = f"[{self.stage}]" if self.stage else ""
+        opts = ",".join(f"{k}={v}" for k, v in self.overrides)
+        dice = f" +dice({self.data})" if self.dice else ""
+        return (f"{self.arch}{stage} {self.mode} {format_size(self.size)} b{self.batch} "
+                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{dice}")

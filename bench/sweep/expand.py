@@ -1,0 +1,105 @@
+"""From command-line options to the list of configurations a sweep runs, validated before any runs.
+
+Validation uses the architectures' own specs (divisibility, stages, override values: a network is
+built on the meta device so that its constructor's own message is the one a user sees), so this module
+imports :mod:`architectures` and with it torch; the rest of the sweep engine does not.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import architectures
+
+from ..options import Backend, Mode, Precision, Shape, choice
+from .config import RunConfig
+
+
+def resolve_backend(name: str) -> Backend:
+    """``auto`` -> cuda when a GPU is visible, else cpu; cuda without a GPU is a ValueError."""
+    import torch
+
+    if name == "auto":
+        return Backend.CUDA if torch.cuda.is_available() else Backend.CPU
+    backend = choice(Backend, name, "backend")
+    if backend is Backend.CUDA and not torch.cuda.is_available():
+        raise ValueError("backend cuda asked for, but this machine has no CUDA GPU; use --backend cpu or predict")
+    return backend
+
+
+def validated_overrides(spec: architectures.ArchSpec, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` if ``spec`` builds with them (on the meta device, allocating nothing); else a
+    ValueError carrying the architecture's own message (``expansion must be >= 1``)."""
+    try:
+        spec.param_count(**overrides)
+    except ValueError:
+        raise
+    except Exception as exc:  # the constructor's own complaint about a value, e.g. a string for a number
+        raise ValueError(f"{spec.name}: cannot build with {overrides}: {type(exc).__name__}: {exc}") from None
+    return overrides
+
+
+def expand(
+    archs: Sequence[str],
+    sizes: Sequence[Shape] = (),
+    batches: Sequence[int] = (),
+    modes: Sequence[str] = (Mode.TRAIN,),
+    precisions: Sequence[str] = (),
+    backend: str = Backend.CPU,
+    checkpointing: bool | None = None,
+    channels_last: bool = False,
+    overrides: dict[str, Any] | None = None,
+    repeats: int = 3,
+    dice: dict[str, Any] | None = None,
+) -> list[RunConfig]:
+    """The cross product, validated before anything runs (ValueError: one line saying what is allowed).
+
+    Empty ``sizes``/``batches``/``precisions`` mean each architecture's defaults (the paper's on CUDA
+    and for prediction, small ones on CPU). A multi-stage architecture's training is one config
+    per stage; its inference is one config for the whole.
+
+    ``dice`` (the :class:`RunConfig` Dice fields: data, train_minutes, train_iterations, weighting) makes
+    every training configuration also a Dice run; a multi-stage architecture trains all its stages in
+    the record of its last stage. Without sizes, a CPU Dice run uses the spec's ``cpu_dice`` patch
+    and batch (one configuration per architecture, so that it ends in minutes).
+    """
+    backend = choice(Backend, backend, "backend")
+    names = architectures.names() if "all" in archs else list(dict.fromkeys(archs))
+    for b in batches:
+        if b < 1:
+            raise ValueError(f"batch must be >= 1; got {b}")
+    modes = [choice(Mode, m, "mode") for m in modes]
+    precisions = [choice(Precision, p, "precision") for p in precisions]
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1; got {repeats}")
+    if dice is not None and not backend.measures:
+        raise ValueError("--dice trains and evaluates a network: use --backend cpu or cuda, not predict")
+    if dice is not None and Mode.TRAIN not in modes:
+        raise ValueError("--dice trains the network: it needs --mode train")
+    configs: list[RunConfig] = []
+    for name in names:
+        spec = architectures.spec(name)
+        ov = dict(overrides or {})
+        if checkpointing is not None:
+            if spec.checkpointing is None:
+                raise ValueError(f"{name} has no gradient checkpointing option; drop --checkpointing for it")
+            ov[spec.checkpointing] = checkpointing
+        validated_overrides(spec, ov)
+        gpu_like = backend.gpu_defaults
+        arch_sizes = list(sizes) or list(spec.default_sizes if gpu_like else spec.cpu_sizes)
+        arch_batches = list(batches) or list(spec.default_batches if gpu_like else spec.cpu_batches)
+        if dice is not None and not gpu_like:
+            dice_size, dice_batch = spec.cpu_dice or (spec.cpu_sizes[0], max(spec.cpu_batches))
+            arch_sizes = list(sizes) or [dice_size]
+            arch_batches = list(batches) or [dice_batch]
+        arch_precisions = list(precisions) or [spec.default_precision if gpu_like else Precision.FP32]
+        for size, batch, mode, prec in itertools.product(arch_sizes, arch_batches, modes, arch_precisions):
+            spec.check_size(size, mode, **ov)
+            stages = [s.name for s in spec.train_stages(**ov)] if (mode == Mode.TRAIN and spec.stages) else [""]
+            for stage in stages:
+                extra = dict(dice=True, **dice) if (dice is not None and mode == Mode.TRAIN and stage == stages[-1]) else {}
+                configs.append(RunConfig(name, size, batch, mode, backend, prec, stage,
+                                         tuple(sorted(ov.items())), channels_last, repeats, **extra))
+    return configs

@@ -1,0 +1,170 @@
+"""The isolated worker: a pure function from one :class:`RunConfig` to one record.
+
+Run as ``python -m bench.sweep.worker`` with the config's JSON on stdin; it prints the record as one
+``RECORD:`` line on stdout (:mod:`bench.sweep.wire`). A fresh process per configuration keeps
+allocator state, cuDNN autotuning and an out-of-memory error from leaking into the next. Running out
+of memory, on CUDA or on the CPU, is a record with status ``oom`` (and the requested bytes the error
+names); any other failure exits non-zero and the parent turns it into an ``error`` record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from functools import partial
+from math import prod
+from typing import Any
+
+import torch
+
+import architectures
+
+from .. import record as R
+from ..measure import env, timing
+from ..measure.predict import predict
+from ..measure.step import StepRunner
+from ..options import Backend, Mode
+from ..version import code_version
+from . import wire
+from .config import RunConfig
+
+_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def spec_columns(cfg: RunConfig) -> dict[str, Any]:
+    """The configuration columns that need the architecture: what the size names, the input shapes,
+    parameters and voxels per step."""
+    spec = architectures.spec(cfg.arch)
+    stage_spec, ov = spec.stage(cfg.stage, **cfg.overrides_dict)
+    hp = stage_spec.hparams(**ov)
+    layout = stage_spec.layout(cfg.size, 1, 3, hp)
+    shapes = {t.name: list(t.shape) for t in layout
+              if t.role == "image" and (cfg.mode == Mode.TRAIN or t.name == "image")}
+    return {
+        R.SIZE_MEANING: spec.size_meaning,
+        R.INPUT_SHAPE: "x".join(map(str, layout[0].shape)),
+        R.INPUT_SHAPES: json.dumps(shapes),
+        R.PARAMS: stage_spec.param_count(**ov) if cfg.mode == Mode.TRAIN or not cfg.stage else None,
+        R.VOXELS_PER_STEP: cfg.batch * sum(prod(s) for s in shapes.values()),
+    }
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """A CUDA or CPU allocation failure (torch's CPU allocator raises a RuntimeError saying so)."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
+def oom_columns(exc: BaseException) -> dict[str, Any]:
+    message = str(exc) or type(exc).__name__
+    return {R.STATUS: R.OOM, R.ERROR: message.splitlines()[0][:500], R.OOM_REQUESTED: requested_bytes(message)}
+
+
+def run(cfg: RunConfig) -> dict[str, Any]:
+    backend = cfg.backend_kind
+    spec = architectures.spec(cfg.arch)
+    stage_spec, ov = spec.stage(cfg.stage, **cfg.overrides_dict)
+    rec = R.config_columns(cfg)
+    rec.update(spec_columns(cfg))
+    rec[R.TIMESTAMP] = datetime.now(UTC).isoformat(timespec="seconds")
+    rec[R.DEVICE_NAME] = {Backend.CUDA: None, Backend.CPU: "cpu",
+                          Backend.PREDICT: "prediction (CUDA caching-allocator model)"}[backend]
+    rec.update(env.capture(cuda=backend is Backend.CUDA))
+    rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last))
+    if not backend.measures:
+        rec[R.STATUS] = R.OK
+        return rec
+    factory = partial(StepRunner, stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision,
+                      backend.torch_device, cfg.channels_last)
+    try:
+        if backend is Backend.CUDA:
+            from ..measure import cuda
+
+            rec[R.DEVICE_NAME] = torch.cuda.get_device_name(0)
+            meas, runner = cuda.measure(factory, cfg.repeats)
+        else:
+            from ..measure import cpu
+
+            meas, runner = cpu.measure(factory, cfg.repeats)
+    except Exception as exc:
+        if not out_of_memory(exc):
+            raise
+        rec.update(oom_columns(exc))
+        return rec
+    times = meas.pop("times_s")
+    rec.update(meas)
+    rec.update(timing.summarize(times, rec[R.VOXELS_PER_STEP], cfg.batch, rec.get(R.FLOPS_PER_STEP),
+                                timing.peak_flops(rec.get(R.DEVICE_NAME), cfg.precision)))
+    rec[R.STATUS] = R.OK
+    if cfg.dice:
+        del runner  # free the measured step's model and batch before training
+        rec.update(dice(cfg, spec))
+    return rec
+
+
+def log(message: str) -> None:
+    """Progress for the parent (shown under the sweep's progress bar)."""
+    sys.stdout.write(wire.log_line(message))
+    sys.stdout.flush()
+
+
+def dice(cfg: RunConfig, spec: architectures.ArchSpec) -> dict[str, Any]:
+    """The Dice columns of a Dice run (all stages of the whole architecture), or why there are none."""
+    from ..train.dice_run import dice_record
+
+    try:
+        return dice_record(spec, cfg.overrides_dict, cfg.size, cfg.batch, cfg.precision,
+                           cfg.backend_kind.torch_device, cfg.data, cfg.train_minutes, cfg.train_iterations,
+                           cfg.weighting, log=log)
+    except Exception as exc:  # the memory figures above stay valid; say why Dice is missing
+        if out_of_memory(exc):
+            return {R.DICE_STATUS: R.OOM, R.DICE_ERROR: str(exc).splitlines()[0][:500]}
+        return {R.DICE_STATUS: R.ERROR_STATUS, R.DICE_ERROR: f"{type(exc).__name__}: {exc}"[:2000]}
+
+
+def requested_bytes(message: str) -> int | None:
+    """The allocation size in an out-of-memory message: CUDA's "Tried to allocate 2.00 GiB", the CPU
+    allocator's "you tried to allocate 1000 bytes"."""
+    m = re.search(r"[Tt]ried to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB|bytes)", message)
+    if not m:
+        return None
+    return int(float(m.group(1)) * _UNITS.get(m.group(2), 1))
+
+
+def watch_parent(interval_s: float = 1.0) -> None:
+    """Exit when the parent dies (where the kernel's parent-death signal is not available)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main() -> int:
+    watch_parent()
+    cfg = RunConfig.from_json(sys.stdin.read())
+    t0 = time.perf_counter()
+    try:
+        rec = run(cfg)
+    except Exception as exc:
+        if not out_of_memory(exc):
+            raise
+        rec = {**R.config_columns(cfg), **oom_columns(exc)}
+    rec[R.CODE_VERSION] = code_version()
+    rec[R.WORKER_TIME] = time.perf_counter() - t0
+    sys.stdout.write(wire.record_line(rec))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+import subprocess
+import sys
+
+import pytest
+
+import architectures
+
+EXPECTED = {"cascade", "cascade_pre", "meunet", "nnunet", "nnunet_cascade", "nnunet_resenc", "unet", "unet3d", "vnet"}
+
+
+def test_names_lists_every_architecture():
+    assert set(architectures.names()) == EXPECTED
+
+
+def test_unknown_architecture_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown architecture 'unet4d'; valid: cascade, cascade_pre, meunet"):
+        architectures.build("unet4d")
+
+
+def test_bad_override_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"unet: unknown override\(s\) widht; valid: encoder_channels"):
+        architectures.build("unet", widht=2)
+
+
+def test_override_changes_the_network():
+    wide = architectures.build("unet", encoder_channels=(32, 64, 128, 256, 256))
+    assert wide.encoder[0][0][0].out_channels == 32
+
+
+@pytest.mark.parametrize(("name", "size", "message"), [
+    ("unet", (40, 40, 40), "multiple of 16"),
+    ("nnunet", (32, 32, 32), "at least 64"),
+    ("meunet", (40, 40, 40), "standard patch|image"),
+])
+def test_check_size_says_what_is_allowed(name, size, message):
+    with pytest.raises(ValueError, match=message):
+        architectures.spec(name).check_size(size)
+
+
+def test_meunet_expanded_size_may_name_the_paper_patch():
+    spec = architectures.spec("meunet")
+    spec.check_size((200, 200, 200), size_refers_to="expanded", expansion=1.25)  # paper: 160 * 1.25
+
+
+def test_nothing_imports_torchvision_or_timm():
+    code = ("import sys, architectures, bench.cli, bench.sweep.worker, bench.sweep.executor;"
+            "[architectures.build(n) for n in ('nnunet', 'nnunet_resenc')];"
+            "bad = [m for m in ('torchvision', 'timm') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
