@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import ast
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-Shape = tuple[int, int, int]
+if TYPE_CHECKING:  # the one home of Shape is the architectures' interface (importing it loads torch)
+    from architectures import Shape
 
 
 class Mode(StrEnum):

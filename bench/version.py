@@ -1,4 +1,4 @@
-"""Which code made a record: segmem's version and the checkout's git commit (``+dirty`` when the code
+"""Which code made a record: segmem's version and the checkout's git commit (``.dirty`` when the code
 under version control has local changes). Records carry it, and a resumed sweep re-runs configurations
 recorded by another version, since their figures may no longer be what this code measures."""
 

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from bench import record
 from bench.cli import app
 from bench.sweep import store
 
@@ -25,6 +26,7 @@ def test_tiny_sweep_records_then_skips(tmp_path):
     df = pd.read_json(store.path(tmp_path), lines=True)
     assert len(df) == 2 and set(df["status"]) == {"ok"}
     assert COLUMNS <= set(df.columns)
+    assert not record.undeclared(df.iloc[0].to_dict())
     train = df[df["mode"] == "train"].iloc[0]
     assert json.loads(train["input_shapes"]) == {"image": [32, 32, 32], "image_expanded": [48, 48, 48]}
     assert train["voxels_per_step"] == 32**3 + 48**3
@@ -101,6 +103,7 @@ def test_dice_run_records_dice_beside_memory(tmp_path):
     assert res.exit_code == 0, res.output
     rec = store.load(tmp_path).iloc[0]
     assert rec["status"] == "ok" and rec["dice_status"] == "ok", rec.get("dice_error")
+    assert not record.undeclared(rec.to_dict())
     assert rec["train_iterations"] == 3 and rec["test_volumes"] == 2
     for col in ("dice_mid_gut", "dice_hind_gut", "dice_mean_fg", "threshold_dice_mid_gut", "threshold_dice_hind_gut"):
         assert 0.0 <= rec[col] <= 1.0
@@ -119,3 +122,26 @@ def test_bad_dice_arguments(tmp_path, args, message):
     res = runner.invoke(app, ["run", "--arch", "unet", "--dice", "--out", str(tmp_path), *args])
     assert res.exit_code == 2 and message in " ".join(res.output.replace("│", " ").split()), res.output
     assert not store.path(tmp_path).exists()
+
+
+def test_dice_on_an_absolute_data_path_runs_every_configuration(tmp_path):
+    import numpy as np
+    import tifffile
+
+    data = tmp_path / "scans [red]"  # an absolute path with brackets: printed as text, never as markup
+    for sub in ("images", "labels"):
+        (data / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        label = np.zeros((40, 40, 40), np.uint8)
+        label[10:30, 10:30, 10:20], label[12:20, 12:20, 24:32] = 1, 2
+        tifffile.imwrite(data / "images" / f"v{i}.tif", (label * 50 + rng.normal(0, 5, label.shape)).astype(np.float32))
+        tifffile.imwrite(data / "labels" / f"v{i}.tif", label)
+    res = runner.invoke(app, ["run", "--arch", "unet", "--dice", "--data", str(data), "--size", "32", "--batch", "1",
+                              "--batch", "2", "--backend", "cpu", "--train-iterations", "1", "--repeats", "1",
+                              "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "Dice runs: training 1 iterations per stage; timeout per configuration 15 min" in res.output
+    df = store.load(tmp_path / "out")
+    assert list(df["batch"]) == [1, 2] and set(df["dice_status"]) == {"ok"} and set(df["data"]) == {str(data)}
+    assert str(data) in " ".join(res.output.split())

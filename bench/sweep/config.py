@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..options import Backend, Mode, Precision, Shape, Weighting, choice, format_size
+from ..options import Backend, Mode, Precision, Weighting, choice, format_size
+
+if TYPE_CHECKING:
+    from architectures import Shape
 
 
 @dataclass(frozen=True)

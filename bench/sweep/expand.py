@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import architectures
+from architectures import Shape
 
-from ..options import Backend, Mode, Precision, Shape, choice
+from ..options import Backend, Mode, Precision, choice
 from .config import RunConfig
 
 

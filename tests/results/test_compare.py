@@ -58,3 +58,25 @@ def test_pytest_benchmark_memory_comparison(tmp_path):
     assert res.exit_code == 1 and "peak_bytes" in res.output
     res = CliRunner().invoke(app, ["compare", "--from-pytest-benchmark", str(b), str(a)])
     assert res.exit_code == 0 and "shrank" in res.output
+
+
+def test_a_category_that_appears_while_the_totals_fall_is_not_a_regression():
+    base = compare.predict_grid(_small_grid()[:1])
+    base.loc[0, "pred_temporary_bytes"] = 0
+    cur = base.copy()
+    cur.loc[0, "pred_temporary_bytes"] = 5_000_000  # the peak moved into the backward pass: "+inf%"
+    for total in compare.TOTALS:
+        cur.loc[0, total] -= 10_000_000
+    result = compare.compare(base, cur)
+    assert not result.failed and [s["figure"] for s in result.shifted] == ["temporary"]
+    assert {s["figure"] for s in result.shrunk} == {"peak_allocated", "peak_reserved"}
+    for total in compare.TOTALS:  # the same category change with a grown total fails and names it
+        cur.loc[0, total] += 20_000_000
+    grown = compare.compare(base, cur)
+    assert grown.failed and {g["figure"] for g in grown.grown} == {"peak_allocated", "peak_reserved", "temporary"}
+
+
+def test_the_grid_finds_checkpointing_by_the_spec_not_by_its_spelling():
+    no_ckpt = {(c.arch, c.overrides) for c in compare.grid() if any(v is False for _, v in c.overrides)}
+    assert {a for a, _ in no_ckpt} >= {"meunet", "cascade"}
+    assert ("cascade", (("stage1_checkpointing", False),)) in no_ckpt

@@ -74,3 +74,12 @@ def test_bad_paths(tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(DatasetError, match="no labels/"):
         load(tmp_path)
+
+
+def test_a_file_that_is_not_an_image_is_one_line_naming_it(tmp_path):
+    root = write_nnunet(tmp_path / "D")
+    bad = root / "imagesTr" / "fly_001_0000.nii.gz"
+    bad.write_text("this is not a NIfTI file")
+    with pytest.raises(DatasetError, match=r"cannot read .*fly_001_0000.nii.gz as an image") as info:
+        load(root)
+    assert "\n" not in str(info.value)

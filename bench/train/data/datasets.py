@@ -131,10 +131,16 @@ def _reader(file_ending: str):
         raise DatasetError(f"no nnunetv2 image reader for files ending in {file_ending!r}") from exc
 
 
-def _quiet(fn: Callable, *args):
-    """nnunetv2's readers print warnings (e.g. a TIFF without a spacing file); keep the progress clean."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        return fn(*args)
+def _quiet(fn: Callable, files: str | list[str]):
+    """Read ``files`` with one of nnunetv2's readers, quietly (they print warnings, e.g. a TIFF without a
+    spacing file); a file that is not an image is a DatasetError naming it, not a reader's traceback."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return fn(files)
+    except Exception as exc:
+        what = files if isinstance(files, str) else ", ".join(files)
+        detail = (str(exc).strip().splitlines() or [""])[-1][:200]
+        raise DatasetError(f"cannot read {what} as an image ({type(exc).__name__}: {detail})") from None
 
 
 def _check_case(name: str, image: np.ndarray, label: np.ndarray, classes: set[int], label_file: Path) -> np.ndarray:

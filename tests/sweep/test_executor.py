@@ -1,0 +1,174 @@
+"""Worker isolation under faults: a crash, a hang after the record, a kill by the kernel, a killed
+parent, two sweeps on one directory, and a CPU run out of memory. Misbehaving workers are small
+Python programs put in place of ``bench.sweep.worker`` (``LocalExecutor(command=...)``)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+from bench.sweep import store
+from bench.sweep.config import RunConfig
+from bench.sweep.executor import LocalExecutor, classify_exit, run_sweep
+from bench.sweep.worker import out_of_memory, requested_bytes
+
+CFG = RunConfig("unet", (32, 32, 32), 1, "train", "predict", "fp32")
+
+
+def worker(code: str) -> list[str]:
+    """A worker command running ``code`` (which may read the configuration from stdin)."""
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+RECORD_THEN = """
+import json, sys
+cfg = json.loads(sys.stdin.read())
+print("RECORD:" + json.dumps({"key": "k", "arch": cfg["arch"], "status": "ok"}), flush=True)
+"""
+
+
+def test_a_crash_keeps_the_configuration_and_names_the_error():
+    ex = LocalExecutor(command=worker("import sys; sys.stdin.read(); raise ValueError('expansion must be >= 1')"))
+    rec = ex.run(CFG, 60)
+    assert rec["status"] == "error" and rec["error"].endswith("ValueError: expansion must be >= 1")
+    assert (rec["arch"], rec["size"], rec["batch"], rec["precision"], rec["backend"]) == (
+        "unet", "32x32x32", 1, "fp32", "predict")
+    assert rec["key"] == CFG.key() and rec["timeout_s"] == 60 and "Traceback" in rec["stderr_tail"]
+
+
+def test_a_record_sent_before_a_hang_at_exit_is_kept():
+    ex = LocalExecutor(command=worker(RECORD_THEN + "import time; time.sleep(600)"), exit_grace_s=1)
+    t0 = time.monotonic()
+    rec = ex.run(CFG, 300)
+    assert rec["status"] == "ok" and rec["arch"] == "unet"
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_hang_without_a_record_is_a_timeout():
+    rec = LocalExecutor(command=worker("import time; time.sleep(600)")).run(CFG, 1)
+    assert rec["status"] == "timeout" and rec["size"] == "32x32x32"
+
+
+def test_a_kill_by_the_kernel_is_out_of_memory():
+    rec = LocalExecutor(command=worker("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")).run(CFG, 60)
+    assert rec["status"] == "oom" and "out-of-memory killer" in rec["error"]
+    assert classify_exit(-signal.SIGSEGV, "")[0] == "error"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return "\nState:\tZ" not in fh.read()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_their_parent(tmp_path):
+    pidfile = tmp_path / "worker.pid"
+    sweeper = textwrap.dedent(f"""
+        import sys
+        from bench.sweep.config import RunConfig
+        from bench.sweep.executor import LocalExecutor
+        code = "import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+        LocalExecutor(command=[sys.executable, "-c", code]).run(RunConfig("unet", (32, 32, 32), 1), 600)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", sweeper])
+    for _ in range(300):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.1)
+    pid = int(pidfile.read_text())
+    assert _alive(pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(100):
+        if not _alive(pid):
+            break
+        time.sleep(0.1)
+    assert not _alive(pid), "the worker outlived its killed parent"
+
+
+def _sweep(out: str, code: str) -> None:
+    configs = [RunConfig("unet", (s, s, s), 1, backend="predict") for s in (32, 48, 64)]
+    run_sweep(configs, out, 60, executor=LocalExecutor(command=[sys.executable, "-c", code]))
+
+
+SLOW_RECORD = """
+import json, sys, time
+cfg = json.loads(sys.stdin.read())
+sys.path.insert(0, %r)
+from bench.sweep.config import RunConfig
+time.sleep(1)
+print("RECORD:" + json.dumps({"key": RunConfig.from_json(json.dumps(cfg)).key(), "status": "ok",
+                              "code_version": %r}), flush=True)
+"""
+
+
+def test_two_sweeps_on_one_directory_run_each_configuration_once(tmp_path):
+    import multiprocessing as mp
+
+    from bench.version import code_version
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = SLOW_RECORD % (root, code_version())
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_sweep, args=(str(tmp_path), code)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    df = pd.read_json(store.path(tmp_path), lines=True)
+    assert len(df) == 3 and df["key"].is_unique
+
+
+def test_resume_skips_records_reruns_failed_on_request_and_other_code_versions(tmp_path):
+    calls = []
+
+    class Fake:
+        def run(self, cfg, timeout_s):
+            calls.append(cfg.key())
+            return {**json.loads(json.dumps({"key": cfg.key()})), "status": "error", "timeout_s": timeout_s,
+                    "code_version": __import__("bench.version").version.code_version()}
+
+    run_sweep([CFG], tmp_path, 10, executor=Fake())
+    run_sweep([CFG], tmp_path, 10, executor=Fake())
+    assert len(calls) == 1  # an error row stands until asked
+    run_sweep([CFG], tmp_path, 10, retry_failed=True, executor=Fake())
+    assert len(calls) == 2 and len(store.load(tmp_path)) == 1 and len(store.load(tmp_path, history=True)) == 2
+    store.append(tmp_path, {"key": CFG.key(), "status": "ok", "code_version": "0.0.1+0000000"})
+    run_sweep([CFG], tmp_path, 10, executor=Fake())
+    assert len(calls) == 3  # recorded by another version of the code
+
+
+def test_out_of_memory_is_recognised_on_the_cpu_too():
+    import torch
+
+    with pytest.raises(RuntimeError) as info:
+        torch.empty(2**62, dtype=torch.uint8)
+    assert out_of_memory(info.value) and out_of_memory(MemoryError())
+    assert requested_bytes(str(info.value)) == 2**62
+    assert requested_bytes("CUDA out of memory. Tried to allocate 2.00 GiB") == 2 * 2**30
+    assert not out_of_memory(ValueError("x"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS")
+def test_a_cpu_run_out_of_memory_is_an_oom_row(tmp_path):
+    limit = 3 * 2**30  # address space: enough for torch, far too little for a 256^3 batch of 4
+    code = f"""
+        import resource, runpy, sys
+        resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+        sys.argv = ["bench.sweep.worker"]
+        runpy.run_module("bench.sweep.worker", run_name="__main__")
+    """
+    cfg = RunConfig("unet", (256, 256, 256), 4, "train", "cpu", "fp32", repeats=1)
+    rec = LocalExecutor(command=worker(code)).run(cfg, 300)
+    assert rec["status"] == "oom", rec.get("error")
+    assert rec["size"] == "256x256x256" and rec.get("oom_requested_bytes", 0) > 0

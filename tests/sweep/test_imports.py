@@ -1,0 +1,24 @@
+"""The parent of a sweep never loads the measurement or prediction stack; the engine loads no torch."""
+
+import subprocess
+import sys
+
+ENGINE = "bench.options, bench.record, bench.version, bench.sweep.config, bench.sweep.executor, bench.sweep.store, " \
+         "bench.sweep.wire"
+
+
+def test_the_sweep_engine_imports_no_torch():
+    code = f"import sys, {ENGINE}; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bench_run_launches_workers_without_the_measurement_stack(tmp_path):
+    code = (
+        "import sys; from typer.testing import CliRunner; from bench.cli import app;"
+        f"r = CliRunner().invoke(app, ['run', '--arch', 'unet', '--size', '32', '--batch', '1', '--backend', 'predict',"
+        f" '--out', {str(tmp_path)!r}]); assert r.exit_code == 0, r.output;"
+        "loaded = [m for m in sys.modules if m.startswith(('bench.measure', 'bench.train', 'bench.sweep.worker'))];"
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert (tmp_path / "results.jsonl").read_text().count("\n") == 1
