@@ -1,0 +1,172 @@
+"""A fake CUDA backend, so that segmem's CUDA path runs (and is tested) on a machine without a GPU.
+
+Tensors asked for on ``cuda`` are made on the CPU (a ``TorchFunctionMode`` rewrites the device of every
+call), and ``torch.cuda``'s memory statistics, events, device properties and NVML answer from what really
+happens: every storage allocation and free is tracked (segmem's own :class:`AllocationTracker`), so
+``max_memory_allocated`` is the true peak of live tensor bytes since ``reset_peak_memory_stats``, and
+``max_memory_reserved`` is that event sequence replayed through the caching-allocator model. Going
+over ``capacity_bytes`` raises ``torch.cuda.OutOfMemoryError`` with CUDA's own wording.
+
+``install()`` patches the running process (for a worker subprocess: ``python -c "import fake_cuda;
+fake_cuda.worker()"``); :class:`FakeCuda` used with pytest's ``monkeypatch`` undoes itself.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import time
+import types
+from typing import Any
+
+import pynvml
+import torch
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.overrides import TorchFunctionMode
+
+from bench.measure.predict import replay
+from bench.measure.tracker import AllocationTracker
+
+NAME = "NVIDIA H100 80GB HBM3 (fake)"
+CONTEXT_BYTES = 537 * 2**20
+
+
+def _is_cuda(x: Any) -> bool:
+    return (isinstance(x, str) and x.startswith("cuda")) or (isinstance(x, torch.device) and x.type == "cuda")
+
+
+class CudaOnCpu(TorchFunctionMode):
+    """Every ``device="cuda"`` (and ``.to("cuda")``) becomes the CPU."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.device:  # code may still ask which device it was given
+            return func(*args, **(kwargs or {}))
+        kwargs = {k: ("cpu" if _is_cuda(v) else v) for k, v in (kwargs or {}).items()}
+        args = tuple("cpu" if _is_cuda(a) else a for a in args)
+        return func(*args, **kwargs)
+
+
+class CapacityTracker(AllocationTracker):
+    """The allocation tracker, failing as CUDA does past the device's capacity."""
+
+    capacity_bytes: int = 80 * 2**30
+    live_bytes: int = 0
+
+    def see(self, t: torch.Tensor) -> None:
+        if isinstance(t, FakeTensor) or t.device.type == "meta":  # a prediction's tensors hold no device memory
+            return
+        before = len(self.events)
+        super().see(t)
+        if len(self.events) > before:
+            n = self.events[-1].nbytes
+            if self.live_bytes + n > self.capacity_bytes:
+                raise torch.cuda.OutOfMemoryError(
+                    f"CUDA out of memory. Tried to allocate {n / 2**20:.2f} MiB. GPU 0 has a total capacity of "
+                    f"{self.capacity_bytes / 2**30:.2f} GiB (fake)")
+            self.live_bytes += n
+
+    def _freer(self, key, sid, nbytes):
+        inner = super()._freer(key, sid, nbytes)
+
+        def on_free(ref) -> None:
+            self.live_bytes -= nbytes
+            inner(ref)
+
+        return on_free
+
+
+class FakeEvent:
+    def __init__(self, enable_timing: bool = False) -> None:
+        self.t = 0.0
+
+    def record(self, stream: Any = None) -> None:
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+    def elapsed_time(self, end: FakeEvent) -> float:
+        return (end.t - self.t) * 1000
+
+
+class FakeCuda:
+    """The fake device: its patches (``patches()``) and the modes that run ``cuda`` tensors on the CPU."""
+
+    def __init__(self, capacity_bytes: int = 80 * 2**30) -> None:
+        self.tracker = CapacityTracker()
+        self.tracker.capacity_bytes = capacity_bytes
+        self.capacity_bytes = capacity_bytes
+        self.tracker.mark("reset")
+        self.modes = (CudaOnCpu(), self.tracker)
+
+    # ----- torch.cuda -----------------------------------------------------------------------------
+    def reset_peak_memory_stats(self, device: Any = None) -> None:
+        self.tracker.mark("reset")
+
+    def max_memory_allocated(self, device: Any = None) -> int:
+        return self.tracker.live_peak(self.tracker.marks["reset"])[0]
+
+    def max_memory_reserved(self, device: Any = None) -> int:
+        return replay(self.tracker, set(), self.tracker.marks["reset"]).peak_reserved
+
+    def memory_reserved(self, device: Any = None) -> int:
+        return replay(self.tracker, set(), len(self.tracker.events)).reserved
+
+    def mem_get_info(self, device: Any = None) -> tuple[int, int]:
+        return self.capacity_bytes - self.memory_reserved(), self.capacity_bytes
+
+    def properties(self, device: Any = None) -> types.SimpleNamespace:
+        return types.SimpleNamespace(name=NAME, total_memory=self.capacity_bytes, major=9, minor=0)
+
+    # ----- NVML: this process holds its context plus what the allocator reserved --------------------
+    def nvml_processes(self, handle: Any) -> list[types.SimpleNamespace]:
+        return [types.SimpleNamespace(pid=os.getpid(), usedGpuMemory=CONTEXT_BYTES + self.memory_reserved())]
+
+    def patches(self) -> list[tuple[Any, str, Any]]:
+        noop = lambda *a, **k: None  # noqa: E731
+        return [
+            (torch.cuda, "is_available", lambda: True), (torch.cuda, "init", noop), (torch.cuda, "synchronize", noop),
+            (torch.cuda, "device_count", lambda: 1), (torch.cuda, "current_device", lambda: 0),
+            (torch.cuda, "get_device_name", lambda device=None: NAME),
+            (torch.cuda, "get_device_properties", self.properties),
+            (torch.cuda, "reset_peak_memory_stats", self.reset_peak_memory_stats),
+            (torch.cuda, "max_memory_allocated", self.max_memory_allocated),
+            (torch.cuda, "max_memory_reserved", self.max_memory_reserved),
+            (torch.cuda, "memory_reserved", self.memory_reserved),
+            (torch.cuda, "mem_get_info", self.mem_get_info), (torch.cuda, "Event", FakeEvent),
+            (torch.backends.cudnn, "version", lambda: 91002),
+            (pynvml, "nvmlInit", noop), (pynvml, "nvmlDeviceGetHandleByIndex", lambda i: ("gpu", i)),
+            (pynvml, "nvmlDeviceGetComputeRunningProcesses", self.nvml_processes),
+            (pynvml, "nvmlSystemGetDriverVersion", lambda: "575.57.08 (fake)"),
+        ]
+
+    def enter(self) -> None:
+        for m in self.modes:
+            m.__enter__()
+
+    def exit(self) -> None:
+        for m in reversed(self.modes):
+            m.__exit__(None, None, None)
+
+
+def install(capacity_bytes: int | None = None) -> FakeCuda:
+    """Patch this process for good (a worker subprocess)."""
+    fake = FakeCuda(capacity_bytes or int(os.environ.get("FAKE_CUDA_CAPACITY_BYTES", 80 * 2**30)))
+    for obj, name, value in fake.patches():
+        setattr(obj, name, value)
+    fake.enter()
+    return fake
+
+
+def worker() -> None:
+    """``bench.sweep.worker`` on the fake device."""
+    install()
+    sys.argv = ["bench.sweep.worker"]
+    runpy.run_module("bench.sweep.worker", run_name="__main__")
+
+
+#: the worker command line that runs on the fake device (``LocalExecutor(command=...)`` or the
+#: executor's ``WORKER`` default, which the CLI uses)
+WORKER = ("-c", f"import sys; sys.path.append({os.path.dirname(os.path.abspath(__file__))!r}); "
+                "import fake_cuda; fake_cuda.worker()")

@@ -1,0 +1,75 @@
+"""segmem's CUDA path, end to end, on the fake CUDA backend (``tests/fake_cuda.py``): so that it works the
+first time it meets a GPU. The fake's memory figures come from the real step (tracked tensor bytes and
+the caching-allocator model over them), so the assertions hold real properties of the run."""
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import fake_cuda  # noqa: E402
+
+from bench import record as R  # noqa: E402
+from bench.cli import app  # noqa: E402
+from bench.sweep import executor, store  # noqa: E402
+from bench.sweep.config import RunConfig  # noqa: E402
+
+GiB = 2**30
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    device = fake_cuda.FakeCuda()
+    for obj, name, value in device.patches():
+        monkeypatch.setattr(obj, name, value)
+    device.enter()
+    yield device
+    device.exit()
+
+
+def test_the_worker_measures_a_training_step_on_cuda(fake):
+    from bench.sweep import worker
+
+    rec = worker.run(RunConfig("unet", (32, 32, 32), 2, "train", "cuda", "fp32", repeats=2))
+    assert rec[R.STATUS] == R.OK and rec[R.BACKEND] == "cuda" and rec[R.DEVICE_NAME] == fake_cuda.NAME
+    # the fake reports the real step's live tensor bytes: the prediction of that figure must agree
+    assert rec[R.PEAK_ALLOCATED] == pytest.approx(rec[R.PRED_LIVE], rel=0.01)
+    assert rec[R.PEAK_ALLOCATED] <= rec[R.PEAK_RESERVED] < rec[R.NVML_PEAK]
+    assert fake_cuda.CONTEXT_BYTES <= rec[R.CUDA_CONTEXT] < rec[R.NVML_PEAK]
+    assert rec[R.ENV_GPU_NAME] == fake_cuda.NAME and rec[R.ENV_GPU_MEMORY] == 80 * GiB and rec[R.ENV_DRIVER]
+    assert rec[R.STEP_TIME_MEDIAN] > 0 and rec[R.REPEATS] == 2
+    assert rec[R.THROUGHPUT_VOXELS] == pytest.approx(rec[R.VOXELS_PER_STEP] / rec[R.STEP_TIME_MEDIAN])
+    assert not R.undeclared(rec)
+
+
+def test_cuda_out_of_memory_is_an_oom_record(monkeypatch):
+    from bench.sweep import worker
+
+    device = fake_cuda.FakeCuda(capacity_bytes=64 * 2**20)
+    for obj, name, value in device.patches():
+        monkeypatch.setattr(obj, name, value)
+    device.enter()
+    try:
+        rec = worker.run(RunConfig("unet", (64, 64, 64), 2, "train", "cuda", "fp32", repeats=1))
+    finally:
+        device.exit()
+    assert rec[R.STATUS] == R.OOM and "CUDA out of memory" in rec[R.ERROR]
+    assert rec[R.OOM_REQUESTED] > 0 and rec[R.PRED_ALLOCATED] > 64 * 2**20  # the prediction said so too
+
+
+@pytest.mark.slow
+def test_bench_run_on_cuda_through_isolated_workers_with_dice(monkeypatch, tmp_path):
+    """The CLI's path: backend auto finds the (fake) GPU; each worker process installs the fake device."""
+    monkeypatch.setattr(executor, "WORKER", fake_cuda.WORKER)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    res = CliRunner().invoke(app, ["run", "--arch", "unet", "--size", "32", "--batch", "2", "--repeats", "1",
+                                   "--dice", "--data", "phantom:64x48x48", "--train-iterations", "2",
+                                   "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    rec = store.load(tmp_path).iloc[0]
+    assert rec[R.BACKEND] == "cuda" and rec[R.STATUS] == R.OK and rec[R.DICE_STATUS] == R.OK, rec.get(R.DICE_ERROR)
+    assert rec[R.PRECISION] == "fp32" and rec[R.PEAK_ALLOCATED] > 0 and rec[R.INFER_VOLUME_PEAK_ALLOCATED] > 0
+    assert "max allocated" in res.output
