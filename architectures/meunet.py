@@ -137,7 +137,7 @@ SPEC = ArchSpec(
     cpu_batches=(1, 2),
     default_precision="fp16",
     checkpointing="checkpointing",
-    size_meaning="standard patch (override size_refers_to=expanded to name the expanded one)",
+    size_meaning="standard patch; --set size_refers_to=expanded names the expanded one",
     layout=layout,
     loss=loss,
 )

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import nnunet
-from .spec import ArchSpec, SampleTensor, Shape, Stage, standard_layout
+from .spec import ArchSpec, SampleTensor, Shape, Stage, downsample, standard_layout
 
 
 class NNUNetCascade(nn.Module):
@@ -56,7 +56,7 @@ class NNUNetCascade(nn.Module):
 
     def prior(self, x: torch.Tensor) -> torch.Tensor:
         """Stage 1 on ``x`` downsampled, its segmentation upsampled (nearest), one-hot over foreground."""
-        low = F.interpolate(x, scale_factor=1 / self.lowres_factor, mode="trilinear", align_corners=False)
+        low = downsample(x, self.lowres_factor, "linear")
         seg = self._main(self.lowres(low)).argmax(1, keepdim=True).to(x.dtype)
         seg = F.interpolate(seg, size=x.shape[2:], mode="nearest").squeeze(1).long()
         return F.one_hot(seg, self.num_classes)[..., 1:].movedim(-1, 1).to(x.dtype)
@@ -80,8 +80,10 @@ def cascade_fullres(
 
 
 def lowres_layout(size: Shape, in_channels: int, num_classes: int, hp: Mapping[str, Any]) -> list[SampleTensor]:
-    """Stage 1 trains on the patch downsampled x2 (nearest): image and label of half the run's size."""
-    return [SampleTensor("image", "image", size, stride=2, channels=in_channels), SampleTensor("label", "label", size, stride=2)]
+    """Stage 1 trains on the patch downsampled x2: the image trilinearly, as nnU-Net resamples image data and as
+    the cascade's own inference path feeds stage 1 (:func:`architectures.spec.downsample`), the label by nearest."""
+    return [SampleTensor("image", "image", size, stride=2, channels=in_channels, resample="linear"),
+            SampleTensor("label", "label", size, stride=2)]
 
 
 def foreground_prior_layout(size: Shape, in_channels: int, num_classes: int, hp: Mapping[str, Any]) -> list[SampleTensor]:

@@ -43,10 +43,26 @@ class SampleTensor:
     stride: int = 1
     channels: int = 1
     divisor: int = 1  # every edge of ``crop`` must be a multiple of this (the network's downsampling)
+    #: how an image is downsampled by ``stride``: ``nearest`` (every stride-th voxel) or ``linear``
+    #: (trilinear, as nnU-Net resamples image data); labels and priors are always nearest
+    resample: Literal["nearest", "linear"] = "nearest"
 
     @property
     def shape(self) -> Shape:
         return tuple(c // self.stride for c in self.crop)  # type: ignore[return-value]
+
+
+def downsample(x: torch.Tensor, factor: int, resample: str = "nearest") -> torch.Tensor:
+    """``x`` (..., D, H, W) downsampled by ``factor``: the one rule for a sample tensor's ``stride`` and for a
+    model's own downsampling of its input, so that what a stage trains on is what it infers on."""
+    if factor == 1:
+        return x
+    if resample == "linear":
+        lead = x.shape[:-3]
+        flat = x.reshape(-1, 1, *x.shape[-3:]).float()
+        out = torch.nn.functional.interpolate(flat, scale_factor=1 / factor, mode="trilinear", align_corners=False)
+        return out.reshape(*lead, *out.shape[-3:]).to(x.dtype)
+    return x[..., ::factor, ::factor, ::factor]
 
 
 @dataclass(frozen=True)
@@ -225,7 +241,7 @@ class ArchSpec:
             if any(c % t.divisor or c < t.divisor for c in t.crop):
                 raise ValueError(
                     f"{where}: it makes the {t.name} {'x'.join(map(str, t.crop))}, whose edges must be "
-                    f"multiples of {t.divisor}"
+                    f"multiples of {t.divisor} (the size names the {self.size_meaning})"
                 )
 
     def param_count(self, in_channels: int = 1, num_classes: int = 3, **overrides: Any) -> int:

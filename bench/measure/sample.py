@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from architectures import SampleTensor, Shape
+from architectures.spec import downsample
 
 
 def synthetic_batch(
@@ -82,9 +83,7 @@ def crop_sample(
         if src is None:
             raise ValueError(f"layout needs a {t.role!r} tensor ({t.name}) and none was given")
         crop = crop_box(src, centre, t.crop)
-        if t.stride > 1:
-            s = t.stride
-            crop = crop[..., ::s, ::s, ::s]
+        crop = downsample(crop, t.stride, t.resample if t.role == "image" else "nearest")
         out[t.name] = crop.contiguous()
     return out
 

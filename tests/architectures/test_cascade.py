@@ -79,3 +79,24 @@ def test_cascade_parameter_counts():
     assert architectures.spec("cascade").param_count() == 7_558_383
     assert architectures.spec("cascade_pre").param_count() == 7_540_239
     assert architectures.spec("nnunet_cascade").param_count() == 62_394_526
+
+
+def test_nnunet_cascade_stage1_trains_on_what_it_infers_on():
+    """Stage 1's training image is the patch downsampled as the cascade's inference path downsamples it
+    (trilinear, nnU-Net's choice for image data), its label by nearest."""
+    from bench.measure.sample import crop_sample
+
+    spec = architectures.spec("nnunet_cascade")
+    lowres, ov = spec.stage("3d_lowres")
+    layout = lowres.layout((16, 16, 16), 1, 3, lowres.hparams(**ov))
+    image = torch.randn(1, 24, 24, 24)
+    label = torch.randint(0, 3, (24, 24, 24))
+    sample = crop_sample(layout, image, label, (12, 12, 12))
+    model = spec.build(n_stages=2, base_features=4, max_features=8)
+    seen = []
+    model.lowres.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        model.prior(image[None, :, 4:20, 4:20, 4:20])
+    assert torch.allclose(seen[0][0], sample["image"])
+    assert torch.equal(sample["label"], label[4:20:2, 4:20:2, 4:20:2])
+    assert not torch.allclose(sample["image"], image[:, 4:20:2, 4:20:2, 4:20:2])  # not nearest

@@ -31,6 +31,7 @@ def test_override_changes_the_network():
     ("unet", (40, 40, 40), "multiple of 16"),
     ("nnunet", (32, 32, 32), "at least 64"),
     ("meunet", (40, 40, 40), "standard patch|image"),
+    ("meunet", (280, 280, 280), r"multiples of 16 \(the size names the standard patch; --set size_refers_to=expanded"),
 ])
 def test_check_size_says_what_is_allowed(name, size, message):
     with pytest.raises(ValueError, match=message):
