@@ -87,9 +87,11 @@ def run(
     dice: Annotated[bool, typer.Option("--dice", help="also train on --data and record test Dice")] = False,
     data: Annotated[str, typer.Option(help="Dice data: phantom, phantom:DxHxW, an nnU-Net raw dataset or a "
                                            "TIFF folder (images/, labels/)")] = "phantom",
-    train_minutes: Annotated[float | None, typer.Option(help="Dice training budget per stage in minutes "
-                                                             "(default 6 on CPU, 60 on CUDA)")] = None,
-    train_iterations: Annotated[int | None, typer.Option(help="Dice training budget per stage in iterations")] = None,
+    train_iterations: Annotated[int | None, typer.Option(help="Dice training budget per stage in iterations "
+                                                              "(default 1000 on CPU, 20000 on CUDA)")] = None,
+    train_minutes: Annotated[float | None, typer.Option(help="Dice training budget per stage in minutes instead "
+                                                             "(the Dice then depends on the machine's speed)")] = None,
+    seed: Annotated[int, typer.Option(help="Dice runs: seed of initialisation and patch sampling")] = 0,
     weighting: Annotated[Weighting, typer.Option(help="sliding-window vote: centre (paper), gaussian (nnU-Net), "
                                                       "uniform")] = Weighting.CENTRE,
 ) -> None:
@@ -99,7 +101,7 @@ def run(
     from .sweep.store import check_writable
 
     be = _validated(resolve_backend, device or backend)
-    dice_opts = _dice_options(data, train_minutes, train_iterations, weighting) if dice else None
+    dice_opts = _dice_options(data, train_minutes, train_iterations, weighting, seed, be) if dice else None
     configs = _validated(lambda: expand(
         arch or ["meunet"], [parse_size(s) for s in size or []], batch or [], mode or [Mode.TRAIN], precision or [],
         be, checkpointing, channels_last, parse_overrides(set_ or []), repeats, dice_opts))
@@ -110,7 +112,7 @@ def run(
     except OSError as exc:
         fail(str(exc))
     if dice_opts is not None and timeout == DEFAULT_TIMEOUT:
-        timeout = _dice_timeout(configs, be)
+        timeout = _dice_timeout(configs)
     if be is Backend.CPU:
         console.print("[yellow]No CUDA GPU: measuring on the CPU. CPU figures are not GPU figures; "
                       "each record also carries the predicted CUDA peak (pred_* columns).[/]")
@@ -139,10 +141,12 @@ def run(
         fail(f"{failures} configuration(s) failed (error or timeout); see their rows' error column", code=1)
 
 
-def _dice_options(data: str, minutes: float | None, iterations: int | None, weighting: Weighting) -> dict:
-    """Validate the Dice options (and the dataset itself, before anything trains)."""
+def _dice_options(data: str, minutes: float | None, iterations: int | None, weighting: Weighting, seed: int,
+                  backend: Backend) -> dict:
+    """Validate the Dice options (and the dataset itself, before anything trains); the budget is resolved
+    here, so that a configuration (and its key) names the iterations it trains."""
     from .train.data.datasets import DatasetError
-    from .train.dice_run import open_dataset, phantom_shape
+    from .train.dice_run import budget, open_dataset, phantom_shape
 
     if minutes is not None and minutes <= 0:
         fail(f"--train-minutes must be positive; got {minutes:g}")
@@ -155,24 +159,23 @@ def _dice_options(data: str, minutes: float | None, iterations: int | None, weig
     if ds is not None:
         console.print(f"data: {escape(ds.name)}: {len(ds.train)} train, {len(ds.val)} val, {len(ds.test)} test "
                       f"volumes, classes {escape(str(ds.labels))}", highlight=False)
-    return {"data": data, "train_minutes": minutes, "train_iterations": iterations, "weighting": weighting.value}
+    minutes, iterations = budget(minutes, iterations, backend.torch_device)
+    return {"data": data, "train_minutes": minutes, "train_iterations": iterations, "weighting": weighting.value,
+            "seed": seed}
 
 
-def _dice_timeout(configs, backend: Backend) -> float:
+def _dice_timeout(configs) -> float:
     """A Dice run's time limit: the default plus 1.5 x the training budget of all its stages (a budget
     of iterations: :data:`SECONDS_PER_ITERATION` each)."""
     import architectures
 
-    from .train.dice_run import budget
-
     dice = [c for c in configs if c.dice]
     stages = max(len(architectures.spec(c.arch).train_stages(**c.overrides_dict)) for c in dice)
-    minutes, iterations = budget(dice[0].train_minutes, dice[0].train_iterations, backend.torch_device)
+    minutes, iterations = dice[0].train_minutes, dice[0].train_iterations
     per_stage = 60 * minutes if minutes else iterations * SECONDS_PER_ITERATION
     timeout = DEFAULT_TIMEOUT + 1.5 * stages * per_stage
-    what = dice[0].train_budget() if (dice[0].train_minutes or dice[0].train_iterations) else f"{minutes:g} min per stage"
-    console.print(f"Dice runs: training {what}; timeout per configuration {timeout / 60:.0f} min (--timeout to change)",
-                  highlight=False)
+    console.print(f"Dice runs: training {dice[0].train_budget()}; timeout per configuration {timeout / 60:.0f} min "
+                  "(--timeout to change)", highlight=False)
     return timeout
 
 

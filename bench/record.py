@@ -73,6 +73,7 @@ DICE = _col("dice", "bool", "", G, "a Dice run: the network was also trained and
 DATA = _col("data", "str", "", G, "Dice runs: the data option (phantom, phantom:DxHxW or a path)")
 TRAIN_BUDGET = _col("train_budget", "str", "", G, "Dice runs: the training budget per stage")
 INFER_WEIGHTING = _col("infer_weighting", "str", "", G, "Dice runs: the sliding-window vote (centre, gaussian, uniform)")
+SEED = _col("seed", "int", "", G, "Dice runs: the seed of initialisation and patch sampling")
 SIZE_MEANING = _col("size_meaning", "str", "", G, "what the size names (e.g. meU-net's standard or expanded patch)")
 INPUT_SHAPE = _col("input_shape", "str", "voxels", G, "the first input tensor's spatial shape")
 INPUT_SHAPES = _col("input_shapes", "json", "voxels", G, "every image tensor of a sample by name, e.g. both meU-net patches")
@@ -224,7 +225,7 @@ def config_columns(cfg: RunConfig) -> dict[str, Any]:
         PRECISION: cfg.precision, BATCH: cfg.batch, SIZE: format_size(cfg.size), OPTIONS: cfg.options_json(),
         CHANNELS_LAST: cfg.channels_last, DICE: cfg.dice, DATA: cfg.data if cfg.dice else None,
         TRAIN_BUDGET: cfg.train_budget() if cfg.dice else None,
-        INFER_WEIGHTING: cfg.weighting if cfg.dice else None,
+        INFER_WEIGHTING: cfg.weighting if cfg.dice else None, SEED: cfg.seed if cfg.dice else None,
     }
 
 

@@ -37,8 +37,9 @@ class RunConfig:
     train_minutes: float | None = None
     train_iterations: int | None = None
     weighting: str = Weighting.CENTRE.value
+    seed: int = 0  # a Dice run's initialisation and patch sampling
 
-    DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting")
+    DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting", "seed")
 
     def __post_init__(self) -> None:
         # plain strings (not enum members) so that keys and JSON are the same however a config was made

@@ -120,7 +120,7 @@ def dice(cfg: RunConfig, spec: architectures.ArchSpec) -> dict[str, Any]:
     try:
         return dice_record(spec, cfg.overrides_dict, cfg.size, cfg.batch, cfg.precision,
                            cfg.backend_kind.torch_device, cfg.data, cfg.train_minutes, cfg.train_iterations,
-                           cfg.weighting, log=log)
+                           cfg.weighting, log=log, seed=cfg.seed)
     except Exception as exc:  # the memory figures above stay valid; say why Dice is missing
         if out_of_memory(exc):
             return {R.DICE_STATUS: R.OOM, R.DICE_ERROR: str(exc).splitlines()[0][:500]}
