@@ -42,13 +42,16 @@ DEFAULT_SHAPE: Shape = (128, 96, 96)
 class PhantomParams:
     """The phantom's knobs (defaults chosen so that a small CPU U-net can learn it, a threshold cannot).
 
-    Radii are in voxels, at least the given minimum and otherwise a fraction of the smaller
-    cross-section edge (so a paper-size volume gets paper-like, thicker guts).
+    The guts' radii follow from the share of the volume each class should fill (``mid_fraction``,
+    ``hind_fraction``: the class proportions of the default 128 x 96 x 96 phantom, mid-gut about 4% and
+    hind-gut a few tenths of a percent, as in the paper's strongly imbalanced data) and the length of
+    its centreline, so that every size, the paper's 1072 x 470 x 470 included, has the same proportions.
+    A radius is never below its minimum (voxels), so volumes much smaller than the default hold more gut.
     """
 
-    mid_radius_frac: float = 0.04
+    mid_fraction: float = 0.042
     mid_radius_min: float = 6.0
-    hind_radius_frac: float = 0.02
+    hind_fraction: float = 0.006
     hind_radius_min: float = 5.0
     wall_frac: float = 0.4  # wall thickness over radius
     mid_length: float = 4.0  # mid-gut centreline length over the body's length
@@ -76,9 +79,8 @@ def phantom(
     rng = np.random.default_rng(seed)
     body = _body(shape)
     material = np.zeros(shape, np.uint8)
-    cross = min(shape[1:])
-    r_mid = max(p.mid_radius_min, p.mid_radius_frac * cross)
-    r_hind = max(p.hind_radius_min, p.hind_radius_frac * cross)
+    r_mid = _radius(shape, p.mid_fraction, p.mid_length, p.mid_radius_min)
+    r_hind = _radius(shape, p.hind_fraction, p.hind_length, p.hind_radius_min)
     _stamp_blobs(material, body, rng, p, r_hind)
     mid = _gut_path(shape, body, rng, start=0.3, length=p.mid_length * shape[0], margin=r_mid + 2, pull=0.75)
     hind = _gut_path(shape, body, rng, start=None, length=p.hind_length * shape[0], margin=r_hind + 2,
@@ -90,6 +92,12 @@ def phantom(
     label[(material == HIND_WALL) | (material == HIND_LUMEN)] = 2
     image = _render(material, body, rng, p, slab)
     return image, label
+
+
+def _radius(shape: Shape, fraction: float, length: float, minimum: float) -> float:
+    """The radius of a tube whose centreline is ``length`` x the volume's first edge and which fills
+    ``fraction`` of the volume: fraction x D x H x W = pi r^2 x length x D."""
+    return max(minimum, float(np.sqrt(fraction * shape[1] * shape[2] / (np.pi * length))))
 
 
 class _Body:
@@ -136,7 +144,9 @@ def _gut_path(shape: Shape, body: _Body, rng: np.random.Generator, start: float 
     """A smooth random centreline (points 0.5 voxel apart) kept inside the body by steering.
 
     The mid-gut starts in the thorax and wanders (``pull`` towards the abdomen's centre when it nears
-    the body's edge); the hind-gut starts where the mid-gut ends and heads for the posterior tip.
+    the body's edge); the hind-gut starts where the mid-gut ends, heads for the posterior tip and winds
+    there until it has its whole length (its share of the volume must not depend on where the mid-gut
+    happened to end).
     """
     d, h, w = shape
     pos = np.array(origin if origin is not None else [start * d, (h - 1) / 2, (w - 1) / 2], np.float64)
@@ -166,8 +176,6 @@ def _gut_path(shape: Shape, body: _Body, rng: np.random.Generator, start: float 
         heading /= np.linalg.norm(heading)
         pos = nxt
         pts.append(pos.copy())
-        if target is not None and np.linalg.norm(target - pos) < margin:
-            break
     return np.array(pts)
 
 
