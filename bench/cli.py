@@ -48,6 +48,7 @@ SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture
 OutOption = Annotated[Path, typer.Option(help="results directory (its results.jsonl)")]
 Filter = Annotated[list[str] | None, typer.Option(help="keep only these values; repeatable")]
 DeviceAlias = Annotated[str | None, typer.Option("--device", hidden=True, help="old name of --backend")]
+JobsOption = Annotated[int | None, typer.Option(help="prediction processes [default: one per core]")]
 
 
 def _validated(fn, *args, **kwargs) -> Any:
@@ -325,11 +326,17 @@ def _tolerance(text: str) -> float:
         raise
 
 
-def _predict_grid(configs, verb: str):
+def _jobs(jobs: int | None) -> int | None:
+    if jobs is not None and jobs < 1:
+        fail(f"--jobs must be >= 1; got {jobs}")
+    return jobs
+
+
+def _predict_grid(configs, verb: str, jobs: int | None):
     from .results import compare
 
     with bar(len(configs), verb) as b:
-        return compare.predict_grid(configs, progress=lambda cfg: (b.start(cfg.label()), b.advance()))
+        return compare.predict_grid(configs, progress=lambda cfg: (b.start(cfg.label()), b.advance()), jobs=jobs)
 
 
 def _print_comparison(result, tolerance: float) -> None:
@@ -364,11 +371,13 @@ def compare_(
     tolerance: Annotated[str, typer.Option(help="allowed relative growth, e.g. 0.5%")] = "0.5%",
     from_pytest_benchmark: Annotated[tuple[Path, Path] | None, typer.Option(
         "--from-pytest-benchmark", help="compare the memory in two saved pytest-benchmark JSON files instead")] = None,
+    jobs: JobsOption = None,
 ) -> None:
     """Re-predict the baseline grid and fail (exit 1) on memory growth or missing configurations."""
     from .results import compare
 
     tol = _tolerance(tolerance)
+    jobs = _jobs(jobs)
     if from_pytest_benchmark:
         for p in from_pytest_benchmark:
             if not p.exists():
@@ -379,7 +388,7 @@ def compare_(
             base = compare.read(baseline)
         except FileNotFoundError as exc:
             fail(str(exc))
-        result = compare.compare(base, _predict_grid(compare.grid(), "predicting"), tol)
+        result = compare.compare(base, _predict_grid(compare.grid(), "predicting", jobs), tol)
     _print_comparison(result, tol)
     if result.failed:
         raise typer.Exit(1)
@@ -389,16 +398,18 @@ def compare_(
 def baseline_(
     update: Annotated[bool, typer.Option("--update", help="rewrite the baseline from current predictions")] = False,
     path: Annotated[Path, typer.Option(help="baseline CSV")] = BASELINE,
+    jobs: JobsOption = None,
 ) -> None:
     """Show or (with --update) rewrite the committed memory baseline."""
     from .results import compare
 
+    jobs = _jobs(jobs)
     if not update:
         if not path.exists():
             fail(f"no baseline at {path}; create it with `bench baseline --update`")
         console.print(compare.read(path).to_string(index=False), highlight=False)
         return
-    df = _predict_grid(compare.grid(), "predicting")
+    df = _predict_grid(compare.grid(), "predicting", jobs)
     compare.write(df, path)
     console.print(f"wrote {len(df)} configurations to {escape(str(path))}; review `git diff {escape(str(path))}` "
                   "and commit it", highlight=False)
@@ -475,6 +486,7 @@ def fit_(
     confirm: Annotated[bool, typer.Option(help="confirm each answer by a real run on CUDA")] = False,
     out: Annotated[Path, typer.Option(help="results directory for the table (and confirmation runs)")] = RESULTS,
     set_: SetOption = None,
+    jobs: JobsOption = None,
 ) -> None:
     """The largest cube, box and batch each architecture fits in a memory budget (by prediction)."""
     import pandas as pd
@@ -484,6 +496,7 @@ def fit_(
     from .results import fit as fitmod
     from .results.report import markdown_table
 
+    jobs = _jobs(jobs)
     budget_b = _validated(parse_bytes, budget)
     overhead_b = _validated(parse_bytes, overhead, allow_zero=True)
     wanted = arch or ["meunet"]
@@ -502,7 +515,7 @@ def fit_(
             names, progress=lambda name: (b.start(name), b.advance()),
             overrides={n: {k: v for k, v in ov.items() if k in architectures.spec(n).parameters()} for n in names},
             budget_bytes=budget_b, batch=batch, mode=mode, precision=precision, ratio=ratio, size=at,
-            overhead_bytes=overhead_b, figure=figure)
+            overhead_bytes=overhead_b, figure=figure, jobs=jobs)
     for r in fitted:
         if isinstance(r, str):
             console.print(f"  {escape(r)}", highlight=False)
@@ -535,6 +548,7 @@ def paper(
     device: DeviceAlias = None,
     out: Annotated[Path, typer.Option(help="results directory")] = RESULTS,
     timeout: Annotated[float, typer.Option(help="seconds per measured configuration")] = DEFAULT_TIMEOUT,
+    jobs: JobsOption = None,
 ) -> None:
     """The paper's Tables 1-4 (training memory) beside its own GB figures, with the ratios."""
     import pandas as pd
@@ -544,6 +558,7 @@ def paper(
     from .sweep.executor import run_sweep
     from .sweep.expand import resolve_backend
 
+    jobs = _jobs(jobs)
     be = Backend(_validated(resolve_backend, device or backend))
     if be not in (Backend.PREDICT, Backend.CUDA):
         fail(f"backend must be predict or cuda; got {be.value!r}")
@@ -555,7 +570,8 @@ def paper(
                       on_skip=lambda c, why: b.advance())
         measured = store.load(out)
     with bar(len(pp.predictions()), "predicting") as b:
-        df = pp.table(progress=lambda job: (b.start(f"{job[0].arch} {job[1]}"), b.advance()), measured=measured)
+        df = pp.table(progress=lambda job: (b.start(f"{job[0].arch} {job[1]}"), b.advance()), measured=measured,
+                      jobs=jobs)
     note = "Measured on CUDA and predicted." if measured is not None else "Predicted (no GPU used)."
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "paper.csv", index=False)
