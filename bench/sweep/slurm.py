@@ -17,6 +17,7 @@ executors. Imports no torch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import shutil
@@ -185,12 +186,21 @@ class SlurmExecutor:
             store.note_claim(out, cfg.key(), job_id=str(job.job_id))
             if on_start:
                 on_start(cfg)
-        for job in submitit.helpers.as_completed(jobs, poll_frequency=self.poll_s):
-            cfg = by_job[id(job)]
-            try:
-                yield cfg, job.result(), True
-            except UncompletedJobError as exc:
-                yield cfg, *self._lost(cfg, job, exc, timeout_s, out)
+        ended: set[int] = set()
+        try:
+            for job in submitit.helpers.as_completed(jobs, poll_frequency=self.poll_s):
+                ended.add(id(job))
+                cfg = by_job[id(job)]
+                try:
+                    rec, stored = job.result(), True
+                except UncompletedJobError as exc:
+                    rec, stored = self._lost(cfg, job, exc, timeout_s, out)
+                yield cfg, rec, stored
+        finally:  # interrupted (Ctrl-C): the claims go with us, so the jobs must too (a re-run submits them again)
+            for job in jobs:
+                if id(job) not in ended:
+                    with contextlib.suppress(Exception):
+                        job.cancel(check=False)
 
     def _lost(self, cfg: RunConfig, job, exc: Exception, timeout_s: float, out: str | Path) -> tuple[dict[str, Any], bool]:
         """The record of a job that returned none: the one it stored before it died, else its state's."""

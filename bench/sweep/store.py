@@ -264,6 +264,14 @@ PENDING, RUNNING_STATE, DONE_STATE, FAILED_STATE = "pending", "running", "done",
 STATES = (PENDING, RUNNING_STATE, DONE_STATE, FAILED_STATE)
 
 
+def _label(rec: dict[str, Any]) -> str:
+    """A recorded configuration's label, as :meth:`RunConfig.label` writes it (records of a sweep that
+    left no note under ``.sweeps/``)."""
+    stage = f"[{rec[R.STAGE]}]" if rec.get(R.STAGE) else ""
+    return (f"{rec.get(R.ARCH)}{stage} {rec.get(R.MODE)} {rec.get(R.SIZE)} b{rec.get(R.BATCH)} "
+            f"{rec.get(R.PRECISION)} {rec.get(R.BACKEND)}")
+
+
 def progress(out: str | Path) -> list[dict[str, str]]:
     """Each configuration a sweep on ``out`` set out to do (and each recorded one) with its state:
     running (held by a live process; on SLURM, submitted), pending (asked for, no record yet), done (a
@@ -272,8 +280,7 @@ def progress(out: str | Path) -> list[dict[str, str]]:
     rows = []
     for key in list(asked) + [k for k in recs if k not in asked]:
         rec = recs.get(key)
-        label = asked.get(key) or " ".join(str(rec.get(c, "")) for c in (R.ARCH, R.STAGE, R.MODE, R.SIZE, R.BATCH,
-                                                                           R.PRECISION, R.BACKEND) if rec.get(c))
+        label = asked.get(key) or _label(rec or {})
         if key in held:
             h = held[key]
             where = f"job {h['job_id']}" if h.get("job_id") else f"pid {h.get('pid')}"
