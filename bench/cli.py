@@ -16,7 +16,19 @@ from rich.table import Table
 
 from . import record as R
 from .console import bar, console, fail, show_warnings, summary_line
-from .options import Backend, BackendChoice, Figure, Mode, Precision, Weighting, parse_bytes, parse_overrides, parse_size
+from .options import (
+    CUDA_OVERHEAD,
+    Backend,
+    BackendChoice,
+    ExecutorKind,
+    Figure,
+    Mode,
+    Precision,
+    Weighting,
+    parse_bytes,
+    parse_overrides,
+    parse_size,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="segmem: peak memory, throughput and Dice of 3D segmentation networks.")
@@ -36,6 +48,7 @@ SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture
 OutOption = Annotated[Path, typer.Option(help="results directory (its results.jsonl)")]
 Filter = Annotated[list[str] | None, typer.Option(help="keep only these values; repeatable")]
 DeviceAlias = Annotated[str | None, typer.Option("--device", hidden=True, help="old name of --backend")]
+JobsOption = Annotated[int | None, typer.Option(help="prediction processes [default: one per core]")]
 
 
 def _validated(fn, *args, **kwargs) -> Any:
@@ -94,12 +107,39 @@ def run(
     seed: Annotated[int, typer.Option(help="Dice runs: seed of initialisation and patch sampling")] = 0,
     weighting: Annotated[Weighting, typer.Option(help="sliding-window vote: centre (paper), gaussian (nnU-Net), "
                                                       "uniform")] = Weighting.CENTRE,
+    jobs: Annotated[int | None, typer.Option(help="configurations at once on this machine [default: one per visible GPU "
+                                                  "for cuda, one per core for cpu and predict]")] = None,
+    gpu_memory: Annotated[str | None, typer.Option(help="predict each configuration first and record those that cannot "
+                                                        "fit this GPU memory (80GB, or auto: the GPU's) as predicted_oom "
+                                                        "without running them [default: auto on cuda]")] = None,
+    no_skip: Annotated[bool, typer.Option("--no-skip", help="measure configurations predicted not to fit anyway "
+                                                            "(checks the prediction)")] = False,
+    executor_kind: Annotated[ExecutorKind, typer.Option("--executor", help="local worker processes, or one SLURM job "
+                                                        "per configuration (submitit)")] = ExecutorKind.LOCAL,
+    slurm_config: Annotated[Path | None, typer.Option(help="TOML file of SLURM options (the flags below win)",
+                                                      rich_help_panel="SLURM")] = None,
+    partition: Annotated[str | None, typer.Option(rich_help_panel="SLURM")] = None,
+    account: Annotated[str | None, typer.Option(rich_help_panel="SLURM")] = None,
+    time_limit: Annotated[int | None, typer.Option(help="minutes per job [default: --timeout + 10 min]",
+                                                   rich_help_panel="SLURM")] = None,
+    gpus_per_task: Annotated[int | None, typer.Option(help="as --gres=gpu:N [default: 1 for cuda, else 0]",
+                                                      rich_help_panel="SLURM")] = None,
+    cpus_per_task: Annotated[int | None, typer.Option(rich_help_panel="SLURM")] = None,
+    mem: Annotated[str | None, typer.Option(help="memory per job, e.g. 64G", rich_help_panel="SLURM")] = None,
+    array_parallelism: Annotated[int | None, typer.Option(help="jobs of the array running at once [default: 64]",
+                                                          rich_help_panel="SLURM")] = None,
+    sbatch: Annotated[list[str] | None, typer.Option(help="another sbatch option, e.g. --sbatch=--qos=high; repeatable",
+                                                     rich_help_panel="SLURM")] = None,
 ) -> None:
     """Sweep sizes x batches x modes x precisions for architectures; one isolated process per run."""
-    from .sweep import executor
-    from .sweep.expand import expand, resolve_backend
+    from .parallel import cores
+    from .sweep import executor, store
+    from .sweep.expand import expand, resolve_backend, visible_gpus
+    from .sweep.expand import gpu_memory as detect_gpu_memory
     from .sweep.store import check_writable
 
+    if jobs is not None and jobs < 1:
+        fail(f"--jobs must be >= 1; got {jobs}")
     be = _validated(resolve_backend, device or backend)
     dice_opts = _dice_options(data, train_minutes, train_iterations, weighting, seed, be) if dice else None
     configs = _validated(lambda: expand(
@@ -113,11 +153,37 @@ def run(
         fail(str(exc))
     if dice_opts is not None and timeout == DEFAULT_TIMEOUT:
         timeout = _dice_timeout(configs)
+    budget = _gpu_budget(gpu_memory, be, executor_kind, no_skip, detect_gpu_memory)
+    slurm = _slurm_executor(executor_kind, jobs, be, out, slurm_config, dict(
+        partition=partition, account=account, time_min=time_limit, gpus_per_task=gpus_per_task,
+        cpus_per_task=cpus_per_task, mem=mem, array_parallelism=array_parallelism, sbatch=sbatch))
+    gpus = visible_gpus() if be is Backend.CUDA and slurm is None else []
+    n_jobs = jobs or (len(gpus) if be is Backend.CUDA else cores())
+    log = None  # set once the bar exists
+    pool = None if slurm else _validated(executor.local_pool, be, n_jobs, gpus, cores(), lambda line: log and log(line))
     if be is Backend.CPU:
         console.print("[yellow]No CUDA GPU: measuring on the CPU. CPU figures are not GPU figures; "
                       "each record also carries the predicted CUDA peak (pred_* columns).[/]")
+    store.begin_sweep(out, configs, executor=executor_kind.value, backend=be.value)
     counts: dict[str, int] = {}
-    with bar(len(configs), "running") as b:
+    if budget is not None:
+        overhead = parse_bytes(CUDA_OVERHEAD)
+        screens = [executor.ScreeningExecutor(budget, overhead, ex) for ex in executor.local_pool(
+            Backend.PREDICT, cores(), [], cores())]
+        with bar(len(configs), f"predicting against {budget / 1e9:g} GB") as b:
+            def screened(cfg, rec) -> None:
+                counts[rec[R.STATUS]] = counts.get(rec[R.STATUS], 0) + 1
+                b.print(summary_line(cfg.label(), rec), markup=True)
+                b.advance()
+
+            skipped = executor.run_sweep(configs, out, timeout, force, retry_failed, screens, on_done=screened,
+                                         on_skip=lambda cfg, why: b.advance(), budget_bytes=budget)
+            b.done(f"{len(skipped)} predicted not to fit")
+        left = {r[R.KEY] for r in skipped}
+        configs_to_run = [c for c in configs if c.key() not in left]
+    else:
+        configs_to_run = configs
+    with bar(len(configs_to_run), "running") as b:
         def done(cfg, rec) -> None:
             counts[rec[R.STATUS]] = counts.get(rec[R.STATUS], 0) + 1
             b.print(summary_line(cfg.label(), rec), markup=True)
@@ -127,9 +193,13 @@ def run(
             counts[f"skipped ({why})"] = counts.get(f"skipped ({why})", 0) + 1
             b.advance()
 
-        executor.run_sweep(configs, out, timeout, force, retry_failed,
-                           executor.LocalExecutor(on_log=lambda line: b.print(f"    {line}")),
-                           on_start=lambda cfg: b.start(cfg.label()), on_done=done, on_skip=skip)
+        log = lambda line: b.print(f"    {line}")  # noqa: E731
+        if slurm is not None:
+            console.print(f"submitting to SLURM: {escape(slurm.options.describe())}; `bench status --out {escape(str(out))}` "
+                          "follows it", highlight=False)
+        executor.run_sweep(configs_to_run, out, timeout, force, retry_failed, slurm or pool,
+                           on_start=lambda cfg: b.start(cfg.label()), on_done=done, on_skip=skip,
+                           no_skip=no_skip, budget_bytes=budget)
         b.done("sweep done")
     parts = ", ".join(f"{v} {k}" for k, v in counts.items())
     console.print(f"{len(configs)} configuration(s): {parts}. Results: {escape(str(out / 'results.jsonl'))}",
@@ -138,7 +208,42 @@ def run(
         console.print("(recorded configurations were skipped; --force re-runs them, --retry-failed the failed ones)")
     failures = sum(counts.get(s, 0) for s in R.FAILED)
     if failures:
-        fail(f"{failures} configuration(s) failed (error or timeout); see their rows' error column", code=1)
+        fail(f"{failures} configuration(s) failed (error, timeout or preempted); see their rows' error column "
+             "(--retry-failed runs them again)", code=1)
+
+
+def _gpu_budget(text: str | None, be: Backend, kind: ExecutorKind, no_skip: bool, detect) -> int | None:
+    """The GPU memory configurations are screened against before they run, or None (no screening)."""
+    if text is not None and be is Backend.PREDICT:
+        fail("--gpu-memory screens measurements; with --backend predict nothing is measured (the pred_* columns "
+             "say what fits)")
+    if no_skip:
+        return None
+    if text is None:
+        return detect("auto") if (be is Backend.CUDA and kind is ExecutorKind.LOCAL) else None
+    return _validated(detect, text)
+
+
+def _slurm_executor(kind: ExecutorKind, jobs: int | None, be: Backend, out: Path, config: Path | None,
+                    flags: dict[str, Any]):
+    """The SLURM executor of ``--executor slurm`` (every option checked here, before anything is
+    submitted), or None for local runs (where SLURM options are refused)."""
+    from .sweep import slurm
+
+    given = [k for k, v in flags.items() if v not in (None, [])] + (["slurm_config"] if config else [])
+    if kind is ExecutorKind.LOCAL:
+        if given:
+            fail(f"--{given[0].replace('_', '-').replace('time-min', 'time-limit')} is a SLURM option: "
+                 "add --executor slurm")
+        return None
+    if jobs is not None:
+        fail("--jobs is for local runs; SLURM runs --array-parallelism jobs of the array at once")
+    _validated(slurm.check_available)
+    base = slurm.SlurmOptions(**_validated(slurm.SlurmOptions.from_file, config)) if config else slurm.SlurmOptions()
+    if flags.get("gpus_per_task") is None and config is None:
+        flags["gpus_per_task"] = 1 if be is Backend.CUDA else 0
+    options = _validated(base.merged, **flags)
+    return slurm.SlurmExecutor(options, (out / "slurm").resolve())
 
 
 def _dice_options(data: str, minutes: float | None, iterations: int | None, weighting: Weighting, seed: int,
@@ -180,6 +285,29 @@ def _dice_timeout(configs) -> float:
 
 
 @app.command()
+def status(
+    out: OutOption = RESULTS,
+    all_: Annotated[bool, typer.Option("--all", help="list every configuration, not only running and failed ones")] = False,
+) -> None:
+    """Pending / running / done / failed configurations of the sweeps on --out (one in flight included)."""
+    from .sweep import store
+
+    if not store.path(out).exists() and not (out / store.SWEEPS).is_dir():
+        fail(f"no sweep under {out}: neither {store.path(out).name} nor {store.SWEEPS}/")
+    rows = store.progress(out)
+    counts = {s: sum(r["state"] == s for r in rows) for s in store.STATES}
+    console.print(f"{escape(str(out))}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+    shown = [r for r in rows if all_ or r["state"] in (store.RUNNING_STATE, store.FAILED_STATE)]
+    if shown:
+        table = Table()
+        for col in ("state", "configuration", "detail"):
+            table.add_column(col, overflow="fold")
+        for r in shown:
+            table.add_row(r["state"], escape(r["label"]), escape(r["detail"]))
+        console.print(table)
+
+
+@app.command()
 def repair(out: OutOption = RESULTS) -> None:
     """Move lines of the results store that are not records (torn by a kill, foreign) aside, into
     results.rejected.jsonl, so that the store reads as JSON Lines again."""
@@ -201,11 +329,17 @@ def _tolerance(text: str) -> float:
         raise
 
 
-def _predict_grid(configs, verb: str):
+def _jobs(jobs: int | None) -> int | None:
+    if jobs is not None and jobs < 1:
+        fail(f"--jobs must be >= 1; got {jobs}")
+    return jobs
+
+
+def _predict_grid(configs, verb: str, jobs: int | None):
     from .results import compare
 
     with bar(len(configs), verb) as b:
-        return compare.predict_grid(configs, progress=lambda cfg: (b.start(cfg.label()), b.advance()))
+        return compare.predict_grid(configs, progress=lambda cfg: (b.start(cfg.label()), b.advance()), jobs=jobs)
 
 
 def _print_comparison(result, tolerance: float) -> None:
@@ -240,11 +374,13 @@ def compare_(
     tolerance: Annotated[str, typer.Option(help="allowed relative growth, e.g. 0.5%")] = "0.5%",
     from_pytest_benchmark: Annotated[tuple[Path, Path] | None, typer.Option(
         "--from-pytest-benchmark", help="compare the memory in two saved pytest-benchmark JSON files instead")] = None,
+    jobs: JobsOption = None,
 ) -> None:
     """Re-predict the baseline grid and fail (exit 1) on memory growth or missing configurations."""
     from .results import compare
 
     tol = _tolerance(tolerance)
+    jobs = _jobs(jobs)
     if from_pytest_benchmark:
         for p in from_pytest_benchmark:
             if not p.exists():
@@ -255,7 +391,7 @@ def compare_(
             base = compare.read(baseline)
         except FileNotFoundError as exc:
             fail(str(exc))
-        result = compare.compare(base, _predict_grid(compare.grid(), "predicting"), tol)
+        result = compare.compare(base, _predict_grid(compare.grid(), "predicting", jobs), tol)
     _print_comparison(result, tol)
     if result.failed:
         raise typer.Exit(1)
@@ -265,16 +401,18 @@ def compare_(
 def baseline_(
     update: Annotated[bool, typer.Option("--update", help="rewrite the baseline from current predictions")] = False,
     path: Annotated[Path, typer.Option(help="baseline CSV")] = BASELINE,
+    jobs: JobsOption = None,
 ) -> None:
     """Show or (with --update) rewrite the committed memory baseline."""
     from .results import compare
 
+    jobs = _jobs(jobs)
     if not update:
         if not path.exists():
             fail(f"no baseline at {path}; create it with `bench baseline --update`")
         console.print(compare.read(path).to_string(index=False), highlight=False)
         return
-    df = _predict_grid(compare.grid(), "predicting")
+    df = _predict_grid(compare.grid(), "predicting", jobs)
     compare.write(df, path)
     console.print(f"wrote {len(df)} configurations to {escape(str(path))}; review `git diff {escape(str(path))}` "
                   "and commit it", highlight=False)
@@ -346,11 +484,12 @@ def fit_(
     precision: Annotated[Precision | None, typer.Option(help="default: the arch's")] = None,
     shape_ratio: Annotated[str | None, typer.Option(help="also the largest box of this aspect, e.g. 1072x470x470")] = None,
     size: Annotated[str | None, typer.Option(help="patch at which to find the largest batch; default: the arch's")] = None,
-    overhead: Annotated[str, typer.Option(help="added to every prediction: CUDA context, workspaces")] = "0.5GB",
+    overhead: Annotated[str, typer.Option(help="added to every prediction: CUDA context, workspaces")] = CUDA_OVERHEAD,
     figure: Annotated[Figure, typer.Option(help="reserved (what the allocator takes) or allocated")] = Figure.RESERVED,
     confirm: Annotated[bool, typer.Option(help="confirm each answer by a real run on CUDA")] = False,
     out: Annotated[Path, typer.Option(help="results directory for the table (and confirmation runs)")] = RESULTS,
     set_: SetOption = None,
+    jobs: JobsOption = None,
 ) -> None:
     """The largest cube, box and batch each architecture fits in a memory budget (by prediction)."""
     import pandas as pd
@@ -360,6 +499,7 @@ def fit_(
     from .results import fit as fitmod
     from .results.report import markdown_table
 
+    jobs = _jobs(jobs)
     budget_b = _validated(parse_bytes, budget)
     overhead_b = _validated(parse_bytes, overhead, allow_zero=True)
     wanted = arch or ["meunet"]
@@ -373,17 +513,16 @@ def fit_(
         from .sweep.expand import resolve_backend
 
         _validated(resolve_backend, Backend.CUDA)
-    rows = []
     with bar(len(names), "fitting") as b:
-        for name in names:
-            b.start(name)
-            try:
-                r = fitmod.fit(name, budget_b, batch, mode, precision, ratio, at, overhead_b, figure,
-                               {k: v for k, v in ov.items() if k in architectures.spec(name).parameters()})
-                rows.append(r.row())
-            except ValueError as exc:
-                b.print(f"  {name}: {exc}")
-            b.advance()
+        fitted = fitmod.fit_many(
+            names, progress=lambda name: (b.start(name), b.advance()),
+            overrides={n: {k: v for k, v in ov.items() if k in architectures.spec(n).parameters()} for n in names},
+            budget_bytes=budget_b, batch=batch, mode=mode, precision=precision, ratio=ratio, size=at,
+            overhead_bytes=overhead_b, figure=figure, jobs=jobs)
+    for r in fitted:
+        if isinstance(r, str):
+            console.print(f"  {escape(r)}", highlight=False)
+    rows = [r.row() for r in fitted if not isinstance(r, str)]
     if not rows:
         fail("no architecture could be fitted", code=1)
     df = pd.DataFrame(rows).dropna(axis=1, how="all")
@@ -412,6 +551,7 @@ def paper(
     device: DeviceAlias = None,
     out: Annotated[Path, typer.Option(help="results directory")] = RESULTS,
     timeout: Annotated[float, typer.Option(help="seconds per measured configuration")] = DEFAULT_TIMEOUT,
+    jobs: JobsOption = None,
 ) -> None:
     """The paper's Tables 1-4 (training memory) beside its own GB figures, with the ratios."""
     import pandas as pd
@@ -421,6 +561,7 @@ def paper(
     from .sweep.executor import run_sweep
     from .sweep.expand import resolve_backend
 
+    jobs = _jobs(jobs)
     be = Backend(_validated(resolve_backend, device or backend))
     if be not in (Backend.PREDICT, Backend.CUDA):
         fail(f"backend must be predict or cuda; got {be.value!r}")
@@ -431,8 +572,9 @@ def paper(
             run_sweep(configs, out, timeout, on_start=lambda c: b.start(c.label()), on_done=lambda c, r: b.advance(),
                       on_skip=lambda c, why: b.advance())
         measured = store.load(out)
-    with bar(len(pp.ROWS), "predicting") as b:
-        df = pp.table(progress=lambda r: (b.start(r.label), b.advance()), measured=measured)
+    with bar(len(pp.predictions()), "predicting") as b:
+        df = pp.table(progress=lambda job: (b.start(f"{job[0].arch} {job[1]}"), b.advance()), measured=measured,
+                      jobs=jobs)
     note = "Measured on CUDA and predicted." if measured is not None else "Predicted (no GPU used)."
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "paper.csv", index=False)

@@ -57,6 +57,13 @@ class Backend(StrEnum):
 BackendChoice = StrEnum("BackendChoice", {"AUTO": "auto", **{b.name: b.value for b in Backend}})
 
 
+class ExecutorKind(StrEnum):
+    """Where a sweep's configurations run: worker processes on this machine, or SLURM jobs (submitit)."""
+
+    LOCAL = "local"
+    SLURM = "slurm"
+
+
 class Figure(StrEnum):
     """Which predicted peak a budget is compared with: what the caching allocator takes from the device
     (reserved, the figure that decides an out-of-memory error) or what tensors hold (allocated)."""
@@ -121,6 +128,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 GB = 10**9
 GiB = 2**30
+#: added to a predicted peak before it is compared with GPU memory: the CUDA context and cuDNN/cuBLAS
+#: workspaces, which the prediction leaves out (``bench fit --overhead``, ``bench run --gpu-memory``)
+CUDA_OVERHEAD = "0.5GB"
 _UNITS = {"tib": 2**40, "gib": GiB, "mib": 2**20, "kib": 2**10, "tb": 10**12, "gb": GB, "mb": 10**6, "kb": 10**3, "b": 1}
 
 

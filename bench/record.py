@@ -82,7 +82,8 @@ VOXELS_PER_STEP = _col("voxels_per_step", "int", "voxels", G, "input voxels of a
 
 # ----- run ----------------------------------------------------------------------------------------
 G = "run"
-STATUS = _col("status", "str", "", G, "ok, oom (out of memory: a result), error, timeout")
+STATUS = _col("status", "str", "", G, "ok, oom (out of memory: a result), predicted_oom (not run: predicted not to fit "
+              "gpu_budget_bytes), error, timeout, preempted (the cluster took the job back)")
 ERROR = _col("error", "str", "", G, "why a run is not ok, in one line")
 STDERR_TAIL = _col("stderr_tail", "str", "", G, "the end of a failed worker's stderr")
 OOM_REQUESTED = _col("oom_requested_bytes", "int", "bytes", G, "the allocation an out-of-memory error names")
@@ -90,6 +91,11 @@ TIMESTAMP = _col("timestamp", "str", "UTC", G, "when the record was made (ISO 86
 TIMEOUT = _col("timeout_s", "float", "s", G, "the configuration's time limit")
 WORKER_TIME = _col("worker_time_s", "float", "s", G, "the worker's whole run (prediction, measurement, Dice)")
 DEVICE_NAME = _col("device_name", "str", "", G, "the GPU's name, cpu, or the prediction's model")
+GPU_BUDGET = _col("gpu_budget_bytes", "int", "bytes", G,
+                  "the GPU memory a predicted_oom configuration was predicted against (--gpu-memory)")
+NODE = _col("node", "str", "", G, "the host the configuration ran on")
+JOB_ID = _col("job_id", "str", "", G, "the SLURM job (array_task) that ran it; empty for local runs")
+CUDA_DEVICES = _col("cuda_visible_devices", "str", "", G, "CUDA_VISIBLE_DEVICES of the worker (the GPU a --jobs slot pins)")
 
 # ----- environment --------------------------------------------------------------------------------
 G = "environment"
@@ -178,8 +184,14 @@ del G
 
 #: the status of a configuration that ran to its result; ``oom`` is a result too (it does not fit)
 OK, OOM, ERROR_STATUS, TIMEOUT_STATUS = "ok", "oom", "error", "timeout"
+#: not run: its predicted peak did not fit ``--gpu-memory`` (a result of the prediction; ``--no-skip`` measures it)
+PREDICTED_OOM = "predicted_oom"
+#: a cluster job taken back before it finished (SLURM pre-emption)
+PREEMPTED = "preempted"
 #: statuses that say the run itself failed (``bench run`` exits 1 when one appears; ``--retry-failed`` re-runs them)
-FAILED = (ERROR_STATUS, TIMEOUT_STATUS)
+FAILED = (ERROR_STATUS, TIMEOUT_STATUS, PREEMPTED)
+#: statuses that are a result (what a sweep set out to learn)
+DONE = (OK, OOM, PREDICTED_OOM)
 #: the configuration columns of a record, in order (a failed record has all of them)
 CONFIG_COLUMNS = tuple(c.name for c in SCHEMA.values() if c.group == "configuration")
 

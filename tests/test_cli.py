@@ -43,7 +43,7 @@ def test_predict_device_on_any_machine(tmp_path):
                               "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     df = store.load(tmp_path)
-    assert list(df["stage"]) == ["stage1_k1.5", "stage1_k1.75", "stage2"]
+    assert sorted(df["stage"]) == ["stage1_k1.5", "stage1_k1.75", "stage2"]  # in the order they finished
     assert (df["pred_peak_allocated_bytes"] > 0).all() and set(df["precision"]) == {"fp16"}
 
 
@@ -58,6 +58,9 @@ def test_predict_device_on_any_machine(tmp_path):
     (["--arch", "unet", "--set", "norm=bogus"], "norm must be one of"),
     (["--arch", "nnunet", "--checkpointing"], "no gradient checkpointing option"),
     (["--arch", "unet", "--set", "widht=3"], "unknown override"),
+    (["--arch", "unet", "--jobs", "0"], "--jobs must be >= 1; got 0"),
+    (["--arch", "unet", "--gpu-memory", "lots"], "'lots' is not a memory size"),
+    (["--arch", "unet", "--executor", "ray"], "'ray' is not one of 'local', 'slurm'"),
 ])
 def test_bad_arguments_fail_before_anything_runs(tmp_path, args, message):
     res = runner.invoke(app, ["run", *args, "--backend", "cpu", "--out", str(tmp_path)])
@@ -145,3 +148,44 @@ def test_dice_on_an_absolute_data_path_runs_every_configuration(tmp_path):
     df = store.load(tmp_path / "out")
     assert list(df["batch"]) == [1, 2] and set(df["dice_status"]) == {"ok"} and set(df["data"]) == {str(data)}
     assert str(data) in " ".join(res.output.split())
+
+
+def _pred_columns(out) -> pd.DataFrame:
+    df = store.load(out).set_index("key").sort_index()
+    return df[[c for c in df.columns if c.startswith("pred_") and c != "pred_time_s"]]
+
+
+@pytest.mark.slow
+def test_a_parallel_prediction_sweep_gives_the_sequential_records(tmp_path):
+    args = ["run", "--arch", "unet", "--size", "32", "--batch", "1", "--batch", "2", "--mode", "train", "--mode",
+            "infer", "--backend", "predict"]
+    for jobs in ("1", "2"):
+        res = runner.invoke(app, [*args, "--jobs", jobs, "--out", str(tmp_path / jobs)])
+        assert res.exit_code == 0, res.output
+    seq, par = _pred_columns(tmp_path / "1"), _pred_columns(tmp_path / "2")
+    assert len(seq) == 4 and len(seq.columns) >= 9
+    pd.testing.assert_frame_equal(seq, par, check_exact=True)
+
+
+@pytest.mark.slow
+def test_gpu_memory_skips_what_is_predicted_not_to_fit_and_no_skip_measures_it(tmp_path):
+    from bench.results.compare import predict_row
+    from bench.sweep.config import RunConfig
+
+    small, large = (RunConfig("unet", (s, s, s), 1, "train", "cpu") for s in (32, 64))
+    overhead = 5 * 10**8  # the CUDA_OVERHEAD the screen adds
+    need = [predict_row(c)["pred_peak_reserved_bytes"] + overhead for c in (small, large)]
+    budget = (need[0] + need[1]) // 2
+    args = ["run", "--arch", "unet", "--size", "32", "--size", "64", "--batch", "1", "--backend", "cpu", "--repeats", "1",
+            "--gpu-memory", f"{budget}B", "--out", str(tmp_path)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "1 predicted_oom, 1 ok" in res.output, res.output
+    df = store.load(tmp_path).set_index("size")
+    assert df.loc["64x64x64", "status"] == "predicted_oom" and pd.isna(df.loc["64x64x64", "cpu_live_peak_bytes"])
+    assert df.loc["64x64x64", "gpu_budget_bytes"] == budget
+    assert df.loc["64x64x64", "pred_peak_reserved_bytes"] + overhead == need[1]
+    assert df.loc["32x32x32", "status"] == "ok" and df.loc["32x32x32", "cpu_live_peak_bytes"] > 0
+    res = runner.invoke(app, [*args, "--no-skip"])
+    assert res.exit_code == 0, res.output
+    df = store.load(tmp_path).set_index("size")
+    assert df.loc["64x64x64", "status"] == "ok" and df.loc["64x64x64", "cpu_live_peak_bytes"] > 0

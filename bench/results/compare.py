@@ -25,6 +25,7 @@ import architectures
 from .. import record as R
 from ..measure.predict import predict
 from ..measure.tracker import CATEGORIES
+from ..parallel import pmap
 from ..sweep.config import RunConfig
 from ..sweep.expand import expand
 
@@ -47,20 +48,26 @@ def grid(names: Sequence[str] | None = None) -> list[RunConfig]:
     return configs
 
 
+def predict_row(cfg: RunConfig, tamper: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One baseline row: the configuration's identity and its predicted figures."""
+    spec, ov = architectures.spec(cfg.arch).stage(cfg.stage, **cfg.overrides_dict)
+    ov.update(tamper or {})
+    pred = predict(spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last, with_memtracker=False)
+    columns = R.config_columns(cfg)
+    return {**{c: columns[c] for c in ID_COLUMNS}, **{f: int(pred[f]) for f in FIGURES}}
+
+
+def _predict_row(job: tuple[RunConfig, Mapping[str, Any] | None]) -> dict[str, Any]:
+    return predict_row(*job)
+
+
 def predict_grid(configs: Sequence[RunConfig], tamper: Mapping[str, Mapping[str, Any]] | None = None,
-                 progress: Callable[[RunConfig], None] | None = None) -> pd.DataFrame:
-    """Predict each configuration in this process. ``tamper`` adds build overrides per architecture
-    without changing the configurations' keys (how tests plant a regression)."""
-    rows = []
-    for cfg in configs:
-        if progress:
-            progress(cfg)
-        spec, ov = architectures.spec(cfg.arch).stage(cfg.stage, **cfg.overrides_dict)
-        ov.update((tamper or {}).get(cfg.arch, {}))
-        pred = predict(spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last,
-                       with_memtracker=False)
-        columns = R.config_columns(cfg)
-        rows.append({**{c: columns[c] for c in ID_COLUMNS}, **{f: int(pred[f]) for f in FIGURES}})
+                 progress: Callable[[RunConfig], None] | None = None, jobs: int | None = None) -> pd.DataFrame:
+    """Predict each configuration, on ``jobs`` processes (default: every core; the rows are the same
+    for any number). ``tamper`` adds build overrides per architecture without changing the
+    configurations' keys (how tests plant a regression)."""
+    work = [(cfg, (tamper or {}).get(cfg.arch)) for cfg in configs]
+    rows = pmap(_predict_row, work, jobs, progress=(lambda job: progress(job[0])) if progress else None)
     return pd.DataFrame(rows, columns=ID_COLUMNS + FIGURES).sort_values(ID_COLUMNS[1:]).reset_index(drop=True)
 
 

@@ -22,6 +22,7 @@ from architectures import ArchSpec, Shape
 
 from ..measure.predict import replay, trace
 from ..options import Figure, GiB, choice
+from ..parallel import pmap
 
 MemoryFn = Callable[[Shape, int], int]
 
@@ -172,3 +173,19 @@ def fit(
         result.max_batch = nb
         result.max_batch_bytes = cost(at, nb) if nb else None  # type: ignore[arg-type]
     return result
+
+
+def _fit_job(job: tuple[tuple, dict[str, Any]]) -> FitResult | str:
+    args, kwargs = job
+    try:
+        return fit(*args, **kwargs)
+    except ValueError as exc:
+        return f"{args[0]}: {exc}"
+
+
+def fit_many(names: Sequence[str], progress: Callable[[str], Any] | None = None, jobs: int | None = None,
+             overrides: dict[str, dict[str, Any]] | None = None, **kwargs: Any) -> list[FitResult | str]:
+    """:func:`fit` for each architecture on ``jobs`` processes (default: every core), in order; an
+    architecture that cannot be fitted gives its one-line reason instead of a result."""
+    work = [((name,), {**kwargs, "overrides": (overrides or {}).get(name)}) for name in names]
+    return pmap(_fit_job, work, jobs, (lambda job: progress(job[0][0])) if progress else None)

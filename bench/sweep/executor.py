@@ -1,10 +1,14 @@
 """Run configurations in isolated worker processes and store each record as it comes.
 
 :class:`LocalExecutor` runs each configuration in a fresh ``python -m bench.sweep.worker`` process;
-anything with the same ``run(config, timeout_s) -> record`` method (a SLURM launcher such as
-submitit, Ray) can replace it without touching the worker. :func:`run_sweep` decides which
-configurations still need a run (:func:`rerun_reason`), claims each one in the store so that two sweeps
-on one directory never run it twice, and appends its record.
+anything with the same ``run(config, timeout_s) -> record`` method can replace it without touching
+the worker. :func:`run_sweep` decides which configurations still need a run (:func:`rerun_reason`),
+claims each one in the store so that two sweeps on one directory never run it twice, and appends its
+record. Given several executors (``--jobs``: one per GPU, each pinned by ``CUDA_VISIBLE_DEVICES``, or
+one per core), it runs that many configurations at once, each executor one at a time, so two
+measurements never share a GPU. A :class:`BatchExecutor` (SLURM through submitit,
+:mod:`bench.sweep.slurm`) is given every configuration to run at once instead. A
+:class:`ScreeningExecutor` predicts first and records ``predicted_oom`` for what cannot fit.
 
 A worker's life is tied to the sweep's: it runs in a process group of its own (a timeout kills the
 group), it is killed by the kernel when its parent dies (``PR_SET_PDEATHSIG`` on Linux) and it watches
@@ -17,20 +21,26 @@ Imports no torch: the parent of a sweep never loads the measurement or predictio
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import queue
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .. import record as R
+from ..options import Backend, GiB
 from ..version import code_version
 from . import store, wire
 from .config import RunConfig
@@ -41,17 +51,28 @@ WORKER = ("-m", "bench.sweep.worker")
 
 
 class Executor(Protocol):
-    def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any]: ...
+    def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
+class BatchExecutor(Protocol):
+    """Runs many configurations at once (a cluster): yields ``(config, record, stored)`` as each ends;
+    ``stored`` says the job appended the record to ``out`` itself."""
+
+    def run_all(self, cfgs: Sequence[RunConfig], timeout_s: float, out: str | Path,
+                on_start: Callable[[RunConfig], None] | None = None) -> Iterator[tuple[RunConfig, dict[str, Any], bool]]: ...
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A ``preexec_fn``: the kernel kills the worker when the thread that started it dies (Linux)."""
+    """A ``preexec_fn``: the kernel kills the worker when the thread that started it dies (Linux).
+    It loads and imports nothing (libc is opened beforehand), so it is safe in a thread pool's fork."""
 
     def set_pdeathsig() -> None:
-        if sys.platform.startswith("linux"):
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if _LIBC is not None:
+            _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before the signal was armed
             os._exit(1)
 
@@ -64,15 +85,22 @@ class LocalExecutor:
 
     The worker's ``LOG:`` lines (progress of long work, e.g. a Dice run's validations) are passed to
     ``on_log`` as they come; its stderr goes to a temporary file, whose tail a failed record keeps.
-    ``command`` is the worker's command line (tests put a misbehaving worker there).
+    ``command`` is the worker's command line (tests put a misbehaving worker there); ``env`` is added
+    to the worker's environment (a ``--jobs`` slot's ``CUDA_VISIBLE_DEVICES``, its share of threads).
     """
 
     command: Sequence[str] = field(default_factory=lambda: (sys.executable, *WORKER))
     on_log: Callable[[str], None] | None = None
     exit_grace_s: float = EXIT_GRACE_S
+    env: Mapping[str, str] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def cancel(self) -> None:
+        """Kill the running worker (the sweep was interrupted in another thread)."""
+        self._stop.set()
 
     def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any]:
-        envvars = dict(os.environ, PYTHONUNBUFFERED="1")
+        envvars = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         root = str(Path(__file__).resolve().parents[2])
         envvars["PYTHONPATH"] = root + os.pathsep + envvars.get("PYTHONPATH", "")
         got: dict[str, Any] = {}
@@ -105,6 +133,9 @@ class LocalExecutor:
             status, error = classify_exit(proc.returncode, stderr)
             rec = failed(cfg, status, error, _tail(stderr))
         rec[R.TIMEOUT] = timeout_s
+        rec[R.NODE] = socket.gethostname()
+        if "CUDA_VISIBLE_DEVICES" in envvars and cfg.backend == Backend.CUDA:
+            rec[R.CUDA_DEVICES] = envvars["CUDA_VISIBLE_DEVICES"]
         return rec
 
     def _wait(self, proc: subprocess.Popen, timeout_s: float, received: threading.Event) -> bool:
@@ -118,7 +149,7 @@ class LocalExecutor:
                 except subprocess.TimeoutExpired:  # the result is in; a hang at exit does not lose it
                     _kill_group(proc)
                 return False
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self._stop.is_set():
                 _kill_group(proc)
                 return not received.is_set()
         return False
@@ -169,8 +200,57 @@ def failed(cfg: RunConfig, status: str, error: str, stderr_tail: str = "") -> di
     return rec
 
 
-def rerun_reason(rec: dict[str, Any], timeout_s: float, force: bool = False, retry_failed: bool = False) -> str | None:
-    """Why a recorded configuration is run again, or None when its record stands."""
+@dataclass
+class ScreeningExecutor:
+    """Predicts a configuration first (in a worker, backend ``predict``: on the CPU, no GPU time) and
+    returns a ``predicted_oom`` record when its predicted peak reserved plus ``overhead_bytes`` (the
+    CUDA context and workspaces the prediction leaves out) exceeds ``budget_bytes``; None when it fits,
+    or when the prediction itself failed (the measurement then says what happens)."""
+
+    budget_bytes: int
+    overhead_bytes: int
+    inner: LocalExecutor = field(default_factory=LocalExecutor)
+
+    def cancel(self) -> None:
+        self.inner.cancel()
+
+    def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any] | None:
+        pred = self.inner.run(replace(cfg, backend=Backend.PREDICT), timeout_s)
+        if pred.get(R.STATUS) != R.OK or pred.get(R.PRED_RESERVED) is None:
+            return None
+        need = int(pred[R.PRED_RESERVED]) + self.overhead_bytes
+        if need <= self.budget_bytes:
+            return None
+        rec = failed(cfg, R.PREDICTED_OOM,
+                     f"predicted {need / GiB:.2f} GiB (peak reserved + {self.overhead_bytes / GiB:.2f} GiB overhead) "
+                     f"> GPU memory {self.budget_bytes / GiB:.2f} GiB; not run (--no-skip measures it)")
+        derived = {R.SIZE_MEANING, R.INPUT_SHAPE, R.INPUT_SHAPES, R.PARAMS, R.VOXELS_PER_STEP}
+        rec.update({k: v for k, v in pred.items()
+                    if k in derived or ((col := R.column(k)) is not None and col.group == "prediction")})
+        rec.update({R.GPU_BUDGET: self.budget_bytes, R.TIMEOUT: timeout_s, R.NODE: pred.get(R.NODE)})
+        return rec
+
+
+def local_pool(backend: str, jobs: int, gpus: Sequence[str], cores: int,
+               on_log: Callable[[str], None] | None = None) -> list[LocalExecutor]:
+    """``jobs`` executors for :func:`run_sweep`: on CUDA each pinned to its own GPU
+    (``CUDA_VISIBLE_DEVICES``; more jobs than GPUs is a ValueError, as two measurements must never share
+    one); otherwise each given its share of the ``cores`` as threads."""
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1; got {jobs}")
+    if backend == Backend.CUDA:
+        if jobs > len(gpus):
+            raise ValueError(f"--jobs {jobs} but {len(gpus)} GPU(s) visible: one measurement per GPU at a time; "
+                             f"use --jobs {len(gpus)} or fewer")
+        return [LocalExecutor(on_log=on_log, env={"CUDA_VISIBLE_DEVICES": g}) for g in gpus[:jobs]]
+    env = {"OMP_NUM_THREADS": str(max(1, cores // jobs)), "CUDA_VISIBLE_DEVICES": ""} if jobs > 1 else {}
+    return [LocalExecutor(on_log=on_log, env=env) for _ in range(jobs)]
+
+
+def rerun_reason(rec: dict[str, Any], timeout_s: float, force: bool = False, retry_failed: bool = False,
+                 no_skip: bool = False, budget_bytes: int | None = None) -> str | None:
+    """Why a recorded configuration is run again, or None when its record stands. A ``predicted_oom``
+    record is run with ``no_skip`` (measure anyway), or screened again against a larger GPU."""
     if force:
         return "--force"
     version = rec.get(R.CODE_VERSION)
@@ -181,6 +261,11 @@ def rerun_reason(rec: dict[str, Any], timeout_s: float, force: bool = False, ret
         return f"timed out under a shorter limit ({rec.get(R.TIMEOUT)} s)"
     if retry_failed and status in (*R.FAILED, R.OOM):
         return f"--retry-failed ({status})"
+    if status == R.PREDICTED_OOM:
+        if no_skip:
+            return "--no-skip"
+        if budget_bytes is not None and (rec.get(R.GPU_BUDGET) or 0) < budget_bytes:
+            return "predicted against a smaller GPU memory"
     return None
 
 
@@ -190,33 +275,104 @@ def run_sweep(
     timeout_s: float = 600,
     force: bool = False,
     retry_failed: bool = False,
-    executor: Executor | None = None,
+    executor: Executor | BatchExecutor | Sequence[Executor] | None = None,
     on_start: Callable[[RunConfig], None] | None = None,
     on_done: Callable[[RunConfig, dict[str, Any]], None] | None = None,
     on_skip: Callable[[RunConfig, str], None] | None = None,
+    no_skip: bool = False,
+    budget_bytes: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run every configuration whose record is missing or must be re-run (:func:`rerun_reason`);
     append each record as it comes. Returns the new records. ``on_skip(cfg, why)`` reports a
-    configuration left alone: already recorded, or being run by another process."""
-    executor = executor or LocalExecutor()
-    new = []
-    for cfg in configs:
+    configuration left alone: already recorded, or being run by another process.
+
+    ``executor``: one executor (one configuration at a time), a sequence of them (as many at once,
+    each executor busy with one configuration at a time: a GPU each), or a :class:`BatchExecutor`.
+    An executor that returns None for a configuration (a screen that lets it through) stores nothing.
+    """
+    if isinstance(executor, BatchExecutor):
+        return _run_batch(executor, list(configs), out, timeout_s, force, retry_failed, on_start, on_done, on_skip,
+                          no_skip, budget_bytes)
+    pool = list(executor) if isinstance(executor, Sequence) else [executor or LocalExecutor()]
+    if not pool:
+        raise ValueError("run_sweep needs at least one executor")
+    idle: queue.SimpleQueue = queue.SimpleQueue()
+    for ex in pool:
+        idle.put(ex)
+    new: list[dict[str, Any]] = []
+
+    def one(cfg: RunConfig) -> None:
         key = cfg.key()
         with store.claim(out, key) as mine:
             if not mine:
                 if on_skip:
                     on_skip(cfg, "running in another process")
-                continue
+                return
             rec = store.latest(out).get(key)  # read under the claim: another sweep may just have finished it
-            if rec is not None and rerun_reason(rec, timeout_s, force, retry_failed) is None:
+            if rec is not None and rerun_reason(rec, timeout_s, force, retry_failed, no_skip, budget_bytes) is None:
                 if on_skip:
                     on_skip(cfg, "recorded")
-                continue
-            if on_start:
-                on_start(cfg)
-            rec = executor.run(cfg, timeout_s)
+                return
+            ex = idle.get()
+            try:
+                if on_start:
+                    on_start(cfg)
+                rec = ex.run(cfg, timeout_s)
+            finally:
+                idle.put(ex)
+            if rec is None:
+                return
             store.append(out, rec)
         new.append(rec)
         if on_done:
             on_done(cfg, rec)
+
+    if len(pool) == 1:
+        for cfg in configs:
+            one(cfg)
+        return new
+    threads = ThreadPoolExecutor(len(pool), thread_name_prefix="sweep")
+    try:
+        for fut in [threads.submit(one, cfg) for cfg in configs]:
+            fut.result()
+    except BaseException:  # Ctrl-C or a store error: stop the queue, take running workers down
+        threads.shutdown(wait=False, cancel_futures=True)
+        for ex in pool:
+            if hasattr(ex, "cancel"):
+                ex.cancel()
+        raise
+    finally:
+        threads.shutdown(wait=True)
+    return new
+
+
+def _run_batch(executor: BatchExecutor, configs: list[RunConfig], out: str | Path, timeout_s: float, force: bool,
+               retry_failed: bool, on_start, on_done, on_skip, no_skip: bool, budget_bytes: int | None) -> list[dict[str, Any]]:
+    """Claim every configuration to run, hand them all to the batch executor, store each record as its
+    job ends (a job that stored its record itself is not stored twice). The claims are held until the
+    whole batch has ended, so a second ``bench run`` on ``out`` submits none of them again."""
+    new = []
+    with contextlib.ExitStack() as held:
+        claimed = []
+        for cfg in configs:
+            if held.enter_context(store.claim(out, cfg.key())):
+                claimed.append(cfg)
+            elif on_skip:
+                on_skip(cfg, "running in another process")
+        recorded = store.latest(out)
+        todo = []
+        for cfg in claimed:
+            rec = recorded.get(cfg.key())
+            if rec is not None and rerun_reason(rec, timeout_s, force, retry_failed, no_skip, budget_bytes) is None:
+                if on_skip:
+                    on_skip(cfg, "recorded")
+            else:
+                todo.append(cfg)
+        if todo:
+            for cfg, rec, stored in executor.run_all(todo, timeout_s, out, on_start):
+                if not stored:
+                    store.append(out, rec)
+                new.append(rec)
+                if on_done:
+                    on_done(cfg, rec)
     return new

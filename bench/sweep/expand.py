@@ -30,6 +30,33 @@ def resolve_backend(name: str) -> Backend:
     return backend
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (indices or UUIDs), so
+    that a ``--jobs`` slot can be pinned to one of them."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    n = torch.cuda.device_count()
+    named = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return named[:n] if named else [str(i) for i in range(n)]
+
+
+def gpu_memory(text: str) -> int:
+    """``--gpu-memory``: a size (80GB, 80GiB) or ``auto``: the smallest visible GPU's memory."""
+    from ..options import parse_bytes
+
+    if text.strip().lower() != "auto":
+        return parse_bytes(text)
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError("--gpu-memory auto needs a visible CUDA GPU; give a size such as 80GB")
+    return min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
+
+
 def validated_overrides(spec: architectures.ArchSpec, overrides: dict[str, Any]) -> dict[str, Any]:
     """``overrides`` if ``spec`` builds with them (on the meta device, allocating nothing); else a
     ValueError carrying the architecture's own message (``expansion must be >= 1``)."""

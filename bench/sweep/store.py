@@ -11,7 +11,11 @@
 - **Latest wins**: a configuration re-run (``--force``, ``--retry-failed``) appends a new record; every
   reader (:func:`load`, :func:`latest`) sees the latest record per key. ``load(history=True)`` keeps all.
 - **Claims**: :func:`claim` takes a per-configuration lock (``.running/<key>.lock``) while a process
-  runs that configuration, so two sweeps on the same directory never run it twice at once.
+  runs that configuration, so two sweeps on the same directory never run it twice at once. Beside the
+  lock, a note (``.running/<key>.json``: host, pid, since, a SLURM job id) says who holds it, for
+  :func:`running` (``bench status``); a note whose process is gone is stale and ignored.
+- **Sweeps**: :func:`begin_sweep` writes the keys and labels a ``bench run`` set out to do
+  (``.sweeps/<time>-<host>-<pid>.json``), so that ``bench status`` can tell pending from never asked for.
 
 Imports no torch (nor pandas until a DataFrame is asked for).
 """
@@ -21,9 +25,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,7 @@ from .. import record as R
 FILENAME = "results.jsonl"
 REJECTED = "results.rejected.jsonl"
 RUNNING = ".running"
+SWEEPS = ".sweeps"
 
 
 class StoreWarning(UserWarning):
@@ -181,6 +189,107 @@ def claim(out: str | Path, key: str) -> Iterator[bool]:
         yield False
         return
     try:
+        note_claim(out, key)
         yield True
     finally:
+        with contextlib.suppress(OSError):
+            (d / f"{key}.json").unlink()
         lock.release()
+
+
+def note_claim(out: str | Path, key: str, **info: Any) -> None:
+    """Write (or extend, e.g. with ``job_id``) the note of a configuration this process holds."""
+    note = path(out).parent / RUNNING / f"{key}.json"
+    note.parent.mkdir(parents=True, exist_ok=True)
+    old: dict[str, Any] = {}
+    with contextlib.suppress(OSError, json.JSONDecodeError):
+        old = json.loads(note.read_text())
+    if old.get("pid") != os.getpid() or old.get("host") != socket.gethostname():
+        old = {"host": socket.gethostname(), "pid": os.getpid(),
+               "since": datetime.now(UTC).isoformat(timespec="seconds")}
+    tmp = note.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({**old, **info}))
+    os.replace(tmp, note)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running(out: str | Path) -> dict[str, dict[str, Any]]:
+    """The configurations held by a live process, by key, with their notes (host, pid, since, job_id).
+    A note left by a process of this host that is gone is stale: skipped (notes of other hosts are
+    trusted, as their processes cannot be checked from here)."""
+    d = path(out).parent / RUNNING
+    found = {}
+    for note in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            info = json.loads(note.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if info.get("host") == socket.gethostname() and not _alive(int(info.get("pid", 0))):
+            continue
+        found[note.stem] = info
+    return found
+
+
+def begin_sweep(out: str | Path, configs: Iterable[Any], **about: Any) -> Path:
+    """Note what a sweep set out to do: each configuration's key and label (``bench status``)."""
+    d = path(out).parent / SWEEPS
+    d.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    p = d / f"{stamp}-{socket.gethostname()}-{os.getpid()}.json"
+    p.write_text(json.dumps({**about, "configs": [{"key": c.key(), "label": c.label()} for c in configs]}))
+    return p
+
+
+def sweeps(out: str | Path) -> dict[str, str]:
+    """Every configuration any sweep on ``out`` set out to do: key -> label (the latest sweep's label)."""
+    d = path(out).parent / SWEEPS
+    asked: dict[str, str] = {}
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        with contextlib.suppress(OSError, json.JSONDecodeError, KeyError, TypeError):
+            asked.update({c["key"]: c["label"] for c in json.loads(p.read_text())["configs"]})
+    return asked
+
+
+#: what ``bench status`` says of a configuration
+PENDING, RUNNING_STATE, DONE_STATE, FAILED_STATE = "pending", "running", "done", "failed"
+STATES = (PENDING, RUNNING_STATE, DONE_STATE, FAILED_STATE)
+
+
+def _label(rec: dict[str, Any]) -> str:
+    """A recorded configuration's label, as :meth:`RunConfig.label` writes it (records of a sweep that
+    left no note under ``.sweeps/``)."""
+    stage = f"[{rec[R.STAGE]}]" if rec.get(R.STAGE) else ""
+    return (f"{rec.get(R.ARCH)}{stage} {rec.get(R.MODE)} {rec.get(R.SIZE)} b{rec.get(R.BATCH)} "
+            f"{rec.get(R.PRECISION)} {rec.get(R.BACKEND)}")
+
+
+def progress(out: str | Path) -> list[dict[str, str]]:
+    """Each configuration a sweep on ``out`` set out to do (and each recorded one) with its state:
+    running (held by a live process; on SLURM, submitted), pending (asked for, no record yet), done (a
+    result: ok, oom, predicted_oom) or failed (error, timeout, preempted), and a detail."""
+    asked, recs, held = sweeps(out), latest(out), running(out)
+    rows = []
+    for key in list(asked) + [k for k in recs if k not in asked]:
+        rec = recs.get(key)
+        label = asked.get(key) or _label(rec or {})
+        if key in held:
+            h = held[key]
+            where = f"job {h['job_id']}" if h.get("job_id") else f"pid {h.get('pid')}"
+            state, detail = RUNNING_STATE, f"{where} on {h.get('host')} since {h.get('since')}"
+        elif rec is None:
+            state, detail = PENDING, ""
+        else:
+            status = str(rec.get(R.STATUS))
+            state = DONE_STATE if status in R.DONE else FAILED_STATE
+            detail = status if state == DONE_STATE else f"{status}: {rec.get(R.ERROR) or ''}"
+        rows.append({"key": key, "label": label, "state": state, "detail": detail})
+    return rows

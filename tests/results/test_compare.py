@@ -2,10 +2,13 @@
 
 import json
 
+import pandas as pd
 from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.results import compare
+
+JOBS = 1  # in this process: each grid here is a few predictions (test_predictions_on_every_core covers the pool)
 
 
 def _small_grid():
@@ -14,10 +17,10 @@ def _small_grid():
 
 def test_disabled_checkpoint_is_caught_and_named():
     configs = _small_grid()
-    base = compare.predict_grid(configs)
-    same = compare.compare(base, compare.predict_grid(configs))
+    base = compare.predict_grid(configs, jobs=JOBS)
+    same = compare.compare(base, compare.predict_grid(configs, jobs=JOBS))
     assert not same.failed and not same.grown and not same.shrunk  # deterministic
-    planted = compare.compare(base, compare.predict_grid(configs, tamper={"meunet": {"checkpointing": False}}))
+    planted = compare.compare(base, compare.predict_grid(configs, tamper={"meunet": {"checkpointing": False}}, jobs=JOBS))
     assert planted.failed
     named = {(g["config"].split()[0], g["figure"]) for g in planted.grown}
     assert ("meunet", "peak_allocated") in named and ("meunet", "activation") in named
@@ -25,18 +28,18 @@ def test_disabled_checkpoint_is_caught_and_named():
 
 def test_wider_layer_is_caught_and_shrinking_is_good_news():
     configs = _small_grid()[:1]
-    base = compare.predict_grid(configs)
+    base = compare.predict_grid(configs, jobs=JOBS)
     wide = {"meunet": {"encoder_channels": (24, 32, 64, 128, 128)}}
-    wider = compare.compare(base, compare.predict_grid(configs, tamper=wide))
+    wider = compare.compare(base, compare.predict_grid(configs, tamper=wide, jobs=JOBS))
     assert wider.failed and any(g["figure"] == "parameter" for g in wider.grown)
     narrow = {"meunet": {"encoder_channels": (8, 32, 64, 128, 128)}}
-    narrower = compare.compare(base, compare.predict_grid(configs, tamper=narrow))
+    narrower = compare.compare(base, compare.predict_grid(configs, tamper=narrow, jobs=JOBS))
     assert not narrower.failed and narrower.shrunk
 
 
 def test_missing_configuration_fails():
     configs = _small_grid()[:2]
-    base = compare.predict_grid(configs)
+    base = compare.predict_grid(configs, jobs=JOBS)
     result = compare.compare(base, base.iloc[:1])
     assert result.failed and len(result.missing) == 1
 
@@ -61,7 +64,7 @@ def test_pytest_benchmark_memory_comparison(tmp_path):
 
 
 def test_a_category_that_appears_while_the_totals_fall_is_not_a_regression():
-    base = compare.predict_grid(_small_grid()[:1])
+    base = compare.predict_grid(_small_grid()[:1], jobs=JOBS)
     base.loc[0, "pred_temporary_bytes"] = 0
     cur = base.copy()
     cur.loc[0, "pred_temporary_bytes"] = 5_000_000  # the peak moved into the backward pass: "+inf%"
@@ -80,3 +83,10 @@ def test_the_grid_finds_checkpointing_by_the_spec_not_by_its_spelling():
     no_ckpt = {(c.arch, c.overrides) for c in compare.grid() if any(v is False for _, v in c.overrides)}
     assert {a for a, _ in no_ckpt} >= {"meunet", "cascade"}
     assert ("cascade", (("stage1_checkpointing", False),)) in no_ckpt
+
+
+def test_predictions_on_every_core_are_the_sequential_ones():
+    configs = _small_grid()[:3]
+    seq = compare.predict_grid(configs, jobs=1)
+    assert len(seq) == 3 and (seq["pred_peak_reserved_bytes"] > 0).all()
+    pd.testing.assert_frame_equal(seq, compare.predict_grid(configs, jobs=2), check_exact=True)

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 ENGINE = "bench.options, bench.record, bench.version, bench.sweep.config, bench.sweep.executor, bench.sweep.store, " \
-         "bench.sweep.wire"
+         "bench.sweep.wire, bench.sweep.slurm, bench.parallel"
 
 
 def test_the_sweep_engine_imports_no_torch():

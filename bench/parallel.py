@@ -1,0 +1,64 @@
+"""Predictions on every core: an order-keeping map over a process pool (``concurrent.futures``).
+
+A prediction is single-threaded Python work (tracing fake tensors, replaying an allocator model), so
+``bench compare``, ``baseline``, ``fit`` and ``paper`` spread their independent predictions over one
+process per core. Results come back in the order of the inputs, and a prediction is deterministic, so
+the output is the same as a sequential run's (a test checks this). Processes are started by ``spawn``
+(never ``fork``: the parent may hold torch's thread pools, which do not survive a fork) and each runs
+one intra-op thread, as the cores are already shared out between processes.
+
+Imports nothing heavy: the function given is imported by name in the children.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+def cores() -> int:
+    """The processors this process may run on (its affinity, e.g. under SLURM or taskset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _one_thread() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+
+def pmap(fn: Callable[[T], U], items: Iterable[T], jobs: int | None = None,
+         progress: Callable[[T], Any] | None = None) -> list[U]:
+    """``[fn(x) for x in items]`` on ``jobs`` processes (default: every core); ``progress(x)`` is called
+    in this process as each item finishes. ``fn`` must be a module-level function (it is pickled by
+    name). With one job or one item, everything runs here, in order."""
+    items = list(items)
+    jobs = min(jobs or cores(), len(items))
+    if jobs <= 1:
+        out = []
+        for x in items:
+            out.append(fn(x))
+            if progress:
+                progress(x)
+        return out
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool:
+        futures = {pool.submit(fn, x): i for i, x in enumerate(items)}
+        results: list[Any] = [None] * len(items)
+        try:
+            for fut in as_completed(futures):
+                i = futures[fut]
+                results[i] = fut.result()
+                if progress:
+                    progress(items[i])
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return results

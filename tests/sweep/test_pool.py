@@ -1,0 +1,160 @@
+"""Local parallelism (``--jobs``): GPU-pinned slots never share a GPU, two parallel sweeps on one
+directory run each configuration once, prediction screening (``--gpu-memory``) and ``bench status``.
+Workers are small Python programs (``LocalExecutor(command=...)``) or fakes; CUDA is a fake backend."""
+
+import json
+import os
+import sys
+import textwrap
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bench import record as R
+from bench.cli import app
+from bench.sweep import executor, store
+from bench.sweep.config import RunConfig
+from bench.sweep.executor import LocalExecutor, ScreeningExecutor, local_pool, run_sweep
+from bench.sweep.expand import gpu_memory, visible_gpus
+from bench.version import code_version
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = [RunConfig("unet", (s, s, s), b, backend="cuda") for s in (32, 48, 64) for b in (1, 2)]
+
+# a worker that notes its GPU and how long it held it, then sends a record
+TIMED = textwrap.dedent("""
+    import json, os, sys, time
+    sys.path.insert(0, %r)
+    from bench.sweep.config import RunConfig
+    cfg = RunConfig.from_json(sys.stdin.read())
+    t0 = time.time(); time.sleep(0.6); t1 = time.time()
+    with open(%r, "a") as fh:
+        fh.write(json.dumps({"gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": t0, "end": t1}) + "\\n")
+    print("RECORD:" + json.dumps({"key": cfg.key(), "status": "ok", "code_version": %r}), flush=True)
+""")
+
+
+def _intervals(log) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_cuda_slots_are_pinned_and_never_share_a_gpu(tmp_path):
+    log = tmp_path / "held.jsonl"
+    pool = local_pool("cuda", 2, ["3", "5"], cores=2)
+    for ex in pool:
+        ex.command = (sys.executable, "-c", TIMED % (ROOT, str(log), code_version()))
+    recs = run_sweep(CONFIGS, tmp_path, 60, executor=pool)
+    held = _intervals(log)
+    assert len(recs) == len(CONFIGS) == len(held)
+    assert {h["gpu"] for h in held} == {"3", "5"}
+    assert {r[R.CUDA_DEVICES] for r in recs} == {"3", "5"}
+    for gpu in ("3", "5"):
+        mine = sorted((h["start"], h["end"]) for h in held if h["gpu"] == gpu)
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(mine, mine[1:])), f"GPU {gpu} shared"
+    first = min(held, key=lambda h: h["start"])
+    assert any(h["gpu"] != first["gpu"] and h["start"] < first["end"] for h in held), "the slots did not run at once"
+
+
+def test_more_jobs_than_gpus_and_no_jobs_are_refused():
+    with pytest.raises(ValueError, match="2 GPU\\(s\\) visible"):
+        local_pool("cuda", 3, ["0", "1"], cores=8)
+    with pytest.raises(ValueError, match="--jobs must be >= 1"):
+        local_pool("cpu", 0, [], cores=8)
+    cpu = local_pool("cpu", 4, [], cores=8)
+    assert len(cpu) == 4 and {ex.env["OMP_NUM_THREADS"] for ex in cpu} == {"2"}
+
+
+def test_visible_gpus_and_their_memory_come_from_the_cuda_backend(monkeypatch):
+    sizes = {0: 80 * 10**9, 1: 40 * 10**9}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=sizes[i]))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert visible_gpus() == ["3", "5"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert visible_gpus() == ["0", "1"]
+    assert gpu_memory("auto") == 40 * 10**9  # the smallest visible GPU decides what fits
+    assert gpu_memory("16GB") == 16 * 10**9
+
+
+def test_gpu_memory_auto_without_a_gpu_is_one_line(tmp_path, cpu_only):
+    res = CliRunner().invoke(app, ["run", "--arch", "unet", "--size", "32", "--gpu-memory", "auto", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--gpu-memory auto needs a visible CUDA GPU" in res.output
+    res = CliRunner().invoke(app, ["run", "--arch", "unet", "--backend", "predict", "--gpu-memory", "80GB",
+                                   "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "with --backend predict nothing is measured" in res.output
+    assert not store.path(tmp_path).exists()
+
+
+def _parallel_sweep(out: str, code: str) -> None:
+    configs = [RunConfig("unet", (s, s, s), b, backend="predict") for s in (32, 48, 64) for b in (1, 2, 3)]
+    pool = [LocalExecutor(command=[sys.executable, "-c", code]) for _ in range(3)]
+    run_sweep(configs, out, 60, executor=pool)
+
+
+def test_two_parallel_sweeps_on_one_directory_run_each_configuration_once(tmp_path):
+    import multiprocessing as mp
+
+    log = tmp_path / "held.jsonl"
+    code = TIMED % (ROOT, str(log), code_version())
+    procs = [mp.get_context("spawn").Process(target=_parallel_sweep, args=(str(tmp_path), code)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    df = pd.read_json(store.path(tmp_path), lines=True)
+    assert len(df) == 9 and df["key"].is_unique
+    assert len(_intervals(log)) == 9  # no configuration was run twice
+
+
+class FakePredictor:
+    """A prediction worker: peak reserved = 1 MB per voxel edge (no torch)."""
+
+    def run(self, cfg, timeout_s):
+        return {**R.config_columns(cfg), R.STATUS: R.OK, R.PRED_RESERVED: cfg.size[0] * 10**6,
+                R.PRED_ALLOCATED: cfg.size[0] * 9 * 10**5, R.FLOPS_PER_STEP: 7, R.PARAMS: 11}
+
+    def cancel(self):
+        pass
+
+
+def test_screening_records_what_cannot_fit_without_running_it(tmp_path):
+    cfgs = [RunConfig("unet", (s, s, s), 1, backend="cuda") for s in (32, 64)]
+    screen = ScreeningExecutor(budget_bytes=50 * 10**6, overhead_bytes=10 * 10**6, inner=FakePredictor())
+    assert screen.run(cfgs[0], 60) is None  # 32 MB + 10 MB fits in 50 MB
+    rec = screen.run(cfgs[1], 60)
+    assert rec[R.STATUS] == R.PREDICTED_OOM and rec[R.BACKEND] == "cuda" and rec[R.KEY] == cfgs[1].key()
+    assert rec[R.PRED_RESERVED] == 64 * 10**6 and rec[R.GPU_BUDGET] == 50 * 10**6 and rec[R.PARAMS] == 11
+    assert "0.07 GiB" in rec[R.ERROR] and "--no-skip" in rec[R.ERROR]
+    assert not R.undeclared(rec)
+    skipped = run_sweep(cfgs, tmp_path, 60, executor=[screen, screen], budget_bytes=50 * 10**6)
+    assert [r[R.KEY] for r in skipped] == [cfgs[1].key()] and len(store.load(tmp_path)) == 1
+    # the record stands for the same GPU; a larger GPU screens it again; --no-skip measures it
+    assert executor.rerun_reason(skipped[0], 60, budget_bytes=50 * 10**6) is None
+    assert "smaller GPU" in executor.rerun_reason(skipped[0], 60, budget_bytes=80 * 10**6)
+    assert executor.rerun_reason(skipped[0], 60, no_skip=True) == "--no-skip"
+
+
+def test_status_shows_pending_running_done_and_failed(tmp_path):
+    cfgs = [RunConfig("unet", (s, s, s), 1, backend="predict") for s in (32, 48, 64, 80)]
+    store.begin_sweep(tmp_path, cfgs)
+    store.append(tmp_path, {**R.config_columns(cfgs[0]), R.STATUS: R.OK})
+    store.append(tmp_path, {**R.config_columns(cfgs[1]), R.STATUS: R.PREEMPTED, R.ERROR: "job 7_1 ended PREEMPTED"})
+    dead = tmp_path / store.RUNNING / f"{cfgs[3].key()}.json"  # a claim note whose process is gone: stale
+    dead.parent.mkdir(parents=True, exist_ok=True)
+    dead.write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": 2**22 + 7, "since": "then"}))
+    with store.claim(tmp_path, cfgs[2].key()):
+        store.note_claim(tmp_path, cfgs[2].key(), job_id="4242_2")
+        states = {r["key"]: r for r in store.progress(tmp_path)}
+        res = CliRunner().invoke(app, ["status", "--out", str(tmp_path)])
+    assert [states[c.key()]["state"] for c in cfgs] == ["done", "failed", "running", "pending"]
+    assert "job 4242_2" in states[cfgs[2].key()]["detail"] and "PREEMPTED" in states[cfgs[1].key()]["detail"]
+    assert res.exit_code == 0 and "1 pending, 1 running, 1 done, 1 failed" in res.output
+    assert "4242_2" in res.output and "unet train 48x48x48 b1 fp32 predict" in res.output
+    assert [r["state"] for r in store.progress(tmp_path)].count("running") == 0  # released with the claim
+    res = CliRunner().invoke(app, ["status", "--out", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "no sweep under" in res.output
