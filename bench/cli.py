@@ -16,7 +16,7 @@ from rich.table import Table
 
 from . import record as R
 from .console import bar, console, fail, show_warnings, summary_line
-from .options import Backend, BackendChoice, Figure, Mode, Precision, Weighting, parse_bytes, parse_overrides, parse_size
+from .options import Backend, BackendChoice, Figure, Inferer, Mode, Precision, Weighting, parse_bytes, parse_overrides, parse_size
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="segmem: peak memory, throughput and Dice of 3D segmentation networks.")
@@ -36,6 +36,10 @@ SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture
 OutOption = Annotated[Path, typer.Option(help="results directory (its results.jsonl)")]
 Filter = Annotated[list[str] | None, typer.Option(help="keep only these values; repeatable")]
 DeviceAlias = Annotated[str | None, typer.Option("--device", hidden=True, help="old name of --backend")]
+InChannels = Annotated[int | None, typer.Option("--in-channels", help="input channels of the network, e.g. 4 for "
+                                                                      "BraTS [default: 1; a Dice run: its data's]")]
+Classes = Annotated[int | None, typer.Option("--classes", help="output classes, background included [default: 3; "
+                                                               "a Dice run: its data's]")]
 
 
 def _validated(fn, *args, **kwargs) -> Any:
@@ -61,6 +65,13 @@ def list_() -> None:
     console.print(table)
     for name in architectures.names():
         console.print(f"[bold]{name}[/]: {escape(architectures.spec(name).citation)}", highlight=False)
+    from architectures import monai_nets
+
+    console.print(f"Also: MONAI's networks by name, {', '.join(monai_nets.PREFIX + n for n in monai_nets.NETWORKS)} "
+                  f"({'installed' if monai_nets.available() else 'needs the monai extra: pip install segmem[monai]'}), "
+                  "and any network by import path, --arch my_pkg.nets:build (see the README, 'Your own network'). "
+                  f"Installed packages add architectures under the entry-point group {architectures.ENTRY_POINT_GROUP}.",
+                  highlight=False)
 
 
 @app.command()
@@ -92,6 +103,10 @@ def run(
     train_iterations: Annotated[int | None, typer.Option(help="Dice training budget per stage in iterations")] = None,
     weighting: Annotated[Weighting, typer.Option(help="sliding-window vote: centre (paper), gaussian (nnU-Net), "
                                                       "uniform")] = Weighting.CENTRE,
+    inferer: Annotated[Inferer, typer.Option(help="Dice runs' whole-volume sliding window: segmem's, or MONAI's "
+                                                  "sliding_window_inference (needs the monai extra)")] = Inferer.SEGMEM,
+    in_channels: InChannels = None,
+    classes: Classes = None,
 ) -> None:
     """Sweep sizes x batches x modes x precisions for architectures; one isolated process per run."""
     from .sweep import executor
@@ -99,10 +114,15 @@ def run(
     from .sweep.store import check_writable
 
     be = _validated(resolve_backend, device or backend)
-    dice_opts = _dice_options(data, train_minutes, train_iterations, weighting) if dice else None
+    shape = (in_channels or 1, classes or 3)
+    if dice:
+        dice_opts, shape = _dice_options(data, train_minutes, train_iterations, weighting, inferer, in_channels, classes)
+    else:
+        dice_opts = None
     configs = _validated(lambda: expand(
         arch or ["meunet"], [parse_size(s) for s in size or []], batch or [], mode or [Mode.TRAIN], precision or [],
-        be, checkpointing, channels_last, parse_overrides(set_ or []), repeats, dice_opts))
+        be, checkpointing, channels_last, parse_overrides(set_ or []), repeats, dice_opts, *shape))
+    _divisor_notes(configs)
     if timeout <= 0:
         fail(f"timeout must be positive; got {timeout:g}")
     try:
@@ -139,9 +159,22 @@ def run(
         fail(f"{failures} configuration(s) failed (error or timeout); see their rows' error column", code=1)
 
 
-def _dice_options(data: str, minutes: float | None, iterations: int | None, weighting: Weighting) -> dict:
-    """Validate the Dice options (and the dataset itself, before anything trains)."""
+def _divisor_notes(configs) -> None:
+    """Say how the suite found the input divisibility of networks that did not declare it (probed)."""
+    import architectures
+
+    for name, ov in dict.fromkeys((c.arch, c.overrides) for c in configs):
+        note = architectures.spec(name).divisor_note(**dict(ov))
+        if note:
+            console.print(f"[yellow]{escape(note)}[/]", highlight=False)
+
+
+def _dice_options(data: str, minutes: float | None, iterations: int | None, weighting: Weighting, inferer: Inferer,
+                  in_channels: int | None, classes: int | None) -> tuple[dict, tuple[int, int]]:
+    """Validate the Dice options (and the dataset itself, before anything trains); returns them and the
+    data's (input channels, classes), which --in-channels / --classes may repeat but not contradict."""
     from .train.data.datasets import DatasetError
+    from .train.data.phantom import LABELS
     from .train.dice_run import open_dataset, phantom_shape
 
     if minutes is not None and minutes <= 0:
@@ -155,7 +188,18 @@ def _dice_options(data: str, minutes: float | None, iterations: int | None, weig
     if ds is not None:
         console.print(f"data: {escape(ds.name)}: {len(ds.train)} train, {len(ds.val)} val, {len(ds.test)} test "
                       f"volumes, classes {escape(str(ds.labels))}", highlight=False)
-    return {"data": data, "train_minutes": minutes, "train_iterations": iterations, "weighting": weighting.value}
+    shape = (1, len(LABELS)) if ds is None else (ds.in_channels, ds.num_classes)
+    for given, has, what in ((in_channels, shape[0], "--in-channels"), (classes, shape[1], "--classes")):
+        if given is not None and given != has:
+            fail(f"{what} {given} contradicts the data ({data}: {shape[0]} channel(s), {shape[1]} classes); "
+                 f"a Dice run takes them from its data")
+    if inferer is Inferer.MONAI:
+        from architectures.monai_nets import available
+
+        if not available():
+            fail("--inferer monai needs MONAI: pip install 'segmem[monai]' (or pip install monai)")
+    return {"data": data, "train_minutes": minutes, "train_iterations": iterations, "weighting": weighting.value,
+            "inferer": inferer.value}, shape
 
 
 def _dice_timeout(configs, backend: Backend) -> float:
@@ -348,6 +392,8 @@ def fit_(
     confirm: Annotated[bool, typer.Option(help="confirm each answer by a real run on CUDA")] = False,
     out: Annotated[Path, typer.Option(help="results directory for the table (and confirmation runs)")] = RESULTS,
     set_: SetOption = None,
+    in_channels: InChannels = None,
+    classes: Classes = None,
 ) -> None:
     """The largest cube, box and batch each architecture fits in a memory budget (by prediction)."""
     import pandas as pd
@@ -366,6 +412,9 @@ def fit_(
     ratio = _validated(parse_size, shape_ratio) if shape_ratio else None
     at = _validated(parse_size, size) if size else None
     ov = _validated(parse_overrides, set_ or [])
+    shape = (in_channels or 1, classes or 3)
+    if shape[0] < 1 or shape[1] < 2:
+        fail(f"--in-channels must be >= 1 and --classes >= 2; got {shape[0]} and {shape[1]}")
     if confirm:
         from .sweep.expand import resolve_backend
 
@@ -376,7 +425,8 @@ def fit_(
             b.start(name)
             try:
                 r = fitmod.fit(name, budget_b, batch, mode, precision, ratio, at, overhead_b, figure,
-                               {k: v for k, v in ov.items() if k in architectures.spec(name).parameters()})
+                               {k: v for k, v in ov.items() if k in architectures.spec(name).parameters()},
+                               in_channels=shape[0], num_classes=shape[1])
                 rows.append(r.row())
             except ValueError as exc:
                 b.print(f"  {name}: {exc}")
@@ -399,7 +449,8 @@ def fit_(
         from .sweep.expand import expand
 
         configs = [c for r in rows if r["largest_cube"] for c in expand(
-            [r["arch"]], [(r["largest_cube"],) * 3], [batch], [mode], [r["precision"]], Backend.CUDA)]
+            [r["arch"]], [(r["largest_cube"],) * 3], [batch], [mode], [r["precision"]], Backend.CUDA,
+            in_channels=shape[0], num_classes=shape[1])]
         run_sweep(configs, out, on_done=lambda cfg, rec: console.print(summary_line(cfg.label(), rec), highlight=False))
 
 

@@ -85,13 +85,14 @@ def dice_record(
     iterations: int | None = None,
     weighting: str = "centre",
     log: Callable[[str], None] | None = None,
+    inferer: str = "segmem",
 ) -> dict[str, Any]:
     dev = torch.device(device)
     log = log or (lambda _m: None)
     ds = open_dataset(data)
     minutes, iterations = budget(minutes, iterations, device)
     cfg = TrainConfig(patch=size, batch=batch, minutes=minutes, iterations=iterations, precision=precision,
-                      weighting=weighting, overrides=overrides)  # type: ignore[arg-type]
+                      weighting=weighting, inferer=inferer, overrides=overrides)  # type: ignore[arg-type]
     names = ds.class_names()
     classes = list(range(ds.num_classes))
     rec: dict[str, Any] = {
