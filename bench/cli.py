@@ -61,7 +61,7 @@ def list_() -> None:
     for name in architectures.names():
         s = architectures.spec(name)
         patch = "x".join(map(str, s.default_sizes[0]))
-        table.add_row(name, f"{s.param_count():,}", str(s.divisor), f"{patch} / {s.default_batches[0]}", s.summary)
+        table.add_row(name, f"{s.param_count():,}", str(s.divisor_for()), f"{patch} / {s.default_batches[0]}", s.summary)
     console.print(table)
     for name in architectures.names():
         console.print(f"[bold]{name}[/]: {escape(architectures.spec(name).citation)}", highlight=False)
@@ -406,7 +406,7 @@ def fit_(
     budget_b = _validated(parse_bytes, budget)
     overhead_b = _validated(parse_bytes, overhead, allow_zero=True)
     wanted = arch or ["meunet"]
-    names = architectures.names() if "all" in wanted else [_validated(architectures.spec, a).name for a in wanted]
+    names = architectures.names() if "all" in wanted else [a for a in wanted if _validated(architectures.spec, a)]
     if batch < 1:
         fail(f"batch must be >= 1; got {batch}")
     ratio = _validated(parse_size, shape_ratio) if shape_ratio else None
@@ -424,10 +424,12 @@ def fit_(
         for name in names:
             b.start(name)
             try:
-                r = fitmod.fit(name, budget_b, batch, mode, precision, ratio, at, overhead_b, figure,
-                               {k: v for k, v in ov.items() if k in architectures.spec(name).parameters()},
+                own = {k: v for k, v in ov.items() if k in architectures.spec(name).parameters()}
+                r = fitmod.fit(name, budget_b, batch, mode, precision, ratio, at, overhead_b, figure, own,
                                in_channels=shape[0], num_classes=shape[1])
                 rows.append(r.row())
+                if note := architectures.spec(name).divisor_note(**own):
+                    b.print(f"  {note}")
             except ValueError as exc:
                 b.print(f"  {name}: {exc}")
             b.advance()

@@ -82,9 +82,10 @@ def test_a_network_by_import_path_is_predicted_run_fitted_and_reported(tmp_path)
     assert res.exit_code == 0, res.output
     fit = pd.read_csv(tmp_path / "fit.csv").iloc[0]
     assert fit["largest_cube"] % 4 == 0 and fit["largest_cube"] >= 16  # multiples of the probed divisor
-    res, _ = _run(["report", "--no-plots"], tmp_path)
+    res, _ = _run(["report"], tmp_path)
     assert res.exit_code == 0, res.output
     assert arch in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "memory_vs_voxels_train_cpu.png").stat().st_size > 0  # its own colour in the plots
 
 
 def test_a_declared_divisor_replaces_the_probe():
