@@ -128,6 +128,9 @@ def test_channels_and_classes_are_part_of_the_key_only_when_not_the_defaults():
     keys = {base.key(), RunConfig("unet", (32, 32, 32), 2, in_channels=4).key(),
             RunConfig("unet", (32, 32, 32), 2, num_classes=100).key()}
     assert len(keys) == 3
+    dice = RunConfig("unet", (32, 32, 32), 4, dice=True)
+    assert RunConfig("unet", (32, 32, 32), 4, dice=True, inferer="segmem").key() == dice.key()
+    assert RunConfig("unet", (32, 32, 32), 4, dice=True, inferer="monai").key() != dice.key()
     baseline = pd.read_csv("reports/baseline/memory.csv")  # keys made before these fields existed
     row = baseline.iloc[0]
     cfgs = expand([row["arch"]], [tuple(int(s) for s in row["size"].split("x"))], [int(row["batch"])],
