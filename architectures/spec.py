@@ -14,6 +14,8 @@ from any volume, or synthesise one, without knowing which architecture asked.
 
 from __future__ import annotations
 
+import copy
+import gc
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -126,6 +128,10 @@ def standard_infer(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
     return out[0] if isinstance(out, list | tuple) else out
 
 
+#: the last network :meth:`ArchSpec.build_detached` had to build for real (key and model)
+_last_real_build: dict[str, Any] = {}
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """How one architecture describes itself to the suite (TorchBench-style per-model metadata).
@@ -201,6 +207,46 @@ class ArchSpec:
         except (TypeError, AssertionError) as exc:
             raise ValueError(f"{self.name}: cannot build with {overrides}: {exc}") from exc
 
+    def build_detached(self, in_channels: int = 1, num_classes: int = 3, **overrides: Any) -> nn.Module:
+        """The network without spending memory where possible: built on the meta device, or, for a
+        network that computes on its tensors' values while it is built (MONAI's SwinUNETR calls
+        ``.item()``, which meta tensors cannot answer), built for real on the CPU."""
+        try:
+            with torch.device("meta"):
+                return self.build(in_channels, num_classes, **overrides)
+        except ValueError:
+            raise
+        except Exception:  # noqa: BLE001 - whatever the meta device cannot do, the CPU can (or says why)
+            pass
+        # a prediction builds the same network several times (parameters, trace, FLOPs, MemTracker): the
+        # last real build is kept and copied, which is several times faster than building it again
+        key = (self.name, in_channels, num_classes, repr(sorted(overrides.items())))
+        if _last_real_build.get("key") != key:
+            _last_real_build.clear()
+            with torch.device("cpu"):
+                _last_real_build.update(key=key, model=self.build(in_channels, num_classes, **overrides))
+        return copy.deepcopy(_last_real_build["model"])
+
+    def build_model(self, in_channels: int = 1, num_classes: int = 3, **overrides: Any) -> nn.Module:
+        """Build for a step. Under ``FakeTensorMode`` (prediction) a constructor that reads a tensor's
+        value (``.item()``) raises ``DataDependentOutputException``; such a network is built outside
+        every active mode (:meth:`build_detached`) and its parameters and buffers are then replaced by
+        fake tensors of the same shapes, allocated inside the modes, so that any network a user can
+        instantiate can be predicted."""
+        from torch._guards import detect_fake_mode
+        from torch._subclasses.fake_tensor import DataDependentOutputException
+        from torch.utils._python_dispatch import _disable_current_modes
+
+        if detect_fake_mode() is None:
+            return self.build(in_channels, num_classes, **overrides)
+        try:
+            return self.build(in_channels, num_classes, **overrides)
+        except DataDependentOutputException:
+            gc.collect()  # the half-built network's fake tensors
+        with _disable_current_modes():
+            model = self.build_detached(in_channels, num_classes, **overrides)
+        return model._apply(lambda t: torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu"))
+
     # ----- describing runs ------------------------------------------------------------------------
     def train_stages(self, **overrides: Any) -> list[Stage]:
         """The stages a training step is measured for: the spec itself, or each of its stages."""
@@ -219,6 +265,15 @@ class ArchSpec:
                 return s.spec, dict(s.overrides)
         raise ValueError(f"{self.name} has no stage {name!r}; valid: {', '.join(s.name for s in stages)}")
 
+    def divisor_for(self, **overrides: Any) -> int:
+        """The divisibility of training sizes with these overrides (``divisor`` for a built-in network;
+        a network known only by its factory declares or probes it, see :mod:`architectures.imported`)."""
+        return self.divisor
+
+    def divisor_note(self, **overrides: Any) -> str:
+        """How the divisibility was found, when the suite had to find it (empty when declared)."""
+        return ""
+
     def check_size(self, size: Shape, mode: str = "train", **overrides: Any) -> None:
         """Raise ValueError, saying what is allowed, when ``size`` does not suit this architecture.
 
@@ -226,7 +281,7 @@ class ArchSpec:
         ``min_size``; each tensor of the sample layout must meet its own ``divisor`` (for meU-net, the
         standard patch is checked at 16 whatever the size names); each stage of a cascade is checked.
         """
-        div = self.infer_divisor if (mode == "infer" and self.infer_divisor) else self.divisor
+        div = self.infer_divisor if (mode == "infer" and self.infer_divisor) else self.divisor_for(**overrides)
         where = f"{self.name}: size {'x'.join(map(str, size))} not allowed for {mode}"
         if len(size) != 3:
             raise ValueError(f"{where}; give one edge or three (DxHxW)")
@@ -245,6 +300,5 @@ class ArchSpec:
                 )
 
     def param_count(self, in_channels: int = 1, num_classes: int = 3, **overrides: Any) -> int:
-        with torch.device("meta"):
-            model = self.build(in_channels, num_classes, **overrides)
+        model = self.build_detached(in_channels, num_classes, **overrides)
         return sum(p.numel() for p in model.parameters())

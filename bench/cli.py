@@ -22,6 +22,7 @@ from .options import (
     BackendChoice,
     ExecutorKind,
     Figure,
+    Inferer,
     Mode,
     Precision,
     Weighting,
@@ -49,6 +50,10 @@ OutOption = Annotated[Path, typer.Option(help="results directory (its results.js
 Filter = Annotated[list[str] | None, typer.Option(help="keep only these values; repeatable")]
 DeviceAlias = Annotated[str | None, typer.Option("--device", hidden=True, help="old name of --backend")]
 JobsOption = Annotated[int | None, typer.Option(help="prediction processes [default: one per core]")]
+InChannels = Annotated[int | None, typer.Option("--in-channels", help="input channels of the network, e.g. 4 for "
+                                                                      "BraTS [default: 1; a Dice run: its data's]")]
+Classes = Annotated[int | None, typer.Option("--classes", help="output classes, background included [default: 3; "
+                                                               "a Dice run: its data's]")]
 
 
 def _validated(fn, *args, **kwargs) -> Any:
@@ -70,10 +75,17 @@ def list_() -> None:
     for name in architectures.names():
         s = architectures.spec(name)
         patch = "x".join(map(str, s.default_sizes[0]))
-        table.add_row(name, f"{s.param_count():,}", str(s.divisor), f"{patch} / {s.default_batches[0]}", s.summary)
+        table.add_row(name, f"{s.param_count():,}", str(s.divisor_for()), f"{patch} / {s.default_batches[0]}", s.summary)
     console.print(table)
     for name in architectures.names():
         console.print(f"[bold]{name}[/]: {escape(architectures.spec(name).citation)}", highlight=False)
+    from architectures import monai_nets
+
+    console.print(f"Also: MONAI's networks by name, {', '.join(monai_nets.PREFIX + n for n in monai_nets.NETWORKS)} "
+                  f"({'installed' if monai_nets.available() else 'needs the monai extra: pip install segmem[monai]'}), "
+                  "and any network by import path, --arch my_pkg.nets:build (see the README, 'Your own network'). "
+                  f"Installed packages add architectures under the entry-point group {architectures.ENTRY_POINT_GROUP}.",
+                  highlight=False)
 
 
 @app.command()
@@ -130,6 +142,10 @@ def run(
                                                           rich_help_panel="SLURM")] = None,
     sbatch: Annotated[list[str] | None, typer.Option(help="another sbatch option, e.g. --sbatch=--qos=high; repeatable",
                                                      rich_help_panel="SLURM")] = None,
+    inferer: Annotated[Inferer, typer.Option(help="Dice runs' whole-volume sliding window: segmem's, or MONAI's "
+                                                  "sliding_window_inference (needs the monai extra)")] = Inferer.SEGMEM,
+    in_channels: InChannels = None,
+    classes: Classes = None,
 ) -> None:
     """Sweep sizes x batches x modes x precisions for architectures; one isolated process per run."""
     from .parallel import cores
@@ -141,10 +157,16 @@ def run(
     if jobs is not None and jobs < 1:
         fail(f"--jobs must be >= 1; got {jobs}")
     be = _validated(resolve_backend, device or backend)
-    dice_opts = _dice_options(data, train_minutes, train_iterations, weighting, seed, be) if dice else None
+    shape = (in_channels or 1, classes or 3)
+    if dice:
+        dice_opts, shape = _dice_options(data, train_minutes, train_iterations, weighting, seed, be, inferer,
+                                         in_channels, classes)
+    else:
+        dice_opts = None
     configs = _validated(lambda: expand(
         arch or ["meunet"], [parse_size(s) for s in size or []], batch or [], mode or [Mode.TRAIN], precision or [],
-        be, checkpointing, channels_last, parse_overrides(set_ or []), repeats, dice_opts))
+        be, checkpointing, channels_last, parse_overrides(set_ or []), repeats, dice_opts, *shape))
+    _divisor_notes(configs)
     if timeout <= 0:
         fail(f"timeout must be positive; got {timeout:g}")
     try:
@@ -246,11 +268,24 @@ def _slurm_executor(kind: ExecutorKind, jobs: int | None, be: Backend, out: Path
     return slurm.SlurmExecutor(options, (out / "slurm").resolve())
 
 
+def _divisor_notes(configs) -> None:
+    """Say how the suite found the input divisibility of networks that did not declare it (probed)."""
+    import architectures
+
+    for name, ov in dict.fromkeys((c.arch, c.overrides) for c in configs):
+        note = architectures.spec(name).divisor_note(**dict(ov))
+        if note:
+            console.print(f"[yellow]{escape(note)}[/]", highlight=False)
+
+
 def _dice_options(data: str, minutes: float | None, iterations: int | None, weighting: Weighting, seed: int,
-                  backend: Backend) -> dict:
-    """Validate the Dice options (and the dataset itself, before anything trains); the budget is resolved
-    here, so that a configuration (and its key) names the iterations it trains."""
+                  backend: Backend, inferer: Inferer, in_channels: int | None,
+                  classes: int | None) -> tuple[dict, tuple[int, int]]:
+    """Validate the Dice options (and the dataset itself, before anything trains); returns them (the budget
+    resolved, so that a configuration and its key name the iterations it trains) and the data's (input
+    channels, classes), which --in-channels / --classes may repeat but not contradict."""
     from .train.data.datasets import DatasetError
+    from .train.data.phantom import LABELS
     from .train.dice_run import budget, open_dataset, phantom_shape
 
     if minutes is not None and minutes <= 0:
@@ -264,9 +299,19 @@ def _dice_options(data: str, minutes: float | None, iterations: int | None, weig
     if ds is not None:
         console.print(f"data: {escape(ds.name)}: {len(ds.train)} train, {len(ds.val)} val, {len(ds.test)} test "
                       f"volumes, classes {escape(str(ds.labels))}", highlight=False)
+    shape = (1, len(LABELS)) if ds is None else (ds.in_channels, ds.num_classes)
+    for given, has, what in ((in_channels, shape[0], "--in-channels"), (classes, shape[1], "--classes")):
+        if given is not None and given != has:
+            fail(f"{what} {given} contradicts the data ({data}: {shape[0]} channel(s), {shape[1]} classes); "
+                 f"a Dice run takes them from its data")
+    if inferer is Inferer.MONAI:
+        from architectures.monai_nets import available
+
+        if not available():
+            fail("--inferer monai needs MONAI: pip install 'segmem[monai]' (or pip install monai)")
     minutes, iterations = budget(minutes, iterations, backend.torch_device)
     return {"data": data, "train_minutes": minutes, "train_iterations": iterations, "weighting": weighting.value,
-            "seed": seed}
+            "seed": seed, "inferer": inferer.value}, shape
 
 
 def _dice_timeout(configs) -> float:
@@ -490,6 +535,8 @@ def fit_(
     out: Annotated[Path, typer.Option(help="results directory for the table (and confirmation runs)")] = RESULTS,
     set_: SetOption = None,
     jobs: JobsOption = None,
+    in_channels: InChannels = None,
+    classes: Classes = None,
 ) -> None:
     """The largest cube, box and batch each architecture fits in a memory budget (by prediction)."""
     import pandas as pd
@@ -503,12 +550,15 @@ def fit_(
     budget_b = _validated(parse_bytes, budget)
     overhead_b = _validated(parse_bytes, overhead, allow_zero=True)
     wanted = arch or ["meunet"]
-    names = architectures.names() if "all" in wanted else [_validated(architectures.spec, a).name for a in wanted]
+    names = architectures.names() if "all" in wanted else [a for a in wanted if _validated(architectures.spec, a)]
     if batch < 1:
         fail(f"batch must be >= 1; got {batch}")
     ratio = _validated(parse_size, shape_ratio) if shape_ratio else None
     at = _validated(parse_size, size) if size else None
     ov = _validated(parse_overrides, set_ or [])
+    shape = (in_channels or 1, classes or 3)
+    if shape[0] < 1 or shape[1] < 2:
+        fail(f"--in-channels must be >= 1 and --classes >= 2; got {shape[0]} and {shape[1]}")
     if confirm:
         from .sweep.expand import resolve_backend
 
@@ -518,10 +568,13 @@ def fit_(
             names, progress=lambda name: (b.start(name), b.advance()),
             overrides={n: {k: v for k, v in ov.items() if k in architectures.spec(n).parameters()} for n in names},
             budget_bytes=budget_b, batch=batch, mode=mode, precision=precision, ratio=ratio, size=at,
-            overhead_bytes=overhead_b, figure=figure, jobs=jobs)
-    for r in fitted:
+            overhead_bytes=overhead_b, figure=figure, jobs=jobs, in_channels=shape[0], num_classes=shape[1])
+    for name, r in zip(names, fitted):
         if isinstance(r, str):
             console.print(f"  {escape(r)}", highlight=False)
+        elif note := architectures.spec(name).divisor_note(**{k: v for k, v in ov.items()
+                                                              if k in architectures.spec(name).parameters()}):
+            console.print(f"  {escape(note)}", highlight=False)
     rows = [r.row() for r in fitted if not isinstance(r, str)]
     if not rows:
         fail("no architecture could be fitted", code=1)
@@ -541,7 +594,8 @@ def fit_(
         from .sweep.expand import expand
 
         configs = [c for r in rows if r["largest_cube"] for c in expand(
-            [r["arch"]], [(r["largest_cube"],) * 3], [batch], [mode], [r["precision"]], Backend.CUDA)]
+            [r["arch"]], [(r["largest_cube"],) * 3], [batch], [mode], [r["precision"]], Backend.CUDA,
+            in_channels=shape[0], num_classes=shape[1])]
         run_sweep(configs, out, on_done=lambda cfg, rec: console.print(summary_line(cfg.label(), rec), highlight=False))
 
 

@@ -80,6 +80,15 @@ class Weighting(StrEnum):
     UNIFORM = "uniform"
 
 
+class Inferer(StrEnum):
+    """Who runs a Dice run's whole-volume sliding window: segmem (nnunetv2's tile positions, the vote of
+    ``Weighting``, the accumulator on the device when it fits) or MONAI's ``sliding_window_inference``
+    (its tiles, a constant or Gaussian blend), for the memory a MONAI pipeline would use."""
+
+    SEGMEM = "segmem"
+    MONAI = "monai"
+
+
 E = TypeVar("E", bound=StrEnum)
 
 

@@ -68,12 +68,16 @@ PRECISION = _col("precision", "str", "", G, "fp32, or autocast bf16 / fp16 (fp16
 BATCH = _col("batch", "int", "samples", G, "samples per step")
 SIZE = _col("size", "str", "voxels", G, "the run's size DxHxW; what it names is in size_meaning")
 OPTIONS = _col("options", "json", "", G, "architecture overrides (`--set`), as a JSON object")
+IN_CHANNELS = _col("in_channels", "int", "channels", G, "input channels of the network (`--in-channels`; 1 by default)")
+NUM_CLASSES = _col("num_classes", "int", "classes", G, "output classes of the network (`--classes`; 3 by default)")
 CHANNELS_LAST = _col("channels_last", "bool", "", G, "model and images in channels_last_3d")
 DICE = _col("dice", "bool", "", G, "a Dice run: the network was also trained and scored")
 DATA = _col("data", "str", "", G, "Dice runs: the data option (phantom, phantom:DxHxW or a path)")
 TRAIN_BUDGET = _col("train_budget", "str", "", G, "Dice runs: the training budget per stage")
 INFER_WEIGHTING = _col("infer_weighting", "str", "", G, "Dice runs: the sliding-window vote (centre, gaussian, uniform)")
 SEED = _col("seed", "int", "", G, "Dice runs: the seed of initialisation and patch sampling")
+INFERER = _col("inferer", "str", "", G, "Dice runs: whose whole-volume sliding window (segmem, or MONAI's "
+               "sliding_window_inference)")
 SIZE_MEANING = _col("size_meaning", "str", "", G, "what the size names (e.g. meU-net's standard or expanded patch)")
 INPUT_SHAPE = _col("input_shape", "str", "voxels", G, "the first input tensor's spatial shape")
 INPUT_SHAPES = _col("input_shapes", "json", "voxels", G, "every image tensor of a sample by name, e.g. both meU-net patches")
@@ -235,9 +239,11 @@ def config_columns(cfg: RunConfig) -> dict[str, Any]:
     return {
         KEY: cfg.key(), ARCH: cfg.arch, STAGE: cfg.stage, MODE: cfg.mode, BACKEND: cfg.backend,
         PRECISION: cfg.precision, BATCH: cfg.batch, SIZE: format_size(cfg.size), OPTIONS: cfg.options_json(),
+        IN_CHANNELS: cfg.in_channels, NUM_CLASSES: cfg.num_classes,
         CHANNELS_LAST: cfg.channels_last, DICE: cfg.dice, DATA: cfg.data if cfg.dice else None,
         TRAIN_BUDGET: cfg.train_budget() if cfg.dice else None,
         INFER_WEIGHTING: cfg.weighting if cfg.dice else None, SEED: cfg.seed if cfg.dice else None,
+        INFERER: cfg.inferer if cfg.dice else None,
     }
 
 

@@ -69,21 +69,22 @@ def fake_step(precision: str, *modes: Any) -> Iterator[EmulatedCudaAutocast | No
 
 
 def _runner(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str, precision: str,
-            channels_last: bool, emul: EmulatedCudaAutocast | None) -> StepRunner:
+            channels_last: bool, emul: EmulatedCudaAutocast | None, in_channels: int = 1, num_classes: int = 3) -> StepRunner:
     return StepRunner(
-        spec, overrides, size, batch, mode, precision, "cpu", channels_last,
+        spec, overrides, size, batch, mode, precision, "cpu", channels_last, in_channels, num_classes,
         autocast=emul.region if emul is not None else None,
         scaler=TracedScaler() if (precision == "fp16" and mode == "train") else None,
     )
 
 
 def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
-          precision: str = "fp32", channels_last: bool = False) -> tuple[AllocationTracker, set[int], StepRunner]:
+          precision: str = "fp32", channels_last: bool = False, in_channels: int = 1,
+          num_classes: int = 3) -> tuple[AllocationTracker, set[int], StepRunner]:
     """Trace build + warm-up + measured step on fake tensors; returns the tracker (mark ``measured``
     where the measured step starts), the host-resident storages to leave out, and the runner."""
     tracker = AllocationTracker()
     with fake_step(precision, tracker) as emul:
-        runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul)
+        runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul, in_channels, num_classes)
 
         def phase(name: str) -> None:
             if name == "optimizer":
@@ -120,14 +121,14 @@ def replay(tracker: AllocationTracker, exclude: set[int], reset_at: int) -> Cach
 
 
 def memtracker_peak(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str,
-                    precision: str, channels_last: bool) -> int | None:
+                    precision: str, channels_last: bool, in_channels: int = 1, num_classes: int = 3) -> int | None:
     """Peak total bytes torch's MemTracker reports for the measured step (same fake trace)."""
     try:
         from torch.distributed._tools.mem_tracker import MemTracker
     except ImportError:  # torch built without distributed
         return None
     with fake_step(precision) as emul:
-        runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul)
+        runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul, in_channels, num_classes)
         runner.step()  # warm-up: Adam state exists afterwards
         mt = MemTracker()
         mt.track_external(runner.model, *([runner.optimizer] if runner.optimizer else []),
@@ -142,23 +143,25 @@ def memtracker_peak(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, b
 
 
 def count_flops(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str,
-                precision: str, channels_last: bool) -> int:
+                precision: str, channels_last: bool, in_channels: int = 1, num_classes: int = 3) -> int:
     """FLOPs of one step (forward and backward) by ``torch.utils.flop_counter``, on fake tensors.
 
     A trace of its own: FlopCounterMode's module hooks extend tensor lifetimes under checkpointing,
     so it must not run inside the memory trace."""
     with fake_step(precision) as emul:
-        runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul)
+        runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul, in_channels, num_classes)
         with FlopCounterMode(display=False) as counter:
             runner.step()
     return int(counter.get_total_flops())
 
 
 def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
-            precision: str = "fp32", channels_last: bool = False, with_memtracker: bool = True) -> dict[str, Any]:
+            precision: str = "fp32", channels_last: bool = False, with_memtracker: bool = True, in_channels: int = 1,
+            num_classes: int = 3) -> dict[str, Any]:
     """The prediction record fields for one configuration (see the module docstring)."""
     t0 = time.perf_counter()
-    tracker, host, _ = trace(spec, overrides, size, batch, mode, precision, channels_last)
+    shape = (in_channels, num_classes)
+    tracker, host, _ = trace(spec, overrides, size, batch, mode, precision, channels_last, *shape)
     start = tracker.marks["measured"]
     alloc = replay(tracker, host, start)
     live_peak, at = tracker.live_peak(start, host)
@@ -167,14 +170,14 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
         R.PRED_RESERVED: alloc.peak_reserved,
         R.PRED_LIVE: live_peak,
         R.PRED_EVENTS: len(tracker.events),
-        R.FLOPS_PER_STEP: count_flops(spec, overrides, size, batch, mode, precision, channels_last),
+        R.FLOPS_PER_STEP: count_flops(spec, overrides, size, batch, mode, precision, channels_last, *shape),
     }
     for cat, n in tracker.breakdown_at(at, host).items():
         rec[R.pred_category(cat)] = n
     rec[R.PRED_TIME] = time.perf_counter() - t0
     if with_memtracker:
         t1 = time.perf_counter()
-        rec[R.MEMTRACKER_PEAK] = memtracker_peak(spec, overrides, size, batch, mode, precision, channels_last)
+        rec[R.MEMTRACKER_PEAK] = memtracker_peak(spec, overrides, size, batch, mode, precision, channels_last, *shape)
         rec[R.MEMTRACKER_TIME] = time.perf_counter() - t1
     return rec
 

@@ -68,7 +68,7 @@ class StepRunner:
         self.precision = choice(Precision, self.precision, "precision")
         self.mode = choice(Mode, self.mode, "mode")
         torch.manual_seed(self.seed)
-        self.model = self.spec.build(self.in_channels, self.num_classes, **self.overrides)
+        self.model = self.spec.build_model(self.in_channels, self.num_classes, **self.overrides)
         if torch.device(self.device).type != "cpu":  # (``.to`` cannot swap fake parameters in place)
             self.model = self.model.to(self.device)
         if self.channels_last:

@@ -20,6 +20,7 @@ from typing import Any
 import architectures
 from architectures import ArchSpec, Shape
 
+from .. import record as R
 from ..measure.predict import replay, trace
 from ..options import Figure, GiB, choice
 from ..parallel import pmap
@@ -58,7 +59,7 @@ def largest(fits: Callable[[int], bool], start: int = 1, limit: int = 1 << 16) -
 
 
 def predicted_peak(spec: ArchSpec, overrides: dict[str, Any], mode: str, precision: str,
-                   figure: str = Figure.RESERVED) -> MemoryFn:
+                   figure: str = Figure.RESERVED, in_channels: int = 1, num_classes: int = 3) -> MemoryFn:
     """size, batch -> predicted peak bytes of the architecture (the largest stage's, for cascades)."""
     figure = choice(Figure, figure, "figure")
 
@@ -67,7 +68,7 @@ def predicted_peak(spec: ArchSpec, overrides: dict[str, Any], mode: str, precisi
         parts = [(s.spec, dict(s.overrides)) for s in stages] if stages else [(spec, overrides)]
         best = 0
         for sp, ov in parts:
-            tracker, host, _ = trace(sp, ov, size, batch, mode, precision, False)
+            tracker, host, _ = trace(sp, ov, size, batch, mode, precision, False, in_channels, num_classes)
             alloc = replay(tracker, host, tracker.marks["measured"])
             best = max(best, alloc.peak_reserved if figure is Figure.RESERVED else alloc.peak_allocated)
         return best
@@ -89,13 +90,16 @@ class FitResult:
     batch_size: Shape | None  # the size at which the largest batch was searched
     max_batch: int | None
     max_batch_bytes: int | None
+    in_channels: int = 1
+    num_classes: int = 3
 
     def row(self) -> dict[str, Any]:
         def gb(b: int | None) -> float | None:
             return None if b is None else round(b / GiB, 2)
 
         return {
-            "arch": self.arch, "mode": self.mode, "precision": self.precision,
+            "arch": self.arch, "mode": self.mode, "precision": self.precision, R.IN_CHANNELS: self.in_channels,
+            R.NUM_CLASSES: self.num_classes,
             "budget_gib": round(self.budget_bytes / GiB, 2), "batch": self.batch,
             "largest_cube": self.edge, "cube_gib": gb(self.edge_bytes),
             "largest_box": "x".join(map(str, self.box)) if self.box else None, "box_gib": gb(self.box_bytes),
@@ -117,6 +121,8 @@ def fit(
     overrides: dict[str, Any] | None = None,
     memory: MemoryFn | None = None,
     max_edge: int = 2048,
+    in_channels: int = 1,
+    num_classes: int = 3,
 ) -> FitResult:
     """Largest cube (and box of ``ratio``) at ``batch`` and largest batch at ``size`` (default: the
     architecture's paper patch) that fit ``budget_bytes`` by prediction. ``memory`` replaces the
@@ -124,8 +130,8 @@ def fit(
     spec = architectures.spec(name)
     ov = dict(overrides or {})
     precision = precision or spec.default_precision
-    mem = memory or predicted_peak(spec, ov, mode, precision, figure)
-    div = spec.infer_divisor if (mode == "infer" and spec.infer_divisor) else spec.divisor
+    mem = memory or predicted_peak(spec, ov, mode, precision, figure, in_channels, num_classes)
+    div = spec.infer_divisor if (mode == "infer" and spec.infer_divisor) else spec.divisor_for(**ov)
     if spec.stages is None:  # a tensor of the sample may need more (meU-net's standard patch: 16)
         probe = (max(div, spec.min_size),) * 3
         div = max([div] + [t.divisor for t in spec.layout(probe, 1, 3, spec.hparams(**ov)) if t.name == "image"])
@@ -154,7 +160,7 @@ def fit(
     k = largest(edge_fits, first, max_edge // div)
     edge = None if k is None else div * k
     result = FitResult(name, mode, precision, budget_bytes, batch, edge, cost((edge,) * 3, batch) if edge else None,
-                       None, None, None, None, None)
+                       None, None, None, None, None, in_channels, num_classes)
     if ratio:
         first_box = next((k for k in range(first, first + 4) if valid(box(div * k, ratio, div))), first)
 

@@ -14,6 +14,7 @@ and said so in the returned notes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -28,20 +29,25 @@ import architectures  # noqa: E402
 
 from .. import record as R  # noqa: E402
 from ..options import GB, Backend, GiB  # noqa: E402
-from .report import BUDGETS_GB, equal_memory, memory_bytes  # noqa: E402
+from .report import BUDGETS_GB, data_shape, equal_memory, memory_bytes  # noqa: E402
 
 FORMATS = ("png", "svg")
 
 
-def palette() -> dict[str, tuple]:
-    """One colour per registered architecture, the same in every plot."""
+def palette(others: Iterable[str] = ()) -> dict[str, tuple]:
+    """One colour per architecture, the same in every plot: the registered ones, then ``others`` (the
+    networks by import path or MONAI name that a store holds)."""
     names = architectures.names()
+    names += sorted(set(others) - set(names))
     return dict(zip(names, sns.color_palette("tab20", len(names))))
 
 
 def _variant(df: pd.DataFrame) -> pd.Series:
     opts = df.get(R.OPTIONS, pd.Series([""] * len(df), index=df.index)).fillna("").replace("{}", "")
-    return df[R.PRECISION].fillna("") + opts.map(lambda o: f" {o}" if o else "")
+    shape = data_shape(df)
+    data = (shape[R.IN_CHANNELS].astype(str) + "ch " + shape[R.NUM_CLASSES].astype(str) + "cls").where(
+        (shape[R.IN_CHANNELS] != 1) | (shape[R.NUM_CLASSES] != 3), "")
+    return df[R.PRECISION].fillna("") + opts.map(lambda o: f" {o}" if o else "") + data.map(lambda d: f" {d}" if d else "")
 
 
 def _save(fig, reports: Path, name: str) -> list[Path]:
@@ -62,7 +68,7 @@ def plot_all(df: pd.DataFrame, reports: str | Path) -> tuple[list[Path], list[st
     """Draw every plot the data allows; returns (files written, notes on what was skipped and why)."""
     reports = Path(reports)
     reports.mkdir(parents=True, exist_ok=True)
-    colours = palette()
+    colours = palette(df[R.ARCH].dropna())
     files: list[Path] = []
     notes: list[str] = []
     ok = df[df[R.STATUS] == R.OK].copy()

@@ -47,6 +47,12 @@ def _col(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df else pd.Series([np.nan] * len(df), index=df.index)
 
 
+def data_shape(df: pd.DataFrame) -> pd.DataFrame:
+    """Input channels and classes of each record (records made before they were options: 1 and 3)."""
+    return pd.DataFrame({R.IN_CHANNELS: _col(df, R.IN_CHANNELS).fillna(1).astype(int),
+                         R.NUM_CLASSES: _col(df, R.NUM_CLASSES).fillna(3).astype(int)}, index=df.index)
+
+
 def memory_bytes(df: pd.DataFrame) -> pd.Series:
     """The peak that decides whether a configuration fits: measured reserved on CUDA, else predicted reserved."""
     measured = _col(df, R.PEAK_RESERVED)
@@ -66,7 +72,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         R.ARCH: df[R.ARCH], R.STAGE: _col(df, R.STAGE).fillna(""), R.MODE: df[R.MODE], R.BACKEND: df[R.BACKEND],
         R.PRECISION: _col(df, R.PRECISION), R.SIZE: _col(df, R.SIZE), R.BATCH: _col(df, R.BATCH),
-        R.OPTIONS: _col(df, R.OPTIONS), R.STATUS: df[R.STATUS],
+        **data_shape(df), R.OPTIONS: _col(df, R.OPTIONS), R.STATUS: df[R.STATUS],
         R.VOXELS_PER_STEP: _col(df, R.VOXELS_PER_STEP),
         "measured_allocated_gib": gib(R.PEAK_ALLOCATED), "measured_reserved_gib": gib(R.PEAK_RESERVED),
         "measured_device_gib": gib(R.NVML_PEAK), "cpu_live_peak_gib": gib(R.CPU_LIVE_PEAK),
@@ -89,14 +95,15 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 
 def equal_memory(df: pd.DataFrame, budgets_gb: Sequence[float] = BUDGETS_GB) -> pd.DataFrame:
     """Per budget and architecture, the successful configuration with the most voxels per step within it."""
-    ok = df[df[R.STATUS] == R.OK].assign(memory_bytes=memory_bytes(df))
-    ok = ok[ok["memory_bytes"].notna()]
+    ok = df.assign(memory_bytes=memory_bytes(df), **data_shape(df))
+    ok = ok[(ok[R.STATUS] == R.OK) & ok["memory_bytes"].notna()]
     rows = []
     for budget in budgets_gb:
         fits = ok[ok["memory_bytes"] <= budget * GB]
-        for (arch, mode), g in fits.groupby([R.ARCH, R.MODE]):
+        for (arch, mode, channels, classes), g in fits.groupby([R.ARCH, R.MODE, R.IN_CHANNELS, R.NUM_CLASSES]):
             best = g.sort_values([R.VOXELS_PER_STEP, "memory_bytes"], ascending=[False, True]).iloc[0]
-            rows.append({"budget_gb": budget, R.MODE: mode, R.ARCH: arch, R.SIZE: best[R.SIZE], R.BATCH: best[R.BATCH],
+            rows.append({"budget_gb": budget, R.MODE: mode, R.ARCH: arch, R.IN_CHANNELS: channels,
+                         R.NUM_CLASSES: classes, R.SIZE: best[R.SIZE], R.BATCH: best[R.BATCH],
                          R.VOXELS_PER_STEP: best[R.VOXELS_PER_STEP], "memory_gib": best["memory_bytes"] / GiB,
                          R.DICE_MEAN_FG: best.get(R.DICE_MEAN_FG, np.nan)})
     return pd.DataFrame(rows)

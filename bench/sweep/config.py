@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..options import Backend, Mode, Precision, Weighting, choice, format_size
+from ..options import Backend, Inferer, Mode, Precision, Weighting, choice, format_size
 
 if TYPE_CHECKING:
     from architectures import Shape
@@ -38,12 +38,19 @@ class RunConfig:
     train_iterations: int | None = None
     weighting: str = Weighting.CENTRE.value
     seed: int = 0  # a Dice run's initialisation and patch sampling
+    # the user's data shape: input channels and output classes of the network
+    in_channels: int = 1
+    num_classes: int = 3
+    inferer: str = Inferer.SEGMEM.value  # a Dice run's whole-volume sliding window
 
-    DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting", "seed")
+    DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting", "seed", "inferer")
+    #: fields added after records existed: left out of the key at these values, so that old keys stay valid
+    KEY_DEFAULTS = {"in_channels": 1, "num_classes": 3, "inferer": Inferer.SEGMEM.value}
 
     def __post_init__(self) -> None:
         # plain strings (not enum members) so that keys and JSON are the same however a config was made
-        for name, kind in (("mode", Mode), ("backend", Backend), ("precision", Precision), ("weighting", Weighting)):
+        for name, kind in (("mode", Mode), ("backend", Backend), ("precision", Precision), ("weighting", Weighting),
+                           ("inferer", Inferer)):
             object.__setattr__(self, name, choice(kind, getattr(self, name), name).value)
 
     @property
@@ -58,6 +65,9 @@ class RunConfig:
         if not self.dice:  # memory-only runs keep the keys they had before Dice existed
             for k in self.DICE_FIELDS:
                 d.pop(k)
+        for k, default in self.KEY_DEFAULTS.items():
+            if d.get(k, default) == default:
+                d.pop(k, None)
         blob = json.dumps(d, sort_keys=True, default=list)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -89,5 +99,10 @@ class RunConfig:
         stage = f"[{self.stage}]" if self.stage else ""
         opts = ",".join(f"{k}={v}" for k, v in self.overrides)
         dice = f" +dice({self.data})" if self.dice else ""
-        return (f"{self.arch}{stage} {self.mode} {format_size(self.size)} b{self.batch} "
+        shape = "" if self.data_shape_is_default else f" {self.in_channels}ch {self.num_classes}cls"
+        return (f"{self.arch}{stage} {self.mode} {format_size(self.size)} b{self.batch}{shape} "
                 f"{self.precision} {self.backend}{' ' + opts if opts else ''}{dice}")
+
+    @property
+    def data_shape_is_default(self) -> bool:
+        return (self.in_channels, self.num_classes) == (self.KEY_DEFAULTS["in_channels"], self.KEY_DEFAULTS["num_classes"])

@@ -57,11 +57,13 @@ def gpu_memory(text: str) -> int:
     return min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
 
 
-def validated_overrides(spec: architectures.ArchSpec, overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` if ``spec`` builds with them (on the meta device, allocating nothing); else a
-    ValueError carrying the architecture's own message (``expansion must be >= 1``)."""
+def validated_overrides(spec: architectures.ArchSpec, overrides: dict[str, Any], in_channels: int = 1,
+                        num_classes: int = 3) -> dict[str, Any]:
+    """``overrides`` if ``spec`` builds with them (on the meta device, allocating nothing, or on the CPU
+    for a network that computes while it is built); else a ValueError carrying the architecture's own
+    message (``expansion must be >= 1``)."""
     try:
-        spec.param_count(**overrides)
+        spec.param_count(in_channels, num_classes, **overrides)
     except ValueError:
         raise
     except Exception as exc:  # the constructor's own complaint about a value, e.g. a string for a number
@@ -81,6 +83,8 @@ def expand(
     overrides: dict[str, Any] | None = None,
     repeats: int = 3,
     dice: dict[str, Any] | None = None,
+    in_channels: int = 1,
+    num_classes: int = 3,
 ) -> list[RunConfig]:
     """The cross product, validated before anything runs (ValueError: one line saying what is allowed).
 
@@ -91,7 +95,8 @@ def expand(
     ``dice`` (the :class:`RunConfig` Dice fields: data, train_minutes, train_iterations, weighting) makes
     every training configuration also a Dice run; a multi-stage architecture trains all its stages in
     the record of its last stage. Without sizes, a CPU Dice run uses the spec's ``cpu_dice`` patch
-    and batch (one configuration per architecture, so that it ends in minutes).
+    and batch (one configuration per architecture, so that it ends in minutes). ``in_channels`` and
+    ``num_classes`` are the user's data shape (a Dice run's must be its data's).
     """
     backend = choice(Backend, backend, "backend")
     names = architectures.names() if "all" in archs else list(dict.fromkeys(archs))
@@ -102,6 +107,10 @@ def expand(
     precisions = [choice(Precision, p, "precision") for p in precisions]
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1; got {repeats}")
+    if in_channels < 1:
+        raise ValueError(f"--in-channels must be >= 1; got {in_channels}")
+    if num_classes < 2:
+        raise ValueError(f"--classes must be >= 2 (background and one class); got {num_classes}")
     if dice is not None and not backend.measures:
         raise ValueError("--dice trains and evaluates a network: use --backend cpu or cuda, not predict")
     if dice is not None and Mode.TRAIN not in modes:
@@ -114,7 +123,7 @@ def expand(
             if spec.checkpointing is None:
                 raise ValueError(f"{name} has no gradient checkpointing option; drop --checkpointing for it")
             ov[spec.checkpointing] = checkpointing
-        validated_overrides(spec, ov)
+        validated_overrides(spec, ov, in_channels, num_classes)
         gpu_like = backend.gpu_defaults
         arch_sizes = list(sizes) or list(spec.default_sizes if gpu_like else spec.cpu_sizes)
         arch_batches = list(batches) or list(spec.default_batches if gpu_like else spec.cpu_batches)
@@ -129,5 +138,6 @@ def expand(
             for stage in stages:
                 extra = dict(dice=True, **dice) if (dice is not None and mode == Mode.TRAIN and stage == stages[-1]) else {}
                 configs.append(RunConfig(name, size, batch, mode, backend, prec, stage,
-                                         tuple(sorted(ov.items())), channels_last, repeats, **extra))
+                                         tuple(sorted(ov.items())), channels_last, repeats, **extra,
+                                         in_channels=in_channels, num_classes=num_classes))
     return configs

@@ -42,14 +42,15 @@ def spec_columns(cfg: RunConfig) -> dict[str, Any]:
     spec = architectures.spec(cfg.arch)
     stage_spec, ov = spec.stage(cfg.stage, **cfg.overrides_dict)
     hp = stage_spec.hparams(**ov)
-    layout = stage_spec.layout(cfg.size, 1, 3, hp)
+    layout = stage_spec.layout(cfg.size, cfg.in_channels, cfg.num_classes, hp)
     shapes = {t.name: list(t.shape) for t in layout
               if t.role == "image" and (cfg.mode == Mode.TRAIN or t.name == "image")}
     return {
         R.SIZE_MEANING: spec.size_meaning,
         R.INPUT_SHAPE: "x".join(map(str, layout[0].shape)),
         R.INPUT_SHAPES: json.dumps(shapes),
-        R.PARAMS: stage_spec.param_count(**ov) if cfg.mode == Mode.TRAIN or not cfg.stage else None,
+        R.PARAMS: (stage_spec.param_count(cfg.in_channels, cfg.num_classes, **ov)
+                   if cfg.mode == Mode.TRAIN or not cfg.stage else None),
         R.VOXELS_PER_STEP: cfg.batch * sum(prod(s) for s in shapes.values()),
     }
 
@@ -65,7 +66,8 @@ def oom_columns(exc: BaseException) -> dict[str, Any]:
     return {R.STATUS: R.OOM, R.ERROR: message.splitlines()[0][:500], R.OOM_REQUESTED: requested_bytes(message)}
 
 
-def run(cfg: RunConfig) -> dict[str, Any]:
+def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
+    """One configuration's record (``memtracker``: also torch's MemTracker figure, as every sweep has)."""
     backend = cfg.backend_kind
     spec = architectures.spec(cfg.arch)
     stage_spec, ov = spec.stage(cfg.stage, **cfg.overrides_dict)
@@ -75,12 +77,13 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     rec[R.DEVICE_NAME] = {Backend.CUDA: None, Backend.CPU: "cpu",
                           Backend.PREDICT: "prediction (CUDA caching-allocator model)"}[backend]
     rec.update(env.capture(cuda=backend is Backend.CUDA))
-    rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last))
+    rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last,
+                       with_memtracker=memtracker, in_channels=cfg.in_channels, num_classes=cfg.num_classes))
     if not backend.measures:
         rec[R.STATUS] = R.OK
         return rec
     factory = partial(StepRunner, stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision,
-                      backend.torch_device, cfg.channels_last)
+                      backend.torch_device, cfg.channels_last, cfg.in_channels, cfg.num_classes)
     try:
         if backend is Backend.CUDA:
             from ..measure import cuda
@@ -120,7 +123,7 @@ def dice(cfg: RunConfig, spec: architectures.ArchSpec) -> dict[str, Any]:
     try:
         return dice_record(spec, cfg.overrides_dict, cfg.size, cfg.batch, cfg.precision,
                            cfg.backend_kind.torch_device, cfg.data, cfg.train_minutes, cfg.train_iterations,
-                           cfg.weighting, log=log, seed=cfg.seed)
+                           cfg.weighting, log=log, seed=cfg.seed, inferer=cfg.inferer)
     except Exception as exc:  # the memory figures above stay valid; say why Dice is missing
         if out_of_memory(exc):
             return {R.DICE_STATUS: R.OOM, R.DICE_ERROR: str(exc).splitlines()[0][:500]}

@@ -89,6 +89,7 @@ def dice_record(
     weighting: str = "centre",
     log: Callable[[str], None] | None = None,
     seed: int = 0,
+    inferer: str = "segmem",
 ) -> dict[str, Any]:
     """The Dice columns of one run. With an iteration budget the run is deterministic: seeded initialisation
     and patch sampling, deterministic algorithms (bit-reproducible on the CPU; on CUDA as far as cuDNN
@@ -99,7 +100,7 @@ def dice_record(
     ds = open_dataset(data)
     minutes, iterations = budget(minutes, iterations, device)
     cfg = TrainConfig(patch=size, batch=batch, minutes=minutes, iterations=iterations, precision=precision,
-                      weighting=weighting, overrides=overrides, seed=seed)  # type: ignore[arg-type]
+                      weighting=weighting, inferer=inferer, overrides=overrides, seed=seed)  # type: ignore[arg-type]
     names = ds.class_names()
     classes = list(range(ds.num_classes))
     rec: dict[str, Any] = {

@@ -14,6 +14,7 @@ import torch
 from architectures import ArchSpec, Shape
 
 from ..measure.step import autocast
+from ..options import Inferer, Weighting, choice
 from .data.datasets import Volume
 from .dice import dice_per_class, mean_over_volumes
 from .infer import sliding_window
@@ -40,7 +41,20 @@ def evaluate(fn: Callable[[torch.Tensor], torch.Tensor], volumes: list[Volume], 
 
 def probabilities(fn: Callable[[torch.Tensor], torch.Tensor], volume: Volume, tile: Shape, num_classes: int,
                   cfg: TrainConfig, device: torch.device) -> torch.Tensor:
-    """Class probabilities of a whole volume by sliding window over ``fn`` (an inference path)."""
+    """Class probabilities of a whole volume by sliding window over ``fn`` (an inference path): segmem's
+    own (:func:`bench.train.infer.sliding_window`) or MONAI's ``sliding_window_inference`` (same tile and
+    overlap; its Gaussian blend for ``gaussian``, else a constant one), per ``cfg.inferer``."""
+    if choice(Inferer, cfg.inferer, "inferer") is Inferer.MONAI:
+        from architectures.monai_nets import import_monai
+
+        sliding_window_inference = import_monai().inferers.sliding_window_inference
+        with torch.inference_mode():
+            image = torch.from_numpy(volume.image)[None]
+            probs = sliding_window_inference(
+                image, tile, 1, lambda x: predictor(fn, device, cfg.precision)(x).float().softmax(1),
+                overlap=1 - cfg.step, mode="gaussian" if cfg.weighting == Weighting.GAUSSIAN else "constant",
+                sw_device=device, device=torch.device("cpu"))
+        return probs[0]
     return sliding_window(predictor(fn, device, cfg.precision), torch.from_numpy(volume.image), tile, num_classes,
                           cfg.step, cfg.weighting, device)
 
@@ -60,5 +74,5 @@ def inference_tile(spec: ArchSpec, cfg: TrainConfig, hp: Mapping[str, Any], num_
     if cfg.infer_tile is not None:
         return cfg.infer_tile
     image = next(t for t in spec.layout(cfg.patch, in_channels, num_classes, hp) if t.name == "image")
-    div = max(image.divisor, spec.infer_divisor or spec.divisor)
+    div = max(image.divisor, spec.infer_divisor or spec.divisor_for(**cfg.overrides))
     return tuple(max(div, div * round(s * cfg.infer_scale / div)) for s in image.shape)  # type: ignore[return-value]

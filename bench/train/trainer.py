@@ -34,7 +34,7 @@ from architectures import ArchSpec, Shape, Stage
 
 from ..measure.sample import crop_sample, stack
 from ..measure.step import autocast
-from ..options import Weighting
+from ..options import Inferer, Weighting
 from .data.datasets import Dataset, Volume
 from .evaluate import evaluate, inference_tile, mean_foreground
 from .losses import CEDiceLoss, inverse_frequency_weights
@@ -83,6 +83,7 @@ class TrainConfig:
     infer_scale: float = 2.0
     step: float = 0.5
     weighting: str = Weighting.CENTRE
+    inferer: str = Inferer.SEGMEM
     seed: int = 0
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
