@@ -95,7 +95,7 @@ def run(
 ) -> None:
     """Sweep sizes x batches x modes x precisions for architectures; one isolated process per run."""
     from .sweep import executor
-    from .sweep.expand import expand, resolve_backend
+    from .sweep.expand import expand, label, resolve_backend, size_warnings
     from .sweep.store import check_writable
 
     be = _validated(resolve_backend, device or backend)
@@ -111,6 +111,8 @@ def run(
         fail(str(exc))
     if dice_opts is not None and timeout == DEFAULT_TIMEOUT:
         timeout = _dice_timeout(configs, be)
+    for warning in size_warnings(configs):
+        console.print(f"[yellow]note:[/] {escape(warning)}", highlight=False)
     if be is Backend.CPU:
         console.print("[yellow]No CUDA GPU: measuring on the CPU. CPU figures are not GPU figures; "
                       "each record also carries the predicted CUDA peak (pred_* columns).[/]")
@@ -118,7 +120,7 @@ def run(
     with bar(len(configs), "running") as b:
         def done(cfg, rec) -> None:
             counts[rec[R.STATUS]] = counts.get(rec[R.STATUS], 0) + 1
-            b.print(summary_line(cfg.label(), rec), markup=True)
+            b.print(summary_line(label(cfg), rec), markup=True)
             b.advance()
 
         def skip(cfg, why: str) -> None:
@@ -127,7 +129,7 @@ def run(
 
         executor.run_sweep(configs, out, timeout, force, retry_failed,
                            executor.LocalExecutor(on_log=lambda line: b.print(f"    {line}")),
-                           on_start=lambda cfg: b.start(cfg.label()), on_done=done, on_skip=skip)
+                           on_start=lambda cfg: b.start(label(cfg)), on_done=done, on_skip=skip)
         b.done("sweep done")
     parts = ", ".join(f"{v} {k}" for k, v in counts.items())
     console.print(f"{len(configs)} configuration(s): {parts}. Results: {escape(str(out / 'results.jsonl'))}",
@@ -200,9 +202,10 @@ def _tolerance(text: str) -> float:
 
 def _predict_grid(configs, verb: str):
     from .results import compare
+    from .sweep.expand import label
 
     with bar(len(configs), verb) as b:
-        return compare.predict_grid(configs, progress=lambda cfg: (b.start(cfg.label()), b.advance()))
+        return compare.predict_grid(configs, progress=lambda cfg: (b.start(label(cfg)), b.advance()))
 
 
 def _print_comparison(result, tolerance: float) -> None:
@@ -383,12 +386,12 @@ def fit_(
             b.advance()
     if not rows:
         fail("no architecture could be fitted", code=1)
-    df = pd.DataFrame(rows).dropna(axis=1, how="all")
+    df = pd.DataFrame(rows).dropna(axis=1, how="all").convert_dtypes()  # whole numbers stay integers
     table = Table(title=f"largest {mode} configurations within {budget} (prediction {figure} + {overhead} overhead)")
     for col in df.columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in df.itertuples(index=False):
-        table.add_row(*("" if pd.isna(v) else str(v) for v in r))
+        table.add_row(*("" if pd.isna(v) else escape(str(v)) for v in r))
     console.print(table)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "fit.csv", index=False)
@@ -396,11 +399,11 @@ def fit_(
     console.print(f"written: {escape(str(out / 'fit.csv'))}, {escape(str(out / 'fit.md'))}", highlight=False)
     if confirm:
         from .sweep.executor import run_sweep
-        from .sweep.expand import expand
+        from .sweep.expand import expand, label
 
         configs = [c for r in rows if r["largest_cube"] for c in expand(
             [r["arch"]], [(r["largest_cube"],) * 3], [batch], [mode], [r["precision"]], Backend.CUDA)]
-        run_sweep(configs, out, on_done=lambda cfg, rec: console.print(summary_line(cfg.label(), rec), highlight=False))
+        run_sweep(configs, out, on_done=lambda cfg, rec: console.print(summary_line(label(cfg), rec), highlight=False))
 
 
 @app.command()
@@ -416,7 +419,7 @@ def paper(
     from .results import paper as pp
     from .sweep import store
     from .sweep.executor import run_sweep
-    from .sweep.expand import resolve_backend
+    from .sweep.expand import label, resolve_backend
 
     be = Backend(_validated(resolve_backend, device or backend))
     if be not in (Backend.PREDICT, Backend.CUDA):
@@ -425,7 +428,7 @@ def paper(
     if be is Backend.CUDA:
         configs = list(dict.fromkeys(c for r in pp.ROWS for p in r.parts for c in pp.part_configs(p, Backend.CUDA)))
         with bar(len(configs), "measuring") as b:
-            run_sweep(configs, out, timeout, on_start=lambda c: b.start(c.label()), on_done=lambda c, r: b.advance(),
+            run_sweep(configs, out, timeout, on_start=lambda c: b.start(label(c)), on_done=lambda c, r: b.advance(),
                       on_skip=lambda c, why: b.advance())
         measured = store.load(out)
     with bar(len(pp.ROWS), "predicting") as b:
@@ -434,10 +437,10 @@ def paper(
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "paper.csv", index=False)
     (out / "paper.md").write_text(pp.markdown(df, note) + "\n")
-    show = df.drop(columns=["note"]).round(2)
+    show = df.round(2)
     table = Table(title="the paper's training memory (GB) and ours (GiB)")
     for col in show.columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold", max_width=48 if col == "note" else None)
     for r in show.itertuples(index=False):
         table.add_row(*("" if (not isinstance(v, str) and pd.isna(v)) else escape(str(v)) for v in r))
     console.print(table)
