@@ -5,6 +5,7 @@ reading results :mod:`bench.results`. Option vocabularies come from :mod:`bench.
 
 from __future__ import annotations
 
+import json
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -13,10 +14,21 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperOption
 
 from . import record as R
 from .console import bar, console, fail, show_warnings, summary_line
 from .options import Backend, BackendChoice, Figure, Mode, Precision, Weighting, parse_bytes, parse_overrides, parse_size
+
+
+def _flags_without_type(self, ctx) -> str | None:
+    """typer >= 0.20 prints ``<bool>`` beside every flag, ``--help`` included: a flag takes no value, so
+    its help shows none (the options that take a value keep their type)."""
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+_display_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flags_without_type
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="segmem: peak memory, throughput and Dice of 3D segmentation networks.")
@@ -30,8 +42,9 @@ PaperBackend = StrEnum("PaperBackend", {b.name: b.value for b in (Backend.PREDIC
 RESULTS = Path("reports")
 BASELINE = Path("reports/baseline/memory.csv")
 
-ArchOption = Annotated[list[str] | None, typer.Option("--arch", "-a", help="architecture name, repeatable, or 'all' "
-                                                                           "[default: meunet]")]
+ArchOption = Annotated[list[str] | None, typer.Option("--arch", "-a", metavar="NAME|all",
+                                                     help="architecture name (`bench list`), repeatable, or 'all'; "
+                                                          "without --arch: meunet")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture override key=value, repeatable")]
 OutOption = Annotated[Path, typer.Option(help="results directory (its results.jsonl)")]
 Filter = Annotated[list[str] | None, typer.Option(help="keep only these values; repeatable")]
@@ -48,16 +61,18 @@ def _validated(fn, *args, **kwargs) -> Any:
 
 @app.command("list")
 def list_() -> None:
-    """Every architecture with its parameter count (1 input channel, 3 classes), divisibility, citation."""
+    """Every architecture with its parameter count (1 input channel, 3 classes), the sizes `bench run`
+    accepts, its default patch and citation."""
     import architectures
 
     table = Table(title="segmem architectures (parameters for 1 input channel, 3 classes)")
-    for col in ("name", "parameters", "divisible by", "default patch / batch", "summary"):
+    for col in ("name", "parameters", "sizes: multiples of", "default patch / batch", "summary"):
         table.add_column(col, overflow="fold")
     for name in architectures.names():
         s = architectures.spec(name)
-        patch = "x".join(map(str, s.default_sizes[0]))
-        table.add_row(name, f"{s.param_count():,}", str(s.divisor), f"{patch} / {s.default_batches[0]}", s.summary)
+        sizes = f"{s.size_divisor()}, >= {max(s.size_divisor(), s.min_size)}"  # what `bench run` enforces
+        patch = s.patch_label(s.default_sizes[0])
+        table.add_row(name, f"{s.param_count():,}", sizes, f"{patch} / {s.default_batches[0]}", s.summary)
     console.print(table)
     for name in architectures.names():
         console.print(f"[bold]{name}[/]: {escape(architectures.spec(name).citation)}", highlight=False)
@@ -93,7 +108,8 @@ def run(
     weighting: Annotated[Weighting, typer.Option(help="sliding-window vote: centre (paper), gaussian (nnU-Net), "
                                                       "uniform")] = Weighting.CENTRE,
 ) -> None:
-    """Sweep sizes x batches x modes x precisions for architectures; one isolated process per run."""
+    """Sweep sizes x batches x modes x precisions for architectures (meunet unless --arch names others);
+    one isolated process per run."""
     from .sweep import executor
     from .sweep.expand import expand, label, resolve_backend, size_warnings
     from .sweep.store import check_writable
@@ -272,12 +288,43 @@ def baseline_(
     if not update:
         if not path.exists():
             fail(f"no baseline at {path}; create it with `bench baseline --update`")
-        console.print(compare.read(path).to_string(index=False), highlight=False)
+        # as wide as the table needs: a squeezed column would cut figures (a narrow terminal wraps whole lines)
+        from rich.console import Console
+
+        table = _baseline_table(compare.read(path), path)
+        width = sum(c.min_width or 0 for c in table.columns) + 2 * len(table.columns)
+        Console(width=max(console.width, width)).print(table)
         return
     df = _predict_grid(compare.grid(), "predicting")
     compare.write(df, path)
     console.print(f"wrote {len(df)} configurations to {escape(str(path))}; review `git diff {escape(str(path))}` "
                   "and commit it", highlight=False)
+
+
+def _baseline_table(df, path: Path) -> Table:
+    """The baseline as a table a reader can scan: one row per configuration, figures in KiB/MiB/GiB, no
+    column cut (each is as wide as its widest cell)."""
+    from architectures.spec import format_patch
+
+    from .console import human_bytes
+    from .results import compare
+
+    names = ["arch", "stage", "mode", "precision", "size", "batch", "options"]
+    figures = [f for f in compare.FIGURES if f in df]
+    heads = names + [f.removeprefix("pred_").removeprefix("peak_").removesuffix("_bytes") for f in figures]
+    rows = []
+    for r in df.to_dict("records"):
+        opts = ",".join(f"{k}={v}" for k, v in json.loads(r["options"]).items()) if isinstance(r["options"], str) else ""
+        rows.append([str(r["arch"]), r["stage"] if isinstance(r["stage"], str) else "", str(r["mode"]), str(r["precision"]),
+                     format_patch(parse_size(str(r["size"]))), str(r["batch"]), opts, *(human_bytes(r[f]) for f in figures)])
+    t = Table(title=f"{path}: predicted CUDA peaks, and the live bytes at the peak by category ({len(df)} configurations)",
+              box=None, padding=(0, 1))
+    for i, head in enumerate(heads):
+        width = max([len(head)] + [len(row[i]) for row in rows])
+        t.add_column(head, justify="left" if i < len(names) else "right", no_wrap=True, min_width=width)
+    for row in rows:
+        t.add_row(*map(escape, row))
+    return t
 
 
 @app.command()
@@ -352,7 +399,8 @@ def fit_(
     out: Annotated[Path, typer.Option(help="results directory for the table (and confirmation runs)")] = RESULTS,
     set_: SetOption = None,
 ) -> None:
-    """The largest cube, box and batch each architecture fits in a memory budget (by prediction)."""
+    """The largest cube, box and batch each architecture fits in a memory budget, by prediction (meunet
+    unless --arch names others)."""
     import pandas as pd
 
     import architectures

@@ -66,6 +66,17 @@ def bar(total: int, verb: str) -> Iterator[Bar]:
         yield Bar(progress, total, verb)
 
 
+def human_bytes(v: Any) -> str:
+    """Bytes as a reader scans them: ``1.06 GiB``, ``52.0 MiB``, ``0`` (never a raw 10-digit count)."""
+    if v is None or v != v:
+        return "-"
+    v = float(v)
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(v) >= size:
+            return f"{v / size:.2f} {unit}" if unit == "GiB" else f"{v / size:.1f} {unit}"
+    return f"{v:.0f} B" if v else "0"
+
+
 def gib(v: Any) -> str:
     return "-" if v is None else f"{v / GiB:.2f} GiB"
 

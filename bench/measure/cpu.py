@@ -19,7 +19,6 @@ from .step import StepRunner
 from .timing import settle, timed_steps
 from .tracker import AllocationTracker
 
-
 #: environment variable that fixes the CPU threads of a measurement (else chosen by :func:`pin_threads`)
 THREADS_ENV = "SEGMEM_CPU_THREADS"
 

@@ -233,3 +233,20 @@ def test_paper_console_table_shows_the_notes(monkeypatch, tmp_path):
     res = runner.invoke(app, ["paper", "--out", str(tmp_path)], env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert "note" in res.output and "padded to" in res.output and "k = 1.43" in res.output
+
+
+def test_fit_explains_a_blank_and_prints_whole_numbers(monkeypatch, tmp_path):
+    # 1000 bytes per voxel: within 100 MB unet fits 32^3 at batch 2; nnunet_cascade's smallest (128^3) does not
+    mem = lambda size, batch: 1000 * batch * size[0] * size[1] * size[2]  # noqa: E731
+    r = fit.fit("nnunet_cascade", 100_000_000, batch=2, memory=mem)
+    assert r.edge is None and "no cube: the smallest allowed, 128x128x128 b2, needs 3.91 GiB" in r.row()["note"]
+    monkeypatch.setattr(fit, "predicted_peak", lambda *a, **k: mem)
+    res = runner.invoke(app, ["fit", "--arch", "unet", "--arch", "nnunet_cascade", "--budget", "100MB", "--batch", "2",
+                              "--overhead", "0", "--out", str(tmp_path)], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "160.0" not in res.output and ".0 " not in res.output
+    table = pd.read_csv(tmp_path / "fit.csv")
+    unet = table[table["arch"] == "unet"].iloc[0]
+    assert unet["largest_cube"] == 32 and unet["cube_patch"] == "32^3"
+    assert "no cube" in table[table["arch"] == "nnunet_cascade"].iloc[0]["note"]
+    assert "| 32 |" in (tmp_path / "fit.md").read_text()
