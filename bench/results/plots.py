@@ -271,7 +271,7 @@ def _largest(eq: pd.DataFrame, backend: str, tag: str, g: pd.DataFrame, reports:
         text.loc[arch, :] = f"nothing fitted\n(smallest run {r[R.PATCH]} b{int(r[R.BATCH])}:\n{r['memory_gib']:.1f} GiB)"
     for r in eq.to_dict("records"):
         stage = f"\n(largest stage: {r[stages.LARGEST_STAGE]})" if r.get(stages.LARGEST_STAGE) else ""
-        text.loc[r[R.ARCH], r["budget_gb"]] = f"{_point_label(r)}\n{r['memory_gib']:.1f} GiB{stage}"
+        text.loc[r[R.ARCH], r["budget_gb"]] = f"{_point_label(r)}\n{r['memory_gib']:.3g} GiB{stage}"
     fig, ax = plt.subplots(figsize=(2.6 * len(budgets) + 2.5, 0.75 * len(archs) + 1.8))
     sns.heatmap(vox, annot=text.to_numpy(), fmt="", cmap="Blues", norm=LogNorm(), ax=ax, linewidths=0.5,
                 linecolor="white", annot_kws={"fontsize": 7},
