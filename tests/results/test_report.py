@@ -250,3 +250,32 @@ def test_fit_explains_a_blank_and_prints_whole_numbers(monkeypatch, tmp_path):
     assert unet["largest_cube"] == 32 and unet["cube_patch"] == "32^3"
     assert "no cube" in table[table["arch"] == "nnunet_cascade"].iloc[0]["note"]
     assert "| 32 |" in (tmp_path / "fit.md").read_text()
+
+
+def test_plots_read_at_a_glance(results, tmp_path, monkeypatch):
+    """Legend outside the data, one colour and marker per architecture, log axes said, a cascade one
+    point (its largest stage), batches as integer ticks, the CPU plot on the CPU's own memory."""
+    from bench.results import plots
+
+    assert len(set(plots.palette().values())) == len(plots.palette()) == len(architectures.names())
+    assert len(set(plots.markers().values())) == len(architectures.names())
+    figures = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, reports, name: figures.setdefault(name, fig) and [])
+    plots.plot_all(report.load(results), tmp_path)
+    for name, fig in figures.items():
+        ax = fig.axes[0]
+        legend = ax.get_legend()
+        if legend is not None:  # outside the axes, to their right
+            fig.canvas.draw()
+            assert legend.get_window_extent().x0 >= ax.get_window_extent().x1, name
+        for axis, scale in (("x", ax.get_xscale()), ("y", ax.get_yscale())):
+            if scale == "log":
+                assert "log scale" in getattr(ax, f"get_{axis}label")(), name
+    mem = figures["memory_vs_voxels_train_cuda"].axes[0]
+    cascade = [c for c in mem.containers if c.get_label() == "nnunet_cascade"]  # errorbar containers, one per line
+    assert len(cascade) == 1 and list(cascade[0].lines[0].get_ydata()) == [pytest.approx(30.5)]  # its largest stage
+    assert "not GPU memory" in figures["memory_vs_voxels_train_cpu"].axes[0].get_ylabel()
+    ticks = figures["throughput_vs_batch_train_cuda"].axes[0].get_xticks()
+    assert all(float(t).is_integer() for t in ticks)
+    texts = [t.get_text() for t in figures["dice_vs_memory_train_cuda"].axes[0].texts]
+    assert "128^3 -> 192^3 b2" in texts and "128^3 b2" in texts  # its points are labelled
