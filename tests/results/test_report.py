@@ -279,3 +279,9 @@ def test_plots_read_at_a_glance(results, tmp_path, monkeypatch):
     assert all(float(t).is_integer() for t in ticks)
     texts = [t.get_text() for t in figures["dice_vs_memory_train_cuda"].axes[0].texts]
     assert "128^3 -> 192^3 b2" in texts and "128^3 b2" in texts  # its points are labelled
+
+
+def test_one_record_is_one_record(results, tmp_path):
+    df = report.load(results)
+    md, *_ = report.write(df[df["arch"] == "vnet"], tmp_path)
+    assert md.read_text().startswith("# segmem report (1 record; backends: cuda)")
