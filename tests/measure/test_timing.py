@@ -21,14 +21,16 @@ class FakeClock:
 
 def test_warm_up_runs_until_two_steps_agree():
     f = FakeClock([4.26, 1.0, 0.65, 0.62, 0.61])  # the first steps pay for kernel selection and caches
-    assert timing.settle(f.step, clock=f.clock) == 4  # 0.65 then 0.62 agree within 10 %
+    assert timing.settle(f.step, budget_s=1000, clock=f.clock) == 4  # 0.65 then 0.62 agree within 10 %
     f = FakeClock([5.0] * 3)
-    assert timing.settle(f.step, clock=f.clock) == 2
+    assert timing.settle(f.step, budget_s=1000, clock=f.clock) == 2
+    f = FakeClock([5.0, 1.0, 3.0, 2.0])
+    assert timing.settle(f.step, budget_s=6, clock=f.clock) == 2  # the budget ends it
 
 
 def test_repeats_until_the_spread_is_small_and_never_fewer_than_asked():
     steady = FakeClock([1.0, 1.01, 0.99, 1.0, 1.02, 1.0] + [1.0] * 30)
-    times = timing.timed_steps(steady.step, 3, clock=steady.clock)
+    times = timing.timed_steps(steady.step, 3, budget_s=1000, clock=steady.clock)
     assert len(times) == timing.MIN_FOR_SPREAD and timing.spread(times) <= timing.TARGET_SPREAD
     noisy = FakeClock([1.0, 2.0] * 50)
     times = timing.timed_steps(noisy.step, 3, max_repeats=12, budget_s=1000, clock=noisy.clock)
@@ -55,3 +57,10 @@ def test_threads_are_pinned(monkeypatch):
         assert cpu.pin_threads() == len(cpu.os.sched_getaffinity(0))
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_budget_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(timing.BUDGET_ENV, "7.5")
+    assert timing.budget() == 7.5
+    monkeypatch.delenv(timing.BUDGET_ENV)
+    assert timing.budget() == 60.0
