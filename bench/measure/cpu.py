@@ -52,6 +52,7 @@ def _rss() -> int:
 def measure(runner_factory, repeats: int) -> tuple[dict[str, Any], StepRunner]:
     """Memory over one tracked step (after a warm-up step), then times: untimed steps until they settle,
     timed steps until their spread is small (at least ``repeats``); see :mod:`bench.measure.timing`."""
+    before = torch.get_num_threads()
     threads = pin_threads()
     rss0 = _rss()
     tracker = AllocationTracker()
@@ -71,6 +72,7 @@ def measure(runner_factory, repeats: int) -> tuple[dict[str, Any], StepRunner]:
     peak, _ = tracker.live_peak(tracker.marks["measured"], host)
     warmup = settle(runner.step)
     times = timed_steps(runner.step, repeats)
+    torch.set_num_threads(before)  # what follows in the worker (a Dice run's training) is not a timed step
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     return {
         R.CPU_LIVE_PEAK: peak,
