@@ -107,6 +107,19 @@ def patch_shapes(size: Shape, hp: Mapping[str, Any], divisor: int = 16) -> tuple
     return tuple(size), tuple(expanded_edge(s, k) for s in size)  # type: ignore[return-value]
 
 
+def rounding_warning(size: Shape, hp: Mapping[str, Any]) -> str | None:
+    """The sentence a user must read when the patches make a k other than the one asked for (the expanded
+    edge is rounded to an even number; a named expanded patch gives a standard one rounded to 16)."""
+    std, exp = patch_shapes(size, hp)
+    k = float(hp["expansion"])
+    actual = sorted({e / s for s, e in zip(std, exp)})
+    if all(abs(a - k) < 1e-9 for a in actual):
+        return None
+    return (f"k = {', '.join(f'{a:.3g}' for a in actual)} here, not {k:g}: the patches are "
+            f"{'x'.join(map(str, std))} -> {'x'.join(map(str, exp))} (the standard patch a multiple of 16, "
+            "the expanded one even)")
+
+
 def layout(size: Shape, in_channels: int, num_classes: int, hp: Mapping[str, Any]) -> list[SampleTensor]:
     """(standard patch, its label, expanded patch, its label at half resolution), one centre."""
     std, exp = patch_shapes(size, hp)
@@ -129,7 +142,7 @@ SPEC = ArchSpec(
     summary="memory-efficient U-net: standard + expanded patch (k=1.5), checkpointing, AMP",
     citation=CITATION,
     builder=MeUNet,
-    divisor=2,  # the named size need only be even; the layout checks the standard patch at 16
+    divisor=2,  # the named size need only be even; the layout checks the standard patch at 16 (size_divisor says which)
     min_size=16,
     default_sizes=((160, 160, 160),),
     default_batches=(4,),
@@ -137,7 +150,9 @@ SPEC = ArchSpec(
     cpu_batches=(1, 2),
     default_precision="fp16",
     checkpointing="checkpointing",
-    size_meaning="standard patch; --set size_refers_to=expanded names the expanded one",
+    size_meaning=lambda hp: (lambda named, other: f"{named} patch; --set size_refers_to={other} names the {other} one")(
+        hp["size_refers_to"], "expanded" if hp["size_refers_to"] == "standard" else "standard"),
     layout=layout,
     loss=loss,
+    size_warning=rounding_warning,
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import gc
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -65,6 +66,12 @@ def downsample(x: torch.Tensor, factor: int, resample: str = "nearest") -> torch
         out = torch.nn.functional.interpolate(flat, scale_factor=1 / factor, mode="trilinear", align_corners=False)
         return out.reshape(*lead, *out.shape[-3:]).to(x.dtype)
     return x[..., ::factor, ::factor, ::factor]
+
+
+def format_patch(size: Sequence[int]) -> str:
+    """``160^3`` for a cube, ``128x160x96`` otherwise."""
+    size = tuple(size)
+    return f"{size[0]}^3" if len(set(size)) == 1 else "x".join(map(str, size))
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,8 @@ class ArchSpec:
         default_precision: precision used when a run does not ask for one (on CUDA and in prediction;
             CPU runs default to fp32, since CPU autocast is neither what GPUs do nor fast).
         checkpointing: the override that switches gradient checkpointing, or None if unsupported.
-        size_meaning: what the run's size names (for meU-net: the standard or the expanded patch).
+        size_meaning: what the run's size names, or a function of the hyper-parameters saying it (for
+            meU-net: the standard or the expanded patch, as ``size_refers_to`` picks).
         layout: what one training sample is (see :class:`SampleTensor`).
         loss: the training loss from a batch, given the criterion the trainer uses.
         infer: the inference path, image -> logits at the image's resolution.
@@ -159,6 +167,8 @@ class ArchSpec:
             CPU size and the largest CPU batch); on CUDA a Dice run uses the paper's defaults.
         prior: for multi-stage architectures, the one-hot prior a later stage receives, computed by the
             whole model's earlier stages from an image patch: ``prior(model, image) -> B x K x patch``.
+        size_warning: ``(size, hparams) -> str | None``: what a user must be told about a size that the
+            architecture cannot take as named (meU-net: k rounded so that both patches are whole).
     """
 
     name: str
@@ -173,7 +183,7 @@ class ArchSpec:
     min_size: int = 8
     default_precision: str = "fp32"
     checkpointing: str | None = None
-    size_meaning: str = "patch"
+    size_meaning: str | Callable[[Mapping[str, Any]], str] = "patch"
     layout: Callable[[Shape, int, int, Mapping[str, Any]], list[SampleTensor]] = standard_layout
     loss: Callable[[nn.Module, Batch, Criterion], torch.Tensor] = standard_loss
     infer: Callable[[nn.Module, torch.Tensor], torch.Tensor] = standard_infer
@@ -181,6 +191,7 @@ class ArchSpec:
     infer_divisor: int | None = None
     prior: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
     cpu_dice: tuple[Shape, int] | None = None
+    size_warning: Callable[[Shape, Mapping[str, Any]], str | None] | None = None
 
     # ----- building -------------------------------------------------------------------------------
     def parameters(self) -> dict[str, inspect.Parameter]:
@@ -296,8 +307,59 @@ class ArchSpec:
             if any(c % t.divisor or c < t.divisor for c in t.crop):
                 raise ValueError(
                     f"{where}: it makes the {t.name} {'x'.join(map(str, t.crop))}, whose edges must be "
-                    f"multiples of {t.divisor} (the size names the {self.size_meaning})"
+                    f"multiples of {t.divisor} (the size names the {self.meaning(**overrides)})"
                 )
+
+    def size_divisor(self, mode: str = "train", **overrides: Any) -> int:
+        """The divisibility :meth:`check_size` enforces on a cube's edge with these overrides: the smallest
+        multiple of ``divisor`` whose multiples (from the smallest allowed) all pass. ``bench list`` shows
+        it and ``bench fit`` searches over it (meU-net: 16 when the size names the standard patch, 2 when
+        it names the expanded one)."""
+        base = self.infer_divisor if (mode == "infer" and self.infer_divisor) else self.divisor_for(**overrides)
+        for d in range(base, 1025, base):
+            start = -(-max(d, self.min_size) // d)
+            if all(self._allows((d * j,) * 3, mode, overrides) for j in range(start, start + 4)):
+                return d
+        return base
+
+    def _allows(self, size: Shape, mode: str, overrides: Mapping[str, Any]) -> bool:
+        try:
+            self.check_size(size, mode, **overrides)
+            return True
+        except ValueError:
+            return False
+
+    def describe_size(self, size: Shape, **overrides: Any) -> str:
+        """What the run's size names with these overrides, and any rounding (the record's size_meaning)."""
+        hp = self.hparams(**overrides)
+        warning = self.size_warning(size, hp) if self.size_warning else None
+        meaning = self.meaning(**overrides)
+        return f"{meaning}; {warning}" if warning else meaning
+
+    def meaning(self, **overrides: Any) -> str:
+        """What the run's size names with these overrides (``size_meaning``, or its answer)."""
+        if callable(self.size_meaning):
+            return self.size_meaning(self.hparams(**overrides))
+        return self.size_meaning
+
+    def patch_label(self, size: Shape, mode: str = "train", stage: str = "", **overrides: Any) -> str:
+        """The patch in words, every image tensor of a sample named: ``160^3`` (U-net), ``160^3 -> 240^3``
+        (meU-net: standard -> expanded, whichever the size names), ``256^3 /2`` (a patch seen
+        downsampled x2). Every label of a configuration (console, tables, plots) uses it."""
+        spec, ov = self.stage(stage, **overrides)
+        if spec.stages is not None:
+            return format_patch(size)
+        images = [t for t in spec.layout(size, 1, 3, spec.hparams(**ov))
+                  if t.role == "image" and (mode == "train" or t.name == "image")]
+        return " -> ".join(format_patch(t.crop) + (f" /{t.stride}" if t.stride > 1 else "") for t in images)
+
+    def labelled_voxels(self, size: Shape, stage: str = "", **overrides: Any) -> int:
+        """Voxels one sample segments at full resolution: its first label tensor's (meU-net: the standard
+        patch's; the expanded patch is context)."""
+        spec, ov = self.stage(stage, **overrides)
+        layout = spec.layout(size, 1, 3, spec.hparams(**ov))
+        label = next((t for t in layout if t.role == "label"), layout[0])
+        return math.prod(label.shape)
 
     def param_count(self, in_channels: int = 1, num_classes: int = 3, **overrides: Any) -> int:
         model = self.build_detached(in_channels, num_classes, **overrides)

@@ -5,6 +5,7 @@ reading results :mod:`bench.results`. Option vocabularies come from :mod:`bench.
 
 from __future__ import annotations
 
+import json
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperOption
 
 from . import record as R
 from .console import bar, console, fail, show_warnings, summary_line
@@ -31,6 +33,16 @@ from .options import (
     parse_size,
 )
 
+
+def _flags_without_type(self, ctx) -> str | None:
+    """typer >= 0.20 prints ``<bool>`` beside every flag, ``--help`` included: a flag takes no value, so
+    its help shows none (the options that take a value keep their type)."""
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+_display_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flags_without_type
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="segmem: peak memory, throughput and Dice of 3D segmentation networks.")
 show_warnings()
@@ -43,8 +55,9 @@ PaperBackend = StrEnum("PaperBackend", {b.name: b.value for b in (Backend.PREDIC
 RESULTS = Path("reports")
 BASELINE = Path("reports/baseline/memory.csv")
 
-ArchOption = Annotated[list[str] | None, typer.Option("--arch", "-a", help="architecture name, repeatable, or 'all' "
-                                                                           "[default: meunet]")]
+ArchOption = Annotated[list[str] | None, typer.Option("--arch", "-a", metavar="NAME|all",
+                                                     help="architecture name (`bench list`), repeatable, or 'all'; "
+                                                          "without --arch: meunet")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture override key=value, repeatable")]
 OutOption = Annotated[Path, typer.Option(help="results directory (its results.jsonl)")]
 Filter = Annotated[list[str] | None, typer.Option(help="keep only these values; repeatable")]
@@ -66,16 +79,18 @@ def _validated(fn, *args, **kwargs) -> Any:
 
 @app.command("list")
 def list_() -> None:
-    """Every architecture with its parameter count (1 input channel, 3 classes), divisibility, citation."""
+    """Every architecture with its parameter count (1 input channel, 3 classes), the sizes `bench run`
+    accepts, its default patch and citation."""
     import architectures
 
     table = Table(title="segmem architectures (parameters for 1 input channel, 3 classes)")
-    for col in ("name", "parameters", "divisible by", "default patch / batch", "summary"):
+    for col in ("name", "parameters", "sizes: multiples of", "default patch / batch", "summary"):
         table.add_column(col, overflow="fold")
     for name in architectures.names():
         s = architectures.spec(name)
-        patch = "x".join(map(str, s.default_sizes[0]))
-        table.add_row(name, f"{s.param_count():,}", str(s.divisor_for()), f"{patch} / {s.default_batches[0]}", s.summary)
+        sizes = f"{s.size_divisor()}, >= {max(s.size_divisor(), s.min_size)}"  # what `bench run` enforces
+        patch = s.patch_label(s.default_sizes[0])
+        table.add_row(name, f"{s.param_count():,}", sizes, f"{patch} / {s.default_batches[0]}", s.summary)
     console.print(table)
     for name in architectures.names():
         console.print(f"[bold]{name}[/]: {escape(architectures.spec(name).citation)}", highlight=False)
@@ -147,10 +162,11 @@ def run(
     in_channels: InChannels = None,
     classes: Classes = None,
 ) -> None:
-    """Sweep sizes x batches x modes x precisions for architectures; one isolated process per run."""
+    """Sweep sizes x batches x modes x precisions for architectures (meunet unless --arch names others);
+    one isolated process per run."""
     from .parallel import cores
     from .sweep import executor, store
-    from .sweep.expand import expand, resolve_backend, visible_gpus
+    from .sweep.expand import expand, label, resolve_backend, size_warnings, visible_gpus
     from .sweep.expand import gpu_memory as detect_gpu_memory
     from .sweep.store import check_writable
 
@@ -183,6 +199,8 @@ def run(
     n_jobs = jobs or (len(gpus) if be is Backend.CUDA else cores())
     log = None  # set once the bar exists
     pool = None if slurm else _validated(executor.local_pool, be, n_jobs, gpus, cores(), lambda line: log and log(line))
+    for warning in size_warnings(configs):
+        console.print(f"[yellow]note:[/] {escape(warning)}", highlight=False)
     if be is Backend.CPU:
         console.print("[yellow]No CUDA GPU: measuring on the CPU. CPU figures are not GPU figures; "
                       "each record also carries the predicted CUDA peak (pred_* columns).[/]")
@@ -208,7 +226,7 @@ def run(
     with bar(len(configs_to_run), "running") as b:
         def done(cfg, rec) -> None:
             counts[rec[R.STATUS]] = counts.get(rec[R.STATUS], 0) + 1
-            b.print(summary_line(cfg.label(), rec), markup=True)
+            b.print(summary_line(label(cfg), rec), markup=True)
             b.advance()
 
         def skip(cfg, why: str) -> None:
@@ -220,7 +238,7 @@ def run(
             console.print(f"submitting to SLURM: {escape(slurm.options.describe())}; `bench status --out {escape(str(out))}` "
                           "follows it", highlight=False)
         executor.run_sweep(configs_to_run, out, timeout, force, retry_failed, slurm or pool,
-                           on_start=lambda cfg: b.start(cfg.label()), on_done=done, on_skip=skip,
+                           on_start=lambda cfg: b.start(label(cfg)), on_done=done, on_skip=skip,
                            no_skip=no_skip, budget_bytes=budget)
         b.done("sweep done")
     parts = ", ".join(f"{v} {k}" for k, v in counts.items())
@@ -382,9 +400,10 @@ def _jobs(jobs: int | None) -> int | None:
 
 def _predict_grid(configs, verb: str, jobs: int | None):
     from .results import compare
+    from .sweep.expand import label
 
     with bar(len(configs), verb) as b:
-        return compare.predict_grid(configs, progress=lambda cfg: (b.start(cfg.label()), b.advance()), jobs=jobs)
+        return compare.predict_grid(configs, progress=lambda cfg: (b.start(label(cfg)), b.advance()), jobs=jobs)
 
 
 def _print_comparison(result, tolerance: float) -> None:
@@ -455,12 +474,43 @@ def baseline_(
     if not update:
         if not path.exists():
             fail(f"no baseline at {path}; create it with `bench baseline --update`")
-        console.print(compare.read(path).to_string(index=False), highlight=False)
+        # as wide as the table needs: a squeezed column would cut figures (a narrow terminal wraps whole lines)
+        from rich.console import Console
+
+        table = _baseline_table(compare.read(path), path)
+        width = sum(c.min_width or 0 for c in table.columns) + 2 * len(table.columns)
+        Console(width=max(console.width, width)).print(table)
         return
     df = _predict_grid(compare.grid(), "predicting", jobs)
     compare.write(df, path)
     console.print(f"wrote {len(df)} configurations to {escape(str(path))}; review `git diff {escape(str(path))}` "
                   "and commit it", highlight=False)
+
+
+def _baseline_table(df, path: Path) -> Table:
+    """The baseline as a table a reader can scan: one row per configuration, figures in KiB/MiB/GiB, no
+    column cut (each is as wide as its widest cell)."""
+    from architectures.spec import format_patch
+
+    from .console import human_bytes
+    from .results import compare
+
+    names = ["arch", "stage", "mode", "precision", "size", "batch", "options"]
+    figures = [f for f in compare.FIGURES if f in df]
+    heads = names + [f.removeprefix("pred_").removeprefix("peak_").removesuffix("_bytes") for f in figures]
+    rows = []
+    for r in df.to_dict("records"):
+        opts = ",".join(f"{k}={v}" for k, v in json.loads(r["options"]).items()) if isinstance(r["options"], str) else ""
+        rows.append([str(r["arch"]), r["stage"] if isinstance(r["stage"], str) else "", str(r["mode"]), str(r["precision"]),
+                     format_patch(parse_size(str(r["size"]))), str(r["batch"]), opts, *(human_bytes(r[f]) for f in figures)])
+    t = Table(title=f"{path}: predicted CUDA peaks, and the live bytes at the peak by category ({len(df)} configurations)",
+              box=None, padding=(0, 1))
+    for i, head in enumerate(heads):
+        width = max([len(head)] + [len(row[i]) for row in rows])
+        t.add_column(head, justify="left" if i < len(names) else "right", no_wrap=True, min_width=width)
+    for row in rows:
+        t.add_row(*map(escape, row))
+    return t
 
 
 @app.command()
@@ -538,7 +588,8 @@ def fit_(
     in_channels: InChannels = None,
     classes: Classes = None,
 ) -> None:
-    """The largest cube, box and batch each architecture fits in a memory budget (by prediction)."""
+    """The largest cube, box and batch each architecture fits in a memory budget, by prediction (meunet
+    unless --arch names others)."""
     import pandas as pd
 
     import architectures
@@ -578,12 +629,12 @@ def fit_(
     rows = [r.row() for r in fitted if not isinstance(r, str)]
     if not rows:
         fail("no architecture could be fitted", code=1)
-    df = pd.DataFrame(rows).dropna(axis=1, how="all")
+    df = pd.DataFrame(rows).dropna(axis=1, how="all").convert_dtypes()  # whole numbers stay integers
     table = Table(title=f"largest {mode} configurations within {budget} (prediction {figure} + {overhead} overhead)")
     for col in df.columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in df.itertuples(index=False):
-        table.add_row(*("" if pd.isna(v) else str(v) for v in r))
+        table.add_row(*("" if pd.isna(v) else escape(str(v)) for v in r))
     console.print(table)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "fit.csv", index=False)
@@ -591,12 +642,12 @@ def fit_(
     console.print(f"written: {escape(str(out / 'fit.csv'))}, {escape(str(out / 'fit.md'))}", highlight=False)
     if confirm:
         from .sweep.executor import run_sweep
-        from .sweep.expand import expand
+        from .sweep.expand import expand, label
 
         configs = [c for r in rows if r["largest_cube"] for c in expand(
             [r["arch"]], [(r["largest_cube"],) * 3], [batch], [mode], [r["precision"]], Backend.CUDA,
             in_channels=shape[0], num_classes=shape[1])]
-        run_sweep(configs, out, on_done=lambda cfg, rec: console.print(summary_line(cfg.label(), rec), highlight=False))
+        run_sweep(configs, out, on_done=lambda cfg, rec: console.print(summary_line(label(cfg), rec), highlight=False))
 
 
 @app.command()
@@ -613,7 +664,7 @@ def paper(
     from .results import paper as pp
     from .sweep import store
     from .sweep.executor import run_sweep
-    from .sweep.expand import resolve_backend
+    from .sweep.expand import label, resolve_backend
 
     jobs = _jobs(jobs)
     be = Backend(_validated(resolve_backend, device or backend))
@@ -623,7 +674,7 @@ def paper(
     if be is Backend.CUDA:
         configs = list(dict.fromkeys(c for r in pp.ROWS for p in r.parts for c in pp.part_configs(p, Backend.CUDA)))
         with bar(len(configs), "measuring") as b:
-            run_sweep(configs, out, timeout, on_start=lambda c: b.start(c.label()), on_done=lambda c, r: b.advance(),
+            run_sweep(configs, out, timeout, on_start=lambda c: b.start(label(c)), on_done=lambda c, r: b.advance(),
                       on_skip=lambda c, why: b.advance())
         measured = store.load(out)
     with bar(len(pp.predictions()), "predicting") as b:
@@ -633,10 +684,10 @@ def paper(
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "paper.csv", index=False)
     (out / "paper.md").write_text(pp.markdown(df, note) + "\n")
-    show = df.drop(columns=["note"]).round(2)
+    show = df.round(2)
     table = Table(title="the paper's training memory (GB) and ours (GiB)")
     for col in show.columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold", max_width=48 if col == "note" else None)
     for r in show.itertuples(index=False):
         table.add_row(*("" if (not isinstance(v, str) and pd.isna(v)) else escape(str(v)) for v in r))
     console.print(table)

@@ -66,8 +66,26 @@ def bar(total: int, verb: str) -> Iterator[Bar]:
         yield Bar(progress, total, verb)
 
 
+def human_bytes(v: Any) -> str:
+    """Bytes as a reader scans them: ``1.06 GiB``, ``52.0 MiB``, ``0`` (never a raw 10-digit count)."""
+    if v is None or v != v:
+        return "-"
+    v = float(v)
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(v) >= size:
+            return f"{v / size:.2f} {unit}" if unit == "GiB" else f"{v / size:.1f} {unit}"
+    return f"{v:.0f} B" if v else "0"
+
+
 def gib(v: Any) -> str:
     return "-" if v is None else f"{v / GiB:.2f} GiB"
+
+
+def step_time(rec: dict[str, Any]) -> str:
+    """A step time with its spread, the only way a time is shown: ``0.612 s/step (IQR 0.018 s, 7 steps)``."""
+    t, iqr, n = rec.get(R.STEP_TIME_MEDIAN), rec.get(R.STEP_TIME_IQR), rec.get(R.REPEATS)
+    spread = f"IQR {iqr:.3f} s" if iqr is not None else "IQR unknown"
+    return f"{t:.3f} s/step ({spread}{f', {n} steps' if n else ''})"
 
 
 def summary_line(label: str, rec: dict[str, Any]) -> str:
@@ -84,8 +102,7 @@ def summary_line(label: str, rec: dict[str, Any]) -> str:
     else:
         meas = ""
     pred = f"predicted CUDA {gib(rec.get(R.PRED_ALLOCATED))}"
-    t = rec.get(R.STEP_TIME_MEDIAN)
-    speed = f", {t:.3f} s/step" if t else ""
+    speed = f", {step_time(rec)}" if rec.get(R.STEP_TIME_MEDIAN) else ""
     dice = ""
     if rec.get(R.DICE_STATUS) == R.OK:
         per = ", ".join(f"{k.removeprefix('dice_')} {rec[k]:.3f}" for k in R.class_columns(rec))

@@ -82,7 +82,14 @@ SIZE_MEANING = _col("size_meaning", "str", "", G, "what the size names (e.g. meU
 INPUT_SHAPE = _col("input_shape", "str", "voxels", G, "the first input tensor's spatial shape")
 INPUT_SHAPES = _col("input_shapes", "json", "voxels", G, "every image tensor of a sample by name, e.g. both meU-net patches")
 PARAMS = _col("params", "int", "parameters", G, "trainable parameters of what the step trains (or runs)")
-VOXELS_PER_STEP = _col("voxels_per_step", "int", "voxels", G, "input voxels of all image tensors of a step's batch")
+VOXELS_PER_STEP = _col("voxels_per_step", "int", "voxels", G,
+                       "input voxels of all image tensors of a step's batch (meU-net: standard and expanded patch)")
+LABELLED_VOXELS_PER_STEP = _col("labelled_voxels_per_step", "int", "voxels", G,
+                                "voxels a step segments at full resolution: batch x the standard patch (what a user "
+                                "compares across architectures; a cascade stage: batch x its full-resolution patch)")
+PATCH = _col("patch", "str", "voxels", G,
+             "the patch in words, every image tensor named: 160^3 for U-net, 160^3 -> 240^3 for meU-net (standard -> "
+             "expanded)")
 
 # ----- run ----------------------------------------------------------------------------------------
 G = "run"
@@ -137,8 +144,16 @@ STEP_TIME_MEDIAN = _col("step_time_median_s", "float", "s", G, "median step time
 STEP_TIME_MIN = _col("step_time_min_s", "float", "s", G, "fastest step")
 STEP_TIME_MAX = _col("step_time_max_s", "float", "s", G, "slowest step")
 STEP_TIME_IQR = _col("step_time_iqr_s", "float", "s", G, "interquartile range of the step times")
-REPEATS = _col("repeats", "int", "steps", G, "timed steps after the warm-up")
-THROUGHPUT_VOXELS = _col("throughput_voxels_per_s", "float", "voxels/s", G, "voxels_per_step / median step time")
+STEP_TIME_SPREAD = _col("step_time_spread", "float", "", G,
+                        "step_time_iqr_s / step_time_median_s: how far a step time can be trusted")
+REPEATS = _col("repeats", "int", "steps", G, "timed steps after the warm-up (CPU: repeated until the spread is small)")
+WARMUP_STEPS = _col("warmup_steps", "int", "steps", G,
+                    "untimed steps run first (CPU: until two successive steps agree within 10%)")
+THROUGHPUT_VOXELS = _col("throughput_voxels_per_s", "float", "voxels/s", G,
+                         "labelled_voxels_per_step / median step time: full-resolution voxels segmented per second "
+                         "(the throughput to compare)")
+THROUGHPUT_INPUT_VOXELS = _col("throughput_input_voxels_per_s", "float", "voxels/s", G,
+                               "voxels_per_step / median step time: input voxels read per second")
 THROUGHPUT_SAMPLES = _col("throughput_samples_per_s", "float", "samples/s", G, "batch / median step time")
 ACHIEVED_FLOPS = _col("achieved_flops_per_s", "float", "FLOP/s", G, "flops_per_step / median step time")
 PEAK_FLOPS = _col("peak_flops_per_s", "float", "FLOP/s", G, "the device's datasheet peak at the precision (known GPUs)")
@@ -157,6 +172,7 @@ PRED_TIME = _col("pred_time_s", "float", "s", G, "time the prediction took")
 FLOPS_PER_STEP = _col("flops_per_step", "int", "FLOP", G, "torch.utils.flop_counter over one step")
 MEMTRACKER_PEAK = _col("memtracker_peak_bytes", "int", "bytes", G,
                        "torch's MemTracker on the same traced step (empty where it cannot track a step)")
+MEMTRACKER_NOTE = _col("memtracker_note", "str", "", G, "why memtracker_peak_bytes is empty")
 MEMTRACKER_TIME = _col("memtracker_time_s", "float", "s", G, "time MemTracker took")
 
 # ----- Dice ---------------------------------------------------------------------------------------

@@ -7,15 +7,42 @@ equal, which is how the tracer is checked against real computation.
 
 from __future__ import annotations
 
+import os
 import resource
-import time
 from typing import Any
 
 import psutil
+import torch
 
 from .. import record as R
 from .step import StepRunner
+from .timing import settle, timed_steps
 from .tracker import AllocationTracker
+
+#: environment variable that fixes the CPU threads of a measurement (else chosen by :func:`pin_threads`)
+THREADS_ENV = "SEGMEM_CPU_THREADS"
+
+
+def pin_threads() -> int:
+    """Fix torch's threads for the timed steps (one inter-op thread; intra-op as below); returns the count.
+
+    Intra-op threads: ``$SEGMEM_CPU_THREADS`` if set, else the cores this process may run on, except on
+    a machine already busier than those cores (1-minute load average), where it is one thread: a
+    parallel region waits for its slowest thread, and a descheduled one makes step times swing (unet
+    32^3 b1 at load 8 on 2 cores: 5.9 s median, 3.7 s interquartile range with 2 threads; 1.2 s and
+    0.08 s with 1). The count is recorded (env_cpu_count)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if os.environ.get(THREADS_ENV):
+        n = int(os.environ[THREADS_ENV])
+    else:
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        n = 1 if busy >= cores else cores
+    torch.set_num_threads(max(1, n))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already fixed once inter-op work started (a second measurement in one process)
+        pass
+    return torch.get_num_threads()
 
 
 def _rss() -> int:
@@ -23,6 +50,10 @@ def _rss() -> int:
 
 
 def measure(runner_factory, repeats: int) -> tuple[dict[str, Any], StepRunner]:
+    """Memory over one tracked step (after a warm-up step), then times: untimed steps until they settle,
+    timed steps until their spread is small (at least ``repeats``); see :mod:`bench.measure.timing`."""
+    before = torch.get_num_threads()
+    threads = pin_threads()
     rss0 = _rss()
     tracker = AllocationTracker()
     with tracker:
@@ -39,14 +70,14 @@ def measure(runner_factory, repeats: int) -> tuple[dict[str, Any], StepRunner]:
         runner.step(phase)
         host = tracker.host_sids(runner.optimizer)
     peak, _ = tracker.live_peak(tracker.marks["measured"], host)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        runner.step()
-        times.append(time.perf_counter() - t0)
+    warmup = settle(runner.step)
+    times = timed_steps(runner.step, repeats)
+    torch.set_num_threads(before)  # what follows in the worker (a Dice run's training) is not a timed step
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     return {
         R.CPU_LIVE_PEAK: peak,
         R.CPU_RSS_INCREASE: max(0, maxrss - rss0),
+        R.ENV_CPU_COUNT: threads,
+        R.WARMUP_STEPS: warmup + 2,  # and the tracked warm-up and memory steps
         "times_s": times,
     }, runner

@@ -92,6 +92,7 @@ def measure(runner_factory, repeats: int, cudnn_benchmark: bool = False) -> tupl
         R.PEAK_RESERVED: torch.cuda.max_memory_reserved(),
         R.NVML_PEAK: sampler.peak or None,
         R.CUDA_CONTEXT: context,
+        R.WARMUP_STEPS: 2,  # the warm-up step and the memory step (CUDA-event times are stable after them)
     }
     times = []
     for _ in range(repeats):

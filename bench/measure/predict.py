@@ -121,12 +121,14 @@ def replay(tracker: AllocationTracker, exclude: set[int], reset_at: int) -> Cach
 
 
 def memtracker_peak(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str,
-                    precision: str, channels_last: bool, in_channels: int = 1, num_classes: int = 3) -> int | None:
-    """Peak total bytes torch's MemTracker reports for the measured step (same fake trace)."""
+                    precision: str, channels_last: bool, in_channels: int = 1,
+                    num_classes: int = 3) -> tuple[int | None, str | None]:
+    """Peak total bytes torch's MemTracker reports for the measured step (same fake trace), or None and
+    why (the record's memtracker_note)."""
     try:
         from torch.distributed._tools.mem_tracker import MemTracker
-    except ImportError:  # torch built without distributed
-        return None
+    except ImportError:
+        return None, "torch built without torch.distributed (MemTracker lives there)"
     with fake_step(precision) as emul:
         runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul, in_channels, num_classes)
         runner.step()  # warm-up: Adam state exists afterwards
@@ -136,10 +138,11 @@ def memtracker_peak(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, b
         try:
             with mt:
                 runner.step()
-        except NotImplementedError:  # e.g. a module called twice in one step (meU-net's shared backbone)
-            return None
+        except NotImplementedError as exc:  # e.g. a module called twice in one step (meU-net's shared backbone)
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            return None, f"MemTracker cannot track this step (NotImplementedError: {first})"
         snap = mt.get_tracker_snapshot("peak")
-    return int(max((d.get("Total", 0) for d in snap.values()), default=0))
+    return int(max((d.get("Total", 0) for d in snap.values()), default=0)), None
 
 
 def count_flops(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str,
@@ -177,7 +180,10 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
     rec[R.PRED_TIME] = time.perf_counter() - t0
     if with_memtracker:
         t1 = time.perf_counter()
-        rec[R.MEMTRACKER_PEAK] = memtracker_peak(spec, overrides, size, batch, mode, precision, channels_last, *shape)
+        rec[R.MEMTRACKER_PEAK], note = memtracker_peak(spec, overrides, size, batch, mode, precision, channels_last,
+                                                       *shape)
+        if note:
+            rec[R.MEMTRACKER_NOTE] = note
         rec[R.MEMTRACKER_TIME] = time.perf_counter() - t1
     return rec
 

@@ -5,7 +5,9 @@ grows monotonically with the patch's edge and with the batch, so a doubling sear
 bisection over multiples of the architecture's divisor finds the largest size whose predicted peak
 (plus ``overhead`` for the CUDA context and cuDNN workspaces, which the prediction leaves out) is
 within the budget, in a handful of predictions. A multi-stage architecture fits when every stage
-does (they train one after the other).
+does: its memory is its largest stage's (:func:`bench.results.stages.combine`, the rule every table uses).
+Sizes are multiples of what ``bench run`` enforces (:meth:`ArchSpec.size_divisor`). An answer left blank
+is explained in the ``note`` column (e.g. the smallest allowed size does not fit).
 
 Which prediction is compared with the budget: ``reserved`` (default; what the caching allocator
 takes from the device, the figure that decides an out-of-memory) or ``allocated`` (tensors only).
@@ -14,7 +16,7 @@ takes from the device, the figure that decides an out-of-memory) or ``allocated`
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import architectures
@@ -22,8 +24,9 @@ from architectures import ArchSpec, Shape
 
 from .. import record as R
 from ..measure.predict import replay, trace
-from ..options import Figure, GiB, choice
+from ..options import Figure, GiB, choice, format_size
 from ..parallel import pmap
+from .stages import combine
 
 MemoryFn = Callable[[Shape, int], int]
 
@@ -66,12 +69,12 @@ def predicted_peak(spec: ArchSpec, overrides: dict[str, Any], mode: str, precisi
     def peak(size: Shape, batch: int) -> int:
         stages = spec.train_stages(**overrides) if (mode == "train" and spec.stages) else None
         parts = [(s.spec, dict(s.overrides)) for s in stages] if stages else [(spec, overrides)]
-        best = 0
+        peaks = []
         for sp, ov in parts:
             tracker, host, _ = trace(sp, ov, size, batch, mode, precision, False, in_channels, num_classes)
             alloc = replay(tracker, host, tracker.marks["measured"])
-            best = max(best, alloc.peak_reserved if figure is Figure.RESERVED else alloc.peak_allocated)
-        return best
+            peaks.append(alloc.peak_reserved if figure is Figure.RESERVED else alloc.peak_allocated)
+        return int(combine(peaks))
 
     return peak
 
@@ -92,6 +95,8 @@ class FitResult:
     max_batch_bytes: int | None
     in_channels: int = 1
     num_classes: int = 3
+    notes: list[str] = field(default_factory=list)  # why an answer is blank
+    patch: str | None = None  # the largest cube's patch in words (meU-net: standard -> expanded)
 
     def row(self) -> dict[str, Any]:
         def gb(b: int | None) -> float | None:
@@ -101,10 +106,11 @@ class FitResult:
             "arch": self.arch, "mode": self.mode, "precision": self.precision, R.IN_CHANNELS: self.in_channels,
             R.NUM_CLASSES: self.num_classes,
             "budget_gib": round(self.budget_bytes / GiB, 2), "batch": self.batch,
-            "largest_cube": self.edge, "cube_gib": gb(self.edge_bytes),
+            "largest_cube": self.edge, "cube_patch": self.patch, "cube_gib": gb(self.edge_bytes),
             "largest_box": "x".join(map(str, self.box)) if self.box else None, "box_gib": gb(self.box_bytes),
             "batch_at": "x".join(map(str, self.batch_size)) if self.batch_size else None,
             "largest_batch": self.max_batch, "batch_gib": gb(self.max_batch_bytes),
+            "note": "; ".join(self.notes) or None,
         }
 
 
@@ -131,10 +137,7 @@ def fit(
     ov = dict(overrides or {})
     precision = precision or spec.default_precision
     mem = memory or predicted_peak(spec, ov, mode, precision, figure, in_channels, num_classes)
-    div = spec.infer_divisor if (mode == "infer" and spec.infer_divisor) else spec.divisor_for(**ov)
-    if spec.stages is None:  # a tensor of the sample may need more (meU-net's standard patch: 16)
-        probe = (max(div, spec.min_size),) * 3
-        div = max([div] + [t.divisor for t in spec.layout(probe, 1, 3, spec.hparams(**ov)) if t.name == "image"])
+    div = spec.size_divisor(mode, **ov)
     first = max(1, -(-max(div, spec.min_size) // div))  # smallest multiple count that is allowed
     cache: dict[tuple[Shape, int], int] = {}
 
@@ -161,6 +164,17 @@ def fit(
     edge = None if k is None else div * k
     result = FitResult(name, mode, precision, budget_bytes, batch, edge, cost((edge,) * 3, batch) if edge else None,
                        None, None, None, None, None, in_channels, num_classes)
+
+    def why_not(s: Shape, b: int, what: str) -> str:
+        if (s, b) in cache:
+            return (f"no {what}: the smallest allowed, {format_size(s)} b{b}, needs "
+                    f"{cache[(s, b)] / GiB:.2f} GiB with the overhead")
+        return f"no {what}: {format_size(s)} b{b}, the smallest allowed, cannot be traced"
+
+    if edge is None:
+        result.notes.append(why_not((div * first,) * 3, batch, "cube"))
+    else:
+        result.patch = spec.patch_label((edge,) * 3, mode, **ov)
     if ratio:
         first_box = next((k for k in range(first, first + 4) if valid(box(div * k, ratio, div))), first)
 
@@ -172,12 +186,22 @@ def fit(
         if kb is not None:
             result.box = box(div * kb, ratio, div)
             result.box_bytes = cost(result.box, batch)
+        else:
+            result.notes.append(why_not(box(div * first_box, ratio, div), batch, "box"))
     at = tuple(size) if size else spec.default_sizes[0]
     result.batch_size = at  # type: ignore[assignment]
     if valid(at, 1):  # type: ignore[arg-type]  (the batch search's first probe, so no extra prediction)
         nb = largest(lambda b: cost(at, b) <= budget_bytes, 1, 4096)  # type: ignore[arg-type]
         result.max_batch = nb
         result.max_batch_bytes = cost(at, nb) if nb else None  # type: ignore[arg-type]
+        if nb is None:
+            result.notes.append(why_not(at, 1, "batch"))  # type: ignore[arg-type]
+    else:
+        try:
+            spec.check_size(at, mode, **ov)  # type: ignore[arg-type]
+            result.notes.append(f"no batch: {format_size(at)} b1 cannot be traced")  # type: ignore[arg-type]
+        except ValueError as exc:
+            result.notes.append(f"no batch: {exc}")
     return result
 
 

@@ -9,7 +9,9 @@ U-net at equal input; each expansion over k = 1) are the comparison that does no
 offsets.
 
 Interpretations (see ``../shared/paper.md``): a meU-net row's patch is its *expanded* patch
-(``size_refers_to=expanded``); Table 2's k = 1.0 is the plain U-net; the nnU-Net cascade's stage 1 on
+(``size_refers_to=expanded``), and its label names both (``160^3 -> 240^3``: standard -> expanded; the
+paper's "160^3" meU-net row is 112^3 -> 160^3, k rounded to 1.43 so that the standard patch is a
+multiple of 16, said in its note); Table 2's k = 1.0 is the plain U-net; the nnU-Net cascade's stage 1 on
 the whole x2-downsampled volume (536 x 235 x 235) is run at 544 x 256 x 256, the next multiples of
 nnU-Net's divisor 32 (nnU-Net pads the same way); a cascade's memory is its largest stage's.
 """
@@ -29,6 +31,7 @@ from ..options import GiB, Mode, Precision
 from ..parallel import pmap
 from ..sweep.config import RunConfig
 from .fit import predicted_peak
+from .stages import combine
 
 PRECISION = Precision.FP16
 EXPANDED = {"size_refers_to": "expanded"}
@@ -63,23 +66,24 @@ def _p(arch: str, edge: int | tuple[int, int, int], batch: int, stage: str = "",
 
 ROWS: tuple[Row, ...] = (
     Row("1", "U-net, x2 downsampled, 240^3 b1", 8.0, (_p("unet", 240, 1),)),
-    Row("1", "meU-net, x2 downsampled, 240^3 b1", 4.0, (_p("meunet", 240, 1, **EXPANDED),),
+    Row("1", "meU-net, x2 downsampled, 160^3 -> 240^3 b1", 4.0, (_p("meunet", 240, 1, **EXPANDED),),
         ratio_to="U-net, x2 downsampled, 240^3 b1"),
     Row("1", "U-net, 160^3 b4", 10.5, (_p("unet", 160, 4),)),
-    Row("1", "meU-net, 160^3 b4", 6.0, (_p("meunet", 160, 4, **EXPANDED),), ratio_to="U-net, 160^3 b4"),
+    Row("1", "meU-net, 112^3 -> 160^3 b4", 6.0, (_p("meunet", 160, 4, **EXPANDED),), ratio_to="U-net, 160^3 b4"),
     Row("1", "U-net, 240^3 b4", 30.0, (_p("unet", 240, 4),), note="paper: estimated, did not fit in 16 GB"),
-    Row("1", "meU-net, 240^3 b4", 13.0, (_p("meunet", 240, 4, **EXPANDED),), ratio_to="U-net, 240^3 b4"),
+    Row("1", "meU-net, 160^3 -> 240^3 b4", 13.0, (_p("meunet", 240, 4, **EXPANDED),), ratio_to="U-net, 240^3 b4"),
     Row("2", "k=1.0 (U-net), 160^3 b4", 10.5, (_p("unet", 160, 4),)),
     Row("2", "k=1.25, 160^3 -> 200^3 b4", 12.0, (_p("meunet", 160, 4, expansion=1.25),), ratio_to="k=1.0 (U-net), 160^3 b4"),
     Row("2", "k=1.5, 160^3 -> 240^3 b4", 13.0, (_p("meunet", 160, 4, expansion=1.5),), ratio_to="k=1.0 (U-net), 160^3 b4"),
     Row("2", "k=1.75, 160^3 -> 280^3 b4", 15.0, (_p("meunet", 160, 4, expansion=1.75),),
         ratio_to="k=1.0 (U-net), 160^3 b4"),
-    Row("3", "nnU-Net cascade (536x235x235 b1, then 160^3 b4)", 15.5,
+    Row("3", "nnU-Net cascade (536x235x235 as 544x256x256 b1, then 160^3 b4)", 15.5,
         (_p("nnunet", (544, 256, 256), 1), _p("nnunet_cascade", 160, 4, stage="3d_cascade_fullres")),
-        note="stage 1 at 544x256x256 (padded to multiples of 32)"),
-    Row("3", "proposed cascade (280^3, then 160^3, b4)", 15.0, (_p("cascade", 160, 4),)),
+        note="stage 1 is nnU-Net 3d_fullres on the whole x2-downsampled volume, padded to multiples of 32; "
+             "stage 2 is 3d_cascade_fullres at 160^3"),
+    Row("3", "proposed cascade (160^3 -> 240^3 and 160^3 -> 280^3, then 160^3, b4)", 15.0, (_p("cascade", 160, 4),)),
     Row("4", "U-net, 176^3 b4", 13.0, (_p("unet", 176, 4),)),
-    Row("4", "meU-net, 240^3 b4", 13.0, (_p("meunet", 240, 4, **EXPANDED),), ratio_to="U-net, 176^3 b4"),
+    Row("4", "meU-net, 160^3 -> 240^3 b4", 13.0, (_p("meunet", 240, 4, **EXPANDED),), ratio_to="U-net, 176^3 b4"),
 )
 
 
@@ -90,6 +94,17 @@ def part_configs(part: Part, backend: str) -> list[RunConfig]:
     stages = [part.stage] if part.stage else ([s.name for s in spec.train_stages(**ov)] if spec.stages else [""])
     return [RunConfig(part.arch, part.size, part.batch, Mode.TRAIN, backend, PRECISION, st, part.overrides)
             for st in stages]
+
+
+def patch_label(part: Part) -> str:
+    """The part's patch in words, as every label names it (meU-net: ``112^3 -> 160^3``)."""
+    return architectures.spec(part.arch).patch_label(part.size, "train", part.stage, **dict(part.overrides))
+
+
+def size_note(part: Part) -> str:
+    """What the spec says about the part's size (meU-net: k rounded when 160 / 1.5 is not a multiple of 16)."""
+    spec, ov = architectures.spec(part.arch).stage(part.stage, **dict(part.overrides))
+    return (spec.size_warning(part.size, spec.hparams(**ov)) or "") if spec.size_warning else ""
 
 
 def predict_part(part: Part, figure: str) -> int:
@@ -117,11 +132,11 @@ def table(rows: Sequence[Row] = ROWS, progress: Callable[[tuple[Part, str]], Non
     out = []
     for row in rows:
         rec: dict[str, Any] = {"table": row.table, "configuration": row.label, "paper_gb": row.paper_gb,
-                               "predicted_reserved_gib": max(peak[(p, "reserved")] for p in row.parts) / GiB,
-                               "predicted_allocated_gib": max(peak[(p, "allocated")] for p in row.parts) / GiB}
+                               "predicted_reserved_gib": combine(peak[(p, "reserved")] for p in row.parts) / GiB,
+                               "predicted_allocated_gib": combine(peak[(p, "allocated")] for p in row.parts) / GiB}
         if measured is not None and len(measured):
             rec.update(_measured(row, measured))
-        rec["note"] = row.note
+        rec["note"] = "; ".join(n for n in (row.note, *map(size_note, row.parts)) if n)
         out.append(rec)
     df = pd.DataFrame(out)
     by_label = {(r.table, r.label): i for i, r in enumerate(rows)}
@@ -142,9 +157,9 @@ def _measured(row: Row, records: pd.DataFrame) -> dict[str, Any]:
     if (rec[R.STATUS] != R.OK).any():
         return {"measured_status": ", ".join(sorted(set(rec[R.STATUS])))}
     return {"measured_status": "ok",
-            "measured_reserved_gib": rec[R.PEAK_RESERVED].max() / GiB,
-            "measured_allocated_gib": rec[R.PEAK_ALLOCATED].max() / GiB,
-            "measured_device_gib": rec[R.NVML_PEAK].max() / GiB if R.NVML_PEAK in rec else None}
+            "measured_reserved_gib": combine(rec[R.PEAK_RESERVED]) / GiB,
+            "measured_allocated_gib": combine(rec[R.PEAK_ALLOCATED]) / GiB,
+            "measured_device_gib": combine(rec[R.NVML_PEAK]) / GiB if R.NVML_PEAK in rec else None}
 
 
 def markdown(df: pd.DataFrame, device_note: str) -> str:

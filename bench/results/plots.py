@@ -1,15 +1,22 @@
-"""``bench plot``: comparison plots with seaborn, as PNG and SVG.
+"""``bench plot``: comparison plots with seaborn/matplotlib, as PNG and SVG, each answering one question.
 
-- ``memory_vs_voxels``: peak memory against input voxels per step, log-log, one line per
-  architecture and precision/options, with the 16/24/40/80 GB capacities marked;
-- ``throughput_vs_batch``: voxels per second against batch size;
-- ``dice_vs_memory``: mean foreground Dice against peak memory (the Pareto view);
-- ``predicted_vs_measured``: our predicted peak against the measured one, with y = x;
-- ``largest_patch``: the largest input (voxels per step) each architecture fitted at each budget.
+- ``memory_vs_voxels``: how does peak memory grow with the input? Peak memory against labelled voxels
+  per step (log-log, marked as such), one line per architecture (a cascade is one point per
+  configuration: its largest stage), GPU capacities marked; on the CPU the y-axis is the CPU's own
+  live-tensor peak, never a GPU figure;
+- ``throughput_vs_batch``: does a larger batch train faster? Labelled voxels per second against batch,
+  one line per architecture and patch, with the step time's interquartile range as error bars;
+- ``dice_vs_memory``: what does memory buy in Dice? Mean foreground Dice against peak memory, each point
+  labelled with its patch and batch;
+- ``predicted_vs_measured``: can the GPU-free prediction be trusted? Predicted against measured peak,
+  with y = x;
+- ``largest_patch``: what is the largest input each architecture trains within each budget? A grid of
+  architectures x budgets, each cell naming the patch and batch (colour: labelled voxels, log scale).
 
-Every plot is drawn per backend and mode (its title says which, and the precision is in the legend);
-an architecture has the same colour in every plot (:func:`palette`). A plot with no data is skipped
-and said so in the returned notes.
+Every plot is drawn per backend and mode (its title says which); an architecture has the same colour and
+marker in every plot (:func:`palette`, :func:`markers`); legends sit outside the data; points are
+annotated with their patch and batch where there are few. A plot with no data is skipped and said so in
+the returned notes.
 """
 
 from __future__ import annotations
@@ -22,24 +29,41 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import EngFormatter, FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 import architectures  # noqa: E402
 
 from .. import record as R  # noqa: E402
 from ..options import GB, Backend, GiB  # noqa: E402
-from .report import BUDGETS_GB, data_shape, equal_memory, memory_bytes  # noqa: E402
+from . import stages  # noqa: E402
+from .report import BUDGETS_GB, data_shape, equal_memory, memory_bytes, upgrade  # noqa: E402
 
 FORMATS = ("png", "svg")
+#: at most this many points in a plot get a text label each
+ANNOTATE_AT_MOST = 16
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "H", "d")
+LINESTYLES = ("-", "--", ":", "-.")
+LOG = " (log scale)"
 
 
 def palette(others: Iterable[str] = ()) -> dict[str, tuple]:
-    """One colour per architecture, the same in every plot: the registered ones, then ``others`` (the
-    networks by import path or MONAI name that a store holds)."""
+    """One colour per architecture, the same in every plot (distinct hues, not paired shades): the
+    registered ones, then ``others`` (the networks by import path or MONAI name that a store holds)."""
     names = architectures.names()
     names += sorted(set(others) - set(names))
-    return dict(zip(names, sns.color_palette("tab20", len(names))))
+    colours = sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8) + sns.color_palette("Set2", 8)
+    return dict(zip(names, colours * (len(names) // len(colours) + 1)))
+
+
+def markers(others: Iterable[str] = ()) -> dict[str, str]:
+    """One marker per architecture, so that lines differ without colour too."""
+    names = architectures.names()
+    names += sorted(set(others) - set(names))
+    return dict(zip(names, MARKERS * (len(names) // len(MARKERS) + 1)))
 
 
 def _variant(df: pd.DataFrame) -> pd.Series:
@@ -60,90 +84,231 @@ def _save(fig, reports: Path, name: str) -> list[Path]:
     return paths
 
 
-def _memory_label(backend: str) -> str:
-    return "measured peak reserved (GiB)" if backend == Backend.CUDA else "predicted CUDA peak reserved (GiB)"
+def _legend_outside(ax, title: str | None = None) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, title=title, loc="upper left", bbox_to_anchor=(1.03, 1), borderaxespad=0,
+                  frameon=False, fontsize=8, title_fontsize=9)
+
+
+def _annotate(ax, xs, ys, texts) -> None:
+    """A small label beside each point, when there are few enough to read."""
+    if len(texts) > ANNOTATE_AT_MOST:
+        return
+    at: dict[tuple[float, float], list[str]] = {}
+    for x, y, t in zip(xs, ys, texts):  # points that coincide share one label instead of overprinting
+        at.setdefault((float(x), float(y)), []).append(t)
+    to_axes = ax.transAxes.inverted()
+    for (x, y), ts in at.items():
+        right = to_axes.transform(ax.transData.transform((x, y)))[0] > 0.6  # keep the text inside the axes
+        ax.annotate(" / ".join(dict.fromkeys(ts)), (x, y), textcoords="offset points", xytext=(-5 if right else 5, 4),
+                    ha="right" if right else "left", fontsize=7, color="0.25")
+
+
+def _point_label(r: pd.Series | dict) -> str:
+    return f"{r[R.PATCH]} b{int(r[R.BATCH])}"
+
+
+def _memory(g: pd.DataFrame, backend: str) -> tuple[pd.Series, str, bool]:
+    """(GiB, axis label, whether GPU capacities apply) for a backend: on the CPU its own live peak."""
+    if backend == Backend.CPU:
+        return g[R.CPU_LIVE_PEAK] / GiB, "CPU peak of live tensors (GiB): not GPU memory", False
+    if backend == Backend.CUDA:
+        return memory_bytes(g) / GiB, "measured peak reserved (GiB)", True
+    return memory_bytes(g) / GiB, "predicted CUDA peak reserved (GiB)", True
+
+
+def _log_ticks(ax) -> None:
+    """Plain tick labels on log axes (10M voxels, 16 GiB), not 1.6 x 10^1; some room for the labels."""
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_minor_formatter(EngFormatter(sep=""))
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="both", which="minor", labelsize=7)
+    ax.margins(x=0.12, y=0.12)
+
+
+def _series(ax, g: pd.DataFrame, x: str, y: str, by: list[str], colours, marks, label_of, errors=None) -> None:
+    """One line per group of ``by`` (colour and marker of its architecture, a line style per variant)."""
+    variants = sorted(set(g["variant"]))
+    for keys, part in g.groupby(by, sort=True):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        part = part.sort_values(x)
+        arch = part[R.ARCH].iloc[0]
+        style = LINESTYLES[variants.index(part["variant"].iloc[0]) % len(LINESTYLES)]
+        yerr = errors(part) if errors else None
+        ax.errorbar(part[x], part[y], yerr=yerr, color=colours.get(arch), marker=marks.get(arch, "o"), ls=style,
+                    ms=6, lw=1.4, capsize=3 if yerr is not None else 0, label=label_of(part, keys))
 
 
 def plot_all(df: pd.DataFrame, reports: str | Path) -> tuple[list[Path], list[str]]:
     """Draw every plot the data allows; returns (files written, notes on what was skipped and why)."""
     reports = Path(reports)
     reports.mkdir(parents=True, exist_ok=True)
-    colours = palette(df[R.ARCH].dropna())
+    colours, marks = palette(df[R.ARCH].dropna()), markers(df[R.ARCH].dropna())
     files: list[Path] = []
     notes: list[str] = []
+    df = upgrade(df)
     ok = df[df[R.STATUS] == R.OK].copy()
     if ok.empty:
         return [], ["no successful runs to plot (all rows are oom/error/timeout)"]
-    ok["memory_gib"] = memory_bytes(ok) / GiB
     ok["variant"] = _variant(ok)
     sns.set_theme(style="whitegrid")
     for (backend, mode), g in ok.groupby([R.BACKEND, R.MODE]):
         tag = f"{mode}, {backend}"
-        g = g.sort_values(R.VOXELS_PER_STEP)
-        # memory against voxels
-        fig, ax = plt.subplots(figsize=(8, 5.5))
-        sns.lineplot(data=g, x=R.VOXELS_PER_STEP, y="memory_gib", hue=R.ARCH, style="variant", markers=True,
-                     palette=colours, ax=ax, errorbar=None)
-        ax.set(xscale="log", yscale="log", xlabel="input voxels per step", ylabel=_memory_label(backend),
-               title=f"Peak memory against input size ({tag})")
-        for gb in BUDGETS_GB:
-            ax.axhline(gb * GB / GiB, color="grey", lw=0.8, ls="--")
-            ax.text(ax.get_xlim()[0], gb * GB / GiB, f" {gb} GB", va="bottom", fontsize=8, color="grey")
-        files += _save(fig, reports, f"memory_vs_voxels_{mode}_{backend}")
-        # throughput against batch
-        if R.THROUGHPUT_VOXELS in g and g[R.THROUGHPUT_VOXELS].notna().any():
-            fig, ax = plt.subplots(figsize=(8, 5.5))
-            sns.lineplot(data=g, x=R.BATCH, y=R.THROUGHPUT_VOXELS, hue=R.ARCH, style="variant", markers=True,
-                         palette=colours, ax=ax, errorbar=None)
-            ax.set(xlabel="batch", ylabel="voxels per second", title=f"Throughput against batch ({tag})")
-            files += _save(fig, reports, f"throughput_vs_batch_{mode}_{backend}")
+        whole = stages.whole_runs(g)
+        whole = whole[whole[R.STATUS] == R.OK].copy()
+        files += _memory_vs_voxels(whole, backend, tag, colours, marks, reports, f"memory_vs_voxels_{mode}_{backend}")
+        if R.THROUGHPUT_VOXELS in whole and whole[R.THROUGHPUT_VOXELS].notna().any():
+            files += _throughput(whole, backend, tag, colours, marks, reports, f"throughput_vs_batch_{mode}_{backend}")
         else:
             notes.append(f"throughput_vs_batch ({tag}): no timed runs (predictions have no times)")
-        # Dice against memory
-        if R.DICE_MEAN_FG in g and g[R.DICE_MEAN_FG].notna().any():
-            d = g[g[R.DICE_MEAN_FG].notna()]
-            fig, ax = plt.subplots(figsize=(8, 5.5))
-            sns.scatterplot(data=d, x="memory_gib", y=R.DICE_MEAN_FG, hue=R.ARCH, style="variant", palette=colours,
-                            s=80, ax=ax)
-            ax.set(xlabel=_memory_label(backend), ylabel="mean foreground Dice (test)",
-                   title=f"Dice against memory ({tag})")
-            files += _save(fig, reports, f"dice_vs_memory_{mode}_{backend}")
+        if R.DICE_MEAN_FG in whole and whole[R.DICE_MEAN_FG].notna().any():
+            files += _dice(whole, backend, tag, colours, marks, reports, f"dice_vs_memory_{mode}_{backend}")
         else:
             notes.append(f"dice_vs_memory ({tag}): no Dice runs (bench run --dice)")
-        # predicted against measured
         pairs = _pairs(g, backend)
         if len(pairs):
-            fig, ax = plt.subplots(figsize=(6, 6))
-            sns.scatterplot(data=pairs, x="measured_gib", y="predicted_gib", hue=R.ARCH, style="variant",
-                            palette=colours, s=70, ax=ax)
-            top = max(pairs["measured_gib"].max(), pairs["predicted_gib"].max()) * 1.05
-            ax.plot([0, top], [0, top], color="black", lw=0.8, label="y = x")
-            what = "max_memory_allocated" if backend == Backend.CUDA else "tracked live-tensor peak (CPU)"
-            ax.set(xlim=(0, top), ylim=(0, top), xlabel=f"measured {what} (GiB)", ylabel="predicted (GiB)",
-                   title=f"Predicted against measured peak ({tag})")
-            ax.legend(fontsize=8)
-            files += _save(fig, reports, f"predicted_vs_measured_{mode}_{backend}")
+            files += _predicted(pairs, backend, tag, colours, marks, reports, f"predicted_vs_measured_{mode}_{backend}")
         else:
             notes.append(f"predicted_vs_measured ({tag}): no measured runs")
-        # largest patch per budget
         eq = equal_memory(g)
         if len(eq):
-            fig, ax = plt.subplots(figsize=(8, 5.5))
-            sns.barplot(data=eq, x="budget_gb", y=R.VOXELS_PER_STEP, hue=R.ARCH, palette=colours, ax=ax)
-            ax.set(yscale="log", xlabel="memory budget (GB)", ylabel="largest input fitted (voxels per step)",
-                   title=f"Largest trainable input per budget, among the runs ({tag}; precision: "
-                         f"{', '.join(sorted(set(g['precision'].dropna())))})")
-            files += _save(fig, reports, f"largest_patch_{mode}_{backend}")
+            files += _largest(eq, backend, tag, g, reports, f"largest_patch_{mode}_{backend}")
     return files, notes
 
 
+def _memory_vs_voxels(g, backend, tag, colours, marks, reports, name) -> list[Path]:
+    g = g.copy()
+    g["memory_gib"], ylabel, capacities = _memory(g, backend)
+    g = g[g["memory_gib"].notna() & g[R.LABELLED_VOXELS_PER_STEP].notna()]
+    if g.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    several = g["variant"].nunique() > 1
+    _series(ax, g, R.LABELLED_VOXELS_PER_STEP, "memory_gib", [R.ARCH, "variant"], colours, marks,
+            lambda part, keys: keys[0] + (f" ({keys[1]})" if several else ""))
+    ax.set(xscale="log", yscale="log", xlabel="labelled voxels per step: batch x full-resolution patch" + LOG,
+           ylabel=ylabel + LOG,
+           title=f"Peak memory against input size ({tag}{'' if several else ', ' + g['variant'].iloc[0]})")
+    if capacities:
+        top = g["memory_gib"].max()
+        for gb in BUDGETS_GB:
+            if gb * GB / GiB <= top * 4:
+                ax.axhline(gb * GB / GiB, color="grey", lw=0.8, ls="--")
+                ax.annotate(f" {gb} GB GPU", (0.0, gb * GB / GiB), xycoords=("axes fraction", "data"), ha="left",
+                            va="bottom", fontsize=8, color="grey")
+    _log_ticks(ax)
+    _annotate(ax, g[R.LABELLED_VOXELS_PER_STEP], g["memory_gib"], [f"{r[R.ARCH]} {_point_label(r)}" for _, r in g.iterrows()])
+    _legend_outside(ax, "architecture (cascade: largest stage)" if (g[stages.LARGEST_STAGE].astype(bool)).any()
+                    else "architecture")
+    return _save(fig, reports, name)
+
+
+def _throughput(g, backend, tag, colours, marks, reports, name) -> list[Path]:
+    g = g[g[R.THROUGHPUT_VOXELS].notna()].copy()
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+
+    def errors(part: pd.DataFrame):
+        """The step time's interquartile range as a throughput range (a time is never shown alone)."""
+        if R.STEP_TIME_IQR not in part or part[R.STEP_TIME_IQR].isna().all():
+            return None
+        t, half = part[R.STEP_TIME_MEDIAN], part[R.STEP_TIME_IQR].fillna(0) / 2
+        vox = part[R.LABELLED_VOXELS_PER_STEP]
+        low = part[R.THROUGHPUT_VOXELS] - vox / (t + half)
+        high = (vox / (t - half).clip(lower=t * 0.05)) - part[R.THROUGHPUT_VOXELS]
+        return np.vstack([low.to_numpy(float), high.to_numpy(float)])
+
+    several = g["variant"].nunique() > 1
+    _series(ax, g, R.BATCH, R.THROUGHPUT_VOXELS, [R.ARCH, R.PATCH, "variant"], colours, marks,
+            lambda part, keys: f"{keys[0]} {keys[1]}" + (f" ({keys[2]})" if several else ""), errors)
+    batches = sorted(set(g[R.BATCH].astype(int)))
+    ax.xaxis.set_major_locator(FixedLocator(batches))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(min(batches) - 0.5, max(batches) + 0.5)
+    ax.set_ylim(bottom=0)
+    clock = "CPU wall clock" if backend == Backend.CPU else "CUDA events"
+    ax.set(xlabel="batch (samples per step)", ylabel="labelled voxels per second (full-resolution patch)",
+           title=f"Throughput against batch ({tag}; {clock}, bars: interquartile range of the step time)")
+    _legend_outside(ax, "architecture, patch")
+    return _save(fig, reports, name)
+
+
+def _dice(g, backend, tag, colours, marks, reports, name) -> list[Path]:
+    d = g[g[R.DICE_MEAN_FG].notna()].copy()
+    d["memory_gib"], xlabel, _ = _memory(d, backend)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for arch, part in d.groupby(R.ARCH):
+        ax.scatter(part["memory_gib"], part[R.DICE_MEAN_FG], color=colours.get(arch), marker=marks.get(arch, "o"),
+                   s=70, label=arch)
+    _annotate(ax, d["memory_gib"], d[R.DICE_MEAN_FG], [_point_label(r) for _, r in d.iterrows()])
+    ax.set(xlabel=xlabel, ylabel="mean foreground Dice (test volumes)", ylim=(0, 1),
+           title=f"Dice against memory ({tag})")
+    _legend_outside(ax, "architecture")
+    return _save(fig, reports, name)
+
+
+def _predicted(pairs, backend, tag, colours, marks, reports, name) -> list[Path]:
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    for arch, part in pairs.groupby(R.ARCH):
+        ax.scatter(part["measured_gib"], part["predicted_gib"], color=colours.get(arch), marker=marks.get(arch, "o"),
+                   s=60, label=arch)
+    top = max(pairs["measured_gib"].max(), pairs["predicted_gib"].max()) * 1.05
+    ax.plot([0, top], [0, top], color="black", lw=0.8, label="y = x (exact)")
+    _annotate(ax, pairs["measured_gib"], pairs["predicted_gib"], pairs["label"].tolist())
+    what = "max_memory_allocated" if backend == Backend.CUDA else "tracked live-tensor peak on the CPU"
+    pred = "predicted max_memory_allocated" if backend == Backend.CUDA else "predicted live-tensor peak"
+    ax.set(xlim=(0, top), ylim=(0, top), xlabel=f"measured {what} (GiB)", ylabel=f"{pred} (GiB)",
+           title=f"Predicted against measured peak ({tag})")
+    _legend_outside(ax, "architecture")
+    return _save(fig, reports, name)
+
+
+def _largest(eq: pd.DataFrame, backend: str, tag: str, g: pd.DataFrame, reports: Path, name: str) -> list[Path]:
+    whole = stages.whole_runs(g)
+    whole = whole[whole[R.STATUS] == R.OK].assign(memory_gib=memory_bytes(whole) / GiB)
+    archs = sorted(set(whole[R.ARCH]))
+    budgets = list(BUDGETS_GB)
+    vox = eq.pivot_table(index=R.ARCH, columns="budget_gb", values=R.LABELLED_VOXELS_PER_STEP, aggfunc="max")
+    vox = vox.reindex(index=archs, columns=budgets)
+    smallest = whole.sort_values("memory_gib").groupby(R.ARCH).first()
+    text = pd.DataFrame("", index=archs, columns=budgets)
+    for arch in archs:  # a cell left empty says why: the smallest run of the architecture needs more
+        r = smallest.loc[arch]
+        text.loc[arch, :] = f"nothing fitted\n(smallest run {r[R.PATCH]} b{int(r[R.BATCH])}:\n{r['memory_gib']:.1f} GiB)"
+    for r in eq.to_dict("records"):
+        stage = f"\n(largest stage: {r[stages.LARGEST_STAGE]})" if r.get(stages.LARGEST_STAGE) else ""
+        text.loc[r[R.ARCH], r["budget_gb"]] = f"{_point_label(r)}\n{r['memory_gib']:.3g} GiB{stage}"
+    fig, ax = plt.subplots(figsize=(2.6 * len(budgets) + 2.5, 0.75 * len(archs) + 1.8))
+    sns.heatmap(vox, annot=text.to_numpy(), fmt="", cmap="Blues", norm=LogNorm(), ax=ax, linewidths=0.5,
+                linecolor="white", annot_kws={"fontsize": 7},
+                cbar_kws={"label": "labelled voxels per step" + LOG, "format": EngFormatter(sep="")})
+    ax.collections[0].colorbar.ax.yaxis.set_minor_formatter(EngFormatter(sep=""))
+    ax.set_facecolor("0.93")
+    ax.grid(False)
+    for i, arch in enumerate(archs):  # seaborn leaves the text of empty (NaN) cells out
+        for j, b in enumerate(budgets):
+            if pd.isna(vox.loc[arch, b]):
+                ax.text(j + 0.5, i + 0.5, text.loc[arch, b], ha="center", va="center", fontsize=7, color="0.35")
+    what = "measured reserved" if backend == Backend.CUDA else "predicted CUDA reserved"
+    precisions = ", ".join(sorted(set(g[R.PRECISION].dropna())))
+    ax.set(xlabel="GPU memory budget (GB)", ylabel="",
+           title=f"Largest input trained within each budget, among the runs ({tag}; {what}; {precisions})")
+    ax.set_xticklabels([f"{b} GB" for b in budgets])
+    ax.tick_params(axis="y", rotation=0)
+    return _save(fig, reports, name)
+
+
 def _pairs(g: pd.DataFrame, backend: str) -> pd.DataFrame:
+    """Measured and predicted peak of each record (a cascade stage is its own pair: both are per stage)."""
     if backend == Backend.CUDA and R.PEAK_ALLOCATED in g:
         meas, pred = g[R.PEAK_ALLOCATED], g[R.PRED_ALLOCATED]
     elif backend == Backend.CPU and R.CPU_LIVE_PEAK in g:
         meas, pred = g[R.CPU_LIVE_PEAK], g[R.PRED_LIVE]
     else:
         return pd.DataFrame()
-    out = pd.DataFrame({R.ARCH: g[R.ARCH], "variant": g["variant"], "measured_gib": meas / GiB,
-                        "predicted_gib": pred / GiB})
+    stage = g[R.STAGE].fillna("") if R.STAGE in g else pd.Series("", index=g.index)
+    label = [f"{s + ' ' if s else ''}{_point_label(r)}" for s, (_, r) in zip(stage, g.iterrows())]
+    out = pd.DataFrame({R.ARCH: g[R.ARCH], "label": label, "measured_gib": meas / GiB, "predicted_gib": pred / GiB})
     return out.dropna()

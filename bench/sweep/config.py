@@ -94,13 +94,15 @@ class RunConfig:
         d["overrides"] = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in d["overrides"])
         return cls(**d)
 
-    def label(self) -> str:
-        """One line naming the configuration (plain text: print it with markup off)."""
-        stage = f"[{self.stage}]" if self.stage else ""
+    def label(self, patch: str | None = None) -> str:
+        """One line naming the configuration, its stage included (plain text: print it with markup off).
+        ``patch`` names the patch in words (:meth:`ArchSpec.patch_label`, e.g. ``160^3 -> 240^3``; the
+        engine cannot build it without the specs): :func:`bench.sweep.expand.label` passes it."""
+        stage = f" [{self.stage}]" if self.stage else ""
         opts = ",".join(f"{k}={v}" for k, v in self.overrides)
         dice = f" +dice({self.data})" if self.dice else ""
         shape = "" if self.data_shape_is_default else f" {self.in_channels}ch {self.num_classes}cls"
-        return (f"{self.arch}{stage} {self.mode} {format_size(self.size)} b{self.batch}{shape} "
+        return (f"{self.arch}{stage} {self.mode} {patch or format_size(self.size)} b{self.batch}{shape} "
                 f"{self.precision} {self.backend}{' ' + opts if opts else ''}{dice}")
 
     @property

@@ -14,8 +14,29 @@ from typing import Any
 import architectures
 from architectures import Shape
 
-from ..options import Backend, Mode, Precision, choice
+from ..options import Backend, Mode, Precision, choice, format_size
 from .config import RunConfig
+
+
+def label(cfg: RunConfig) -> str:
+    """A configuration's label with its patch named by the spec (``meunet train 160^3 -> 240^3 b4 ...``)."""
+    try:
+        patch = architectures.spec(cfg.arch).patch_label(cfg.size, cfg.mode, cfg.stage, **cfg.overrides_dict)
+    except ValueError:  # an unknown architecture or stage (a record of older code): the size alone
+        patch = None
+    return cfg.label(patch)
+
+
+def size_warnings(configs: Sequence[RunConfig]) -> list[str]:
+    """What a user must be told about the sizes before a sweep runs (meU-net: a k that had to be rounded)."""
+    out = []
+    for cfg in configs:
+        spec, ov = architectures.spec(cfg.arch).stage(cfg.stage, **cfg.overrides_dict)
+        msg = spec.size_warning(cfg.size, spec.hparams(**ov)) if spec.size_warning else None
+        if msg:
+            stage = f" [{cfg.stage}]" if cfg.stage else ""
+            out.append(f"{cfg.arch}{stage} {format_size(cfg.size)}: {msg}")
+    return list(dict.fromkeys(out))
 
 
 def resolve_backend(name: str) -> Backend:

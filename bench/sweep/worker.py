@@ -46,12 +46,14 @@ def spec_columns(cfg: RunConfig) -> dict[str, Any]:
     shapes = {t.name: list(t.shape) for t in layout
               if t.role == "image" and (cfg.mode == Mode.TRAIN or t.name == "image")}
     return {
-        R.SIZE_MEANING: spec.size_meaning,
+        R.SIZE_MEANING: spec.describe_size(cfg.size, **cfg.overrides_dict),
+        R.PATCH: spec.patch_label(cfg.size, cfg.mode, cfg.stage, **cfg.overrides_dict),
         R.INPUT_SHAPE: "x".join(map(str, layout[0].shape)),
         R.INPUT_SHAPES: json.dumps(shapes),
         R.PARAMS: (stage_spec.param_count(cfg.in_channels, cfg.num_classes, **ov)
                    if cfg.mode == Mode.TRAIN or not cfg.stage else None),
         R.VOXELS_PER_STEP: cfg.batch * sum(prod(s) for s in shapes.values()),
+        R.LABELLED_VOXELS_PER_STEP: cfg.batch * spec.labelled_voxels(cfg.size, cfg.stage, **cfg.overrides_dict),
     }
 
 
@@ -101,7 +103,8 @@ def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
         return rec
     times = meas.pop("times_s")
     rec.update(meas)
-    rec.update(timing.summarize(times, rec[R.VOXELS_PER_STEP], cfg.batch, rec.get(R.FLOPS_PER_STEP),
+    rec.update(timing.summarize(times, rec[R.LABELLED_VOXELS_PER_STEP], rec[R.VOXELS_PER_STEP], cfg.batch,
+                                rec.get(R.FLOPS_PER_STEP),
                                 timing.peak_flops(rec.get(R.DEVICE_NAME), cfg.precision)))
     rec[R.STATUS] = R.OK
     if cfg.dice:

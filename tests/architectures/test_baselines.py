@@ -83,7 +83,15 @@ def test_nnunet_deep_supervision_option():
     assert [o.shape[-1] for o in out] == [32, 16, 8]
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+#: measured over 20 s of CPU time each in this test (nnU-Net's 6-stage networks at 64^3)
+HEAVY = {"nnunet", "nnunet_resenc"}
+
+
+def _marked(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in names]
+
+
+@pytest.mark.parametrize("name", _marked(sorted(SMALL)))
 def test_output_shape_and_training_step(name):
     s = SMALL[name]
     spec = architectures.spec(name)
@@ -101,7 +109,7 @@ def test_output_shape_and_training_step(name):
     assert infer.step().shape == (1, 3, s, s, s)
 
 
-@pytest.mark.parametrize("name", ["unet3d", "vnet", "nnunet"])
+@pytest.mark.parametrize("name", _marked(["unet3d", "vnet", "nnunet"]))
 def test_deterministic_under_a_seed(name):
     s = SMALL[name]
     a = StepRunner(architectures.spec(name), {}, (s, s, s), 1, seed=3).step()

@@ -21,7 +21,9 @@ def _cases():
         spec = architectures.spec(name)
         for stage in spec.train_stages():
             label = f"{name}-{stage.name}" if stage.name else name
-            yield pytest.param(stage.spec, stage.overrides, spec.cpu_sizes[0], id=label)
+            # nnU-Net's networks (64^3 to 128^3 on the CPU): over 20 s of CPU time per training step test
+            slow = [pytest.mark.slow] if name.startswith("nnunet") else []
+            yield pytest.param(stage.spec, stage.overrides, spec.cpu_sizes[0], id=label, marks=slow)
 
 
 @pytest.mark.parametrize(("spec", "overrides", "size"), list(_cases()))

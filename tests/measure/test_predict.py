@@ -77,3 +77,12 @@ def test_paper_size_meunet_prediction_is_fast_and_allocates_nothing_real():
 def test_whole_volume_inference_prediction():
     pred = predict(architectures.spec("unet"), {}, (1072, 480, 480), 1, "infer", "fp16", with_memtracker=False)
     assert pred["pred_peak_allocated_bytes"] > 2**30
+
+
+def test_an_empty_memtracker_figure_says_why():
+    from bench.measure.predict import memtracker_peak
+
+    peak, note = memtracker_peak(architectures.spec("meunet"), {}, (32,) * 3, 1, "train", "fp32", False)
+    assert peak is None and note.startswith("MemTracker cannot track this step") and "multiple" in note
+    peak, note = memtracker_peak(architectures.spec("unet"), {}, (32,) * 3, 1, "train", "fp32", False)
+    assert peak > 0 and note is None

@@ -4,25 +4,32 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import architectures
 from bench.cli import app
-from bench.results import fit, paper, report
+from bench.results import fit, paper, report, stages
 from bench.sweep import store
 
 GiB = 2**30
 runner = CliRunner()
 
 
-def rec(arch, size, batch, status="ok", backend="cuda", mode="train", alloc=None, pred=None, dice=None, t=None):
-    vox = batch * size**3
-    r = {"key": f"{arch}-{size}-{batch}-{backend}-{mode}", "arch": arch, "stage": "", "mode": mode, "backend": backend,
-         "precision": "fp16", "size": f"{size}x{size}x{size}", "batch": batch, "options": "{}", "status": status,
-         "voxels_per_step": vox, "pred_peak_allocated_bytes": pred, "pred_peak_reserved_bytes": pred and pred + GiB // 4}
+def rec(arch, size, batch, status="ok", backend="cuda", mode="train", alloc=None, pred=None, dice=None, t=None,
+        stage="", expanded=None, live=None):
+    """A record as the worker writes it (meU-net-like when ``expanded`` gives the expanded edge)."""
+    labelled = batch * size**3
+    vox = labelled + (batch * expanded**3 if expanded else 0)
+    r = {"key": f"{arch}-{stage}-{size}-{batch}-{backend}-{mode}", "arch": arch, "stage": stage, "mode": mode,
+         "backend": backend, "precision": "fp16", "size": f"{size}x{size}x{size}", "batch": batch, "options": "{}",
+         "status": status, "patch": f"{size}^3" + (f" -> {expanded}^3" if expanded else ""),
+         "voxels_per_step": vox, "labelled_voxels_per_step": labelled,
+         "pred_peak_allocated_bytes": pred, "pred_peak_reserved_bytes": pred and pred + GiB // 4}
+    timing = dict(step_time_median_s=t, step_time_iqr_s=t and t / 10, repeats=5, throughput_voxels_per_s=t and labelled / t,
+                  throughput_input_voxels_per_s=t and vox / t)
     if status == "ok" and backend == "cuda":
         r.update(peak_allocated_bytes=alloc, peak_reserved_bytes=alloc + GiB // 2, nvml_peak_bytes=alloc + GiB,
-                 step_time_median_s=t, throughput_voxels_per_s=vox / t, memtracker_peak_bytes=int(alloc * 0.9))
+                 memtracker_peak_bytes=int(alloc * 0.9), **timing)
     if status == "ok" and backend == "cpu":
-        r.update(cpu_live_peak_bytes=alloc, pred_peak_live_bytes=pred, step_time_median_s=t,
-                 throughput_voxels_per_s=vox / t)
+        r.update(cpu_live_peak_bytes=alloc, pred_peak_live_bytes=live or pred, **timing)
     if dice is not None:
         r.update(dice_status="ok", dice_mid_gut=dice, dice_hind_gut=dice - 0.1, dice_mean_fg=dice - 0.05,
                  threshold_dice_mean_fg=0.1)
@@ -36,11 +43,14 @@ def results(tmp_path):
     rows = [
         rec("unet", 128, 2, alloc=4 * GiB, pred=int(4.2 * GiB), t=0.5, dice=0.9),
         rec("unet", 160, 4, alloc=10 * GiB, pred=10 * GiB, t=1.5),
-        rec("meunet", 128, 2, alloc=2 * GiB, pred=int(1.9 * GiB), t=0.8, dice=0.92),
-        rec("meunet", 160, 4, alloc=6 * GiB, pred=6 * GiB, t=2.0),
+        rec("meunet", 128, 2, alloc=2 * GiB, pred=int(1.9 * GiB), t=0.8, dice=0.92, expanded=192),
+        rec("meunet", 160, 4, alloc=6 * GiB, pred=6 * GiB, t=2.0, expanded=240),
         rec("unet", 240, 4, status="oom", pred=30 * GiB),
         rec("vnet", 128, 2, status="error"),
-        rec("unet", 32, 1, backend="cpu", alloc=100 * 2**20, pred=101 * 2**20, t=0.3),
+        rec("unet", 32, 1, backend="cpu", alloc=100 * 2**20, pred=120 * 2**20, live=101 * 2**20, t=0.3),
+        # nnU-Net's cascade: a small first stage and a large second one (what the equal-memory table once missed)
+        rec("nnunet_cascade", 128, 2, stage="3d_lowres", alloc=5 * GiB, pred=5 * GiB, t=1.0),
+        rec("nnunet_cascade", 128, 2, stage="3d_cascade_fullres", alloc=30 * GiB, pred=30 * GiB, t=3.0),
     ]
     for r in rows:
         store.append(tmp_path, r)
@@ -62,13 +72,99 @@ def test_tables_hold_the_fixture_numbers(results):
     assert dict(zip(eq["arch"], eq["size"])) == {"unet": "128x128x128", "meunet": "160x160x160"}
 
 
+def test_prediction_error_of_a_cpu_row_is_computed_from_columns_the_report_shows(results):
+    table = report.summary(report.load(results))
+    cpu = table[table["backend"] == "cpu"].iloc[0]
+    shown = (cpu["predicted_live_gib"] - cpu["cpu_live_peak_gib"]) / cpu["cpu_live_peak_gib"]
+    assert cpu["prediction_error"] == pytest.approx(shown)
+    # not from the CUDA prediction shown in the same row (120 MiB against 100 MiB would be +20 %)
+    assert cpu["predicted_allocated_gib"] == pytest.approx(120 / 1024)
+
+
+def test_a_cascade_is_judged_by_its_largest_stage_everywhere(results):
+    df = report.load(results)
+    whole = stages.whole_runs(df[df["arch"] == "nnunet_cascade"])
+    assert len(whole) == 1 and whole.iloc[0]["largest_stage"] == "3d_cascade_fullres"
+    assert whole.iloc[0]["peak_reserved_bytes"] == 30 * GiB + GiB // 2
+    assert whole.iloc[0]["step_time_median_s"] == pytest.approx(4.0)  # both stages train, one after the other
+    # its small first stage (5.5 GiB) must not make the cascade "fit" 16 GB: only 40 GB holds it
+    eq = report.equal_memory(df[df["backend"] == "cuda"], budgets_gb=[16, 40])
+    fits = eq[eq["arch"] == "nnunet_cascade"]
+    assert fits["budget_gb"].tolist() == [40]
+    assert fits.iloc[0]["memory_gib"] == pytest.approx(30.5)
+    # a run missing a stage is not a result
+    part = stages.whole_runs(df[(df["arch"] == "nnunet_cascade") & (df["stage"] == "3d_lowres")])
+    assert part.iloc[0]["status"] == stages.INCOMPLETE and "3d_cascade_fullres" in part.iloc[0]["error"]
+
+
+def test_fit_judges_a_cascade_by_its_largest_stage(monkeypatch):
+    """bench fit's prediction of a cascade goes through the same rule (stages.combine) as the tables."""
+    import bench.results.fit as fitmod
+
+    peaks = {"nnunet_cascade.3d_lowres": 10, "nnunet_cascade.3d_cascade_fullres": 80}
+    folded = []
+
+    class Trace:
+        def __init__(self, name):
+            self.name, self.marks = name, {"measured": 0}
+
+    class Alloc:
+        def __init__(self, n):
+            self.peak_reserved = self.peak_allocated = n
+
+    monkeypatch.setattr(fitmod, "trace", lambda sp, *a: (Trace(sp.name), None, None))
+    monkeypatch.setattr(fitmod, "replay", lambda tracker, host, start: Alloc(peaks[tracker.name]))
+    monkeypatch.setattr(fitmod, "combine", lambda values: folded.append(list(values)) or stages.combine(folded[-1]))
+    assert fitmod.predicted_peak(architectures.spec("nnunet_cascade"), {}, "train", "fp16")((128,) * 3, 2) == 80
+    assert folded == [[10, 80]]
+
+
+def test_throughput_counts_labelled_voxels_not_both_meunet_patches(results):
+    table = report.summary(report.load(results))
+    me = table[(table["arch"] == "meunet") & (table["size"] == "160x160x160")].iloc[0]
+    assert me["voxels_per_s"] == pytest.approx(4 * 160**3 / 2.0)  # the standard patch, what U-net also segments
+    assert me["input_voxels_per_s"] == pytest.approx(4 * (160**3 + 240**3) / 2.0)
+    assert me["patch"] == "160^3 -> 240^3"
+
+
+def test_the_worker_defines_throughput_on_the_standard_patch():
+    from bench.measure import timing
+    from bench.sweep.config import RunConfig
+    from bench.sweep.worker import spec_columns
+
+    cols = spec_columns(RunConfig("meunet", (32, 32, 32), 2, backend="predict"))
+    assert cols["labelled_voxels_per_step"] == 2 * 32**3
+    assert cols["voxels_per_step"] == 2 * (32**3 + 48**3)
+    assert cols["patch"] == "32^3 -> 48^3"
+    rates = timing.summarize([1.0, 1.0, 1.0], cols["labelled_voxels_per_step"], cols["voxels_per_step"], 2, None, None)
+    assert rates["throughput_voxels_per_s"] == 2 * 32**3 and rates["throughput_input_voxels_per_s"] == 2 * (32**3 + 48**3)
+
+
+def test_old_records_read_with_the_new_throughput():
+    old = pd.DataFrame([{"arch": "meunet", "stage": "", "mode": "train", "backend": "cpu", "size": "32x32x32", "batch": 2,
+                         "options": "{}", "status": "ok", "input_shape": "32x32x32", "voxels_per_step": 2 * (32**3 + 48**3),
+                         "step_time_median_s": 2.0, "throughput_voxels_per_s": (32**3 + 48**3)}])
+    new = report.upgrade(old).iloc[0]
+    assert new["throughput_voxels_per_s"] == 32**3 and new["throughput_input_voxels_per_s"] == 32**3 + 48**3
+    assert new["patch"] == "32^3 -> 48^3"
+
+
 def test_report_and_plots_are_written(results, tmp_path):
     dest = tmp_path / "out"
     res = runner.invoke(app, ["report", "--out", str(results), "--to", str(dest)])
     assert res.exit_code == 0, res.output
     md = (dest / "report.md").read_text()
     assert "oom" in md and "error" in md and "CPU figures are not GPU figures" in md
-    assert pd.read_csv(dest / "report_train.csv")["arch"].tolist().count("unet") == 4
+    assert "(9 records;" in md and "## What the memory columns mean" in md
+    for column in ("measured_allocated_gib", "measured_reserved_gib", "measured_device_gib", "predicted_reserved_gib",
+                   "cpu_live_peak_gib"):
+        assert f"**{column}**" in md or f"**{column} " in md or f"{column}**" in md, column
+    train = pd.read_csv(dest / "report_train.csv")
+    # a CPU time is never shown without its spread, the stage is named on every cascade row
+    cols = list(train.columns)
+    assert cols.index("step_time_iqr_s") == cols.index("step_time_s") + 1
+    assert set(train[train["arch"] == "nnunet_cascade"]["stage"]) == {"3d_lowres", "3d_cascade_fullres"}
+    assert train["arch"].tolist().count("unet") == 4
     for name in ("memory_vs_voxels_train_cuda", "throughput_vs_batch_train_cuda", "dice_vs_memory_train_cuda",
                  "predicted_vs_measured_train_cuda", "largest_patch_train_cuda", "memory_vs_voxels_train_cpu"):
         for fmt in ("png", "svg"):
@@ -112,8 +208,80 @@ def test_paper_rows_and_ratios(monkeypatch):
     df = paper.table(jobs=1)  # the patched prediction lives in this process
     assert len(df) == len(paper.ROWS) and set(df["table"]) == {"1", "2", "3", "4"}
     t1 = df[df["table"] == "1"].set_index("configuration")
-    assert t1.loc["meU-net, 160^3 b4", "paper_ratio"] == pytest.approx(6.0 / 10.5)
+    assert t1.loc["meU-net, 112^3 -> 160^3 b4", "paper_ratio"] == pytest.approx(6.0 / 10.5)
     unet = 4 * 160**3 * 1000
-    assert t1.loc["meU-net, 160^3 b4", "predicted_ratio"] == pytest.approx(unet / unet)
+    assert t1.loc["meU-net, 112^3 -> 160^3 b4", "predicted_ratio"] == pytest.approx(unet / unet)
+    # the rounded k is said where the row is shown
+    assert "k = 1.43" in t1.loc["meU-net, 112^3 -> 160^3 b4", "note"]
     t3 = df[df["table"] == "3"].set_index("configuration")
     assert t3.iloc[0]["predicted_reserved_gib"] == pytest.approx(544 * 1000 * 544**2 / GiB)  # the larger stage
+
+
+def test_every_paper_label_names_the_patches_it_runs():
+    """A row's label names each trained patch as the spec makes it (meU-net: standard -> expanded)."""
+    for row in paper.ROWS:
+        for part in row.parts:
+            for cfg in paper.part_configs(part, "predict"):
+                patch = architectures.spec(cfg.arch).patch_label(cfg.size, "train", cfg.stage, **cfg.overrides_dict)
+                if cfg.stage and part.stage == "":  # a whole cascade: its stage-1 patches are in the label too
+                    assert patch in row.label, (row.label, cfg.stage, patch)
+                assert paper.patch_label(part) in row.label, (row.label, paper.patch_label(part))
+
+
+def test_paper_console_table_shows_the_notes(monkeypatch, tmp_path):
+    monkeypatch.setattr(paper, "predict_part", lambda part, figure: part.batch * part.size[0] ** 3 * 1000)
+    res = runner.invoke(app, ["paper", "--out", str(tmp_path)], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "note" in res.output and "padded to" in res.output and "k = 1.43" in res.output
+
+
+def test_fit_explains_a_blank_and_prints_whole_numbers(monkeypatch, tmp_path):
+    # 1000 bytes per voxel: within 100 MB unet fits 32^3 at batch 2; nnunet_cascade's smallest (128^3) does not
+    mem = lambda size, batch: 1000 * batch * size[0] * size[1] * size[2]  # noqa: E731
+    r = fit.fit("nnunet_cascade", 100_000_000, batch=2, memory=mem)
+    assert r.edge is None and "no cube: the smallest allowed, 128x128x128 b2, needs 3.91 GiB" in r.row()["note"]
+    monkeypatch.setattr(fit, "predicted_peak", lambda *a, **k: mem)
+    res = runner.invoke(app, ["fit", "--arch", "unet", "--arch", "nnunet_cascade", "--budget", "100MB", "--batch", "2",
+                              "--overhead", "0", "--out", str(tmp_path)], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "160.0" not in res.output and ".0 " not in res.output
+    table = pd.read_csv(tmp_path / "fit.csv")
+    unet = table[table["arch"] == "unet"].iloc[0]
+    assert unet["largest_cube"] == 32 and unet["cube_patch"] == "32^3"
+    assert "no cube" in table[table["arch"] == "nnunet_cascade"].iloc[0]["note"]
+    assert "| 32 |" in (tmp_path / "fit.md").read_text()
+
+
+def test_plots_read_at_a_glance(results, tmp_path, monkeypatch):
+    """Legend outside the data, one colour and marker per architecture, log axes said, a cascade one
+    point (its largest stage), batches as integer ticks, the CPU plot on the CPU's own memory."""
+    from bench.results import plots
+
+    assert len(set(plots.palette().values())) == len(plots.palette()) == len(architectures.names())
+    assert len(set(plots.markers().values())) == len(architectures.names())
+    figures = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, reports, name: figures.setdefault(name, fig) and [])
+    plots.plot_all(report.load(results), tmp_path)
+    for name, fig in figures.items():
+        ax = fig.axes[0]
+        legend = ax.get_legend()
+        if legend is not None:  # outside the axes, to their right
+            fig.canvas.draw()
+            assert legend.get_window_extent().x0 >= ax.get_window_extent().x1, name
+        for axis, scale in (("x", ax.get_xscale()), ("y", ax.get_yscale())):
+            if scale == "log":
+                assert "log scale" in getattr(ax, f"get_{axis}label")(), name
+    mem = figures["memory_vs_voxels_train_cuda"].axes[0]
+    cascade = [c for c in mem.containers if c.get_label() == "nnunet_cascade"]  # errorbar containers, one per line
+    assert len(cascade) == 1 and list(cascade[0].lines[0].get_ydata()) == [pytest.approx(30.5)]  # its largest stage
+    assert "not GPU memory" in figures["memory_vs_voxels_train_cpu"].axes[0].get_ylabel()
+    ticks = figures["throughput_vs_batch_train_cuda"].axes[0].get_xticks()
+    assert all(float(t).is_integer() for t in ticks)
+    texts = [t.get_text() for t in figures["dice_vs_memory_train_cuda"].axes[0].texts]
+    assert "128^3 -> 192^3 b2" in texts and "128^3 b2" in texts  # its points are labelled
+
+
+def test_one_record_is_one_record(results, tmp_path):
+    df = report.load(results)
+    md, *_ = report.write(df[df["arch"] == "vnet"], tmp_path)
+    assert md.read_text().startswith("# segmem report (1 record; backends: cuda)")
