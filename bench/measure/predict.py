@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from architectures import ArchSpec, Shape
 
 from .. import record as R
-from .allocator import CachingAllocatorModel
+from .allocator import AllocatorSettings, CachingAllocatorModel
 from .autocast import EmulatedCudaAutocast
 from .step import DTYPES, StepRunner
 from .tracker import CATEGORIES, AllocationTracker
@@ -102,9 +102,14 @@ def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int,
     return tracker, host, runner
 
 
-def replay(tracker: AllocationTracker, exclude: set[int], reset_at: int) -> CachingAllocatorModel:
-    """Replay the tracked events through the allocator model, resetting peaks at ``reset_at``."""
-    model = CachingAllocatorModel()
+def replay(tracker: AllocationTracker, exclude: set[int], reset_at: int, settings: AllocatorSettings | None = None,
+           capacity: int | None = None) -> CachingAllocatorModel:
+    """Replay the tracked events through the allocator model, resetting peaks at ``reset_at``.
+
+    ``settings``: the allocator options (default: ``PYTORCH_CUDA_ALLOC_CONF`` of this process);
+    ``capacity``: the device's bytes (None: unlimited), past which the model frees its cache and
+    retries, then raises :class:`bench.measure.allocator.AllocatorOOM`."""
+    model = CachingAllocatorModel(settings if settings is not None else AllocatorSettings.from_env(), capacity)
     for i, e in enumerate(tracker.events):
         if i == reset_at:
             model.reset_peak()
@@ -155,12 +160,14 @@ def count_flops(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch
 
 
 def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
-            precision: str = "fp32", channels_last: bool = False, with_memtracker: bool = True) -> dict[str, Any]:
-    """The prediction record fields for one configuration (see the module docstring)."""
+            precision: str = "fp32", channels_last: bool = False, with_memtracker: bool = True,
+            settings: AllocatorSettings | None = None, capacity: int | None = None) -> dict[str, Any]:
+    """The prediction record fields for one configuration (see the module docstring); ``settings``
+    and ``capacity`` as for :func:`replay`."""
     t0 = time.perf_counter()
     tracker, host, _ = trace(spec, overrides, size, batch, mode, precision, channels_last)
     start = tracker.marks["measured"]
-    alloc = replay(tracker, host, start)
+    alloc = replay(tracker, host, start, settings, capacity)
     live_peak, at = tracker.live_peak(start, host)
     rec: dict[str, Any] = {
         R.PRED_ALLOCATED: alloc.peak_allocated,
