@@ -231,6 +231,82 @@ def _print_comparison(result, tolerance: float) -> None:
         console.print(f"[green]no memory regression[/] (tolerance {tolerance:.2%})")
 
 
+def _alloc_settings(conf: str | None):
+    """``--alloc-conf`` (PYTORCH_CUDA_ALLOC_CONF syntax), else the environment's, as allocator settings."""
+    from .measure.allocator import AllocatorSettings
+
+    return _validated(AllocatorSettings.parse, conf) if conf is not None else AllocatorSettings.from_env()
+
+
+def _load_trace(path: Path, device: int):
+    """A snapshot pickle or an ``.events.csv`` file as a trace, or one clear line."""
+    from .measure import traces
+
+    if not path.exists():
+        fail(f"no such file: {path}")
+    try:
+        if path.name.endswith(".events.csv"):
+            return traces.read_events(path)
+        return traces.snapshot_trace(traces.load_snapshot(path), device)
+    except ValueError as exc:  # SnapshotError included
+        fail(str(exc))
+
+
+@app.command()
+def replay(
+    snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle (or a .events.csv fixture)")],
+    device: Annotated[int, typer.Option(help="which device's trace")] = 0,
+    gpu_memory: Annotated[str | None, typer.Option(help="the device's capacity (e.g. 80GB), for the model's "
+                                                        "free-and-retry")] = None,
+) -> None:
+    """Your own snapshot's real peak allocated / reserved / fragmentation beside the allocator model's on
+    the same events, and under expandable_segments. Read safely: no class is loaded from the pickle."""
+    from .measure import traces
+
+    capacity = _validated(parse_bytes, gpu_memory) if gpu_memory is not None else None
+    trace = _load_trace(snapshot, device)
+    if not any(e.action == traces.ALLOC for e in trace.events):
+        fail(f"{snapshot}: the trace holds no allocation to replay")
+    rows = traces.compare_rows(trace, capacity)
+    real = rows[0]
+    table = Table(title=f"{escape(snapshot.name)}: {sum(e.action == traces.ALLOC for e in trace.events):,} allocations"
+                        f"{'' if trace.whole_run else ' (starts mid-run)'}; settings: {trace.settings.conf() or 'default'}")
+    for col in ("", "peak allocated", "peak reserved", "reserved vs real", "fragmentation at peak", "segments at end"):
+        table.add_column(col)
+    for r in rows:
+        frag = "-" if r["fragmentation"] is None else f"{r['fragmentation']:.1%}"
+        err = "" if r is real else f"{r['peak_reserved'] / real['peak_reserved'] - 1:+.2%}" if real["peak_reserved"] else "-"
+        table.add_row(escape(r["source"]), f"{r['peak_allocated'] / 2**20:,.1f} MiB", f"{r['peak_reserved'] / 2**20:,.1f} MiB",
+                      err, frag, "-" if r["segments"] is None else str(r["segments"]))
+    console.print(table)
+    if not trace.whole_run:
+        console.print("[yellow]The trace starts mid-run: the blocks live at its start are allocated first in the model "
+                      "(in address order), which the real allocator may have laid out differently.[/]")
+
+
+@app.command("trace2events")
+def trace2events(
+    snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle")],
+    dest: Annotated[Path, typer.Argument(help="the event file to write (NAME.events.csv)")],
+    source: Annotated[str, typer.Option(help="where the snapshot comes from (URL)")] = "",
+    commit: Annotated[str, typer.Option(help="the source repository's commit")] = "",
+    license_: Annotated[str, typer.Option("--license", help="the source's licence")] = "",
+    device: Annotated[int, typer.Option(help="which device's trace")] = 0,
+) -> None:
+    """Convert a snapshot into a small event file (a test fixture: tests replay every one in tests/fixtures/traces)."""
+    from .measure import traces
+
+    if not dest.name.endswith(".events.csv"):
+        fail(f"the event file's name must end in .events.csv; got {dest.name}")
+    if not snapshot.exists():
+        fail(f"no such file: {snapshot}")
+    try:
+        trace = traces.convert(snapshot, dest, {"source": source, "commit": commit, "license": license_}, device)
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"{len(trace.events):,} events written to {escape(str(dest))}", highlight=False)
+
+
 @app.command("compare")
 def compare_(
     baseline: Annotated[Path, typer.Option(help="baseline CSV")] = BASELINE,

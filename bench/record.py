@@ -147,6 +147,9 @@ FLOPS_PER_STEP = _col("flops_per_step", "int", "FLOP", G, "torch.utils.flop_coun
 MEMTRACKER_PEAK = _col("memtracker_peak_bytes", "int", "bytes", G,
                        "torch's MemTracker on the same traced step (empty where it cannot track a step)")
 MEMTRACKER_TIME = _col("memtracker_time_s", "float", "s", G, "time MemTracker took")
+SNAPSHOT_PATH = _col("snapshot_path", "str", "", G, "the predicted step's PyTorch memory snapshot pickle "
+                     "(bench run --snapshot DIR; its timeline plot beside it as .png)")
+SNAPSHOT_TIME = _col("snapshot_time_s", "float", "s", G, "time writing the snapshot and its plot took")
 
 # ----- Dice ---------------------------------------------------------------------------------------
 G = "Dice"

@@ -45,7 +45,9 @@ LARGE_BUFFER = 20 << 20  # 20 MiB
 ROUND_LARGE = 2 << 20  # 2 MiB
 MiB = 1 << 20
 #: the virtual size of an expandable segment (PyTorch reserves the device's whole memory)
-EXPANDABLE_SPAN = 1 << 50
+EXPANDABLE_SPAN = 1 << 38
+#: device addresses the model gives its segments (for snapshots): a base, one span apart
+ADDRESS_BASE = 0x7F00_0000_0000
 
 
 def round_size(nbytes: int) -> int:
@@ -182,6 +184,16 @@ class CachingAllocatorModel:
     _pools: dict[PoolKey, list[tuple[tuple[int, int, int], Block]]] = field(default_factory=dict)
     _calls: dict[PoolKey, int] = field(default_factory=dict)  # get_free_block calls per pool (GC ages)
     _handles: dict[int, tuple[Block, PoolKey]] = field(default_factory=dict)
+    #: when a list: PyTorch's device-trace entries (``action, addr, size, stream``) are appended to it
+    trace: list[dict] | None = None
+    requested: dict[int, int] = field(default_factory=dict)  # handle -> requested bytes (for snapshots)
+
+    def address(self, block: Block) -> int:
+        return ADDRESS_BASE + block.segment * EXPANDABLE_SPAN + block.offset
+
+    def _record(self, action: str, addr: int, size: int, stream: int) -> None:
+        if self.trace is not None:
+            self.trace.append({"action": action, "addr": addr, "size": size, "stream": stream})
 
     @property
     def segments(self) -> int:
@@ -245,6 +257,7 @@ class CachingAllocatorModel:
         self._segments[self.segments_created] = Segment(pk[0], pk[1], False, seg, block)
         self.segments_created += 1
         self._reserve(seg)
+        self._record("segment_alloc", self.address(block), seg, pk[1])
         return block
 
     def _release_block(self, pk: PoolKey, block: Block) -> None:
@@ -252,6 +265,7 @@ class CachingAllocatorModel:
         self._remove(pk, block)
         seg = self._segments.pop(block.segment)
         self.reserved -= seg.reserved
+        self._record("segment_free", self.address(block), seg.reserved, pk[1])
 
     def _release_available(self, pk: PoolKey, size: int) -> bool:
         """``release_available_cached_blocks``: with max_split_size, free oversize cached segments."""
@@ -352,6 +366,7 @@ class CachingAllocatorModel:
         block.mapped = True
         self._segments[block.segment].reserved += size
         self._reserve(size)
+        self._record("segment_map", self.address(block), size, pk[1])
         self._merge(pk, block, block.prev)
         self._merge(pk, block, block.next)
         return block
@@ -374,6 +389,7 @@ class CachingAllocatorModel:
         mid.mapped = False
         self._segments[mid.segment].reserved -= mid.size
         self.reserved -= mid.size
+        self._record("segment_unmap", self.address(mid), mid.size, pk[1])
         self._merge(pk, mid, mid.prev)
         self._merge(pk, mid, mid.next)
 
@@ -422,6 +438,7 @@ class CachingAllocatorModel:
                 block = self._alloc_block(pk, size)
             if block is None:
                 self.num_ooms += 1
+                self._record("oom", 0, size, stream)
                 raise AllocatorOOM(f"out of memory: tried to allocate {size / MiB:.2f} MiB with {self.reserved / MiB:.2f} "
                                    f"MiB reserved of {(self.capacity or 0) / MiB:.2f} MiB")
         remaining = block.size - size
@@ -432,9 +449,16 @@ class CachingAllocatorModel:
         self._handles[handle] = (block, pk)
         self.allocated += block.size
         self.peak_allocated = max(self.peak_allocated, self.allocated)
+        if self.trace is not None:
+            self.requested[handle] = nbytes
+            self._record("alloc", self.address(block), nbytes, stream)
 
     def free(self, handle: int) -> None:
         block, pk = self._handles.pop(handle)
+        if self.trace is not None:
+            n = self.requested.pop(handle, block.size)
+            self._record("free_requested", self.address(block), n, pk[1])
+            self._record("free_completed", self.address(block), n, pk[1])
         self.allocated -= block.size
         block.free = True
         self._merge(pk, block, block.prev)
@@ -445,6 +469,21 @@ class CachingAllocatorModel:
         """As ``torch.cuda.reset_peak_memory_stats``: peaks restart from the current values."""
         self.peak_allocated = self.allocated
         self.peak_reserved = self.reserved
+
+    def segment_blocks(self) -> list[tuple[Segment, list[Block]]]:
+        """Each current segment with its blocks in address order (a snapshot's ``segments``)."""
+        out = []
+        for seg in self._segments.values():
+            blocks, b = [], seg.head
+            while b is not None:
+                blocks.append(b)
+                b = b.next
+            out.append((seg, blocks))
+        return out
+
+    def handle_of(self) -> dict[int, int]:
+        """id(block) -> handle of every allocated block."""
+        return {id(b): h for h, (b, _) in self._handles.items()}
 
     def segment_sizes(self) -> list[int]:
         """Reserved bytes of each current segment (as the snapshot's ``total_size``), largest first."""

@@ -23,17 +23,20 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.module_tracker import ModuleTracker
 
 from architectures import ArchSpec, Shape
 
 from .. import record as R
 from .allocator import AllocatorSettings, CachingAllocatorModel
 from .autocast import EmulatedCudaAutocast
+from .snapshot import deepest, timeline_plot, write
 from .step import DTYPES, StepRunner
 from .tracker import CATEGORIES, AllocationTracker
 
@@ -78,11 +81,16 @@ def _runner(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
 
 
 def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
-          precision: str = "fp32", channels_last: bool = False) -> tuple[AllocationTracker, set[int], StepRunner]:
+          precision: str = "fp32", channels_last: bool = False,
+          modules: bool = False) -> tuple[AllocationTracker, set[int], StepRunner]:
     """Trace build + warm-up + measured step on fake tensors; returns the tracker (mark ``measured``
-    where the measured step starts), the host-resident storages to leave out, and the runner."""
+    where the measured step starts), the host-resident storages to leave out, and the runner.
+    ``modules``: also name the module that made each storage (``tracker.modules``, for snapshots)."""
     tracker = AllocationTracker()
-    with fake_step(precision, tracker) as emul:
+    names = ModuleTracker() if modules else contextlib.nullcontext()
+    if modules:
+        tracker.where = lambda: deepest(names.parents)
+    with fake_step(precision, tracker) as emul, names:
         runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul)
 
         def phase(name: str) -> None:
@@ -161,11 +169,13 @@ def count_flops(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch
 
 def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
             precision: str = "fp32", channels_last: bool = False, with_memtracker: bool = True,
-            settings: AllocatorSettings | None = None, capacity: int | None = None) -> dict[str, Any]:
+            settings: AllocatorSettings | None = None, capacity: int | None = None,
+            snapshot_to: Path | None = None, label: str = "") -> dict[str, Any]:
     """The prediction record fields for one configuration (see the module docstring); ``settings``
-    and ``capacity`` as for :func:`replay`."""
+    and ``capacity`` as for :func:`replay`. ``snapshot_to``: also write the step as a PyTorch memory
+    snapshot (``<snapshot_to>.pickle``) and its timeline (``<snapshot_to>.png``), titled ``label``."""
     t0 = time.perf_counter()
-    tracker, host, _ = trace(spec, overrides, size, batch, mode, precision, channels_last)
+    tracker, host, _ = trace(spec, overrides, size, batch, mode, precision, channels_last, snapshot_to is not None)
     start = tracker.marks["measured"]
     alloc = replay(tracker, host, start, settings, capacity)
     live_peak, at = tracker.live_peak(start, host)
@@ -179,6 +189,14 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
     for cat, n in tracker.breakdown_at(at, host).items():
         rec[R.pred_category(cat)] = n
     rec[R.PRED_TIME] = time.perf_counter() - t0
+    if snapshot_to is not None:
+        t1 = time.perf_counter()
+        settings = settings if settings is not None else AllocatorSettings.from_env()
+        snap = timeline_plot(tracker, host, start, snapshot_to.with_suffix(".png"), label or snapshot_to.name,
+                             settings, capacity)
+        write(snap, snapshot_to.with_suffix(".pickle"))
+        rec[R.SNAPSHOT_PATH] = str(snapshot_to.with_suffix(".pickle"))
+        rec[R.SNAPSHOT_TIME] = time.perf_counter() - t1
     if with_memtracker:
         t1 = time.perf_counter()
         rec[R.MEMTRACKER_PEAK] = memtracker_peak(spec, overrides, size, batch, mode, precision, channels_last)
