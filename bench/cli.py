@@ -5,6 +5,7 @@ reading results :mod:`bench.results`. Option vocabularies come from :mod:`bench.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -92,6 +93,10 @@ def run(
     train_iterations: Annotated[int | None, typer.Option(help="Dice training budget per stage in iterations")] = None,
     weighting: Annotated[Weighting, typer.Option(help="sliding-window vote: centre (paper), gaussian (nnU-Net), "
                                                       "uniform")] = Weighting.CENTRE,
+    snapshot: Annotated[Path | None, typer.Option(help="write each configuration's predicted step as a PyTorch memory "
+                                                       "snapshot (NAME.predicted.pickle, for pytorch.org/memory_viz) "
+                                                       "and its timeline (.png) into this folder; on CUDA also the "
+                                                       "recorded one (NAME.cuda.pickle)")] = None,
 ) -> None:
     """Sweep sizes x batches x modes x precisions for architectures; one isolated process per run."""
     from .sweep import executor
@@ -109,6 +114,8 @@ def run(
         check_writable(out)
     except OSError as exc:
         fail(str(exc))
+    if snapshot is not None:
+        configs = [dataclasses.replace(c, snapshot_dir=str(_writable_dir(snapshot))) for c in configs]
     if dice_opts is not None and timeout == DEFAULT_TIMEOUT:
         timeout = _dice_timeout(configs, be)
     if be is Backend.CPU:
@@ -137,6 +144,19 @@ def run(
     failures = sum(counts.get(s, 0) for s in R.FAILED)
     if failures:
         fail(f"{failures} configuration(s) failed (error or timeout); see their rows' error column", code=1)
+
+
+def _writable_dir(folder: Path) -> Path:
+    """``folder``, created, or one clear line when files cannot be written there."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        fail(f"cannot write into {folder}: {exc.strerror or exc}")
+    return folder.resolve()
 
 
 def _dice_options(data: str, minutes: float | None, iterations: int | None, weighting: Weighting) -> dict:

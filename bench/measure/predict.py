@@ -173,7 +173,7 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
             snapshot_to: Path | None = None, label: str = "") -> dict[str, Any]:
     """The prediction record fields for one configuration (see the module docstring); ``settings``
     and ``capacity`` as for :func:`replay`. ``snapshot_to``: also write the step as a PyTorch memory
-    snapshot (``<snapshot_to>.pickle``) and its timeline (``<snapshot_to>.png``), titled ``label``."""
+    snapshot (``<snapshot_to>.pickle``, the path a stem) and its timeline (``<snapshot_to>.png``), titled ``label``."""
     t0 = time.perf_counter()
     tracker, host, _ = trace(spec, overrides, size, batch, mode, precision, channels_last, snapshot_to is not None)
     start = tracker.marks["measured"]
@@ -192,10 +192,10 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
     if snapshot_to is not None:
         t1 = time.perf_counter()
         settings = settings if settings is not None else AllocatorSettings.from_env()
-        snap = timeline_plot(tracker, host, start, snapshot_to.with_suffix(".png"), label or snapshot_to.name,
-                             settings, capacity)
-        write(snap, snapshot_to.with_suffix(".pickle"))
-        rec[R.SNAPSHOT_PATH] = str(snapshot_to.with_suffix(".pickle"))
+        stem = str(snapshot_to)
+        snap = timeline_plot(tracker, host, start, Path(stem + ".png"), label or snapshot_to.name, settings, capacity)
+        write(snap, Path(stem + ".pickle"))
+        rec[R.SNAPSHOT_PATH] = stem + ".pickle"
         rec[R.SNAPSHOT_TIME] = time.perf_counter() - t1
     if with_memtracker:
         t1 = time.perf_counter()

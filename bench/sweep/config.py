@@ -37,6 +37,9 @@ class RunConfig:
     train_minutes: float | None = None
     train_iterations: int | None = None
     weighting: str = Weighting.CENTRE.value
+    cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark on the CUDA backend
+    #: where to write the step's memory snapshots (prediction, and on CUDA the recorded one); not in the key
+    snapshot_dir: str = field(default="", compare=False)
 
     DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting")
 
@@ -52,6 +55,9 @@ class RunConfig:
     def key(self) -> str:
         d = asdict(self)
         d.pop("repeats")
+        d.pop("snapshot_dir")
+        if not self.cudnn_benchmark:  # keys from before the option existed stay
+            d.pop("cudnn_benchmark")
         # keys are frozen: the backend was called "device" when the first records were written
         d["device"] = d.pop("backend")
         if not self.dice:  # memory-only runs keep the keys they had before Dice existed
@@ -88,5 +94,12 @@ class RunConfig:
         stage = f"[{self.stage}]" if self.stage else ""
         opts = ",".join(f"{k}={v}" for k, v in self.overrides)
         dice = f" +dice({self.data})" if self.dice else ""
+        bench = " cudnn.benchmark" if self.cudnn_benchmark else ""
         return (f"{self.arch}{stage} {self.mode} {format_size(self.size)} b{self.batch} "
-                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{dice}")
+                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{bench}{dice}")
+
+    def slug(self) -> str:
+        """A file name for this configuration's artefacts (snapshots): readable, and unique by the key."""
+        stage = f"-{self.stage}" if self.stage else ""
+        return (f"{self.arch}{stage}-{self.mode}-{format_size(self.size)}-b{self.batch}-{self.precision}"
+                f"{'-cudnnbench' if self.cudnn_benchmark else ''}-{self.key()[:8]}")
