@@ -126,7 +126,8 @@ def timeline_plot(tracker: AllocationTracker, exclude: set[int], start: int, des
     if alloc:
         ax.plot([xs[peak_i]], [alloc[peak_i] / gib], "v", color="black", ms=9)
         peak = alloc[peak_i]
-        ax.annotate(f"peak {peak / gib:.2f} GiB" if peak >= gib else f"peak {peak / 2**20:.1f} MiB", (xs[peak_i], alloc[peak_i] / gib),
+        text = f"peak {peak / gib:.2f} GiB" if peak >= gib else f"peak {peak / 2**20:.1f} MiB"
+        ax.annotate(text, (xs[peak_i], peak / gib),
                     xytext=(5, 8), textcoords="offset points")
     lines = [f"{n / 2**20:8.1f} MiB  {tracker.modules.get(sid) or '<no module>'} "
              f"({tracker.categories.get(sid, '?')})" for sid, n in biggest]
