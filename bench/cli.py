@@ -327,6 +327,55 @@ def trace2events(
     console.print(f"{len(trace.events):,} events written to {escape(str(dest))}", highlight=False)
 
 
+@app.command()
+def validate(
+    arch: Annotated[list[str] | None, typer.Option("--arch", "-a", help="narrow the grid to these architectures "
+                                                                         "[default: all]")] = None,
+    out: Annotated[Path, typer.Option(help="where the CSV and Markdown summary go")] = Path("reports/validation"),
+    fixtures: Annotated[Path, typer.Option(help="where the recorded snapshots become event-file fixtures")] = Path(
+        "tests/fixtures/traces/validation"),
+    timeout: Annotated[float, typer.Option(help="seconds per configuration")] = DEFAULT_TIMEOUT,
+) -> None:
+    """Measure the fixed grid on this CUDA GPU beside its prediction (every architecture, two sizes, train/infer,
+    fp32/AMP, cudnn.benchmark off/on), a memory snapshot each; exit 1 when the median error of peak allocated
+    exceeds 2% or any exceeds 5%. Interrupted: run it again, measured configurations are kept."""
+    import torch
+
+    from .results import validate as V
+    from .sweep import executor, store
+    from .sweep.expand import resolve_backend
+    from .version import code_version
+
+    _validated(resolve_backend, Backend.CUDA)
+    configs = _validated(V.grid, arch)
+    name = V.report_name(torch.cuda.get_device_name(0), torch.__version__)
+    runs = out / name
+    try:
+        store.check_writable(runs)
+    except OSError as exc:
+        fail(str(exc))
+    snaps = _writable_dir(runs / "snapshots")
+    configs = [dataclasses.replace(c, snapshot_dir=str(snaps)) for c in configs]
+    with bar(len(configs), "validating") as b:
+        executor.run_sweep(configs, runs, timeout, False, True, executor.LocalExecutor(),
+                           on_start=lambda cfg: b.start(cfg.label()),
+                           on_done=lambda cfg, rec: (b.print(summary_line(cfg.label(), rec), markup=True), b.advance()),
+                           on_skip=lambda cfg, why: b.advance())
+    keys = {c.key() for c in configs}
+    records = store.load(runs)
+    df = V.table(records[records[R.KEY].isin(keys)].drop_duplicates(R.KEY, keep="last"))
+    csv, md = V.write(df, out, name)
+    made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {torch.cuda.get_device_name(0)}",
+                                                "commit": code_version(), "license": "segmem's own recording"})
+    passed, med, worst = V.verdict(df["allocated_error"])
+    console.print(f"{escape(str(csv))}, {escape(str(md))}; {len(made)} fixture(s) in {escape(str(fixtures / name))}",
+                  highlight=False)
+    if not passed:
+        fail(f"validation failed: median |error| of peak allocated {med:.2%} (limit {V.MEDIAN_LIMIT:.0%}), "
+             f"max {worst:.2%} (limit {V.MAX_LIMIT:.0%})", code=1)
+    console.print(f"[green]validation passed[/]: median |error| {med:.2%}, max {worst:.2%}")
+
+
 @app.command("compare")
 def compare_(
     baseline: Annotated[Path, typer.Option(help="baseline CSV")] = BASELINE,

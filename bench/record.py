@@ -67,6 +67,8 @@ BACKEND = _col("backend", "str", "", G, "cuda or cpu (measured, and predicted), 
 PRECISION = _col("precision", "str", "", G, "fp32, or autocast bf16 / fp16 (fp16 with a grad scaler)")
 BATCH = _col("batch", "int", "samples", G, "samples per step")
 SIZE = _col("size", "str", "voxels", G, "the run's size DxHxW; what it names is in size_meaning")
+CUDNN_BENCHMARK = _col("cudnn_benchmark", "bool", "", G, "torch.backends.cudnn.benchmark on the CUDA backend "
+                       "(bench validate runs both)")
 OPTIONS = _col("options", "json", "", G, "architecture overrides (`--set`), as a JSON object")
 CHANNELS_LAST = _col("channels_last", "bool", "", G, "model and images in channels_last_3d")
 DICE = _col("dice", "bool", "", G, "a Dice run: the network was also trained and scored")
@@ -225,7 +227,8 @@ def config_columns(cfg: RunConfig) -> dict[str, Any]:
     return {
         KEY: cfg.key(), ARCH: cfg.arch, STAGE: cfg.stage, MODE: cfg.mode, BACKEND: cfg.backend,
         PRECISION: cfg.precision, BATCH: cfg.batch, SIZE: format_size(cfg.size), OPTIONS: cfg.options_json(),
-        CHANNELS_LAST: cfg.channels_last, DICE: cfg.dice, DATA: cfg.data if cfg.dice else None,
+        CHANNELS_LAST: cfg.channels_last, CUDNN_BENCHMARK: cfg.cudnn_benchmark, DICE: cfg.dice,
+        DATA: cfg.data if cfg.dice else None,
         TRAIN_BUDGET: cfg.train_budget() if cfg.dice else None,
         INFER_WEIGHTING: cfg.weighting if cfg.dice else None,
     }
