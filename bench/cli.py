@@ -343,10 +343,11 @@ def validate(
 
     from .results import validate as V
     from .sweep import executor, store
-    from .sweep.expand import resolve_backend
     from .version import code_version
 
-    _validated(resolve_backend, Backend.CUDA)
+    if not torch.cuda.is_available():
+        fail("bench validate measures on a CUDA GPU and this machine has none (bench run --backend predict "
+             "predicts without one)")
     configs = _validated(V.grid, arch)
     name = V.report_name(torch.cuda.get_device_name(0), torch.__version__)
     runs = out / name

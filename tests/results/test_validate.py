@@ -64,3 +64,11 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     for f in made:  # each recorded snapshot replays to its own recorded peak
         trace = traces.read_events(f)
         assert traces.model_peaks(trace).reserved == int(trace.header["real_peak_reserved"])
+
+
+def test_bench_validate_bad_input(monkeypatch):
+    res = CliRunner().invoke(app, ["validate"])
+    assert res.exit_code == 2 and "measures on a CUDA GPU" in res.output
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    res = CliRunner().invoke(app, ["validate", "--arch", "nope"])
+    assert res.exit_code == 2 and "nope" in res.output
