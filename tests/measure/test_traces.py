@@ -133,3 +133,17 @@ def test_bench_replay_and_trace2events(snap_file, tmp_path):
     assert res.exit_code == 0 and "+0.00%" in res.output
     res = runner.invoke(app, ["trace2events", str(snap_file), str(tmp_path / "x.csv")])
     assert res.exit_code == 2 and ".events.csv" in res.output
+
+
+def test_prediction_replay_follows_pytorch_cuda_alloc_conf(monkeypatch):
+    from bench.measure.predict import replay
+
+    t = synthetic_tracker()
+    default = replay(t, set(), 0)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True,roundup_power2_divisions:4")
+    with pytest.warns(UserWarning, match="roundup_power2_divisions.*not modelled"):
+        expandable = replay(t, set(), 0)
+    assert expandable.settings.expandable_segments and not default.settings.expandable_segments
+    assert expandable.peak_reserved < default.peak_reserved and expandable.segments == 2  # large + small pool
+    with pytest.raises(MemoryError, match="out of memory"):
+        replay(t, set(), 0, AllocatorSettings(), capacity=100 * MiB)  # 102 MiB live at once
