@@ -145,6 +145,7 @@ class Block:
     next: Block | None = None
     mapped: bool = True
     gc_base: int = 0
+    pooled: bool = False  # in its pool's free list
 
     def key(self) -> tuple[int, int, int]:
         return (self.size, self.segment, self.offset)
@@ -210,6 +211,7 @@ class CachingAllocatorModel:
 
     def _insert(self, pk: PoolKey, block: Block) -> None:
         block.gc_base = self._calls.get(pk, 0)
+        block.pooled = True
         bisect.insort(self._pool(pk), (block.key(), block), key=lambda kv: kv[0])
 
     def _remove(self, pk: PoolKey, block: Block) -> None:
@@ -217,6 +219,7 @@ class CachingAllocatorModel:
         i = bisect.bisect_left(pool, block.key(), key=lambda kv: kv[0])
         assert pool[i][1] is block
         pool.pop(i)
+        block.pooled = False
 
     def _expandable_size(self, b: Block) -> int:
         nxt = b.next
@@ -237,7 +240,9 @@ class CachingAllocatorModel:
             bsize = pool[i][1].size
             if (size < msplit and bsize >= msplit) or (size >= msplit and bsize >= size + LARGE_BUFFER):
                 return None
-        return pool.pop(i)[1]
+        block = pool.pop(i)[1]
+        block.pooled = False
+        return block
 
     # ----- reserving and releasing device memory --------------------------------------------------
     def _fits(self, nbytes: int) -> bool:
@@ -333,7 +338,7 @@ class CachingAllocatorModel:
         """Fold free neighbour ``nb`` (same mapped state) into ``block``."""
         if nb is None or not nb.free or nb.mapped != block.mapped:
             return
-        if nb.mapped:
+        if nb.pooled:
             self._remove(pk, nb)
         if nb is block.prev:
             block.offset, block.prev = nb.offset, nb.prev
@@ -407,16 +412,16 @@ class CachingAllocatorModel:
                     break
             c = c.next
         assert c is not None, "an expandable segment always ends in unmapped space"
-        cand, pooled = start, start.mapped
+        cand = start
         while not cand.mapped or cand.size < size:
             target = cand if not cand.mapped else cand.next
             got = self._map(pk, target, size - (cand.size if cand.mapped else 0))
             if got is None:
-                if cand.mapped and not pooled:
+                if cand.mapped and not cand.pooled:
                     self._insert(pk, cand)
                 return None
-            cand, pooled = got, False
-        if pooled:
+            cand = got
+        if cand.pooled:
             self._remove(pk, cand)
         return cand
 

@@ -165,3 +165,39 @@ def test_expandable_segments_small_pool_pages_and_streams():
     a.malloc(0, 1000)  # small pool: a 2 MiB page
     a.malloc(1, 1000, stream=1)  # another stream: its own segment
     assert (a.reserved, a.segments) == (4 * MiB, 2)
+
+
+@pytest.mark.parametrize("settings", [AllocatorSettings(True), AllocatorSettings(False, 64 * MiB),
+                                      AllocatorSettings(False, None, 0.5), AllocatorSettings(True, 64 * MiB, 0.7)],
+                         ids=["expandable", "max_split", "gc", "all"])
+def test_random_sequences_keep_the_books_straight(settings):
+    """Random mallocs/frees on two streams, capacities, empty_cache: reserved is what the segments hold,
+    allocated what their used blocks hold, every free mapped block is in a pool, capacity is never
+    passed, and after freeing everything empty_cache gives all memory back."""
+    import random
+
+    rng = random.Random(1)
+    for trial in range(15):
+        a = CachingAllocatorModel(settings, rng.choice([None, 300 * MiB, 1024 * MiB]))
+        live = []
+        for i in range(200):
+            if live and rng.random() < 0.45:
+                a.free(live.pop(rng.randrange(len(live))))
+            else:
+                size = rng.randint(1, rng.choice([4096, 2 * MiB, 30 * MiB, 120 * MiB]))
+                try:
+                    a.malloc(i, size, stream=rng.choice([0, 0, 1]))
+                    live.append(i)
+                except AllocatorOOM:
+                    assert a.capacity is not None
+            if rng.random() < 0.02:
+                a.empty_cache()
+            blocks = [b for _, bl in a.segment_blocks() for b in bl]
+            assert sum(b.size for b in blocks if b.mapped) == a.reserved
+            assert sum(b.size for b in blocks if not b.free) == a.allocated <= a.reserved
+            assert sum(len(p) for p in a._pools.values()) == sum(b.free and b.mapped for b in blocks)
+            assert a.capacity is None or a.reserved <= a.capacity
+        for h in live:
+            a.free(h)
+        a.empty_cache()
+        assert (a.allocated, a.reserved, a.segments) == (0, 0, 0)
