@@ -177,7 +177,7 @@ def test_random_sequences_keep_the_books_straight(settings):
     import random
 
     rng = random.Random(1)
-    for trial in range(15):
+    for _ in range(15):
         a = CachingAllocatorModel(settings, rng.choice([None, 300 * MiB, 1024 * MiB]))
         live = []
         for i in range(200):
