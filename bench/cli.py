@@ -5,6 +5,7 @@ reading results :mod:`bench.results`. Option vocabularies come from :mod:`bench.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from enum import StrEnum
@@ -161,6 +162,10 @@ def run(
                                                   "sliding_window_inference (needs the monai extra)")] = Inferer.SEGMEM,
     in_channels: InChannels = None,
     classes: Classes = None,
+    snapshot: Annotated[Path | None, typer.Option(help="write each configuration's predicted step as a PyTorch memory "
+                                                       "snapshot (NAME.predicted.pickle, for pytorch.org/memory_viz) "
+                                                       "and its timeline (.png) into this folder; on CUDA also the "
+                                                       "recorded one (NAME.cuda.pickle)")] = None,
 ) -> None:
     """Sweep sizes x batches x modes x precisions for architectures (meunet unless --arch names others);
     one isolated process per run."""
@@ -189,6 +194,8 @@ def run(
         check_writable(out)
     except OSError as exc:
         fail(str(exc))
+    if snapshot is not None:
+        configs = [dataclasses.replace(c, snapshot_dir=str(_writable_dir(snapshot))) for c in configs]
     if dice_opts is not None and timeout == DEFAULT_TIMEOUT:
         timeout = _dice_timeout(configs)
     budget = _gpu_budget(gpu_memory, be, executor_kind, no_skip, detect_gpu_memory)
@@ -294,6 +301,19 @@ def _divisor_notes(configs) -> None:
         note = architectures.spec(name).divisor_note(**dict(ov))
         if note:
             console.print(f"[yellow]{escape(note)}[/]", highlight=False)
+
+
+def _writable_dir(folder: Path) -> Path:
+    """``folder``, created, or one clear line when files cannot be written there."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        fail(f"cannot write into {folder}: {exc.strerror or exc}")
+    return folder.resolve()
 
 
 def _dice_options(data: str, minutes: float | None, iterations: int | None, weighting: Weighting, seed: int,
@@ -430,6 +450,132 @@ def _print_comparison(result, tolerance: float) -> None:
         console.print("[red]memory regression[/]: if intended, run `bench baseline --update` and commit the diff")
     else:
         console.print(f"[green]no memory regression[/] (tolerance {tolerance:.2%})")
+
+
+def _alloc_settings(conf: str | None):
+    """``--alloc-conf`` (PYTORCH_CUDA_ALLOC_CONF syntax), else the environment's, as allocator settings."""
+    from .measure.allocator import AllocatorSettings
+
+    return _validated(AllocatorSettings.parse, conf) if conf is not None else AllocatorSettings.from_env()
+
+
+def _load_trace(path: Path, device: int):
+    """A snapshot pickle or an ``.events.csv`` file as a trace, or one clear line."""
+    from .measure import traces
+
+    if not path.exists():
+        fail(f"no such file: {path}")
+    try:
+        if path.name.endswith(".events.csv"):
+            return traces.read_events(path)
+        return traces.snapshot_trace(traces.load_snapshot(path), device)
+    except ValueError as exc:  # SnapshotError included
+        fail(str(exc))
+
+
+@app.command()
+def replay(
+    snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle (or a .events.csv fixture)")],
+    device: Annotated[int, typer.Option(help="which device's trace")] = 0,
+    gpu_memory: Annotated[str | None, typer.Option(help="the device's capacity (e.g. 80GB), for the model's "
+                                                        "free-and-retry")] = None,
+) -> None:
+    """Your own snapshot's real peak allocated / reserved / fragmentation beside the allocator model's on
+    the same events, and under expandable_segments. Read safely: no class is loaded from the pickle."""
+    from .measure import traces
+
+    capacity = _validated(parse_bytes, gpu_memory) if gpu_memory is not None else None
+    trace = _load_trace(snapshot, device)
+    if not any(e.action == traces.ALLOC for e in trace.events):
+        fail(f"{snapshot}: the trace holds no allocation to replay")
+    rows = traces.compare_rows(trace, capacity)
+    real = rows[0]
+    table = Table(title=f"{escape(snapshot.name)}: {sum(e.action == traces.ALLOC for e in trace.events):,} allocations"
+                        f"{'' if trace.whole_run else ' (starts mid-run)'}; settings: {trace.settings.conf() or 'default'}")
+    for col in ("", "peak allocated", "peak reserved", "reserved vs real", "fragmentation at peak", "segments at end"):
+        table.add_column(col)
+    for r in rows:
+        frag = "-" if r["fragmentation"] is None else f"{r['fragmentation']:.1%}"
+        err = "" if r is real else f"{r['peak_reserved'] / real['peak_reserved'] - 1:+.2%}" if real["peak_reserved"] else "-"
+        table.add_row(escape(r["source"]), f"{r['peak_allocated'] / 2**20:,.1f} MiB", f"{r['peak_reserved'] / 2**20:,.1f} MiB",
+                      err, frag, "-" if r["segments"] is None else str(r["segments"]))
+    console.print(table)
+    if not trace.whole_run:
+        console.print("[yellow]The trace starts mid-run: the blocks live at its start are allocated first in the model "
+                      "(in address order), which the real allocator may have laid out differently.[/]")
+
+
+@app.command("trace2events")
+def trace2events(
+    snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle")],
+    dest: Annotated[Path, typer.Argument(help="the event file to write (NAME.events.csv)")],
+    source: Annotated[str, typer.Option(help="where the snapshot comes from (URL)")] = "",
+    commit: Annotated[str, typer.Option(help="the source repository's commit")] = "",
+    license_: Annotated[str, typer.Option("--license", help="the source's licence")] = "",
+    device: Annotated[int, typer.Option(help="which device's trace")] = 0,
+) -> None:
+    """Convert a snapshot into a small event file (a test fixture: tests replay every one in tests/fixtures/traces)."""
+    from .measure import traces
+
+    if not dest.name.endswith(".events.csv"):
+        fail(f"the event file's name must end in .events.csv; got {dest.name}")
+    if not snapshot.exists():
+        fail(f"no such file: {snapshot}")
+    try:
+        trace = traces.convert(snapshot, dest, {"source": source, "commit": commit, "license": license_}, device)
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"{len(trace.events):,} events written to {escape(str(dest))}", highlight=False)
+
+
+@app.command()
+def validate(
+    arch: Annotated[list[str] | None, typer.Option("--arch", "-a", help="narrow the grid to these architectures "
+                                                                         "[default: all]")] = None,
+    out: Annotated[Path, typer.Option(help="where the CSV and Markdown summary go")] = Path("reports/validation"),
+    fixtures: Annotated[Path, typer.Option(help="where the recorded snapshots become event-file fixtures")] = Path(
+        "tests/fixtures/traces/validation"),
+    timeout: Annotated[float, typer.Option(help="seconds per configuration")] = DEFAULT_TIMEOUT,
+) -> None:
+    """Measure the fixed grid on this CUDA GPU beside its prediction (every architecture, two sizes, train/infer,
+    fp32/AMP, cudnn.benchmark off/on), a memory snapshot each; exit 1 when the median error of peak allocated
+    exceeds 2% or any exceeds 5%. Interrupted: run it again, measured configurations are kept."""
+    import torch
+
+    from .results import validate as V
+    from .sweep import executor, store
+    from .version import code_version
+
+    if not torch.cuda.is_available():
+        fail("bench validate measures on a CUDA GPU and this machine has none (bench run --backend predict "
+             "predicts without one)")
+    configs = _validated(V.grid, arch)
+    name = V.report_name(torch.cuda.get_device_name(0), torch.__version__)
+    runs = out / name
+    try:
+        store.check_writable(runs)
+    except OSError as exc:
+        fail(str(exc))
+    snaps = _writable_dir(runs / "snapshots")
+    configs = [dataclasses.replace(c, snapshot_dir=str(snaps)) for c in configs]
+    with bar(len(configs), "validating") as b:
+        executor.run_sweep(configs, runs, timeout, False, True, executor.LocalExecutor(),
+                           on_start=lambda cfg: b.start(cfg.label()),
+                           on_done=lambda cfg, rec: (b.print(summary_line(cfg.label(), rec), markup=True), b.advance()),
+                           on_skip=lambda cfg, why: b.advance())
+    keys = {c.key() for c in configs}
+    records = store.load(runs)
+    df = V.table(records[records[R.KEY].isin(keys)].drop_duplicates(R.KEY, keep="last"))
+    csv, md = V.write(df, out, name)
+    made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {torch.cuda.get_device_name(0)}",
+                                                "commit": code_version(), "license": "segmem's own recording"})
+    passed, med, worst = V.verdict(df["allocated_error"])
+    console.print(f"{escape(str(csv))}, {escape(str(md))}; {len(made)} fixture(s) in {escape(str(fixtures / name))}",
+                  highlight=False)
+    if not passed:
+        fail(f"validation failed: median |error| of peak allocated {med:.2%} (limit {V.MEDIAN_LIMIT:.0%}), "
+             f"max {worst:.2%} (limit {V.MAX_LIMIT:.0%})", code=1)
+    console.print(f"[green]validation passed[/]: median |error| {med:.2%}, max {worst:.2%}")
 
 
 @app.command("compare")

@@ -67,6 +67,8 @@ BACKEND = _col("backend", "str", "", G, "cuda or cpu (measured, and predicted), 
 PRECISION = _col("precision", "str", "", G, "fp32, or autocast bf16 / fp16 (fp16 with a grad scaler)")
 BATCH = _col("batch", "int", "samples", G, "samples per step")
 SIZE = _col("size", "str", "voxels", G, "the run's size DxHxW; what it names is in size_meaning")
+CUDNN_BENCHMARK = _col("cudnn_benchmark", "bool", "", G, "torch.backends.cudnn.benchmark on the CUDA backend "
+                       "(bench validate runs both)")
 OPTIONS = _col("options", "json", "", G, "architecture overrides (`--set`), as a JSON object")
 IN_CHANNELS = _col("in_channels", "int", "channels", G, "input channels of the network (`--in-channels`; 1 by default)")
 NUM_CLASSES = _col("num_classes", "int", "classes", G, "output classes of the network (`--classes`; 3 by default)")
@@ -174,6 +176,9 @@ MEMTRACKER_PEAK = _col("memtracker_peak_bytes", "int", "bytes", G,
                        "torch's MemTracker on the same traced step (empty where it cannot track a step)")
 MEMTRACKER_NOTE = _col("memtracker_note", "str", "", G, "why memtracker_peak_bytes is empty")
 MEMTRACKER_TIME = _col("memtracker_time_s", "float", "s", G, "time MemTracker took")
+SNAPSHOT_PATH = _col("snapshot_path", "str", "", G, "the predicted step's PyTorch memory snapshot pickle "
+                     "(bench run --snapshot DIR; its timeline plot beside it as .png)")
+SNAPSHOT_TIME = _col("snapshot_time_s", "float", "s", G, "time writing the snapshot and its plot took")
 
 # ----- Dice ---------------------------------------------------------------------------------------
 G = "Dice"
@@ -256,7 +261,8 @@ def config_columns(cfg: RunConfig) -> dict[str, Any]:
         KEY: cfg.key(), ARCH: cfg.arch, STAGE: cfg.stage, MODE: cfg.mode, BACKEND: cfg.backend,
         PRECISION: cfg.precision, BATCH: cfg.batch, SIZE: format_size(cfg.size), OPTIONS: cfg.options_json(),
         IN_CHANNELS: cfg.in_channels, NUM_CLASSES: cfg.num_classes,
-        CHANNELS_LAST: cfg.channels_last, DICE: cfg.dice, DATA: cfg.data if cfg.dice else None,
+        CHANNELS_LAST: cfg.channels_last, CUDNN_BENCHMARK: cfg.cudnn_benchmark, DICE: cfg.dice,
+        DATA: cfg.data if cfg.dice else None,
         TRAIN_BUDGET: cfg.train_budget() if cfg.dice else None,
         INFER_WEIGHTING: cfg.weighting if cfg.dice else None, SEED: cfg.seed if cfg.dice else None,
         INFERER: cfg.inferer if cfg.dice else None,

@@ -123,6 +123,21 @@ class FakeCuda:
     def nvml_processes(self, handle: Any) -> list[types.SimpleNamespace]:
         return [types.SimpleNamespace(pid=os.getpid(), usedGpuMemory=CONTEXT_BYTES + self.memory_reserved())]
 
+    # ----- memory history: PyTorch's snapshot format, built from the tracked events ------------------
+    def record_memory_history(self, enabled: Any = "all", *args: Any, **kwargs: Any) -> None:
+        self.recording = enabled is not None
+
+    def snapshot(self, device: Any = None) -> dict:
+        """``torch.cuda.memory._snapshot()``: the tracked events through the allocator model (the
+        settings of this process's ``PYTORCH_CUDA_ALLOC_CONF``), segments and device trace."""
+        from bench.measure import snapshot
+        from bench.measure.allocator import AllocatorSettings
+
+        data = snapshot.build(self.tracker, settings=AllocatorSettings.from_env(), label="fake cuda")
+        if not getattr(self, "recording", False):
+            data["device_traces"] = [[]]
+        return data
+
     def patches(self) -> list[tuple[Any, str, Any]]:
         noop = lambda *a, **k: None  # noqa: E731
         return [
@@ -135,6 +150,8 @@ class FakeCuda:
             (torch.cuda, "max_memory_reserved", self.max_memory_reserved),
             (torch.cuda, "memory_reserved", self.memory_reserved),
             (torch.cuda, "mem_get_info", self.mem_get_info), (torch.cuda, "Event", FakeEvent),
+            (torch.cuda.memory, "_record_memory_history", self.record_memory_history),
+            (torch.cuda.memory, "_snapshot", self.snapshot),
             (torch.backends.cudnn, "version", lambda: 91002),
             (pynvml, "nvmlInit", noop), (pynvml, "nvmlDeviceGetHandleByIndex", lambda i: ("gpu", i)),
             (pynvml, "nvmlDeviceGetComputeRunningProcesses", self.nvml_processes),

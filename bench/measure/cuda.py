@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import os
+import pickle
 import threading
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,13 +75,19 @@ class NvmlSampler:
             self.peak = max(self.peak, v)
 
 
-def measure(runner_factory, repeats: int, cudnn_benchmark: bool = False) -> tuple[dict[str, Any], StepRunner]:
+def measure(runner_factory, repeats: int, cudnn_benchmark: bool = False,
+            snapshot_to: Path | None = None) -> tuple[dict[str, Any], StepRunner]:
+    """The CUDA columns and times of one configuration; ``snapshot_to``: also record the allocator's
+    history from before the model exists to the end of the measured step, and write its
+    ``torch.cuda.memory._snapshot()`` pickle there (a real trace: ``bench replay`` reads it)."""
     torch.backends.cudnn.benchmark = cudnn_benchmark
     torch.cuda.init()
     torch.empty(1, device="cuda")
     torch.cuda.synchronize()
     sampler = NvmlSampler(torch.cuda.current_device())
     context = sampler.read()
+    if snapshot_to is not None:
+        torch.cuda.memory._record_memory_history(max_entries=1_000_000)
     runner: StepRunner = runner_factory()
     runner.step()  # warm-up
     torch.cuda.synchronize()
@@ -87,6 +95,10 @@ def measure(runner_factory, repeats: int, cudnn_benchmark: bool = False) -> tupl
     with sampler:
         runner.step()
         torch.cuda.synchronize()
+    if snapshot_to is not None:
+        with open(snapshot_to, "wb") as f:
+            pickle.dump(torch.cuda.memory._snapshot(), f)
+        torch.cuda.memory._record_memory_history(enabled=None)
     rec: dict[str, Any] = {
         R.PEAK_ALLOCATED: torch.cuda.max_memory_allocated(),
         R.PEAK_RESERVED: torch.cuda.max_memory_reserved(),

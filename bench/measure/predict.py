@@ -23,17 +23,20 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.module_tracker import ModuleTracker
 
 from architectures import ArchSpec, Shape
 
 from .. import record as R
-from .allocator import CachingAllocatorModel
+from .allocator import AllocatorSettings, CachingAllocatorModel
 from .autocast import EmulatedCudaAutocast
+from .snapshot import deepest, timeline_plot, write
 from .step import DTYPES, StepRunner
 from .tracker import CATEGORIES, AllocationTracker
 
@@ -79,11 +82,15 @@ def _runner(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
 
 def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
           precision: str = "fp32", channels_last: bool = False, in_channels: int = 1,
-          num_classes: int = 3) -> tuple[AllocationTracker, set[int], StepRunner]:
+          num_classes: int = 3, modules: bool = False) -> tuple[AllocationTracker, set[int], StepRunner]:
     """Trace build + warm-up + measured step on fake tensors; returns the tracker (mark ``measured``
-    where the measured step starts), the host-resident storages to leave out, and the runner."""
+    where the measured step starts), the host-resident storages to leave out, and the runner.
+    ``modules``: also name the module that made each storage (``tracker.modules``, for snapshots)."""
     tracker = AllocationTracker()
-    with fake_step(precision, tracker) as emul:
+    names = ModuleTracker() if modules else contextlib.nullcontext()
+    if modules:
+        tracker.where = lambda: deepest(names.parents)
+    with fake_step(precision, tracker) as emul, names:
         runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul, in_channels, num_classes)
 
         def phase(name: str) -> None:
@@ -103,9 +110,14 @@ def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int,
     return tracker, host, runner
 
 
-def replay(tracker: AllocationTracker, exclude: set[int], reset_at: int) -> CachingAllocatorModel:
-    """Replay the tracked events through the allocator model, resetting peaks at ``reset_at``."""
-    model = CachingAllocatorModel()
+def replay(tracker: AllocationTracker, exclude: set[int], reset_at: int, settings: AllocatorSettings | None = None,
+           capacity: int | None = None) -> CachingAllocatorModel:
+    """Replay the tracked events through the allocator model, resetting peaks at ``reset_at``.
+
+    ``settings``: the allocator options (default: ``PYTORCH_CUDA_ALLOC_CONF`` of this process);
+    ``capacity``: the device's bytes (None: unlimited), past which the model frees its cache and
+    retries, then raises :class:`bench.measure.allocator.AllocatorOOM`."""
+    model = CachingAllocatorModel(settings if settings is not None else AllocatorSettings.from_env(), capacity)
     for i, e in enumerate(tracker.events):
         if i == reset_at:
             model.reset_peak()
@@ -160,13 +172,17 @@ def count_flops(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch
 
 def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
             precision: str = "fp32", channels_last: bool = False, with_memtracker: bool = True, in_channels: int = 1,
-            num_classes: int = 3) -> dict[str, Any]:
-    """The prediction record fields for one configuration (see the module docstring)."""
+            num_classes: int = 3, settings: AllocatorSettings | None = None, capacity: int | None = None,
+            snapshot_to: Path | None = None, label: str = "") -> dict[str, Any]:
+    """The prediction record fields for one configuration (see the module docstring); ``settings``
+    and ``capacity`` as for :func:`replay`. ``snapshot_to``: also write the step as a PyTorch memory
+    snapshot (``<snapshot_to>.pickle``, the path a stem) and its timeline (``<snapshot_to>.png``), titled ``label``."""
     t0 = time.perf_counter()
     shape = (in_channels, num_classes)
-    tracker, host, _ = trace(spec, overrides, size, batch, mode, precision, channels_last, *shape)
+    tracker, host, _ = trace(spec, overrides, size, batch, mode, precision, channels_last, *shape,
+                             modules=snapshot_to is not None)
     start = tracker.marks["measured"]
-    alloc = replay(tracker, host, start)
+    alloc = replay(tracker, host, start, settings, capacity)
     live_peak, at = tracker.live_peak(start, host)
     rec: dict[str, Any] = {
         R.PRED_ALLOCATED: alloc.peak_allocated,
@@ -178,6 +194,14 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
     for cat, n in tracker.breakdown_at(at, host).items():
         rec[R.pred_category(cat)] = n
     rec[R.PRED_TIME] = time.perf_counter() - t0
+    if snapshot_to is not None:
+        t1 = time.perf_counter()
+        settings = settings if settings is not None else AllocatorSettings.from_env()
+        stem = str(snapshot_to)
+        snap = timeline_plot(tracker, host, start, Path(stem + ".png"), label or snapshot_to.name, settings, capacity)
+        write(snap, Path(stem + ".pickle"))
+        rec[R.SNAPSHOT_PATH] = stem + ".pickle"
+        rec[R.SNAPSHOT_TIME] = time.perf_counter() - t1
     if with_memtracker:
         t1 = time.perf_counter()
         rec[R.MEMTRACKER_PEAK], note = memtracker_peak(spec, overrides, size, batch, mode, precision, channels_last,

@@ -16,7 +16,7 @@ parameters, gradients and optimizer state are assigned after the fact from the l
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -45,6 +45,9 @@ class AllocationTracker(TorchDispatchMode):
     _live: dict[int, tuple[int, weakref.ref]] = field(default_factory=dict)
     _next: int = 0
     marks: dict[str, int] = field(default_factory=dict)
+    #: when set, names the module running now; each storage's name is kept in ``modules`` (snapshots)
+    where: Callable[[], str] | None = None
+    modules: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -68,6 +71,8 @@ class AllocationTracker(TorchDispatchMode):
         nbytes = st.nbytes()
         self._live[key] = (sid, weakref.ref(st, self._freer(key, sid, nbytes)))
         self.events.append(Event(sid, nbytes, self.phase))
+        if self.where is not None:
+            self.modules[sid] = self.where()
         self.categories[sid] = "activation" if self.phase == "forward" else (
             "input" if self.phase == "setup" else "temporary")
 
@@ -130,8 +135,8 @@ class AllocationTracker(TorchDispatchMode):
                 peak, at = cur, i
         return peak, at
 
-    def breakdown_at(self, index: int, exclude: set[int] | None = None) -> dict[str, int]:
-        """Live bytes per category just after event ``index``."""
+    def live_at(self, index: int, exclude: set[int] | None = None) -> dict[int, int]:
+        """Bytes of each storage live just after event ``index``."""
         exclude = exclude or set()
         live: dict[int, int] = {}
         for e in self.events[: index + 1]:
@@ -141,7 +146,11 @@ class AllocationTracker(TorchDispatchMode):
                 live[e.sid] = e.nbytes
             else:
                 live.pop(e.sid, None)
+        return live
+
+    def breakdown_at(self, index: int, exclude: set[int] | None = None) -> dict[str, int]:
+        """Live bytes per category just after event ``index``."""
         out = dict.fromkeys(CATEGORIES, 0)
-        for sid, n in live.items():
+        for sid, n in self.live_at(index, exclude).items():
             out[self.categories.get(sid, "temporary")] += n
         return out

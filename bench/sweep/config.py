@@ -42,6 +42,9 @@ class RunConfig:
     in_channels: int = 1
     num_classes: int = 3
     inferer: str = Inferer.SEGMEM.value  # a Dice run's whole-volume sliding window
+    cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark on the CUDA backend
+    #: where to write the step's memory snapshots (prediction, and on CUDA the recorded one); not in the key
+    snapshot_dir: str = field(default="", compare=False)
 
     DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting", "seed", "inferer")
     #: fields added after records existed: left out of the key at these values, so that old keys stay valid
@@ -60,6 +63,9 @@ class RunConfig:
     def key(self) -> str:
         d = asdict(self)
         d.pop("repeats")
+        d.pop("snapshot_dir")
+        if not self.cudnn_benchmark:  # keys from before the option existed stay
+            d.pop("cudnn_benchmark")
         # keys are frozen: the backend was called "device" when the first records were written
         d["device"] = d.pop("backend")
         if not self.dice:  # memory-only runs keep the keys they had before Dice existed
@@ -102,9 +108,16 @@ class RunConfig:
         opts = ",".join(f"{k}={v}" for k, v in self.overrides)
         dice = f" +dice({self.data})" if self.dice else ""
         shape = "" if self.data_shape_is_default else f" {self.in_channels}ch {self.num_classes}cls"
+        bench = " cudnn.benchmark" if self.cudnn_benchmark else ""
         return (f"{self.arch}{stage} {self.mode} {patch or format_size(self.size)} b{self.batch}{shape} "
-                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{dice}")
+                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{bench}{dice}")
 
     @property
     def data_shape_is_default(self) -> bool:
         return (self.in_channels, self.num_classes) == (self.KEY_DEFAULTS["in_channels"], self.KEY_DEFAULTS["num_classes"])
+
+    def slug(self) -> str:
+        """A file name for this configuration's artefacts (snapshots): readable, and unique by the key."""
+        stage = f"-{self.stage}" if self.stage else ""
+        return (f"{self.arch}{stage}-{self.mode}-{format_size(self.size)}-b{self.batch}-{self.precision}"
+                f"{'-cudnnbench' if self.cudnn_benchmark else ''}-{self.key()[:8]}")

@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime
 from functools import partial
 from math import prod
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -79,8 +80,10 @@ def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
     rec[R.DEVICE_NAME] = {Backend.CUDA: None, Backend.CPU: "cpu",
                           Backend.PREDICT: "prediction (CUDA caching-allocator model)"}[backend]
     rec.update(env.capture(cuda=backend is Backend.CUDA))
+    snap = Path(cfg.snapshot_dir) / cfg.slug() if cfg.snapshot_dir else None
     rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last,
-                       with_memtracker=memtracker, in_channels=cfg.in_channels, num_classes=cfg.num_classes))
+                       with_memtracker=memtracker, in_channels=cfg.in_channels, num_classes=cfg.num_classes,
+                       snapshot_to=snap.with_name(snap.name + ".predicted") if snap else None, label=cfg.label()))
     if not backend.measures:
         rec[R.STATUS] = R.OK
         return rec
@@ -91,7 +94,8 @@ def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
             from ..measure import cuda
 
             rec[R.DEVICE_NAME] = torch.cuda.get_device_name(0)
-            meas, runner = cuda.measure(factory, cfg.repeats)
+            meas, runner = cuda.measure(factory, cfg.repeats, cfg.cudnn_benchmark,
+                                        snap.with_name(snap.name + ".cuda.pickle") if snap else None)
         else:
             from ..measure import cpu
 

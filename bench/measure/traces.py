@@ -1,0 +1,287 @@
+"""Real CUDA allocator traces: read a ``torch.cuda.memory._snapshot()`` pickle safely, turn its device
+trace into plain events (or a small event file), and replay them through the allocator model.
+
+A snapshot is plain dicts, lists, strings and numbers, while an arbitrary pickle is code execution:
+:func:`load_snapshot` uses an unpickler that loads no classes at all. Why replay: the snapshot's own
+events give the real peak allocated and reserved of a run; the same alloc/free sequence through
+:class:`bench.measure.allocator.CachingAllocatorModel` gives the model's, so a GPU user can check
+the model on their own runs (``bench replay``) and a trace becomes a test fixture (``bench trace2events``).
+
+Event files (``.events.csv``) hold one row per event: ``action,block,size,stream``, where ``block``
+numbers the addresses in order of appearance, ``live`` rows are the blocks already allocated when the
+trace starts (a trace that begins mid-run), and ``#``-lines on top hold the source, commit, licence,
+the reserved bytes at the start and the expected figures (``key: value``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .allocator import AllocatorOOM, AllocatorSettings, CachingAllocatorModel, round_size
+
+MiB = 1 << 20
+TOP_KEYS = {"segments", "device_traces", "allocator_settings", "external_annotations"}
+ENTRY_KEYS = {"action", "addr", "size", "stream", "frames", "time_us", "device_free", "compile_context",
+              "user_metadata", "device"}
+ALLOC, FREE, LIVE = "alloc", "free", "live"
+SEG_GROW = {"segment_alloc", "segment_map"}
+SEG_SHRINK = {"segment_free", "segment_unmap"}
+ACTIONS = {ALLOC, FREE, LIVE, "oom", *SEG_GROW, *SEG_SHRINK}
+#: trace actions without effect on the figures replayed
+SILENT = {"free_requested", "snapshot", "user_defined"}
+
+
+class SnapshotError(ValueError):
+    """The file is not a memory snapshot (or asks for code): its message is the one line to show."""
+
+
+class _NoClasses(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise SnapshotError(f"the pickle asks for the class {module}.{name}; refused (a memory snapshot holds only "
+                            "dicts, lists, strings and numbers, and loading classes could run code)")
+
+
+def load_snapshot(path: Path) -> dict:
+    """A ``torch.cuda.memory._snapshot()`` pickle, read without loading any class. Unknown keys (a newer
+    torch) are warned about and kept; anything that is not a snapshot raises :class:`SnapshotError`."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise SnapshotError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = _NoClasses(io.BytesIO(raw)).load()
+    except SnapshotError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a snapshot"
+        raise SnapshotError(f"{path} is not a pickle file ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("segments"), list):
+        raise SnapshotError(f"{path} is a pickle but not a PyTorch memory snapshot (no 'segments' list; "
+                            "make one with torch.cuda.memory._snapshot())")
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        warnings.warn(f"{path}: unknown snapshot keys {', '.join(map(str, unknown))} (newer torch?); ignored",
+                      stacklevel=2)
+    return data
+
+
+@dataclass
+class TraceEvent:
+    action: str  # alloc, free, live, segment_alloc/free/map/unmap, oom
+    block: int
+    size: int
+    stream: int = 0
+
+
+@dataclass
+class Trace:
+    """The events of one device, plus what was reserved when they start and the final segment count."""
+
+    events: list[TraceEvent]
+    initial_reserved: int = 0
+    final_segments: int | None = None
+    settings: AllocatorSettings = field(default_factory=AllocatorSettings)
+    header: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def whole_run(self) -> bool:
+        """True when the trace starts with nothing allocated or reserved (it covers the whole run)."""
+        return self.initial_reserved == 0 and not any(e.action == LIVE for e in self.events)
+
+
+def recorded_settings(data: dict) -> AllocatorSettings:
+    """The allocator options a snapshot records (``allocator_settings``, torch >= 2.5), else defaults."""
+    s = data.get("allocator_settings") or {}
+    msplit = s.get("max_split_size")
+    gc = s.get("garbage_collection_threshold") or 0.0
+    return AllocatorSettings(
+        expandable_segments=bool(s.get("expandable_segments", False)) or any(
+            seg.get("is_expandable") for seg in data["segments"]),
+        max_split_size=msplit if isinstance(msplit, int) and 0 < msplit < (1 << 60) else None,
+        garbage_collection_threshold=float(gc) if 0 < float(gc) < 1 else 0.0,
+    )
+
+
+def snapshot_trace(data: dict, device: int = 0) -> Trace:
+    """The device trace of a loaded snapshot as :class:`TraceEvent` s (addresses numbered as blocks).
+
+    Blocks freed in the trace but not allocated in it, and blocks active at the end that were not
+    allocated in it, were live when the trace started: they come first as ``live`` events."""
+    traces = data.get("device_traces") or []
+    if device >= len(traces) or not traces[device]:
+        raise SnapshotError(f"the snapshot has no trace for device {device} (record one with "
+                            "torch.cuda.memory._record_memory_history() before the run)")
+    ids: dict[int, int] = {}
+
+    def block(addr: int) -> int:
+        return ids.setdefault(addr, len(ids))
+
+    events: list[TraceEvent] = []
+    live: dict[int, int] = {}  # addr -> size, allocated in the trace
+    before: dict[int, TraceEvent] = {}  # live at the start
+    unknown: set[str] = set()
+    net_reserved = 0
+    for e in traces[device]:
+        unknown |= set(e) - ENTRY_KEYS
+        action, addr, size, stream = e.get("action"), e.get("addr", 0), int(e.get("size", 0)), int(e.get("stream", 0))
+        if action == "alloc":
+            live[addr] = size
+            events.append(TraceEvent(ALLOC, block(addr), size, stream))
+        elif action in ("free_completed", "free"):
+            if addr not in live:
+                before.setdefault(addr, TraceEvent(LIVE, block(addr), size, stream))
+            live.pop(addr, None)
+            events.append(TraceEvent(FREE, block(addr), size, stream))
+        elif action in SEG_GROW or action in SEG_SHRINK:
+            net_reserved += size if action in SEG_GROW else -size
+            events.append(TraceEvent(action, block(addr), size, stream))
+        elif action == "oom":
+            events.append(TraceEvent("oom", -1, size, stream))
+        elif action not in SILENT:
+            unknown.add(f"action {action}")
+    if unknown:
+        warnings.warn(f"unknown trace entries {', '.join(sorted(map(str, unknown)))} (newer torch?); ignored",
+                      stacklevel=2)
+    segs = [s for s in data["segments"] if s.get("device", device) == device]
+    for seg in segs:
+        for b in seg.get("blocks", []):
+            addr = b.get("address")
+            if b.get("state", "").startswith("active") and addr is not None and addr not in live and addr not in before:
+                before[addr] = TraceEvent(LIVE, block(addr), int(b.get("requested_size", b.get("size", 0))),
+                                          int(seg.get("stream", 0)))
+    final_reserved = sum(int(s.get("total_size", 0)) for s in segs)
+    start = sorted(before.values(), key=lambda ev: ev.block)
+    return Trace(start + events, max(0, final_reserved - net_reserved), len(segs), recorded_settings(data))
+
+
+# ----- event files --------------------------------------------------------------------------------
+def write_events(trace: Trace, path: Path, header: dict[str, Any]) -> None:
+    """The trace as a small CSV event file with ``header`` (source, commit, licence, expected figures)."""
+    with open(path, "w", newline="") as f:
+        head = {**header, "initial_reserved": trace.initial_reserved, "final_segments": trace.final_segments,
+                "alloc_conf": trace.settings.conf()}
+        for k, v in head.items():
+            f.write(f"# {k}: {v}\n")
+        w = csv.writer(f)
+        w.writerow(["action", "block", "size", "stream"])
+        w.writerows([e.action, e.block, e.size, e.stream] for e in trace.events)
+
+
+def read_events(path: Path) -> Trace:
+    """An event file written by :func:`write_events`; ValueError with the line at fault."""
+    header: dict[str, str] = {}
+    rows: list[str] = []
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("#"):
+            k, _, v = line[1:].partition(":")
+            header[k.strip()] = v.strip()
+        elif line.strip():
+            rows.append(line)
+    events = []
+    for i, r in enumerate(csv.DictReader(rows), start=2):
+        if r.get("action") not in ACTIONS:
+            raise ValueError(f"{path}: row {i}: unknown action {r.get('action')!r}")
+        events.append(TraceEvent(r["action"], int(r["block"]), int(r["size"]), int(r["stream"])))
+    segs = header.get("final_segments")
+    return Trace(events, int(header.get("initial_reserved", 0)), int(segs) if segs not in (None, "None") else None,
+                 AllocatorSettings.parse(header.get("alloc_conf", "")), header)
+
+
+# ----- replay -------------------------------------------------------------------------------------
+@dataclass
+class Peaks:
+    """Peak allocated and reserved bytes, fragmentation at the reserved peak, segments at the end."""
+
+    allocated: int
+    reserved: int
+    fragmentation: float  # 1 - allocated / reserved when reserved peaked
+    segments: int | None
+
+
+def real_peaks(trace: Trace) -> Peaks:
+    """What the trace itself records: reserved from its segment events, allocated as its blocks'
+    bytes (requests rounded to 512 B; the real figure also counts unsplit remainders)."""
+    alloc = sum(round_size(e.size) for e in trace.events if e.action == LIVE)
+    reserved = trace.initial_reserved
+    peak_a, peak_r, frag = alloc, reserved, 1 - alloc / reserved if reserved else 0.0
+    for e in trace.events:
+        if e.action == ALLOC:
+            alloc += round_size(e.size)
+        elif e.action == FREE:
+            alloc -= round_size(e.size)
+        elif e.action in SEG_GROW:
+            reserved += e.size
+        elif e.action in SEG_SHRINK:
+            reserved -= e.size
+        peak_a = max(peak_a, alloc)
+        if reserved > peak_r:
+            peak_r, frag = reserved, 1 - alloc / reserved
+    return Peaks(peak_a, peak_r, frag, trace.final_segments)
+
+
+def model_peaks(trace: Trace, settings: AllocatorSettings | None = None, capacity: int | None = None,
+                follow_releases: bool = True) -> Peaks:
+    """The allocator model on the trace's own alloc/free sequence. With ``follow_releases`` the model
+    empties its cache where the real allocator released segments (``empty_cache()`` or a free-and-retry
+    the model cannot see without the device's ``capacity``)."""
+    model = CachingAllocatorModel(settings or trace.settings, capacity)
+    peak_a = peak_r = 0
+    frag = 0.0
+    releasing = False
+    for e in trace.events:
+        if e.action in (ALLOC, LIVE):
+            if e.block in model._handles:  # a free the trace missed
+                model.free(e.block)
+            try:
+                model.malloc(e.block, e.size, e.stream)
+            except AllocatorOOM:
+                continue
+        elif e.action == FREE and e.block in model._handles:
+            model.free(e.block)
+        shrink = e.action in SEG_SHRINK
+        if shrink and follow_releases and not releasing:
+            model.empty_cache()
+        releasing = shrink
+        peak_a = max(peak_a, model.allocated)
+        if model.reserved > peak_r:
+            peak_r, frag = model.reserved, 1 - model.allocated / model.reserved
+    return Peaks(peak_a, peak_r, frag, model.segments)
+
+
+def baseline_peak(trace: Trace) -> int:
+    """The naive estimate to beat: peak allocated rounded up to 2 MiB."""
+    a = real_peaks(trace).allocated
+    return 2 * MiB * ((a + 2 * MiB - 1) // (2 * MiB))
+
+
+def compare_rows(trace: Trace, capacity: int | None = None) -> list[dict[str, Any]]:
+    """Real, model (recorded settings), model with expandable segments, and the 2 MiB baseline."""
+    real = real_peaks(trace)
+    rows = [("real (from the trace)", real), ("model", model_peaks(trace, capacity=capacity))]
+    if not trace.settings.expandable_segments:
+        exp = AllocatorSettings(True, trace.settings.max_split_size, trace.settings.garbage_collection_threshold)
+        rows.append(("model, expandable_segments:True", model_peaks(trace, exp, capacity)))
+    out = [{"source": name, "peak_allocated": p.allocated, "peak_reserved": p.reserved,
+            "fragmentation": p.fragmentation, "segments": p.segments} for name, p in rows]
+    out.append({"source": "peak allocated rounded up to 2 MiB", "peak_allocated": real.allocated,
+                "peak_reserved": baseline_peak(trace), "fragmentation": None, "segments": None})
+    return out
+
+
+def convert(snapshot: Path, dest: Path, header: dict[str, Any], device: int = 0) -> Trace:
+    """Snapshot pickle -> event file whose header also records the real and model figures."""
+    trace = snapshot_trace(load_snapshot(snapshot), device)
+    real = real_peaks(trace)
+    write_events(trace, dest, {**header, "real_peak_reserved": real.reserved, "real_peak_allocated": real.allocated,
+                               "whole_run": trace.whole_run})
+    return trace
+
+
+def iter_fixtures(folder: Path) -> Iterable[Path]:
+    return sorted(Path(folder).glob("*.events.csv"))

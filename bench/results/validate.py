@@ -1,0 +1,121 @@
+"""``bench validate``: the prediction against a real GPU on a fixed grid, in one command.
+
+The grid: every architecture, two sizes (its default patch and half of it), train and infer, fp32
+and AMP (fp16 autocast), cudnn.benchmark off and on, at the architecture's default batch. Each
+configuration is measured on CUDA beside its prediction (the ordinary ``bench run`` worker), with the
+recorded and the predicted memory snapshot written beside the results. The verdict: the prediction's
+error on peak allocated bytes, median within 2% and every one within 5%.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import architectures
+from architectures import Shape
+
+from .. import record as R
+from ..options import Backend, Mode, Precision
+from ..sweep.config import RunConfig
+from ..sweep.expand import expand
+
+MEDIAN_LIMIT = 0.02
+MAX_LIMIT = 0.05
+PRECISIONS = (Precision.FP32, Precision.FP16)
+
+
+def two_sizes(spec: architectures.ArchSpec) -> list[Shape]:
+    """The default patch and half of it (each edge rounded down to the divisor, at least one divisor)."""
+    full = spec.default_sizes[0]
+    half = tuple(max(spec.divisor, (e // 2) // spec.divisor * spec.divisor) for e in full)
+    return [full, half] if half != full else [full]
+
+
+def grid(archs: list[str] | None = None) -> list[RunConfig]:
+    """The fixed validation grid (see the module docstring); ``archs`` narrows it (default: all)."""
+    configs: list[RunConfig] = []
+    for name in archs or architectures.names():
+        spec = architectures.spec(name)
+        base = expand([name], two_sizes(spec), [spec.default_batches[0]], [Mode.TRAIN, Mode.INFER], list(PRECISIONS),
+                      Backend.CUDA, repeats=1)
+        configs += [dataclasses.replace(c, cudnn_benchmark=b) for c in base for b in (False, True)]
+    return configs
+
+
+def report_name(gpu: str, torch_version: str) -> str:
+    """``NVIDIA H100 80GB HBM3``, ``2.13.0+cu128`` -> ``nvidia-h100-80gb-hbm3-2.13.0+cu128``."""
+    return f"{re.sub(r'[^a-z0-9]+', '-', gpu.lower()).strip('-')}-{torch_version}"
+
+
+def table(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: measured and predicted peaks and the prediction's relative errors."""
+    rows = []
+    for _, r in records.iterrows():
+        ok = r.get(R.STATUS) == R.OK
+        meas_a, meas_r = r.get(R.PEAK_ALLOCATED), r.get(R.PEAK_RESERVED)
+        rows.append({
+            "arch": r[R.ARCH], "stage": r.get(R.STAGE) or "", "size": r[R.SIZE], "batch": r[R.BATCH], "mode": r[R.MODE],
+            "precision": r[R.PRECISION], "cudnn_benchmark": bool(r.get(R.CUDNN_BENCHMARK, False)),
+            "status": r.get(R.STATUS),
+            "measured_allocated_bytes": meas_a if ok else None, "predicted_allocated_bytes": r.get(R.PRED_ALLOCATED),
+            "allocated_error": r[R.PRED_ALLOCATED] / meas_a - 1 if ok and meas_a else None,
+            "measured_reserved_bytes": meas_r if ok else None, "predicted_reserved_bytes": r.get(R.PRED_RESERVED),
+            "reserved_error": r[R.PRED_RESERVED] / meas_r - 1 if ok and meas_r else None,
+            "snapshot": r.get(R.SNAPSHOT_PATH),
+        })
+    return pd.DataFrame(rows)
+
+
+def verdict(errors: pd.Series) -> tuple[bool, float, float]:
+    """(passed, median |error|, max |error|) of the allocated errors; no error at all fails."""
+    e = errors.dropna().abs()
+    if e.empty:
+        return False, float("nan"), float("nan")
+    med, worst = float(e.median()), float(e.max())
+    return med <= MEDIAN_LIMIT and worst <= MAX_LIMIT, med, worst
+
+
+def markdown(df: pd.DataFrame, title: str) -> str:
+    """The summary: verdict, error statistics per architecture, failures."""
+    passed, med, worst = verdict(df["allocated_error"])
+    ok = df[df["status"] == R.OK]
+    lines = [f"# Validation: {title}", "",
+             f"**{'passed' if passed else 'FAILED'}**: median |error| of peak allocated {med:.2%} "
+             f"(limit {MEDIAN_LIMIT:.0%}), max {worst:.2%} (limit {MAX_LIMIT:.0%}); "
+             f"{len(ok)} of {len(df)} configurations measured.", "",
+             "| architecture | configurations | median allocated error | max abs allocated error | median reserved error |",
+             "|---|---|---|---|---|"]
+    for arch, g in ok.groupby("arch"):
+        lines.append(f"| {arch} | {len(g)} | {g['allocated_error'].median():+.2%} | "
+                     f"{g['allocated_error'].abs().max():.2%} | {g['reserved_error'].median():+.2%} |")
+    bad = df[df["status"] != R.OK]
+    if len(bad):
+        lines += ["", "Not measured:", ""]
+        lines += [f"- {r.arch} {r.stage} {r.mode} {r.size} b{r.batch} {r.precision}: {r.status}" for r in bad.itertuples()]
+    return "\n".join(lines) + "\n"
+
+
+def write(df: pd.DataFrame, folder: Path, name: str) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    csv, md = folder / f"{name}.csv", folder / f"{name}.md"
+    df.to_csv(csv, index=False)
+    md.write_text(markdown(df, name))
+    return csv, md
+
+
+def fixtures(snapshots: Path, dest: Path, header: dict[str, Any]) -> list[Path]:
+    """Every recorded CUDA snapshot under ``snapshots`` as an event file under ``dest`` (test fixtures)."""
+    from ..measure import traces
+
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for snap in sorted(snapshots.glob("*.cuda.pickle")):
+        target = dest / snap.name.replace(".cuda.pickle", ".events.csv")
+        traces.convert(snap, target, {**header, "snapshot": snap.name})
+        out.append(target)
+    return out

@@ -1,0 +1,50 @@
+"""``bench run --backend predict --snapshot DIR``: the predicted step as a PyTorch memory snapshot that
+``torch.cuda._memory_viz`` reads, frames naming module and phase, and the timeline plot."""
+
+import pickle
+
+import torch.cuda._memory_viz as viz
+from typer.testing import CliRunner
+
+from bench import record as R
+from bench.cli import app
+from bench.measure import traces
+from bench.sweep import store
+
+
+def test_bench_run_predict_writes_a_snapshot_pytorch_reads(tmp_path):
+    snaps = tmp_path / "snaps"
+    res = CliRunner().invoke(app, ["run", "--arch", "unet", "--size", "32", "--batch", "1", "--backend", "predict",
+                                   "--out", str(tmp_path), "--snapshot", str(snaps)])
+    assert res.exit_code == 0, res.output
+    rec = store.load(tmp_path).iloc[0]
+    path = snaps / rec[R.SNAPSHOT_PATH].split("/")[-1]
+    assert path.name.startswith("unet-train-32x32x32-b1-fp32-") and path.name.endswith(".predicted.pickle")
+    assert path.with_name(path.name.replace(".pickle", ".png")).stat().st_size > 10_000
+    with open(path, "rb") as f:
+        data = pickle.load(f)
+    # PyTorch's own readers
+    summary = viz.segsum(data)
+    assert f"segments: {len(data['segments'])}" in summary
+    assert "TOTAL MEM" in viz.trace(data)
+    flame = viz.memory(data, format_flamegraph=lambda lines: lines)
+    assert "active_allocated" in flame
+    assert "snapshot.pickle" in viz.segment_plot(data) and "snapshot.pickle" in viz.trace_plot(data)
+    # frames: module and phase of each allocation
+    entries = data["device_traces"][0]
+    phases = {e["frames"][0]["name"] for e in entries if e["action"] == "alloc"}
+    assert {"forward", "backward", "optimizer"} <= phases
+    modules = {e["frames"][0]["filename"] for e in entries if e["action"] == "alloc" and e["frames"][0]["name"] == "forward"}
+    assert any(m.startswith("UNet.") for m in modules), modules
+    # the snapshot is the prediction: its reserved peak is the record's, and replaying it reproduces it
+    trace = traces.snapshot_trace(data)
+    assert traces.real_peaks(trace).reserved == rec[R.PRED_RESERVED] == traces.model_peaks(trace).reserved
+    assert sum(s["total_size"] for s in data["segments"]) == rec[R.PRED_RESERVED]
+
+
+def test_snapshot_folder_must_be_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = CliRunner().invoke(app, ["run", "--arch", "unet", "--size", "32", "--batch", "1", "--backend", "predict",
+                                   "--out", str(tmp_path), "--snapshot", str(blocker / "snaps")])
+    assert res.exit_code == 2 and "cannot write into" in res.output

@@ -1,0 +1,149 @@
+"""Reading real allocator traces: the restricted unpickler, snapshot -> events -> replay, event files,
+``bench replay`` and ``bench trace2events``. The snapshots here are written by the model-backed builder
+(:mod:`bench.measure.snapshot`), in PyTorch's format; committed real traces are replayed in
+``test_fixtures.py``."""
+
+import os
+import pickle
+import warnings
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.measure import snapshot, traces
+from bench.measure.allocator import AllocatorSettings
+from bench.measure.tracker import AllocationTracker, Event
+
+MiB = 1 << 20
+
+
+def synthetic_tracker() -> AllocationTracker:
+    """A step-like sequence: weights, growing activations freed in reverse, a big temporary, small tensors."""
+    t = AllocationTracker()
+    sizes = [3 * MiB, 700, 12 * MiB, 5 * MiB, 40 * MiB, 9 * MiB, 2000, 33 * MiB]
+    for sid, n in enumerate(sizes):
+        t.events.append(Event(sid, n, "forward"))
+    for sid in (7, 5, 4, 2):
+        t.events.append(Event(sid, -sizes[sid], "backward"))
+    t.events.append(Event(8, 64 * MiB, "backward"))
+    t.events.append(Event(8, -64 * MiB, "optimizer"))
+    t.events.append(Event(9, 11 * MiB, "optimizer"))
+    return t
+
+
+@pytest.fixture
+def snap_file(tmp_path):
+    data = snapshot.build(synthetic_tracker())
+    path = tmp_path / "snapshot.pickle"
+    snapshot.write(data, path)
+    return path
+
+
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_the_unpickler_refuses_classes_and_non_snapshots(tmp_path):
+    evil = tmp_path / "evil.pickle"
+    evil.write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(traces.SnapshotError, match=r"asks for the class (posix|os)\.system; refused"):
+        traces.load_snapshot(evil)
+    text = tmp_path / "notes.pickle"
+    text.write_text("hello")
+    with pytest.raises(traces.SnapshotError, match="is not a pickle file"):
+        traces.load_snapshot(text)
+    other = tmp_path / "list.pickle"
+    other.write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(traces.SnapshotError, match="not a PyTorch memory snapshot"):
+        traces.load_snapshot(other)
+
+
+def test_unknown_keys_are_warned_not_fatal(snap_file):
+    data = traces.load_snapshot(snap_file)
+    data["future_key"] = {}
+    data["device_traces"][0][0]["future_field"] = 1
+    newer = snap_file.with_name("newer.pickle")
+    snapshot.write(data, newer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trace = traces.snapshot_trace(traces.load_snapshot(newer))
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "future_key" in messages and "future_field" in messages
+    assert sum(e.action == traces.ALLOC for e in trace.events) == 10
+
+
+def test_replaying_a_snapshot_gives_its_own_peaks(snap_file):
+    trace = traces.snapshot_trace(traces.load_snapshot(snap_file))
+    real, model = traces.real_peaks(trace), traces.model_peaks(trace)
+    assert trace.whole_run and real.reserved == model.reserved and real.segments == model.segments
+    # by hand: one 2 MiB small-pool segment; 3, 12 and 5 MiB fill a 20 MiB segment (best fit splits it);
+    # 9 MiB opens a second 20 MiB one; 40, 33 (-> 34) and 64 MiB get their own; 11 MiB reuses the freed 12
+    assert real.reserved == (2 + 20 + 20 + 40 + 34 + 64) * MiB
+    assert traces.baseline_peak(trace) < real.reserved
+
+
+def test_a_trace_starting_mid_run_starts_from_its_live_blocks(snap_file):
+    data = traces.load_snapshot(snap_file)
+    entries = data["device_traces"][0]
+    cut = next(i for i, e in enumerate(entries) if e["action"] == "free_requested")
+    data["device_traces"][0] = entries[cut:]
+    trace = traces.snapshot_trace(data)
+    live = [e for e in trace.events if e.action == traces.LIVE]
+    assert not trace.whole_run and trace.initial_reserved > 0
+    # the freed 33, 9, 40 and 12 MiB blocks and those still live at the end (3 MiB, 700 B, 5 MiB, 2000 B)
+    assert sorted(e.size for e in live) == sorted([33 * MiB, 9 * MiB, 40 * MiB, 12 * MiB, 3 * MiB, 700, 5 * MiB, 2000])
+
+
+def test_event_files_round_trip(snap_file, tmp_path):
+    dest = tmp_path / "synthetic.events.csv"
+    trace = traces.convert(snap_file, dest, {"source": "test", "commit": "none", "license": "MIT"})
+    back = traces.read_events(dest)
+    assert back.events == trace.events and back.final_segments == trace.final_segments
+    assert back.header["source"] == "test" and int(back.header["real_peak_reserved"]) == traces.real_peaks(trace).reserved
+    dest.write_text(dest.read_text().replace("\nalloc,", "\nallocate,", 1))
+    with pytest.raises(ValueError, match="unknown action 'allocate'"):
+        traces.read_events(dest)
+
+
+def test_expandable_snapshot_round_trips():
+    data = snapshot.build(synthetic_tracker(), settings=AllocatorSettings(expandable_segments=True))
+    trace = traces.snapshot_trace(data)
+    assert trace.settings.expandable_segments
+    assert traces.real_peaks(trace).reserved == traces.model_peaks(trace).reserved
+
+
+def test_bench_replay_and_trace2events(snap_file, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["replay", str(snap_file)])
+    assert res.exit_code == 0, res.output
+    assert "real (from the trace)" in res.output and "expandable_segments:True" in res.output
+    assert "+0.00%" in res.output  # the model on its own trace
+    evil = tmp_path / "evil.pickle"
+    evil.write_bytes(pickle.dumps(Boom()))
+    res = runner.invoke(app, ["replay", str(evil)])
+    assert res.exit_code == 2 and "refused" in res.output
+    res = runner.invoke(app, ["replay", str(snap_file), "--gpu-memory", "lots"])
+    assert res.exit_code == 2 and "not a memory size" in res.output
+    dest = tmp_path / "x.events.csv"
+    res = runner.invoke(app, ["trace2events", str(snap_file), str(dest), "--source", "here", "--license", "MIT"])
+    assert res.exit_code == 0 and dest.exists()
+    res = runner.invoke(app, ["replay", str(dest)])
+    assert res.exit_code == 0 and "+0.00%" in res.output
+    res = runner.invoke(app, ["trace2events", str(snap_file), str(tmp_path / "x.csv")])
+    assert res.exit_code == 2 and ".events.csv" in res.output
+
+
+def test_prediction_replay_follows_pytorch_cuda_alloc_conf(monkeypatch):
+    from bench.measure.predict import replay
+
+    t = synthetic_tracker()
+    default = replay(t, set(), 0)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True,roundup_power2_divisions:4")
+    with pytest.warns(UserWarning, match="roundup_power2_divisions.*not modelled"):
+        expandable = replay(t, set(), 0)
+    assert expandable.settings.expandable_segments and not default.settings.expandable_segments
+    assert expandable.peak_reserved < default.peak_reserved and expandable.segments == 2  # large + small pool
+    with pytest.raises(MemoryError, match="out of memory"):
+        replay(t, set(), 0, AllocatorSettings(), capacity=100 * MiB)  # 102 MiB live at once

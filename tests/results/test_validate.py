@@ -1,0 +1,74 @@
+"""``bench validate`` end to end on the fake CUDA backend (``tests/fake_cuda.py``): the grid, the CSV and
+Markdown summary, a recorded and a predicted snapshot per configuration, fixtures made from the
+recorded ones, and the exit code following the error limits."""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import fake_cuda  # noqa: E402
+
+from bench.cli import app  # noqa: E402
+from bench.measure import traces  # noqa: E402
+from bench.results import validate as V  # noqa: E402
+from bench.sweep import executor  # noqa: E402
+
+
+def test_the_grid_covers_every_architecture_two_sizes_modes_precisions_and_cudnn():
+    import architectures
+
+    g = V.grid()
+    assert {c.arch for c in g} == set(architectures.names())
+    unet = [c for c in g if c.arch == "unet"]
+    assert len(unet) == 2 * 2 * 2 * 2 and {c.size for c in unet} == {(160, 160, 160), (80, 80, 80)}
+    assert {(c.mode, c.precision, c.cudnn_benchmark) for c in unet} == {
+        (m, p, b) for m in ("train", "infer") for p in ("fp32", "fp16") for b in (False, True)}
+    assert len({c.key() for c in g}) == len(g)
+
+
+def test_verdict_limits():
+    assert V.verdict(pd.Series([0.01, -0.015, 0.02]))[0]
+    assert not V.verdict(pd.Series([0.01, 0.01, 0.06]))[0]  # one over 5%
+    assert not V.verdict(pd.Series([0.03, -0.03, 0.01]))[0]  # median over 2%
+    assert not V.verdict(pd.Series([None, None]))[0]  # nothing measured is no pass
+
+
+@pytest.mark.slow
+def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
+    monkeypatch.setattr(executor, "WORKER", fake_cuda.WORKER)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.get_device_name", lambda device=None: fake_cuda.NAME)
+    monkeypatch.setattr(V, "two_sizes", lambda spec: [(32, 32, 32)])  # the CPU runs the fake GPU's steps
+    monkeypatch.setattr(V, "PRECISIONS", ("fp32",))
+    res = CliRunner().invoke(app, ["validate", "--arch", "unet", "--out", str(tmp_path / "v"),
+                                   "--fixtures", str(tmp_path / "fx")])
+    name = V.report_name(fake_cuda.NAME, __import__("torch").__version__)
+    df = pd.read_csv(tmp_path / "v" / f"{name}.csv")
+    assert len(df) == 4 and set(df["status"]) == {"ok"} and set(df["mode"]) == {"train", "infer"}
+    assert df["measured_allocated_bytes"].gt(0).all() and df["allocated_error"].notna().all()
+    passed, med, worst = V.verdict(df["allocated_error"])
+    assert res.exit_code == (0 if passed else 1), res.output
+    assert ("validation passed" if passed else "validation failed") in res.output
+    summary = (tmp_path / "v" / f"{name}.md").read_text()
+    assert f"{med:.2%}" in summary and "| unet | 4 |" in summary
+    snaps = sorted((tmp_path / "v" / name / "snapshots").iterdir())
+    assert len([p for p in snaps if p.name.endswith(".cuda.pickle")]) == 4
+    assert len([p for p in snaps if p.name.endswith(".predicted.pickle")]) == 4
+    made = sorted((tmp_path / "fx" / name).glob("*.events.csv"))
+    assert len(made) == 4
+    for f in made:  # each recorded snapshot replays to its own recorded peak
+        trace = traces.read_events(f)
+        assert traces.model_peaks(trace).reserved == int(trace.header["real_peak_reserved"])
+
+
+def test_bench_validate_bad_input(monkeypatch):
+    res = CliRunner().invoke(app, ["validate"])
+    assert res.exit_code == 2 and "measures on a CUDA GPU" in res.output
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    res = CliRunner().invoke(app, ["validate", "--arch", "nope"])
+    assert res.exit_code == 2 and "nope" in res.output
