@@ -37,6 +37,7 @@ class RunConfig:
     train_minutes: float | None = None
     train_iterations: int | None = None
     weighting: str = Weighting.CENTRE.value
+    gpu: str = ""  # the catalogue GPU to predict the step time for ("": none, or the live CUDA device)
 
     DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting")
 
@@ -57,6 +58,8 @@ class RunConfig:
         if not self.dice:  # memory-only runs keep the keys they had before Dice existed
             for k in self.DICE_FIELDS:
                 d.pop(k)
+        if not self.gpu:  # and runs without --gpu the keys they had before it existed
+            d.pop("gpu")
         blob = json.dumps(d, sort_keys=True, default=list)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

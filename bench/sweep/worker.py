@@ -25,7 +25,7 @@ import torch
 import architectures
 
 from .. import record as R
-from ..measure import env, timing
+from ..measure import env, gpus, timing
 from ..measure.predict import predict
 from ..measure.step import StepRunner
 from ..options import Backend, Mode
@@ -65,6 +65,12 @@ def oom_columns(exc: BaseException) -> dict[str, Any]:
     return {R.STATUS: R.OOM, R.ERROR: message.splitlines()[0][:500], R.OOM_REQUESTED: requested_bytes(message)}
 
 
+def live_gpu(backend: Backend) -> gpus.GPU | None:
+    """The catalogue entry of the CUDA device a cuda run measures on (so that its measured step time sits
+    beside the predicted one), or None."""
+    return gpus.find(torch.cuda.get_device_name(0)) if backend is Backend.CUDA else None
+
+
 def run(cfg: RunConfig) -> dict[str, Any]:
     backend = cfg.backend_kind
     spec = architectures.spec(cfg.arch)
@@ -75,7 +81,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     rec[R.DEVICE_NAME] = {Backend.CUDA: None, Backend.CPU: "cpu",
                           Backend.PREDICT: "prediction (CUDA caching-allocator model)"}[backend]
     rec.update(env.capture(cuda=backend is Backend.CUDA))
-    rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last))
+    gpu = gpus.lookup(cfg.gpu) if cfg.gpu else live_gpu(backend)
+    rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last,
+                       gpu=gpu, voxels=rec[R.VOXELS_PER_STEP]))
     if not backend.measures:
         rec[R.STATUS] = R.OK
         return rec
@@ -99,7 +107,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     times = meas.pop("times_s")
     rec.update(meas)
     rec.update(timing.summarize(times, rec[R.VOXELS_PER_STEP], cfg.batch, rec.get(R.FLOPS_PER_STEP),
-                                timing.peak_flops(rec.get(R.DEVICE_NAME), cfg.precision)))
+                                gpus.peak_flops(rec.get(R.DEVICE_NAME), cfg.precision)))
     rec[R.STATUS] = R.OK
     if cfg.dice:
         del runner  # free the measured step's model and batch before training
