@@ -37,7 +37,7 @@ OutOption = Annotated[Path, typer.Option(help="results directory (its results.js
 Filter = Annotated[list[str] | None, typer.Option(help="keep only these values; repeatable")]
 DeviceAlias = Annotated[str | None, typer.Option("--device", hidden=True, help="old name of --backend")]
 GpuOption = Annotated[str | None, typer.Option("--gpu", help="predict step and epoch time on this GPU of the catalogue "
-                                                             "(e.g. A100-80GB, RTX-4090; `--gpu list` names them)")]
+                                                             "(e.g. A100-80GB, RTX-4090; an unknown name lists them)")]
 
 
 def _gpu(name: str | None) -> str | None:
@@ -317,6 +317,9 @@ def report(
         from .results.throughput import retime
 
         df = retime(df, gpu)
+        if R.PRED_STEP_TIME not in df or df[R.PRED_STEP_TIME].isna().all():
+            console.print(f"[yellow]no record has its step's work (pred_work): recorded before step-time prediction; "
+                          f"re-run them with --force to predict their time on {gpu}[/]")
     dest = to or out
     written = rep.write(df, dest)
     console.print(f"report of {len(df)} records: " + escape(", ".join(str(p) for p in written)), highlight=False)
