@@ -14,7 +14,7 @@ from bench.sweep.config import RunConfig
 def test_a_record_is_retimed_for_any_gpu_and_the_report_shows_its_epoch():
     rec = predict(architectures.spec("unet"), {}, (32, 32, 32), 2, "train", "fp16", with_memtracker=False)
     assert R.PRED_STEP_TIME not in rec  # no GPU asked: memory only
-    df = pd.DataFrame([{**rec, R.ARCH: "unet", R.MODE: "train", R.BACKEND: "predict", R.BATCH: 2, R.STATUS: R.OK,
+    df = pd.DataFrame([{**rec, R.ARCH: "unet", R.MODE: "train", R.BACKEND: "predict", R.STAGE: "", R.BATCH: 2, R.STATUS: R.OK,
                         R.VOXELS_PER_STEP: 2 * 32**3}])
     fast, slow = retime(df, "H100-SXM"), retime(df, "Titan-Xp")
     assert fast[R.PRED_GPU].iloc[0] == "H100-SXM" and 0 < fast[R.PRED_STEP_TIME].iloc[0] < slow[R.PRED_STEP_TIME].iloc[0]
