@@ -14,7 +14,8 @@ planner function (``get_pool_and_conv_props``, the same algorithm as v1's), thro
 ``nnunet`` spec with deep supervision on and v1's 30 base features. Differences from the benchmarked
 v1 step, said here because they bias the prediction: one input channel and three output classes for
 every task (Prostate has two input modalities, Heart two classes), Adam instead of v1's SGD with
-Nesterov momentum (the optimizer is under 2 % of the predicted step).
+Nesterov momentum (Adam is 2-6 % of the predicted step on these GPUs;
+SGD with momentum reads and writes fewer state tensors).
 
 The efficiency scales are fitted (log-error least squares) on the *fit* rows only: GPUs A100, V100
 SXM3, RTX 2080 Ti and Titan Xp (one per generation) on Heart and Liver. Every other row is held out:
