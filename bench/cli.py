@@ -68,6 +68,20 @@ InChannels = Annotated[int | None, typer.Option("--in-channels", help="input cha
                                                                       "BraTS [default: 1; a Dice run: its data's]")]
 Classes = Annotated[int | None, typer.Option("--classes", help="output classes, background included [default: 3; "
                                                                "a Dice run: its data's]")]
+GpuOption = Annotated[str | None, typer.Option("--gpu", help="predict step and epoch time on this GPU of the catalogue "
+                                                             "(e.g. A100-80GB, RTX-4090; an unknown name lists them)")]
+
+
+def _gpu(name: str | None) -> str | None:
+    """The catalogue name of ``--gpu``, or the one-line list of known GPUs (exit 2)."""
+    from .measure.gpus import find, known
+
+    if name is None:
+        return None
+    g = find(name)
+    if g is None:
+        fail(f"unknown GPU {name!r}; known: {known()}")
+    return g.name
 
 
 def _validated(fn, *args, **kwargs) -> Any:
@@ -166,6 +180,7 @@ def run(
                                                        "snapshot (NAME.predicted.pickle, for pytorch.org/memory_viz) "
                                                        "and its timeline (.png) into this folder; on CUDA also the "
                                                        "recorded one (NAME.cuda.pickle)")] = None,
+    gpu: GpuOption = None,
 ) -> None:
     """Sweep sizes x batches x modes x precisions for architectures (meunet unless --arch names others);
     one isolated process per run."""
@@ -188,6 +203,9 @@ def run(
         arch or ["meunet"], [parse_size(s) for s in size or []], batch or [], mode or [Mode.TRAIN], precision or [],
         be, checkpointing, channels_last, parse_overrides(set_ or []), repeats, dice_opts, *shape))
     _divisor_notes(configs)
+    if gpu is not None:
+        gpu_name = _gpu(gpu)
+        configs = [dataclasses.replace(c, gpu=gpu_name) for c in configs]
     if timeout <= 0:
         fail(f"timeout must be positive; got {timeout:g}")
     try:
@@ -668,11 +686,20 @@ def report(
     device: Annotated[list[str] | None, typer.Option("--device", hidden=True, help="old name of --backend")] = None,
     mode: Filter = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="also draw the plots")] = True,
+    gpu: GpuOption = None,
 ) -> None:
     """Markdown report and CSV tables (and the plots) from the results store."""
     from .results import report as rep
 
+    gpu = _gpu(gpu)
     df = _results(out, arch, backend or device, mode)
+    if gpu is not None:
+        from .results.throughput import retime
+
+        df = retime(df, gpu)
+        if R.PRED_STEP_TIME not in df or df[R.PRED_STEP_TIME].isna().all():
+            console.print(f"[yellow]no record has its step's work (pred_work): recorded before step-time prediction; "
+                          f"re-run them with --force to predict their time on {gpu}[/]")
     dest = to or out
     written = rep.write(df, dest)
     console.print(f"report of {len(df)} records: " + escape(", ".join(str(p) for p in written)), highlight=False)
@@ -733,6 +760,7 @@ def fit_(
     jobs: JobsOption = None,
     in_channels: InChannels = None,
     classes: Classes = None,
+    gpu: GpuOption = None,
 ) -> None:
     """The largest cube, box and batch each architecture fits in a memory budget, by prediction (meunet
     unless --arch names others)."""
@@ -744,6 +772,7 @@ def fit_(
     from .results.report import markdown_table
 
     jobs = _jobs(jobs)
+    gpu = _gpu(gpu)
     budget_b = _validated(parse_bytes, budget)
     overhead_b = _validated(parse_bytes, overhead, allow_zero=True)
     wanted = arch or ["meunet"]
@@ -772,7 +801,12 @@ def fit_(
         elif note := architectures.spec(name).divisor_note(**{k: v for k, v in ov.items()
                                                               if k in architectures.spec(name).parameters()}):
             console.print(f"  {escape(note)}", highlight=False)
-    rows = [r.row() for r in fitted if not isinstance(r, str)]
+    rows = []
+    for r in fitted:
+        if not isinstance(r, str):
+            rows.append(r.row())
+            if gpu is not None:
+                rows[-1].update(_fit_epochs(r, gpu, ov))
     if not rows:
         fail("no architecture could be fitted", code=1)
     df = pd.DataFrame(rows).dropna(axis=1, how="all").convert_dtypes()  # whole numbers stay integers
@@ -794,6 +828,20 @@ def fit_(
             [r["arch"]], [(r["largest_cube"],) * 3], [batch], [mode], [r["precision"]], Backend.CUDA,
             in_channels=shape[0], num_classes=shape[1])]
         run_sweep(configs, out, on_done=lambda cfg, rec: console.print(summary_line(label(cfg), rec), highlight=False))
+
+
+def _fit_epochs(r, gpu: str, overrides: dict) -> dict[str, Any]:
+    """Predicted seconds per epoch on ``gpu`` of a fit's largest cube and largest batch."""
+    import architectures
+
+    from .results.throughput import EPOCH_STEPS, predicted_epoch
+
+    ov = {k: v for k, v in overrides.items() if k in architectures.spec(r.arch).parameters()}
+    cube = predicted_epoch(r.arch, ov, (r.edge,) * 3, r.batch, r.mode, r.precision, gpu) if r.edge else None
+    big = (predicted_epoch(r.arch, ov, tuple(r.batch_size), r.max_batch, r.mode, r.precision, gpu)
+           if r.max_batch else None)
+    return {"gpu": gpu, f"cube_epoch_s ({EPOCH_STEPS} steps)": cube and round(cube, 1),
+            f"batch_epoch_s ({EPOCH_STEPS} steps)": big and round(big, 1)}
 
 
 @app.command()
@@ -838,6 +886,41 @@ def paper(
         table.add_row(*("" if (not isinstance(v, str) and pd.isna(v)) else escape(str(v)) for v in r))
     console.print(table)
     console.print(f"written: {escape(str(out / 'paper.csv'))}, {escape(str(out / 'paper.md'))}", highlight=False)
+
+
+@app.command("validate-published")
+def validate_published(
+    fit: Annotated[bool, typer.Option("--fit", help="re-fit the efficiency scales on the fit rows (else: the "
+                                                    "scales in bench/measure/roofline.py)")] = False,
+    to: Annotated[Path, typer.Option(help="the validation table to write")] = Path("reports/validation"),
+) -> None:
+    """Predicted epoch times against nnU-Net's published ones (7 GPUs x 3 tasks); errors by split.
+
+    (``bench validate`` is for GPU runs; this one needs no GPU.)"""
+    import pandas as pd
+
+    from .results import published as P
+
+    with bar(len(P.TASKS), "tracing nnU-Net v1 3d_fullres steps") as b:
+        pred, scales = P.validate(fit, progress=lambda t: (b.start(t), b.advance()))
+    if scales:
+        console.print(f"fitted scales (tensor-core compute, CUDA-core compute, bandwidth, launch s): {scales}; "
+                      "put them in bench/measure/roofline.py FITTED_SCALES to use them", highlight=False)
+    table = Table(title="predicted vs published nnU-Net v1 epoch times (3d_fullres dummy, s)")
+    shown = pred[["task", "gpu", "split", "published_epoch_s", "pred_epoch_s", "error"]]
+    for col in shown.columns:
+        table.add_column(col)
+    for r in shown.itertuples(index=False):
+        table.add_row(*(f"{v:+.1%}" if k == "error" else f"{v:.1f}" if isinstance(v, float) else str(v)
+                        for k, v in zip(shown.columns, r, strict=True)))
+    console.print(table)
+    with pd.option_context("display.width", 200, "display.max_colwidth", 120):
+        console.print(escape(P.summary(pred).to_string(index=False, float_format="{:.1%}".format)), highlight=False)
+        console.print(escape(P.ranking(pred)[["task", "pairs", "misordered", "which"]].to_string(index=False)),
+                      highlight=False)
+    to.mkdir(parents=True, exist_ok=True)
+    pred.round({"pred_epoch_s": 2, "error": 4}).to_csv(to / P.TABLE.name, index=False)
+    console.print(f"written: {escape(str(to / P.TABLE.name))}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -103,6 +103,9 @@ def summary_line(label: str, rec: dict[str, Any]) -> str:
         meas = ""
     pred = f"predicted CUDA {gib(rec.get(R.PRED_ALLOCATED))}"
     speed = f", {step_time(rec)}" if rec.get(R.STEP_TIME_MEDIAN) else ""
+    pt = rec.get(R.PRED_STEP_TIME)
+    if pt:
+        speed += f", predicted {pt:.3f} s/step on {rec.get(R.PRED_GPU)}"
     dice = ""
     if rec.get(R.DICE_STATUS) == R.OK:
         per = ", ".join(f"{k.removeprefix('dice_')} {rec[k]:.3f}" for k in R.class_columns(rec))

@@ -172,6 +172,15 @@ PRED_CATEGORY = _col("pred_{category}_bytes", "int", "bytes", G,
 PRED_EVENTS = _col("pred_events", "int", "events", G, "storage allocations and frees traced")
 PRED_TIME = _col("pred_time_s", "float", "s", G, "time the prediction took")
 FLOPS_PER_STEP = _col("flops_per_step", "int", "FLOP", G, "torch.utils.flop_counter over one step")
+PRED_WORK = _col("pred_work", "json", "", G,
+                 "the step's operators as roofline work: [class, dtype, forward, FLOP, bytes, operators] buckets "
+                 "(bench.measure.roofline), so that any GPU's time can be predicted from the record")
+PRED_GPU = _col("pred_gpu", "str", "", G, "the catalogue GPU the step time is predicted for (--gpu, or the live CUDA device)")
+PRED_STEP_TIME = _col("pred_step_time_s", "float", "s", G, "predicted step time on pred_gpu (per-operator roofline)")
+PRED_THROUGHPUT_SAMPLES = _col("pred_throughput_samples_per_s", "float", "samples/s", G, "batch / pred_step_time_s")
+PRED_THROUGHPUT_VOXELS = _col("pred_throughput_voxels_per_s", "float", "voxels/s", G, "voxels_per_step / pred_step_time_s")
+PRED_TIME_NOTE = _col("pred_time_note", "str", "", G,
+                      "why a dtype is predicted at another rate (e.g. bf16 on a V100 runs at its fp32 rate)")
 MEMTRACKER_PEAK = _col("memtracker_peak_bytes", "int", "bytes", G,
                        "torch's MemTracker on the same traced step (empty where it cannot track a step)")
 MEMTRACKER_NOTE = _col("memtracker_note", "str", "", G, "why memtracker_peak_bytes is empty")

@@ -15,7 +15,9 @@ starts (as ``torch.cuda.reset_peak_memory_stats``). The result gives:
 - ``memtracker_peak_bytes``: torch's ``MemTracker`` on the same traced step, the reference to beat
   (None where MemTracker cannot track the step, e.g. a module called twice per step as meU-net's
   shared backbone is);
-- ``flops_per_step``: ``torch.utils.flop_counter`` over the measured step (forward and backward).
+- ``flops_per_step``: ``torch.utils.flop_counter`` over the measured step (forward and backward);
+- ``pred_work``: the same trace's operators as roofline work (:mod:`bench.measure.roofline`), and with
+  a GPU, ``pred_step_time_s`` and the predicted throughput on it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from architectures import ArchSpec, Shape
 from .. import record as R
 from .allocator import AllocatorSettings, CachingAllocatorModel
 from .autocast import EmulatedCudaAutocast
+from .gpus import GPU
+from .roofline import Work, WorkCounter, step_time, work_to_json
 from .snapshot import deepest, timeline_plot, write
 from .step import DTYPES, StepRunner
 from .tracker import CATEGORIES, AllocationTracker
@@ -158,25 +162,42 @@ def memtracker_peak(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, b
 
 
 def count_flops(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str,
-                precision: str, channels_last: bool, in_channels: int = 1, num_classes: int = 3) -> int:
-    """FLOPs of one step (forward and backward) by ``torch.utils.flop_counter``, on fake tensors.
+                precision: str, channels_last: bool, in_channels: int = 1,
+                num_classes: int = 3) -> tuple[int, list[Work]]:
+    """FLOPs of one step (forward and backward) by ``torch.utils.flop_counter``, on fake tensors, and the
+    step's operators as roofline work (:class:`bench.measure.roofline.WorkCounter`, same trace).
 
     A trace of its own: FlopCounterMode's module hooks extend tensor lifetimes under checkpointing,
     so it must not run inside the memory trace."""
+    counter = WorkCounter()
     with fake_step(precision) as emul:
         runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul, in_channels, num_classes)
-        with FlopCounterMode(display=False) as counter:
-            runner.step()
-    return int(counter.get_total_flops())
+        with FlopCounterMode(display=False) as flops, counter:
+            runner.step(counter.set_phase)
+    return int(flops.get_total_flops()), counter.work()
+
+
+def time_columns(work: list[Work], gpu: GPU, batch: int, voxels: int | None = None) -> dict[str, Any]:
+    """The predicted step-time columns for ``gpu`` from a step's roofline work."""
+    t, notes = step_time(work, gpu)
+    return {
+        R.PRED_GPU: gpu.name,
+        R.PRED_STEP_TIME: t,
+        R.PRED_THROUGHPUT_SAMPLES: batch / t if t > 0 else None,
+        R.PRED_THROUGHPUT_VOXELS: voxels / t if (voxels and t > 0) else None,
+        R.PRED_TIME_NOTE: "; ".join(notes) or None,
+    }
 
 
 def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
             precision: str = "fp32", channels_last: bool = False, with_memtracker: bool = True, in_channels: int = 1,
             num_classes: int = 3, settings: AllocatorSettings | None = None, capacity: int | None = None,
-            snapshot_to: Path | None = None, label: str = "") -> dict[str, Any]:
+            snapshot_to: Path | None = None, label: str = "", gpu: GPU | None = None,
+            voxels: int | None = None) -> dict[str, Any]:
     """The prediction record fields for one configuration (see the module docstring); ``settings``
     and ``capacity`` as for :func:`replay`. ``snapshot_to``: also write the step as a PyTorch memory
-    snapshot (``<snapshot_to>.pickle``, the path a stem) and its timeline (``<snapshot_to>.png``), titled ``label``."""
+    snapshot (``<snapshot_to>.pickle``, the path a stem) and its timeline (``<snapshot_to>.png``), titled
+    ``label``. With ``gpu``, also its predicted step time there (throughput on ``voxels`` per step)."""
     t0 = time.perf_counter()
     shape = (in_channels, num_classes)
     tracker, host, _ = trace(spec, overrides, size, batch, mode, precision, channels_last, *shape,
@@ -189,8 +210,11 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
         R.PRED_RESERVED: alloc.peak_reserved,
         R.PRED_LIVE: live_peak,
         R.PRED_EVENTS: len(tracker.events),
-        R.FLOPS_PER_STEP: count_flops(spec, overrides, size, batch, mode, precision, channels_last, *shape),
     }
+    rec[R.FLOPS_PER_STEP], work = count_flops(spec, overrides, size, batch, mode, precision, channels_last, *shape)
+    rec[R.PRED_WORK] = work_to_json(work)
+    if gpu is not None:
+        rec.update(time_columns(work, gpu, batch, voxels))
     for cat, n in tracker.breakdown_at(at, host).items():
         rec[R.pred_category(cat)] = n
     rec[R.PRED_TIME] = time.perf_counter() - t0

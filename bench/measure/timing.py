@@ -101,23 +101,3 @@ def summarize(times_s: Sequence[float], labelled_voxels: int, input_voxels: int,
         rec[R.ACHIEVED_FLOPS] / peak_flops_per_s if (peak_flops_per_s and rec[R.ACHIEVED_FLOPS]) else None
     )
     return rec
-
-
-# Dense tensor-core peaks from the vendors' datasheets (FLOP/s), by GPU name substring and precision.
-# fp32 means plain FP32 (not TF32). Extend as needed; unknown devices report no fraction.
-PEAK_FLOPS = {
-    "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
-    "H100": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
-    "A100": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
-    "V100": {"fp16": 125e12, "fp32": 15.7e12},
-    "P100": {"fp16": 18.7e12, "fp32": 9.3e12},
-}
-
-
-def peak_flops(device_name: str | None, precision: str) -> float | None:
-    if not device_name:
-        return None
-    for key, rates in PEAK_FLOPS.items():
-        if key in device_name:
-            return rates.get(precision)
-    return None

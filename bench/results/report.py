@@ -25,6 +25,7 @@ from .. import record as R
 from ..options import GB, GiB
 from ..sweep import store
 from . import stages
+from .throughput import EPOCH_STEPS, epoch_seconds
 
 BUDGETS_GB = (16, 24, 40, 80)
 
@@ -132,6 +133,9 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         "voxels_per_s": _col(df, R.THROUGHPUT_VOXELS),
         "input_voxels_per_s": _col(df, R.THROUGHPUT_INPUT_VOXELS),
         "peak_flops_fraction": _col(df, R.FLOPS_FRACTION),
+        R.PRED_GPU: _col(df, R.PRED_GPU),
+        R.PRED_STEP_TIME: _col(df, R.PRED_STEP_TIME),
+        f"pred_epoch_s ({EPOCH_STEPS} steps)": epoch_seconds(_col(df, R.PRED_STEP_TIME)),
         R.DICE_MEAN_FG: _col(df, R.DICE_MEAN_FG),
         R.THRESHOLD_DICE_MEAN_FG: _col(df, R.THRESHOLD_DICE_MEAN_FG),
     })

@@ -45,6 +45,7 @@ class RunConfig:
     cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark on the CUDA backend
     #: where to write the step's memory snapshots (prediction, and on CUDA the recorded one); not in the key
     snapshot_dir: str = field(default="", compare=False)
+    gpu: str = ""  # the catalogue GPU to predict the step time for ("": none, or the live CUDA device)
 
     DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting", "seed", "inferer")
     #: fields added after records existed: left out of the key at these values, so that old keys stay valid
@@ -74,6 +75,8 @@ class RunConfig:
         for k, default in self.KEY_DEFAULTS.items():
             if d.get(k, default) == default:
                 d.pop(k, None)
+        if not self.gpu:  # and runs without --gpu the keys they had before it existed
+            d.pop("gpu")
         blob = json.dumps(d, sort_keys=True, default=list)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

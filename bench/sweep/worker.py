@@ -26,7 +26,7 @@ import torch
 import architectures
 
 from .. import record as R
-from ..measure import env, timing
+from ..measure import env, gpus, timing
 from ..measure.predict import predict
 from ..measure.step import StepRunner
 from ..options import Backend, Mode
@@ -69,6 +69,12 @@ def oom_columns(exc: BaseException) -> dict[str, Any]:
     return {R.STATUS: R.OOM, R.ERROR: message.splitlines()[0][:500], R.OOM_REQUESTED: requested_bytes(message)}
 
 
+def live_gpu(backend: Backend) -> gpus.GPU | None:
+    """The catalogue entry of the CUDA device a cuda run measures on (so that its measured step time sits
+    beside the predicted one), or None."""
+    return gpus.find(torch.cuda.get_device_name(0)) if backend is Backend.CUDA else None
+
+
 def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
     """One configuration's record (``memtracker``: also torch's MemTracker figure, as every sweep has)."""
     backend = cfg.backend_kind
@@ -80,10 +86,12 @@ def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
     rec[R.DEVICE_NAME] = {Backend.CUDA: None, Backend.CPU: "cpu",
                           Backend.PREDICT: "prediction (CUDA caching-allocator model)"}[backend]
     rec.update(env.capture(cuda=backend is Backend.CUDA))
+    gpu = gpus.lookup(cfg.gpu) if cfg.gpu else live_gpu(backend)
     snap = Path(cfg.snapshot_dir) / cfg.slug() if cfg.snapshot_dir else None
     rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last,
                        with_memtracker=memtracker, in_channels=cfg.in_channels, num_classes=cfg.num_classes,
-                       snapshot_to=snap.with_name(snap.name + ".predicted") if snap else None, label=cfg.label()))
+                       snapshot_to=snap.with_name(snap.name + ".predicted") if snap else None, label=cfg.label(),
+                       gpu=gpu, voxels=rec[R.LABELLED_VOXELS_PER_STEP]))
     if not backend.measures:
         rec[R.STATUS] = R.OK
         return rec
@@ -108,8 +116,7 @@ def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
     times = meas.pop("times_s")
     rec.update(meas)
     rec.update(timing.summarize(times, rec[R.LABELLED_VOXELS_PER_STEP], rec[R.VOXELS_PER_STEP], cfg.batch,
-                                rec.get(R.FLOPS_PER_STEP),
-                                timing.peak_flops(rec.get(R.DEVICE_NAME), cfg.precision)))
+                                rec.get(R.FLOPS_PER_STEP), gpus.peak_flops(rec.get(R.DEVICE_NAME), cfg.precision)))
     rec[R.STATUS] = R.OK
     if cfg.dice:
         del runner  # free the measured step's model and batch before training

@@ -73,3 +73,12 @@ def test_bench_run_on_cuda_through_isolated_workers_with_dice(monkeypatch, tmp_p
     assert rec[R.BACKEND] == "cuda" and rec[R.STATUS] == R.OK and rec[R.DICE_STATUS] == R.OK, rec.get(R.DICE_ERROR)
     assert rec[R.PRECISION] == "fp32" and rec[R.PEAK_ALLOCATED] > 0 and rec[R.INFER_VOLUME_PEAK_ALLOCATED] > 0
     assert "max allocated" in res.output
+
+
+def test_a_cuda_run_has_the_predicted_step_time_of_its_live_gpu_beside_the_measured_one(fake):
+    from bench.sweep import worker
+
+    rec = worker.run(RunConfig("unet", (32, 32, 32), 2, "train", "cuda", "fp16", repeats=1))
+    assert rec[R.DEVICE_NAME] == fake_cuda.NAME and rec[R.PRED_GPU] == "H100-SXM"  # recognised by its name
+    assert rec[R.STEP_TIME_MEDIAN] > 0 and rec[R.PRED_STEP_TIME] > 0
+    assert rec[R.PEAK_FLOPS] == 989.5e12  # the catalogue's fp16 tensor-core rate
