@@ -144,8 +144,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     out = out.dropna(axis=1, how="all")
     if "step_time_s" in out and "step_time_iqr_s" not in out:  # a time is never shown without its spread
         out["step_time_iqr_s"] = np.nan
-    return out.sort_values([R.MODE, R.LABELLED_VOXELS_PER_STEP, R.ARCH, R.STAGE, R.BATCH],
-                           na_position="last").reset_index(drop=True)
+    order = [c for c in (R.MODE, R.LABELLED_VOXELS_PER_STEP, R.ARCH, R.STAGE, R.BATCH) if c in out]
+    return out.sort_values(order, na_position="last").reset_index(drop=True)
 
 
 def equal_memory(df: pd.DataFrame, budgets_gb: Sequence[float] = BUDGETS_GB) -> pd.DataFrame:

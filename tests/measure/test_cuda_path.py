@@ -64,7 +64,8 @@ def test_cuda_out_of_memory_is_an_oom_record(monkeypatch):
 def test_bench_run_on_cuda_through_isolated_workers_with_dice(monkeypatch, tmp_path):
     """The CLI's path: backend auto finds the (fake) GPU; each worker process installs the fake device."""
     monkeypatch.setattr(executor, "WORKER", fake_cuda.WORKER)
-    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    for obj, name, value in fake_cuda.FakeCuda().patches():  # the parent sees the GPU (count, memory) too
+        monkeypatch.setattr(obj, name, value)
     res = CliRunner().invoke(app, ["run", "--arch", "unet", "--size", "32", "--batch", "2", "--repeats", "1",
                                    "--dice", "--data", "phantom:64x48x48", "--train-iterations", "2",
                                    "--out", str(tmp_path)])
