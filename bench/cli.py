@@ -236,12 +236,8 @@ def run(
         screens = [executor.ScreeningExecutor(budget, overhead, ex) for ex in executor.local_pool(
             Backend.PREDICT, cores(), [], cores())]
         with bar(len(configs), f"predicting against {budget / 1e9:g} GB") as b:
-            def screened(cfg, rec) -> None:
-                counts[rec[R.STATUS]] = counts.get(rec[R.STATUS], 0) + 1
-                b.print(summary_line(cfg.label(), rec), markup=True)
-                b.advance()
-
-            skipped = executor.run_sweep(configs, out, timeout, force, retry_failed, screens, on_done=screened,
+            skipped = executor.run_sweep(configs, out, timeout, force, retry_failed, screens,
+                                         on_done=_recorder(b, counts, label),
                                          on_skip=lambda cfg, why: b.advance(), budget_bytes=budget)
             b.done(f"{len(skipped)} predicted not to fit")
         left = {r[R.KEY] for r in skipped}
@@ -249,11 +245,6 @@ def run(
     else:
         configs_to_run = configs
     with bar(len(configs_to_run), "running") as b:
-        def done(cfg, rec) -> None:
-            counts[rec[R.STATUS]] = counts.get(rec[R.STATUS], 0) + 1
-            b.print(summary_line(label(cfg), rec), markup=True)
-            b.advance()
-
         def skip(cfg, why: str) -> None:
             counts[f"skipped ({why})"] = counts.get(f"skipped ({why})", 0) + 1
             b.advance()
@@ -263,7 +254,7 @@ def run(
             console.print(f"submitting to SLURM: {escape(slurm.options.describe())}; `bench status --out {escape(str(out))}` "
                           "follows it", highlight=False)
         executor.run_sweep(configs_to_run, out, timeout, force, retry_failed, slurm or pool,
-                           on_start=lambda cfg: b.start(label(cfg)), on_done=done, on_skip=skip,
+                           on_start=lambda cfg: b.start(label(cfg)), on_done=_recorder(b, counts, label), on_skip=skip,
                            no_skip=no_skip, budget_bytes=budget)
         b.done("sweep done")
     parts = ", ".join(f"{v} {k}" for k, v in counts.items())
@@ -275,6 +266,18 @@ def run(
     if failures:
         fail(f"{failures} configuration(s) failed (error, timeout or preempted); see their rows' error column "
              "(--retry-failed runs them again)", code=1)
+
+
+def _recorder(b, counts: dict[str, int], label):
+    """The ``on_done`` of a sweep's bar: count the record's status and print its summary line (one for the
+    screening pass and the run)."""
+
+    def done(cfg, rec) -> None:
+        counts[rec[R.STATUS]] = counts.get(rec[R.STATUS], 0) + 1
+        b.print(summary_line(label(cfg), rec), markup=True)
+        b.advance()
+
+    return done
 
 
 def _gpu_budget(text: str | None, be: Backend, kind: ExecutorKind, no_skip: bool, detect) -> int | None:
