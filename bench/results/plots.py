@@ -130,13 +130,14 @@ def _log_ticks(ax) -> None:
 
 
 def _series(ax, g: pd.DataFrame, x: str, y: str, by: list[str], colours, marks, label_of, errors=None) -> None:
-    """One line per group of ``by`` (colour and marker of its architecture, a line style per variant)."""
-    variants = sorted(set(g["variant"]))
-    for keys, part in g.groupby(by, sort=True):
-        keys = keys if isinstance(keys, tuple) else (keys,)
+    """One line per group of ``by`` (colour and marker of its architecture, a line style per value of the other
+    keys, e.g. per variant, or per patch and variant, so that two lines of one architecture never look alike)."""
+    groups = [(k if isinstance(k, tuple) else (k,), part) for k, part in g.groupby(by, sort=True)]
+    rest = sorted({keys[1:] for keys, _ in groups}, key=str)
+    for keys, part in groups:
         part = part.sort_values(x)
         arch = part[R.ARCH].iloc[0]
-        style = LINESTYLES[variants.index(part["variant"].iloc[0]) % len(LINESTYLES)]
+        style = LINESTYLES[rest.index(keys[1:]) % len(LINESTYLES)]
         yerr = errors(part) if errors else None
         ax.errorbar(part[x], part[y], yerr=yerr, color=colours.get(arch), marker=marks.get(arch, "o"), ls=style,
                     ms=6, lw=1.4, capsize=3 if yerr is not None else 0, label=label_of(part, keys))

@@ -277,6 +277,10 @@ def test_plots_read_at_a_glance(results, tmp_path, monkeypatch):
     assert "not GPU memory" in figures["memory_vs_voxels_train_cpu"].axes[0].get_ylabel()
     ticks = figures["throughput_vs_batch_train_cuda"].axes[0].get_xticks()
     assert all(float(t).is_integer() for t in ticks)
+    # the fixture's unet has two patches (128^3, 160^3): two lines of one colour, told apart by their style
+    unet = [c.lines[0] for c in figures["throughput_vs_batch_train_cuda"].axes[0].containers
+            if c.get_label().startswith("unet ")]
+    assert len(unet) == 2 and unet[0].get_linestyle() != unet[1].get_linestyle()
     texts = [t.get_text() for t in figures["dice_vs_memory_train_cuda"].axes[0].texts]
     assert "128^3 -> 192^3 b2" in texts and "128^3 b2" in texts  # its points are labelled
 
