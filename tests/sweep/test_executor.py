@@ -111,20 +111,11 @@ print("RECORD:" + json.dumps({"key": RunConfig.from_json(json.dumps(cfg)).key(),
 """
 
 
-def test_two_sweeps_on_one_directory_run_each_configuration_once(tmp_path):
-    import multiprocessing as mp
-
+def test_two_sweeps_on_one_directory_run_each_configuration_once(tmp_path, race):
     from bench.version import code_version
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    code = SLOW_RECORD % (root, code_version())
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_sweep, args=(str(tmp_path), code)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    race(_sweep, str(tmp_path), SLOW_RECORD % (root, code_version()))
     df = pd.read_json(store.path(tmp_path), lines=True)
     assert len(df) == 3 and df["key"].is_unique
 

@@ -95,17 +95,9 @@ def _parallel_sweep(out: str, code: str) -> None:
     run_sweep(configs, out, 60, executor=pool)
 
 
-def test_two_parallel_sweeps_on_one_directory_run_each_configuration_once(tmp_path):
-    import multiprocessing as mp
-
+def test_two_parallel_sweeps_on_one_directory_run_each_configuration_once(tmp_path, race):
     log = tmp_path / "held.jsonl"
-    code = TIMED % (ROOT, str(log), code_version())
-    procs = [mp.get_context("spawn").Process(target=_parallel_sweep, args=(str(tmp_path), code)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    race(_parallel_sweep, str(tmp_path), TIMED % (ROOT, str(log), code_version()))
     df = pd.read_json(store.path(tmp_path), lines=True)
     assert len(df) == 9 and df["key"].is_unique
     assert len(_intervals(log)) == 9  # no configuration was run twice
