@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -181,6 +182,10 @@ def run(
                                                        "and its timeline (.png) into this folder; on CUDA also the "
                                                        "recorded one (NAME.cuda.pickle)")] = None,
     gpu: GpuOption = None,
+    alloc_conf: Annotated[str | None, typer.Option(help="CUDA caching-allocator options, PYTORCH_CUDA_ALLOC_CONF syntax "
+                                                        "(expandable_segments:True, max_split_size_mb:N, "
+                                                        "garbage_collection_threshold:F); measured under and predicted "
+                                                        "with them [default: the environment's]")] = None,
 ) -> None:
     """Sweep sizes x batches x modes x precisions for architectures (meunet unless --arch names others);
     one isolated process per run."""
@@ -206,6 +211,9 @@ def run(
     if gpu is not None:
         gpu_name = _gpu(gpu)
         configs = [dataclasses.replace(c, gpu=gpu_name) for c in configs]
+    conf = _alloc_conf(alloc_conf)
+    if conf:
+        configs = [dataclasses.replace(c, alloc_conf=conf) for c in configs]
     if timeout <= 0:
         fail(f"timeout must be positive; got {timeout:g}")
     try:
@@ -478,6 +486,23 @@ def _alloc_settings(conf: str | None):
     from .measure.allocator import AllocatorSettings
 
     return _validated(AllocatorSettings.parse, conf) if conf is not None else AllocatorSettings.from_env()
+
+
+def _alloc_conf(conf: str | None) -> str:
+    """``--alloc-conf``, else ``PYTORCH_CUDA_ALLOC_CONF``, checked and written the one canonical way (so that one
+    setting is one key), or one clear line. Options the model does not follow are kept for a CUDA run and said."""
+    from .measure.allocator import AllocatorSettings
+
+    text = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") if conf is None else conf
+    try:
+        AllocatorSettings.parse(text)
+    except ValueError as exc:
+        if "is not modelled" not in str(exc):
+            fail(f"--alloc-conf: {exc}")
+        console.print(f"[yellow]note:[/] {escape(str(exc))}: a CUDA run uses it, the prediction leaves it out",
+                      highlight=False)
+        return ",".join(s.strip() for s in text.split(",") if s.strip())
+    return AllocatorSettings.parse(text).conf()
 
 
 def _load_trace(path: Path, device: int):

@@ -70,6 +70,8 @@ SIZE = _col("size", "str", "voxels", G, "the run's size DxHxW; what it names is 
 CUDNN_BENCHMARK = _col("cudnn_benchmark", "bool", "", G, "torch.backends.cudnn.benchmark on the CUDA backend "
                        "(bench validate runs both)")
 OPTIONS = _col("options", "json", "", G, "architecture overrides (`--set`), as a JSON object")
+ALLOC_CONF = _col("alloc_conf", "str", "", G, "the CUDA caching allocator's options (`--alloc-conf`, PYTORCH_CUDA_ALLOC_CONF "
+                  "syntax) the step ran and was predicted under; empty: PyTorch's defaults")
 IN_CHANNELS = _col("in_channels", "int", "channels", G, "input channels of the network (`--in-channels`; 1 by default)")
 NUM_CLASSES = _col("num_classes", "int", "classes", G, "output classes of the network (`--classes`; 3 by default)")
 CHANNELS_LAST = _col("channels_last", "bool", "", G, "model and images in channels_last_3d")
@@ -271,6 +273,7 @@ def config_columns(cfg: RunConfig) -> dict[str, Any]:
         PRECISION: cfg.precision, BATCH: cfg.batch, SIZE: format_size(cfg.size), OPTIONS: cfg.options_json(),
         IN_CHANNELS: cfg.in_channels, NUM_CLASSES: cfg.num_classes,
         CHANNELS_LAST: cfg.channels_last, CUDNN_BENCHMARK: cfg.cudnn_benchmark, DICE: cfg.dice,
+        ALLOC_CONF: cfg.alloc_conf,
         DATA: cfg.data if cfg.dice else None,
         TRAIN_BUDGET: cfg.train_budget() if cfg.dice else None,
         INFER_WEIGHTING: cfg.weighting if cfg.dice else None, SEED: cfg.seed if cfg.dice else None,

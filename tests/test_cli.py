@@ -1,5 +1,6 @@
 """`bench run` end to end on a tiny CPU sweep, skipping, bad arguments, and worker isolation."""
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -61,6 +62,8 @@ def test_predict_device_on_any_machine(tmp_path):
     (["--arch", "unet", "--jobs", "0"], "--jobs must be >= 1; got 0"),
     (["--arch", "unet", "--gpu-memory", "lots"], "'lots' is not a memory size"),
     (["--arch", "unet", "--executor", "ray"], "'ray' is not one of 'local', 'slurm'"),
+    (["--arch", "unet", "--alloc-conf", "max_split_size_mb:5"], "--alloc-conf: bad value for allocator option max_split_size_mb"),
+    (["--arch", "unet", "--alloc-conf", "expandable_segments"], "is not key:value"),
 ])
 def test_bad_arguments_fail_before_anything_runs(tmp_path, args, message):
     res = runner.invoke(app, ["run", *args, "--backend", "cpu", "--out", str(tmp_path)])
@@ -189,3 +192,19 @@ def test_gpu_memory_skips_what_is_predicted_not_to_fit_and_no_skip_measures_it(t
     assert res.exit_code == 0, res.output
     df = store.load(tmp_path).set_index("size")
     assert df.loc["64x64x64", "status"] == "ok" and df.loc["64x64x64", "cpu_live_peak_bytes"] > 0
+
+
+def test_allocator_options_are_in_the_key_the_record_and_the_prediction(monkeypatch):
+    """A configuration run under expandable segments is another configuration: its own key, the option in its
+    record, and a prediction that follows it (expandable segments map 2 MiB pages, not 20 MiB blocks)."""
+    from bench import record as R
+    from bench.sweep import worker
+    from bench.sweep.config import RunConfig
+
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "")  # restored after the test (the worker sets it)
+    default = RunConfig("unet", (32, 32, 32), 1, backend="predict")
+    expandable = dataclasses.replace(default, alloc_conf="expandable_segments:True")
+    assert default.key() != expandable.key() and "alloc(expandable_segments:True)" in expandable.label()
+    rec0, rec1 = worker.run(default, memtracker=False), worker.run(expandable, memtracker=False)
+    assert (rec0[R.ALLOC_CONF], rec1[R.ALLOC_CONF]) == ("", "expandable_segments:True")
+    assert rec1[R.PRED_RESERVED] < rec0[R.PRED_RESERVED]  # (allocated moves too: a block is handed out unsplit)

@@ -46,10 +46,13 @@ class RunConfig:
     #: where to write the step's memory snapshots (prediction, and on CUDA the recorded one); not in the key
     snapshot_dir: str = field(default="", compare=False)
     gpu: str = ""  # the catalogue GPU to predict the step time for ("": none, or the live CUDA device)
+    #: the caching allocator's options (``PYTORCH_CUDA_ALLOC_CONF`` syntax): the worker runs under them, and the
+    #: prediction's allocator model follows them, so a figure names the settings it was made with
+    alloc_conf: str = ""
 
     DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting", "seed", "inferer")
     #: fields added after records existed: left out of the key at these values, so that old keys stay valid
-    KEY_DEFAULTS = {"in_channels": 1, "num_classes": 3, "inferer": Inferer.SEGMEM.value}
+    KEY_DEFAULTS = {"in_channels": 1, "num_classes": 3, "inferer": Inferer.SEGMEM.value, "alloc_conf": ""}
 
     def __post_init__(self) -> None:
         # plain strings (not enum members) so that keys and JSON are the same however a config was made
@@ -112,8 +115,9 @@ class RunConfig:
         dice = f" +dice({self.data})" if self.dice else ""
         shape = "" if self.data_shape_is_default else f" {self.in_channels}ch {self.num_classes}cls"
         bench = " cudnn.benchmark" if self.cudnn_benchmark else ""
+        alloc = f" alloc({self.alloc_conf})" if self.alloc_conf else ""
         return (f"{self.arch}{stage} {self.mode} {patch or format_size(self.size)} b{self.batch}{shape} "
-                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{bench}{dice}")
+                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{bench}{alloc}{dice}")
 
     @property
     def data_shape_is_default(self) -> bool:

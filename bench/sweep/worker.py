@@ -78,6 +78,9 @@ def live_gpu(backend: Backend) -> gpus.GPU | None:
 def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
     """One configuration's record (``memtracker``: also torch's MemTracker figure, as every sweep has)."""
     backend = cfg.backend_kind
+    # before CUDA initialises (the worker is a fresh process): the real allocator reads it there, and the
+    # prediction's allocator model reads it too, so that both run under the configuration's settings
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = cfg.alloc_conf
     spec = architectures.spec(cfg.arch)
     stage_spec, ov = spec.stage(cfg.stage, **cfg.overrides_dict)
     rec = R.config_columns(cfg)
