@@ -46,6 +46,9 @@ class RunConfig:
     #: where to write the step's memory snapshots (prediction, and on CUDA the recorded one); not in the key
     snapshot_dir: str = field(default="", compare=False)
     gpu: str = ""  # the catalogue GPU to predict the step time for ("": none, or the live CUDA device)
+    #: the architecture as the key names it when ``arch`` holds a file path (ArchSpec.key_name: an nnU-Net
+    #: plans configuration keys by the plans file's content digest, so that moving the file keeps the key)
+    arch_key: str = ""
 
     DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting", "seed", "inferer")
     #: fields added after records existed: left out of the key at these values, so that old keys stay valid
@@ -77,6 +80,8 @@ class RunConfig:
                 d.pop(k, None)
         if not self.gpu:  # and runs without --gpu the keys they had before it existed
             d.pop("gpu")
+        if d.pop("arch_key"):
+            d["arch"] = self.arch_key
         blob = json.dumps(d, sort_keys=True, default=list)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
