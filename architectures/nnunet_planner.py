@@ -273,7 +273,11 @@ def plan_files(fingerprint: Fingerprint, planner: str = "default",
         try:
             with _quiet():
                 p = cls(DATASET, gpu_memory_target_in_gb=target)
-                plans = p.plan_experiment()
+                p.plan_experiment()
+        except Exception as exc:  # noqa: BLE001 - nnunetv2 asserts and raises in many ways; say which, in one line
+            why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise ValueError(f"nnunetv2's {cls.__name__} cannot plan for this fingerprint ({fingerprint.source}): "
+                             f"{type(exc).__name__}: {why}") from None
         finally:
             dep.nnUNet_raw, dep.nnUNet_preprocessed = saved
         # what nnunetv2 saved (JSON-fixed: numpy types made plain), not the in-memory dict

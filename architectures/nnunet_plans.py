@@ -40,7 +40,7 @@ from typing import Any
 
 from torch import nn
 
-from .spec import ArchSpec, standard_layout
+from .spec import ArchSpec, Shape, standard_layout
 
 #: the prefix of a plans configuration's architecture name
 PREFIX = "nnunet-plans:"
@@ -202,6 +202,20 @@ def plans_spec(plans: str | Path | Mapping[str, Any], name: str) -> ArchSpec:
     return from_name(spec_name(path, name))
 
 
+@dataclass(frozen=True)
+class PlansSpec(ArchSpec):
+    """A plans configuration's spec: an :class:`ArchSpec` whose size errors name where the divisors come from."""
+
+    strides: tuple[tuple[int, ...], ...] = ()
+
+    def check_size(self, size: Shape, mode: str = "train", **overrides: Any) -> None:
+        try:
+            super().check_size(size, mode, **overrides)
+        except ValueError as exc:
+            strides = " ".join("x".join(map(str, s)) for s in self.strides)
+            raise ValueError(f"{exc} (the products of the plan's strides per axis: {strides})") from None
+
+
 @cache
 def from_name(arch: str) -> ArchSpec:
     """The spec of ``nnunet-plans:<configuration>@<path>`` (what :func:`architectures.spec` calls)."""
@@ -219,13 +233,13 @@ def from_name(arch: str) -> ArchSpec:
     if conf.previous_stage:
         from .nnunet_cascade import foreground_prior_layout as layout  # image, label, one-hot prior
     patch = conf.patch
-    return ArchSpec(
+    return PlansSpec(
         name=arch,
         summary=f"{conf.class_name}, nnU-Net configuration {name} of {Path(path).name} ({'x'.join(map(str, patch))} "
                 f"b{conf.batch})",
         citation=CITATION,
         builder=build,
-        divisor=divisors if len(set(divisors)) > 1 else divisors[0],
+        divisor=divisors,  # type: ignore[arg-type]
         min_size=1,
         default_sizes=(patch,),  # type: ignore[arg-type]
         default_batches=(conf.batch,),
@@ -235,4 +249,57 @@ def from_name(arch: str) -> ArchSpec:
         size_meaning=f"patch (nnU-Net {name}, planned {'x'.join(map(str, patch))})",
         layout=layout,
         key_name=f"{PREFIX}{name}@sha256:{digest(path)[:16]}",
+        strides=conf.strides,
     )
+
+
+#: the built-in nnU-Net architectures whose name ``--plans`` accepts: the plans then say which network it is
+FAMILY = ("nnunet", "nnunet_resenc", "nnunet_cascade")
+
+
+def run_archs(plans_file: str | Path, archs: list[str] | None, configurations: list[str] | None) -> list[str]:
+    """The architecture names ``bench run --plans FILE [--arch A] [--configuration C]`` runs: each named
+    configuration; without one, ``3d_fullres``, or for ``--arch nnunet_cascade`` nnU-Net's cascade as
+    planned (``3d_lowres`` at its own patch and batch, then ``3d_cascade_fullres``). ValueError in one line."""
+    data = load_plans(plans_file)
+    other = [a for a in archs or [] if a not in FAMILY]
+    if other:
+        raise ValueError(f"--plans builds the network the plans name: use --arch {' or '.join(FAMILY)} (or no --arch); "
+                         f"got {', '.join(other)}")
+    if not configurations:
+        if "nnunet_cascade" in (archs or []):
+            if CASCADE not in data["configurations"]:
+                raise ValueError(f"the plans have no {CASCADE} (nnU-Net plans a cascade only where the 3d_fullres patch "
+                                 "covers less than a quarter of the median image); they have: "
+                                 f"{', '.join(data['configurations'])}")
+            configurations = [_previous(data, CASCADE) or "3d_lowres", CASCADE]
+        else:
+            configurations = ["3d_fullres"]
+    for c in configurations:
+        configuration(data, c)  # the one-line error of a configuration the plans lack
+    return [spec_name(plans_file, c) for c in dict.fromkeys(configurations)]
+
+
+def _previous(data: Mapping[str, Any], name: str) -> str | None:
+    try:
+        return _resolve(data, name).previous_stage
+    except ValueError:
+        return None
+
+
+def describe(plans: str | Path | Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per 3D configuration: what ``bench plan`` prints (patch, batch, network class, stages,
+    per-axis divisors, spacing, median image size, previous stage)."""
+    data = load_plans(plans)
+    rows = []
+    for name in three_d_configurations(data):
+        c = configuration(data, name)
+        raw = data["configurations"][name]
+        parent = data["configurations"].get(raw.get("inherits_from", ""), {})
+        rows.append({"configuration": name, "patch": "x".join(map(str, c.patch)), "batch": c.batch,
+                     "network": c.class_name, "stages": len(c.strides), "divisors": "x".join(map(str, c.divisors)),
+                     "spacing": "x".join(f"{s:.4g}" for s in raw.get("spacing", parent.get("spacing", []))),
+                     "median_image": "x".join(str(round(s)) for s in raw.get("median_image_size_in_voxels",
+                                                                           parent.get("median_image_size_in_voxels", []))),
+                     "previous_stage": c.previous_stage or ""})
+    return rows
