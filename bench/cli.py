@@ -204,6 +204,9 @@ def run(
     be = _validated(resolve_backend, device or backend)
     shape = (in_channels or 1, classes or 3)
     if plans is not None or configuration:
+        if dice:
+            fail("--dice does not take --plans yet (a Dice run's sliding window needs one divisor for every axis); "
+                 "run the plans for memory and time without --dice")
         arch, shape = _plans_run(plans, arch, configuration, in_channels, classes)
     if dice:
         dice_opts, shape = _dice_options(data, train_minutes, train_iterations, weighting, seed, be, inferer,

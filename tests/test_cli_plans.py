@@ -64,6 +64,7 @@ def test_run_takes_network_patch_batch_and_data_shape_from_the_plans(tmp_path):
     (["--plans", "{plans}", "--size", "224x112x100"], "multiples of 32x16x16"),
     (["--configuration", "3d_fullres"], "give it with --plans FILE"),
     (["--plans", "{plans}", "--arch", "unet"], "--plans builds the network the plans name"),
+    (["--plans", "{plans}", "--dice"], "--dice does not take --plans yet"),
 ])
 def test_bad_plans_runs_fail_in_one_line_before_anything_runs(tmp_path, args, message):
     paths = {"plans": str(PAPER_PLANS), "dataset": str(PAPER_PLANS.with_name("dataset.json"))}
