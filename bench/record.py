@@ -270,7 +270,7 @@ def config_columns(cfg: RunConfig) -> dict[str, Any]:
     from .options import format_size
 
     return {
-        KEY: cfg.key(), ARCH: cfg.arch, ARCH_KEY: cfg.arch_key or None, STAGE: cfg.stage, MODE: cfg.mode, BACKEND: cfg.backend,
+        KEY: cfg.key(), ARCH: cfg.arch, STAGE: cfg.stage, MODE: cfg.mode, BACKEND: cfg.backend,
         PRECISION: cfg.precision, BATCH: cfg.batch, SIZE: format_size(cfg.size), OPTIONS: cfg.options_json(),
         IN_CHANNELS: cfg.in_channels, NUM_CLASSES: cfg.num_classes,
         CHANNELS_LAST: cfg.channels_last, CUDNN_BENCHMARK: cfg.cudnn_benchmark, DICE: cfg.dice,
@@ -278,6 +278,7 @@ def config_columns(cfg: RunConfig) -> dict[str, Any]:
         TRAIN_BUDGET: cfg.train_budget() if cfg.dice else None,
         INFER_WEIGHTING: cfg.weighting if cfg.dice else None, SEED: cfg.seed if cfg.dice else None,
         INFERER: cfg.inferer if cfg.dice else None,
+        ARCH_KEY: cfg.arch_key or None,
     }
 
 
