@@ -49,6 +49,9 @@ class RunConfig:
     #: the caching allocator's options (``PYTORCH_CUDA_ALLOC_CONF`` syntax): the worker runs under them, and the
     #: prediction's allocator model follows them, so a figure names the settings it was made with
     alloc_conf: str = ""
+    #: the architecture as the key names it when ``arch`` holds a file path (ArchSpec.key_name: an nnU-Net
+    #: plans configuration keys by the plans file's content digest, so that moving the file keeps the key)
+    arch_key: str = ""
 
     DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting", "seed", "inferer")
     #: fields added after records existed: left out of the key at these values, so that old keys stay valid
@@ -80,6 +83,8 @@ class RunConfig:
                 d.pop(k, None)
         if not self.gpu:  # and runs without --gpu the keys they had before it existed
             d.pop("gpu")
+        if d.pop("arch_key"):
+            d["arch"] = self.arch_key
         blob = json.dumps(d, sort_keys=True, default=list)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
