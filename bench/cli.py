@@ -518,9 +518,11 @@ def _alloc_settings(conf: str | None):
 def _alloc_conf(conf: str | None) -> str:
     """``--alloc-conf``, else ``PYTORCH_CUDA_ALLOC_CONF``, checked and written the one canonical way (so that one
     setting is one key), or one clear line. Options the model does not follow are kept for a CUDA run and said."""
-    from .measure.allocator import AllocatorSettings
-
     text = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") if conf is None else conf
+    if not text.strip():
+        return ""
+    from .measure.allocator import AllocatorSettings  # (torch-free, but a sweep's parent imports it only when asked)
+
     try:
         AllocatorSettings.parse(text)
     except ValueError as exc:
