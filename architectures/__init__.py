@@ -33,7 +33,7 @@ from .spec import ArchSpec, SampleTensor, Shape, Stage
 
 __all__ = ["ArchSpec", "SampleTensor", "Shape", "Stage", "build", "names", "spec"]
 
-_NOT_ARCHITECTURES = {"spec", "blocks", "imported", "monai_nets"}
+_NOT_ARCHITECTURES = {"spec", "blocks", "imported", "monai_nets", "recipe"}
 #: the entry-point group through which installed packages register their specs
 ENTRY_POINT_GROUP = "segmem.architectures"
 
