@@ -16,6 +16,7 @@ from bench.cli import app
 from bench.measure.predict import predict
 from bench.measure.step import StepRunner
 from bench.sweep import worker
+from bench.sweep.config import RunConfig
 from bench.sweep.expand import expand
 
 BASELINE = Path(__file__).parents[2] / "reports" / "baseline" / "memory.csv"
@@ -121,6 +122,18 @@ def test_default_recipe_keeps_keys_and_a_change_makes_a_new_one():
     assert base[0].recipe == () and base[0].key() in _baseline_keys()
     assert changed[0].recipe == (("clip", None), ("optimizer", "adam"))
     assert changed[0].key() not in _baseline_keys() and "recipe.optimizer=adam" in changed[0].label()
+    assert RunConfig.from_json(changed[0].to_json()) == changed[0]  # as a worker receives it
+    assert RunConfig.from_json(changed[0].to_json()).key() == changed[0].key()
+
+
+def test_the_validation_grids_benchmark_off_is_off_under_nnunets_recipe():
+    from bench.results.validate import grid
+
+    cfgs = [c for c in grid(["nnunet"]) if c.mode == "train"]
+    off = [c for c in cfgs if not c.cudnn_benchmark]
+    assert off and all(c.recipe == (("cudnn_benchmark", False),) for c in off)
+    rec = worker.run(dataclasses.replace(off[0], backend="predict", size=(64, 64, 64), batch=1), memtracker=False)
+    assert rec["cudnn_benchmark"] is False and "cudnn_bench" not in rec["recipe"]
 
 
 def test_a_recipe_change_is_recorded():
