@@ -59,7 +59,8 @@ BASELINE = Path("reports/baseline/memory.csv")
 ArchOption = Annotated[list[str] | None, typer.Option("--arch", "-a", metavar="NAME|all",
                                                      help="architecture name (`bench list`), repeatable, or 'all'; "
                                                           "without --arch: meunet")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture override key=value, repeatable")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture override key=value, or a training "
+                                                                   "recipe change recipe.KEY=VALUE; repeatable")]
 OutOption = Annotated[Path, typer.Option(help="results directory (its results.jsonl)")]
 Filter = Annotated[list[str] | None, typer.Option(help="keep only these values; repeatable")]
 DeviceAlias = Annotated[str | None, typer.Option("--device", hidden=True, help="old name of --backend")]
