@@ -62,7 +62,8 @@ BASELINE = Path("reports/baseline/memory.csv")
 ArchOption = Annotated[list[str] | None, typer.Option("--arch", "-a", metavar="NAME|all",
                                                      help="architecture name (`bench list`), repeatable, or 'all'; "
                                                           "without --arch: meunet")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture override key=value, repeatable")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture override key=value, or a training "
+                                                                   "recipe change recipe.KEY=VALUE; repeatable")]
 OutOption = Annotated[Path, typer.Option(help="results directory (its results.jsonl)")]
 Filter = Annotated[list[str] | None, typer.Option(help="keep only these values; repeatable")]
 DeviceAlias = Annotated[str | None, typer.Option("--device", hidden=True, help="old name of --backend")]
@@ -839,6 +840,8 @@ def fit_(
     ratio = _validated(parse_size, shape_ratio) if shape_ratio else None
     at = _validated(parse_size, size) if size else None
     ov = _validated(parse_overrides, set_ or [])
+    if any(k.startswith("recipe.") for k in ov):
+        fail("bench fit predicts each architecture with its own training recipe; --set recipe.KEY is for bench run")
     shape = (in_channels or 1, classes or 3)
     if shape[0] < 1 or shape[1] < 2:
         fail(f"--in-channels must be >= 1 and --classes >= 2; got {shape[0]} and {shape[1]}")

@@ -43,7 +43,9 @@ def grid(archs: list[str] | None = None) -> list[RunConfig]:
         spec = architectures.spec(name)
         base = expand([name], two_sizes(spec), [spec.default_batches[0]], [Mode.TRAIN, Mode.INFER], list(PRECISIONS),
                       Backend.CUDA, repeats=1)
-        configs += [dataclasses.replace(c, cudnn_benchmark=b) for c in base for b in (False, True)]
+        # "off" must be off: a recipe that turns cudnn.benchmark on (nnU-Net's) is told not to
+        off = (("cudnn_benchmark", False),) if spec.recipe.cudnn_benchmark else ()
+        configs += [dataclasses.replace(c, cudnn_benchmark=b, recipe=() if b else off) for c in base for b in (False, True)]
     return configs
 
 
