@@ -40,6 +40,7 @@ from typing import Any
 
 from torch import nn
 
+from .recipe import nnunet as nnunet_recipe
 from .spec import ArchSpec, Shape, standard_layout
 
 #: the prefix of a plans configuration's architecture name
@@ -62,6 +63,7 @@ class Configuration:
     batch: int
     strides: tuple[tuple[int, ...], ...]
     previous_stage: str | None
+    batch_dice: bool = True  # the plans' choice for nnU-Net's Dice loss (ConfigurationManager.batch_dice)
 
     @property
     def divisors(self) -> tuple[int, ...]:
@@ -119,7 +121,7 @@ def _resolve(data: Mapping[str, Any], name: str) -> Configuration:
             name, cm.network_arch_class_name, kwargs, tuple(cm.network_arch_init_kwargs_req_import),
             tuple(int(x) for x in cm.patch_size), int(cm.batch_size),
             tuple(tuple(int(x) for x in s) for s in kwargs.get("strides", cm.pool_op_kernel_sizes)),
-            cm.previous_stage_name)
+            cm.previous_stage_name, bool(cm.batch_dice))
     except (KeyError, TypeError, AssertionError) as exc:
         raise ValueError(f"configuration {name!r} of the plans is incomplete: {type(exc).__name__}: {exc}") from None
 
@@ -225,8 +227,8 @@ def from_name(arch: str) -> ArchSpec:
     conf = configuration(path, name)
     divisors = conf.divisors
 
-    def build(in_channels: int = 1, num_classes: int = 3, deep_supervision: bool = True) -> nn.Module:
-        """nnU-Net's network for this configuration; deep supervision on, as nnU-Net trains it."""
+    def build(in_channels: int = 1, num_classes: int = 3, deep_supervision: bool = False) -> nn.Module:
+        """nnU-Net's network for this configuration (nnU-Net's recipe switches deep supervision on for training)."""
         return _network(conf, in_channels, num_classes, deep_supervision)
 
     layout = standard_layout
@@ -245,7 +247,7 @@ def from_name(arch: str) -> ArchSpec:
         default_batches=(conf.batch,),
         cpu_sizes=(patch,),  # type: ignore[arg-type]
         cpu_batches=(conf.batch,),
-        default_precision="fp16",  # nnU-Net trains with AMP
+        recipe=nnunet_recipe(batch_dice=conf.batch_dice),  # nnU-Net's trainer: SGD, DC+CE, deep supervision, AMP
         size_meaning=f"patch (nnU-Net {name}, planned {'x'.join(map(str, patch))})",
         layout=layout,
         key_name=f"{PREFIX}{name}@sha256:{digest(path)[:16]}",
