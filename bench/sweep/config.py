@@ -46,6 +46,8 @@ class RunConfig:
     #: where to write the step's memory snapshots (prediction, and on CUDA the recorded one); not in the key
     snapshot_dir: str = field(default="", compare=False)
     gpu: str = ""  # the catalogue GPU to predict the step time for ("": none, or the live CUDA device)
+    #: the GPU memory (bytes) a prediction runs against (--gpu-memory with --backend predict); 0: unlimited
+    gpu_memory: int = 0
 
     DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting", "seed", "inferer")
     #: fields added after records existed: left out of the key at these values, so that old keys stay valid
@@ -77,6 +79,8 @@ class RunConfig:
                 d.pop(k, None)
         if not self.gpu:  # and runs without --gpu the keys they had before it existed
             d.pop("gpu")
+        if not self.gpu_memory:  # and predictions without a capacity theirs
+            d.pop("gpu_memory")
         blob = json.dumps(d, sort_keys=True, default=list)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -112,8 +116,9 @@ class RunConfig:
         dice = f" +dice({self.data})" if self.dice else ""
         shape = "" if self.data_shape_is_default else f" {self.in_channels}ch {self.num_classes}cls"
         bench = " cudnn.benchmark" if self.cudnn_benchmark else ""
+        cap = f" at {self.gpu_memory / 2**30:.3g} GiB" if self.gpu_memory else ""
         return (f"{self.arch}{stage} {self.mode} {patch or format_size(self.size)} b{self.batch}{shape} "
-                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{bench}{dice}")
+                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{bench}{cap}{dice}")
 
     @property
     def data_shape_is_default(self) -> bool:
