@@ -23,10 +23,12 @@ from .options import (
     CUDA_OVERHEAD,
     Backend,
     BackendChoice,
+    CascadeReading,
     ExecutorKind,
     Figure,
     Inferer,
     Mode,
+    Planner,
     Precision,
     Weighting,
     parse_bytes,
@@ -183,6 +185,13 @@ def run(
                                                        "and its timeline (.png) into this folder; on CUDA also the "
                                                        "recorded one (NAME.cuda.pickle)")] = None,
     gpu: GpuOption = None,
+    plans: Annotated[Path | None, typer.Option(help="an nnU-Net plans file (`bench plan` writes one): run the network, "
+                                                    "patch and batch it names; --arch nnunet or none, nnunet_cascade "
+                                                    "for its cascade", rich_help_panel="nnU-Net plans")] = None,
+    configuration: Annotated[list[str] | None, typer.Option(help="the plans' configuration, repeatable [default: "
+                                                                 "3d_fullres; --arch nnunet_cascade: 3d_lowres and "
+                                                                 "3d_cascade_fullres]",
+                                                            rich_help_panel="nnU-Net plans")] = None,
 ) -> None:
     """Sweep sizes x batches x modes x precisions for architectures (meunet unless --arch names others);
     one isolated process per run."""
@@ -196,6 +205,8 @@ def run(
         fail(f"--jobs must be >= 1; got {jobs}")
     be = _validated(resolve_backend, device or backend)
     shape = (in_channels or 1, classes or 3)
+    if plans is not None or configuration:
+        arch, shape = _plans_run(plans, arch, configuration, in_channels, classes)
     if dice:
         dice_opts, shape = _dice_options(data, train_minutes, train_iterations, weighting, seed, be, inferer,
                                          in_channels, classes)
@@ -273,6 +284,19 @@ def run(
     if failures:
         fail(f"{failures} configuration(s) failed (error, timeout or preempted); see their rows' error column "
              "(--retry-failed runs them again)", code=1)
+
+
+def _plans_run(plans: Path | None, arch: list[str] | None, configuration: list[str] | None, in_channels: int | None,
+               classes: int | None) -> tuple[list[str], tuple[int, int]]:
+    """The architecture names of ``--plans`` / ``--configuration``, and the data shape: the options', else the
+    dataset.json's beside the plans, else 1 channel and 3 classes."""
+    from architectures import nnunet_plans
+
+    if plans is None:
+        fail("--configuration names a configuration of an nnU-Net plans file: give it with --plans FILE")
+    names = _validated(nnunet_plans.run_archs, plans, arch, configuration)
+    ds = nnunet_plans.data_shape(plans) or (1, 3)
+    return names, (in_channels or ds[0], classes or ds[1])
 
 
 def _recorder(b, counts: dict[str, int], label):
@@ -874,6 +898,90 @@ def _fit_epochs(r, gpu: str, overrides: dict) -> dict[str, Any]:
             f"batch_epoch_s ({EPOCH_STEPS} steps)": big and round(big, 1)}
 
 
+def _triple(text: str, what: str) -> tuple[float, float, float]:
+    """``500x512x512`` -> three numbers; one line naming the option otherwise."""
+    try:
+        vals = tuple(float(p) for p in text.lower().split("x"))
+    except ValueError:
+        fail(f"{what} {text!r}: give three numbers DxHxW, e.g. 500x512x512")
+    if len(vals) != 3:
+        fail(f"{what} {text!r}: a fingerprint needs three spatial dimensions (DxHxW); got {len(vals)}")
+    return vals  # type: ignore[return-value]
+
+
+@app.command("plan")
+def plan_(
+    shape: Annotated[str | None, typer.Option(help="median image shape DxHxW (nnU-Net's axis order), e.g. 500x512x512",
+                                              rich_help_panel="fingerprint (one of)")] = None,
+    spacing: Annotated[str, typer.Option(help="median spacing DxHxW with --shape, e.g. 1x0.78x0.78",
+                                         rich_help_panel="fingerprint (one of)")] = "1x1x1",
+    channels: Annotated[str, typer.Option(help="input channels with --shape: a count (2) or their names (CT, or "
+                                               "T1,T2: CT gets nnU-Net's CT normalisation)",
+                                          rich_help_panel="fingerprint (one of)")] = "1",
+    classes: Annotated[int, typer.Option(help="classes with --shape, background included",
+                                         rich_help_panel="fingerprint (one of)")] = 3,
+    cases: Annotated[int, typer.Option(help="training cases with --shape (caps the batch: nnU-Net sees at most 5% of "
+                                            "the dataset per step)", rich_help_panel="fingerprint (one of)")] = 100,
+    fingerprint: Annotated[Path | None, typer.Option(help="an nnU-Net dataset_fingerprint.json (channels and classes "
+                                                          "from the dataset.json beside it, else --channels/--classes)",
+                                                     rich_help_panel="fingerprint (one of)")] = None,
+    dataset: Annotated[Path | None, typer.Option(help="a raw nnU-Net dataset folder (dataset.json, imagesTr): only "
+                                                      "image headers are read", rich_help_panel="fingerprint (one of)")] = None,
+    planner: Annotated[Planner, typer.Option(help="nnunetv2's planner: ExperimentPlanner, nnUNetPlannerResEncM / L / XL")]
+    = Planner.DEFAULT,
+    gpu_memory_target: Annotated[float | None, typer.Option(help="GB the planner targets [default: the planner's: "
+                                                                 "8, 8, 24, 40]")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the plans JSON here (and nnU-Net's "
+                                                                       "dataset.json beside it)")] = None,
+) -> None:
+    """nnU-Net's own plans for a dataset fingerprint (nnunetv2's planners; no data is preprocessed): each 3D
+    configuration's patch, batch, network and stages; `bench run --plans FILE` runs them."""
+    from architectures import nnunet_planner as NP
+    from architectures import nnunet_plans as NPL
+
+    given = [n for n, v in (("--shape", shape), ("--fingerprint", fingerprint), ("--dataset", dataset)) if v is not None]
+    if len(given) != 1:
+        fail(f"give one fingerprint: --shape (with --spacing, --channels, --classes), --fingerprint FILE or --dataset "
+             f"FOLDER; got {', '.join(given) or 'none'}")
+    names: list[str] | int = int(channels) if channels.isdigit() else [c.strip() for c in channels.split(",") if c.strip()]
+    if shape is not None:
+        dims = _triple(shape, "--shape")
+        if any(d != int(d) for d in dims):
+            fail(f"--shape {shape!r}: whole voxels, e.g. 500x512x512")
+        fp = _validated(NP.Fingerprint.from_median, tuple(int(d) for d in dims), _triple(spacing, "--spacing"), names,
+                        classes, cases)
+    elif fingerprint is not None:
+        fp = _validated(NP.Fingerprint.from_json, fingerprint, None, names, classes)
+    else:
+        fp = _validated(NP.Fingerprint.from_raw, dataset)
+    if output is not None:
+        _writable_dir(output.parent if str(output.parent) else Path("."))
+    with console.status(f"planning with nnunetv2's {NP.PLANNERS[planner.value][1]}"):
+        plans, ds = _validated(NP.plan_files, fp, planner.value, gpu_memory_target)
+    table = Table(title=f"{plans['plans_name']} ({plans['experiment_planner_used']}, "
+                        f"{plans[NP.PROVENANCE]['gpu_memory_target_in_gb']:g} GB target) for "
+                        f"{'x'.join(map(str, fp.median_shape))} at {'x'.join(f'{s:g}' for s in fp.median_spacing)}")
+    rows = NPL.describe(plans)
+    for col in rows[0] if rows else ["configuration"]:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(escape(str(v)) for v in r.values()))
+    console.print(table)
+    if output is None:
+        console.print("(not written: -o FILE writes the plans, and nnU-Net's dataset.json beside them)")
+        return
+    NPL.save(plans, output)
+    beside = output.with_name("dataset.json")
+    text = json.dumps(ds, indent=4)
+    if beside.exists() and beside.read_text() != text:
+        console.print(f"[yellow]note:[/] {escape(str(beside))} exists and differs: left as it is (bench run --plans "
+                      "reads channels and classes from it)", highlight=False)
+    else:
+        beside.write_text(text)
+    console.print(f"written: {escape(str(output))} and {escape(str(beside))}; run it with: bench run --backend predict "
+                  f"--plans {escape(str(output))} --configuration 3d_fullres", highlight=False)
+
+
 @app.command()
 def paper(
     backend: Annotated[PaperBackend, typer.Option(help="predict (any machine) or cuda (also measure)")] = "predict",
@@ -881,6 +989,9 @@ def paper(
     out: Annotated[Path, typer.Option(help="results directory")] = RESULTS,
     timeout: Annotated[float, typer.Option(help="seconds per measured configuration")] = DEFAULT_TIMEOUT,
     jobs: JobsOption = None,
+    cascade_reading: Annotated[list[CascadeReading] | None, typer.Option(
+        help="Table 3's nnU-Net cascade, stage 1: the paper's reading (whole x2-downsampled volume, batch 1) or as "
+             "nnU-Net plans it (3d_lowres's planned patch and batch); repeatable [default: both]")] = None,
 ) -> None:
     """The paper's Tables 1-4 (training memory) beside its own GB figures, with the ratios."""
     import pandas as pd
@@ -894,20 +1005,22 @@ def paper(
     be = Backend(_validated(resolve_backend, device or backend))
     if be not in (Backend.PREDICT, Backend.CUDA):
         fail(f"backend must be predict or cuda; got {be.value!r}")
+    rows = _validated(pp.paper_rows, list(dict.fromkeys(cascade_reading or CascadeReading)))
     measured = None
     if be is Backend.CUDA:
-        configs = list(dict.fromkeys(c for r in pp.ROWS for p in r.parts for c in pp.part_configs(p, Backend.CUDA)))
+        configs = list(dict.fromkeys(c for r in rows for p in r.parts for c in pp.part_configs(p, Backend.CUDA)))
         with bar(len(configs), "measuring") as b:
             run_sweep(configs, out, timeout, on_start=lambda c: b.start(label(c)), on_done=lambda c, r: b.advance(),
                       on_skip=lambda c, why: b.advance())
         measured = store.load(out)
-    with bar(len(pp.predictions()), "predicting") as b:
-        df = pp.table(progress=lambda job: (b.start(f"{job[0].arch} {job[1]}"), b.advance()), measured=measured,
+    with bar(len(pp.predictions(rows)), "predicting") as b:
+        df = pp.table(rows, progress=lambda job: (b.start(f"{job[0].arch} {job[1]}"), b.advance()), measured=measured,
                       jobs=jobs)
+    verdict = pp.cascade_verdict(df, rows)
     note = "Measured on CUDA and predicted." if measured is not None else "Predicted (no GPU used)."
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "paper.csv", index=False)
-    (out / "paper.md").write_text(pp.markdown(df, note) + "\n")
+    (out / "paper.md").write_text(pp.markdown(df, note) + (f"\n{verdict}\n" if verdict else "") + "\n")
     show = df.round(2)
     table = Table(title="the paper's training memory (GB) and ours (GiB)")
     for col in show.columns:
@@ -915,6 +1028,8 @@ def paper(
     for r in show.itertuples(index=False):
         table.add_row(*("" if (not isinstance(v, str) and pd.isna(v)) else escape(str(v)) for v in r))
     console.print(table)
+    if verdict:
+        console.print(escape(verdict), highlight=False)
     console.print(f"written: {escape(str(out / 'paper.csv'))}, {escape(str(out / 'paper.md'))}", highlight=False)
 
 

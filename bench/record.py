@@ -61,6 +61,9 @@ def _col(name: str, type_: str, unit: str, group: str, meaning: str) -> str:
 G = "configuration"
 KEY = _col("key", "str", "", G, "stable digest of the configuration (what is measured, not how often)")
 ARCH = _col("arch", "str", "", G, "architecture name (`bench list`)")
+ARCH_KEY = _col("arch_key", "str", "", G, "what the key holds for the architecture when arch holds a file's path: "
+                "an nnU-Net plans configuration (`--plans`) is arch nnunet-plans:<configuration>@<plans file>, "
+                "keyed as nnunet-plans:<configuration>@sha256:<the file's content digest>")
 STAGE = _col("stage", "str", "", G, "a cascade's separately trained stage; empty for the whole architecture")
 MODE = _col("mode", "str", "", G, "train (forward, loss, backward, optimizer step) or infer (the inference path)")
 BACKEND = _col("backend", "str", "", G, "cuda or cpu (measured, and predicted), predict (predicted only)")
@@ -283,7 +286,7 @@ def config_columns(cfg: RunConfig) -> dict[str, Any]:
     from .options import format_size
 
     return {
-        KEY: cfg.key(), ARCH: cfg.arch, STAGE: cfg.stage, MODE: cfg.mode, BACKEND: cfg.backend,
+        KEY: cfg.key(), ARCH: cfg.arch, ARCH_KEY: cfg.arch_key or None, STAGE: cfg.stage, MODE: cfg.mode, BACKEND: cfg.backend,
         PRECISION: cfg.precision, BATCH: cfg.batch, SIZE: format_size(cfg.size), OPTIONS: cfg.options_json(),
         IN_CHANNELS: cfg.in_channels, NUM_CLASSES: cfg.num_classes,
         CHANNELS_LAST: cfg.channels_last, CUDNN_BENCHMARK: cfg.cudnn_benchmark, DICE: cfg.dice,

@@ -48,6 +48,9 @@ class RunConfig:
     gpu: str = ""  # the catalogue GPU to predict the step time for ("": none, or the live CUDA device)
     #: the GPU memory (bytes) a prediction runs against (--gpu-memory with --backend predict); 0: unlimited
     gpu_memory: int = 0
+    #: the architecture as the key names it when ``arch`` holds a file path (ArchSpec.key_name: an nnU-Net
+    #: plans configuration keys by the plans file's content digest, so that moving the file keeps the key)
+    arch_key: str = ""
 
     DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting", "seed", "inferer")
     #: fields added after records existed: left out of the key at these values, so that old keys stay valid
@@ -81,6 +84,8 @@ class RunConfig:
             d.pop("gpu")
         if not self.gpu_memory:  # and predictions without a capacity theirs
             d.pop("gpu_memory")
+        if d.pop("arch_key"):
+            d["arch"] = self.arch_key
         blob = json.dumps(d, sort_keys=True, default=list)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

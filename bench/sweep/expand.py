@@ -169,5 +169,5 @@ def expand(
                 extra = dict(dice=True, **dice) if (dice is not None and mode == Mode.TRAIN and stage == stages[-1]) else {}
                 configs.append(RunConfig(name, size, batch, mode, backend, prec, stage,
                                          tuple(sorted(ov.items())), channels_last, repeats, **extra,
-                                         in_channels=in_channels, num_classes=num_classes))
+                                         in_channels=in_channels, num_classes=num_classes, arch_key=spec.key_name))
     return configs
