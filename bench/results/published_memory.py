@@ -12,10 +12,11 @@ Sources so far:
   VRAM of the default configuration and the ResEnc M / L / XL presets "as reported by nvidia-smi"
   during training (run time "measured on 1x Nvidia A100 PCIe 40GB"). The datasets behind the figure
   are not stated; the presets' planners size patch and batch to a VRAM target, so the configuration is
-  rebuilt with nnunetv2's own planners (ExperimentPlanner, nnUNetPlannerResEncM/L/XL, nnunetv2 2.8.1)
-  on the CT-like fingerprint of issue 15 (500x512x512 voxels at 1x0.78x0.78 mm, 300 cases, one channel,
-  three classes): default and M 128^3 batch 2, L 192^3 batch 2, XL 224x256x224 batch 2; six stages, all
-  strides 2, features 32..320, M/L/XL the ResidualEncoderUNet with blocks 1, 3, 4, 6, 6, 6.
+  rebuilt by nnunetv2's own planners (ExperimentPlanner, nnUNetPlannerResEncM/L/XL, through
+  :mod:`architectures.nnunet_planner`) on the CT-like fingerprint of issue 15 (500x512x512 voxels at
+  1x0.78x0.78 mm, 300 cases, one channel, three classes), and the network is the one the plans name
+  (:mod:`architectures.nnunet_plans`); with nnunetv2 2.8.1: default and M 128^3 batch 2, L 192^3 batch 2,
+  XL 224x256x224 batch 2 (the table's patch and batch columns say what was rebuilt).
 - nnU-Net issue #2996 (github.com/MIC-DKFZ/nnUNet/issues/2996, 2026-03-05): the ResEnc L preset
   re-trained on an A100 40 GB "same presets and patch size" as the paper, AMP on: allocated 21.5 GB,
   reserved 22.6 GB, nvidia-smi 23.5 GB. Rebuilt as the L preset above.
@@ -31,7 +32,6 @@ Every figure is predicted with nnU-Net's training as segmem runs it: fp16 autoca
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -61,33 +61,33 @@ class Figure:
     torch: str  # as stated; "" when the source does not say
     measured: str  # nvidia-smi, allocated or reserved
     published_gib: float
-    arch: str
-    size: tuple[int, int, int]
-    batch: int
+    planner: str  # architectures.nnunet_planner.PLANNERS: default, resenc_m, resenc_l, resenc_xl
+    configuration: str  # of the plans
     precision: str
-    overrides: str  # JSON
     cudnn_benchmark: bool
-    plans: str
+    plans: str  # how the configuration is rebuilt
     split: str  # fit, or held-out
 
 
-DS = json.dumps({"deep_supervision": True})
-_PRESETS = (  # row of the documentation, arch, patch, planner, split
-    ("nnU-Net (org.) [1]", "nnunet", (128, 128, 128), "ExperimentPlanner (3d_fullres, PlainConvUNet)", 7.70, "fit"),
-    ("nnU-Net ResEnc M", "nnunet_resenc", (128, 128, 128), "nnUNetPlannerResEncM", 9.10, "held-out"),
-    ("nnU-Net ResEnc L", "nnunet_resenc", (192, 192, 192), "nnUNetPlannerResEncL", 22.70, "fit"),
-    ("nnU-Net ResEnc XL", "nnunet_resenc", (224, 256, 224), "nnUNetPlannerResEncXL", 36.60, "held-out"),
+#: the CT-like dataset of issue 15 the presets are planned for (numpy axis order, as nnU-Net's)
+CT_SHAPE, CT_SPACING, CT_CASES = (500, 512, 512), (1.0, 0.78, 0.78), 300
+PLANS_CT = (f"nnunetv2's {{planner}} (architectures.nnunet_planner) on the CT-like fingerprint "
+            f"{'x'.join(map(str, CT_SHAPE))} at {'x'.join(map(str, CT_SPACING))} mm ({CT_CASES} cases, 1 channel, "
+            "3 classes), configuration 3d_fullres")
+_PRESETS = (  # row of the documentation, planner, published GiB, split
+    ("nnU-Net (org.) [1]", "default", 7.70, "fit"),
+    ("nnU-Net ResEnc M", "resenc_m", 9.10, "held-out"),
+    ("nnU-Net ResEnc L", "resenc_l", 22.70, "fit"),
+    ("nnU-Net ResEnc XL", "resenc_xl", 36.60, "held-out"),
 )
 FIGURES: tuple[Figure, ...] = tuple(
     Figure(f"presets:{row.split(' [')[0]}", PRESETS_SOURCE.format(row=row), PRESETS_URL, "A100-40GB", "A100 PCIe 40GB",
-           "", "nvidia-smi", gib, arch, size, 2, "fp16", DS, True,
-           PLANS_CT.format(planner=planner, plan=f"{'x'.join(map(str, size))} batch 2"), split)
-    for row, arch, size, planner, gib, split in _PRESETS
+           "", "nvidia-smi", gib, planner, "3d_fullres", "fp16", True, PLANS_CT.format(planner=planner), split)
+    for row, planner, gib, split in _PRESETS
 ) + tuple(
     Figure(f"nnUNet#2996:{what}", f"nnU-Net issue #2996 (ResEnc L preset re-trained, AMP): '{label}'", ISSUE_2996,
-           "A100-40GB", "A100 40 GB", "", what, gib, "nnunet_resenc", (192, 192, 192), 2, "fp16", DS, True,
-           PLANS_CT.format(planner="nnUNetPlannerResEncL", plan="192x192x192 batch 2") + " (the issue's dataset is not "
-           "stated; its patch is the paper's)", split)
+           "A100-40GB", "A100 40 GB", "", what, gib, "resenc_l", "3d_fullres", "fp16", True,
+           PLANS_CT.format(planner="resenc_l") + " (the issue's dataset is not stated; its patch is the paper's)", split)
     for what, label, gib, split in (("allocated", "Allocated CUDA memory ≈ 21.5 GB", 21.5, "held-out"),
                                     ("reserved", "Reserved CUDA memory ≈ 22.6 GB", 22.6, "held-out"),
                                     ("nvidia-smi", "Nvidia-smi ≈ 23.5 GB", 23.5, "fit"))
@@ -95,13 +95,22 @@ FIGURES: tuple[Figure, ...] = tuple(
 
 
 @cache
-def _trace(arch: str, size: tuple[int, int, int], batch: int, precision: str, overrides: str):  # noqa: ANN202
-    """The fake-tensor trace of a figure's training step (shared by figures of the same configuration)."""
-    import architectures
+def rebuild(planner: str, configuration: str):  # noqa: ANN201
+    """(spec, patch, batch, network class) of a planner's configuration for the CT-like fingerprint."""
+    from architectures import nnunet_planner, nnunet_plans
 
+    plans = nnunet_planner.plan(nnunet_planner.Fingerprint.from_median(CT_SHAPE, CT_SPACING, 1, 3, CT_CASES), planner)
+    conf = nnunet_plans.configuration(plans, configuration)
+    return nnunet_plans.plans_spec(plans, configuration), tuple(conf.patch), conf.batch, conf.class_name
+
+
+@cache
+def _trace(planner: str, configuration: str, precision: str):  # noqa: ANN202
+    """The fake-tensor trace of a figure's training step (shared by figures of the same configuration)."""
     from ..measure.predict import trace
 
-    tracker, host, _ = trace(architectures.spec(arch), json.loads(overrides), size, batch, "train", precision)
+    spec, patch, batch, _ = rebuild(planner, configuration)
+    tracker, host, _ = trace(spec, {}, patch, batch, "train", precision)
     return tracker, host
 
 
@@ -113,7 +122,7 @@ def predict_figure(f: Figure, factor: float | None = None, kernels: int | None =
     from ..measure.allocator import AllocatorOOM
     from ..measure.device import context_bytes, replay_device
 
-    tracker, host = _trace(f.arch, f.size, f.batch, f.precision, f.overrides)
+    tracker, host = _trace(f.planner, f.configuration, f.precision)
     context = context_bytes(f.gpu, None, training=True, kernels=kernels)
     capacity = gpus.lookup(f.gpu).memory_bytes - context
     try:
@@ -127,8 +136,12 @@ def predict_figure(f: Figure, factor: float | None = None, kernels: int | None =
 
 
 def rows(figures: tuple[Figure, ...] = FIGURES) -> pd.DataFrame:
+    """The figures with the configuration each is rebuilt as (network, patch, batch from nnunetv2's plans)."""
     df = pd.DataFrame([asdict(f) for f in figures])
-    df["size"] = ["x".join(map(str, s)) for s in df["size"]]
+    built = [rebuild(f.planner, f.configuration) for f in figures]
+    df.insert(df.columns.get_loc("configuration") + 1, "network", [b[3] for b in built])
+    df.insert(df.columns.get_loc("network") + 1, "patch", ["x".join(map(str, b[1])) for b in built])
+    df.insert(df.columns.get_loc("patch") + 1, "batch", [b[2] for b in built])
     return df
 
 
@@ -155,9 +168,9 @@ def fit(figures: tuple[Figure, ...] = FIGURES, step: float = 0.05, top: float = 
     from ..measure.device import context_figure
 
     fits = [f for f in figures if f.split == "fit"]
-    same = {(f.url, f.arch, f.size, f.measured): f for f in figures}
-    pairs = [(f, same[(f.url, f.arch, f.size, "reserved")]) for f in fits
-             if f.measured == "nvidia-smi" and (f.url, f.arch, f.size, "reserved") in same]
+    same = {(f.url, f.planner, f.configuration, f.measured): f for f in figures}
+    pairs = [(f, same[(f.url, f.planner, f.configuration, "reserved")]) for f in fits
+             if f.measured == "nvidia-smi" and (f.url, f.planner, f.configuration, "reserved") in same]
     if not pairs:
         raise ValueError("no fit row states both nvidia-smi and reserved: the context's kernels cannot be fitted")
     kernels = round(sum((s.published_gib - r.published_gib) * GiB - context_figure(s.gpu).nbytes

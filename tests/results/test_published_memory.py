@@ -25,9 +25,14 @@ def test_the_table_has_one_row_per_published_figure_with_its_source_and_configur
     presets = t[t["id"].str.startswith("presets:")].set_index("id")
     assert list(presets["published_gib"]) == [7.70, 9.10, 22.70, 36.60]  # resenc_presets.md, column VRAM
     assert M.PRESETS_COMMIT in presets["url"].iloc[0]
+    # rebuilt from nnunetv2's own plans for the CT-like fingerprint: the networks and patches its planners choose
+    assert list(presets["network"]) == ["PlainConvUNet"] + ["ResidualEncoderUNet"] * 3
+    assert list(presets["patch"]) == ["128x128x128", "128x128x128", "192x192x192", "224x256x224"]
+    assert set(presets["batch"]) == {2}
     assert set(t["split"]) == {"fit", "held-out"}
 
 
+@pytest.mark.slow  # 40 s of CPU: four nnunetv2 plannings and three traces
 def test_repredicting_the_table_makes_no_row_worse():
     recorded = pd.read_csv(TABLE).set_index("id")
     now = M.predict_rows().set_index("id")
