@@ -47,6 +47,7 @@ FAMILY = {
     "H100-PCIe": "Hopper", "H200": "Hopper", "L40S": "Ada", "RTX-4090": "Ada", "V100-SXM2": "Volta",
     "V100-SXM3": "Volta", "V100-PCIe": "Volta", "Quadro-RTX-6000": "Turing", "Titan-RTX": "Turing",
     "RTX-2080-Ti": "Turing", "Titan-Xp": "Pascal", "P100": "Pascal",
+    "RTX-4070": "Ada",  # not in the catalogue; a published figure's GPU (reports/validation/published_memory.csv)
 }
 
 

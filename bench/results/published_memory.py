@@ -32,6 +32,7 @@ Every figure is predicted with nnU-Net's training as segmem runs it: fp16 autoca
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -59,14 +60,20 @@ class Figure:
     gpu: str  # catalogue name (bench.measure.gpus)
     published_gpu: str
     torch: str  # as stated; "" when the source does not say
-    measured: str  # nvidia-smi, allocated or reserved
+    measured: str  # nvidia-smi, allocated, reserved, or oom (the step ran out of memory on a GPU of published_gib)
     published_gib: float
-    planner: str  # architectures.nnunet_planner.PLANNERS: default, resenc_m, resenc_l, resenc_xl
-    configuration: str  # of the plans
+    planner: str  # architectures.nnunet_planner.PLANNERS (default, resenc_m, resenc_l, resenc_xl), or "" (arch)
+    configuration: str  # of the plans; or, without a planner, a segmem architecture (bench list)
     precision: str
     cudnn_benchmark: bool
     plans: str  # how the configuration is rebuilt
     split: str  # fit, or held-out
+    #: without a planner: the architecture's overrides (JSON), patch, batch, input channels and classes
+    overrides: str = "{}"
+    patch: tuple[int, int, int] = (0, 0, 0)
+    batch: int = 0
+    in_channels: int = 1
+    num_classes: int = 3
 
 
 #: the CT-like dataset of issue 15 the presets are planned for (numpy axis order, as nnU-Net's)
@@ -91,57 +98,91 @@ FIGURES: tuple[Figure, ...] = tuple(
     for what, label, gib, split in (("allocated", "Allocated CUDA memory ≈ 21.5 GB", 21.5, "held-out"),
                                     ("reserved", "Reserved CUDA memory ≈ 22.6 GB", 22.6, "held-out"),
                                     ("nvidia-smi", "Nvidia-smi ≈ 23.5 GB", 23.5, "fit"))
+) + (
+    Figure("MONAI#8042:oom", "MONAI issue #8042: SwinUNETR(img_size=128, in_channels=4, out_channels=3, feature_size=24, "
+           "use_checkpoint=False) on BraTS 2023 4x128x128x128, batch 1: 'torch.OutOfMemoryError: CUDA out of memory. "
+           "Tried to allocate 1.32 GiB. GPU 0 has a total capacity of 11.71 GiB'",
+           "https://github.com/Project-MONAI/MONAI/issues/8042", "RTX-4070", "NVIDIA RTX 4070", "", "oom", 11.71, "",
+           "monai:SwinUNETR", "fp32", False,
+           "the issue's constructor arguments through monai:SwinUNETR; precision, loss and optimizer are not stated "
+           "(predicted with fp32, Adam and segmem's loss; fp16 autocast also predicts an OOM)", "held-out",
+           json.dumps({"feature_size": 24, "use_checkpoint": False}), (128, 128, 128), 1, 4, 3),
 )
 
 
 @cache
-def rebuild(planner: str, configuration: str):  # noqa: ANN201
-    """(spec, patch, batch, network class) of a planner's configuration for the CT-like fingerprint."""
+def _rebuild(planner: str, configuration: str, overrides: str, patch: tuple[int, int, int], batch: int):  # noqa: ANN202
+    """(spec, overrides, patch, batch, network class) of a figure's configuration: a planner's for the CT-like
+    fingerprint, or a segmem architecture with its overrides."""
+    import architectures
+
+    if not planner:
+        spec = architectures.spec(configuration)
+        return spec, json.loads(overrides), patch, batch, configuration
     from architectures import nnunet_planner, nnunet_plans
 
     plans = nnunet_planner.plan(nnunet_planner.Fingerprint.from_median(CT_SHAPE, CT_SPACING, 1, 3, CT_CASES), planner)
     conf = nnunet_plans.configuration(plans, configuration)
-    return nnunet_plans.plans_spec(plans, configuration), tuple(conf.patch), conf.batch, conf.class_name
+    return nnunet_plans.plans_spec(plans, configuration), {}, tuple(conf.patch), conf.batch, conf.class_name
+
+
+def rebuild(f: Figure):  # noqa: ANN201
+    return _rebuild(f.planner, f.configuration, f.overrides, f.patch, f.batch)
 
 
 @cache
-def _trace(planner: str, configuration: str, precision: str):  # noqa: ANN202
-    """The fake-tensor trace of a figure's training step (shared by figures of the same configuration)."""
+def _trace(planner: str, configuration: str, overrides: str, patch: tuple[int, int, int], batch: int, precision: str,
+           in_channels: int, num_classes: int):  # noqa: ANN202
+    """The fake-tensor trace of a configuration's training step (figures of one configuration share it)."""
     from ..measure.predict import trace
 
-    spec, patch, batch, _ = rebuild(planner, configuration)
-    tracker, host, _ = trace(spec, {}, patch, batch, "train", precision)
+    spec, ov, size, n, _ = _rebuild(planner, configuration, overrides, patch, batch)
+    tracker, host, _ = trace(spec, ov, size, n, "train", precision, in_channels=in_channels, num_classes=num_classes)
     return tracker, host
 
 
+def _traced(f: Figure):  # noqa: ANN202
+    return _trace(f.planner, f.configuration, f.overrides, f.patch, f.batch, f.precision, f.in_channels, f.num_classes)
+
+
 def predict_figure(f: Figure, factor: float | None = None, kernels: int | None = None) -> dict:
-    """What the model predicts for one figure: the measured quantity in GiB (None and the OOM message where the
-    model runs out of the GPU's memory), with the workspace ``factor`` and context ``kernels`` given (default:
-    the fitted constants of bench.measure.device)."""
+    """What the model predicts for one figure, with the workspace ``factor`` and context ``kernels`` given
+    (default: the fitted constants of bench.measure.device). ``pred_gib``: the measured quantity in GiB at the
+    GPU's capacity (None where the model runs out of memory there); for an ``oom`` figure the nvidia-smi-level
+    need without a capacity, and ``oom`` whether the model runs out at the published capacity."""
     from ..measure import gpus
     from ..measure.allocator import AllocatorOOM
     from ..measure.device import context_bytes, replay_device
 
-    tracker, host = _trace(f.planner, f.configuration, f.precision)
+    tracker, host = _traced(f)
     context = context_bytes(f.gpu, None, training=True, kernels=kernels)
-    capacity = gpus.lookup(f.gpu).memory_bytes - context
+    total = f.published_gib * GiB if f.measured == "oom" else gpus.lookup(f.gpu).memory_bytes
+
+    def at(capacity: int | None):  # noqa: ANN202
+        return replay_device(tracker, host, tracker.marks["measured"], f.cudnn_benchmark, factor, capacity=capacity)
+
     try:
-        dev = replay_device(tracker, host, tracker.marks["measured"], f.cudnn_benchmark, factor, capacity=capacity)
+        dev = at(int(total) - context)
+        oom = None
     except AllocatorOOM as exc:
-        return {"pred_gib": None, "pred_note": str(exc)}
-    value = {"allocated": dev.model.peak_allocated, "reserved": dev.model.peak_reserved,
-             "nvidia-smi": dev.model.peak_reserved + context}[f.measured]
-    return {"pred_gib": value / GiB, "pred_note": f"context {context / GiB:.2f} GiB, largest workspace "
-                                                   f"{dev.largest_workspace / GiB:.2f} GiB"}
+        if f.measured != "oom":
+            return {"pred_gib": None, "pred_note": str(exc)}
+        dev, oom = at(None), str(exc)
+    value = {"allocated": dev.model.peak_allocated, "reserved": dev.model.peak_reserved}.get(
+        f.measured, dev.model.peak_reserved + context)
+    note = f"context {context / GiB:.2f} GiB, largest workspace {dev.largest_workspace / GiB:.2f} GiB"
+    if f.measured == "oom":
+        note = f"predicted {'OOM (' + oom + ')' if oom else 'to fit'}; " + note
+    return {"pred_gib": value / GiB, "pred_note": note, "oom": oom is not None}
 
 
 def rows(figures: tuple[Figure, ...] = FIGURES) -> pd.DataFrame:
-    """The figures with the configuration each is rebuilt as (network, patch, batch from nnunetv2's plans)."""
+    """The figures with the configuration each is rebuilt as (from nnunetv2's plans where planned)."""
     df = pd.DataFrame([asdict(f) for f in figures])
-    built = [rebuild(f.planner, f.configuration) for f in figures]
-    df.insert(df.columns.get_loc("configuration") + 1, "network", [b[3] for b in built])
-    df.insert(df.columns.get_loc("network") + 1, "patch", ["x".join(map(str, b[1])) for b in built])
-    df.insert(df.columns.get_loc("patch") + 1, "batch", [b[2] for b in built])
+    built = [rebuild(f) for f in figures]
+    df["network"] = [b[4] for b in built]
+    df["patch"] = ["x".join(map(str, b[2])) for b in built]
+    df["batch"] = [b[3] for b in built]
     return df
 
 
@@ -154,6 +195,11 @@ def predict_rows(figures: tuple[Figure, ...] = FIGURES, factor: float | None = N
     df = rows(figures)
     df["pred_gib"] = [p["pred_gib"] for p in out]
     df["error"] = df["pred_gib"] / df["published_gib"] - 1
+    # an oom figure is met when the model runs out at that capacity (error 0); else the error says by how much the
+    # predicted need falls short of the capacity
+    oom = df["measured"] == "oom"
+    df.loc[oom, "error"] = [0.0 if p.get("oom") else min(e, 0.0) for p, e in zip(
+        (p for p, o in zip(out, oom, strict=True) if o), df.loc[oom, "error"], strict=True)]
     df["pred_note"] = [p["pred_note"] for p in out]
     return df
 

@@ -20,8 +20,10 @@ TABLE = Path(__file__).resolve().parents[2] / M.TABLE
 def test_the_table_has_one_row_per_published_figure_with_its_source_and_configuration():
     t = pd.read_csv(TABLE)
     assert list(t["id"]) == [f.id for f in M.FIGURES]
-    assert t["url"].str.startswith("https://github.com/MIC-DKFZ/nnUNet/").all()
-    assert t["plans"].str.contains("nnunetv2").all() and set(t["measured"]) == {"nvidia-smi", "allocated", "reserved"}
+    assert t["url"].str.match(r"https://github.com/(MIC-DKFZ/nnUNet|Project-MONAI/MONAI)/").all()
+    assert set(t["measured"]) == {"nvidia-smi", "allocated", "reserved", "oom"}
+    planned = t[t["planner"].notna()]
+    assert planned["plans"].str.contains("nnunetv2's").all() and len(planned) == 7
     presets = t[t["id"].str.startswith("presets:")].set_index("id")
     assert list(presets["published_gib"]) == [7.70, 9.10, 22.70, 36.60]  # resenc_presets.md, column VRAM
     assert M.PRESETS_COMMIT in presets["url"].iloc[0]
