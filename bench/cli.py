@@ -619,8 +619,8 @@ def validate(
     from .version import code_version
 
     if not torch.cuda.is_available():
-        fail("bench validate measures on a CUDA GPU and this machine has none (bench run --backend predict "
-             "predicts without one)")
+        fail("bench validate measures on a CUDA GPU and this machine has none (bench validate --published holds the "
+             "prediction against published GPU figures without one)")
     configs = _validated(V.grid, arch)
     name = V.report_name(torch.cuda.get_device_name(0), torch.__version__)
     runs = out / name
