@@ -35,7 +35,7 @@ from .spec import ArchSpec, SampleTensor, Shape, Stage
 
 __all__ = ["ArchSpec", "SampleTensor", "Shape", "Stage", "build", "names", "spec"]
 
-_NOT_ARCHITECTURES = {"spec", "blocks", "imported", "monai_nets", "nnunet_plans", "nnunet_planner"}
+_NOT_ARCHITECTURES = {"spec", "blocks", "imported", "monai_nets", "nnunet_plans", "nnunet_planner", "recipe"}
 #: the entry-point group through which installed packages register their specs
 ENTRY_POINT_GROUP = "segmem.architectures"
 

@@ -40,6 +40,7 @@ from typing import Any
 
 from torch import nn
 
+from .recipe import nnunet as nnunet_recipe
 from .spec import ArchSpec, Shape, standard_layout
 
 #: the prefix of a plans configuration's architecture name
@@ -250,6 +251,7 @@ def from_name(arch: str) -> ArchSpec:
         layout=layout,
         key_name=f"{PREFIX}{name}@sha256:{digest(path)[:16]}",
         strides=conf.strides,
+        recipe=nnunet_recipe(batch_dice=True),  # nnU-Net trains every 3D configuration by its nnUNetTrainer
     )
 
 

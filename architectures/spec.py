@@ -25,6 +25,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .recipe import PAPER, Recipe, deep_supervision_weights
+
 Shape = tuple[int, int, int]
 Batch = Mapping[str, torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -107,11 +109,10 @@ def supervised_loss(out: torch.Tensor | Sequence[torch.Tensor], label: torch.Ten
     if isinstance(out, torch.Tensor):
         return criterion(out, fit_label(label, out.shape[2:]))
     outs = list(out)
-    weights = [1 / 2**i for i in range(len(outs))]
-    if len(outs) > 1:
-        weights[-1] = 0.0
-    total = sum(weights)
-    return sum(w / total * criterion(o, fit_label(label, o.shape[2:])) for w, o in zip(weights, outs) if w > 0)
+    if hasattr(criterion, "supervise"):  # a criterion with its own deep supervision (nnU-Net's wrapper)
+        return criterion.supervise(outs, [fit_label(label, o.shape[2:]) for o in outs])
+    weights = deep_supervision_weights(len(outs))
+    return sum(w * criterion(o, fit_label(label, o.shape[2:])) for w, o in zip(weights, outs) if w > 0)
 
 
 def fit_label(label: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
@@ -172,6 +173,8 @@ class ArchSpec:
             architecture cannot take as named (meU-net: k rounded so that both patches are whole).
         key_name: what identifies the architecture in a configuration's key when its name does not (a
             name that holds a file's path: an nnU-Net plans configuration keys by the file's content digest).
+        recipe: how it is trained (:class:`architectures.recipe.Recipe`: optimizer, loss, deep supervision,
+            precision, scaler, clipping, cudnn.benchmark); default the paper's.
     """
 
     name: str
@@ -196,6 +199,13 @@ class ArchSpec:
     cpu_dice: tuple[Shape, int] | None = None
     size_warning: Callable[[Shape, Mapping[str, Any]], str | None] | None = None
     key_name: str = ""
+    recipe: Recipe = PAPER
+
+    @property
+    def run_precision(self) -> str:
+        """The precision of a run that names none (on CUDA and in prediction): the recipe's, else
+        ``default_precision``."""
+        return self.recipe.precision or self.default_precision
 
     # ----- building -------------------------------------------------------------------------------
     def parameters(self) -> dict[str, inspect.Parameter]:

@@ -836,6 +836,8 @@ def fit_(
     ratio = _validated(parse_size, shape_ratio) if shape_ratio else None
     at = _validated(parse_size, size) if size else None
     ov = _validated(parse_overrides, set_ or [])
+    if any(k.startswith("recipe.") for k in ov):
+        fail("bench fit predicts each architecture with its own training recipe; --set recipe.KEY is for bench run")
     shape = (in_channels or 1, classes or 3)
     if shape[0] < 1 or shape[1] < 2:
         fail(f"--in-channels must be >= 1 and --classes >= 2; got {shape[0]} and {shape[1]}")

@@ -70,6 +70,11 @@ BACKEND = _col("backend", "str", "", G, "cuda or cpu (measured, and predicted), 
 PRECISION = _col("precision", "str", "", G, "fp32, or autocast bf16 / fp16 (fp16 with a grad scaler)")
 BATCH = _col("batch", "int", "samples", G, "samples per step")
 SIZE = _col("size", "str", "voxels", G, "the run's size DxHxW; what it names is in size_meaning")
+RECIPE = _col("recipe", "str", "", G, "how the step trains (the architecture's recipe with any --set recipe.KEY changes): "
+              "optimizer(lr, m = momentum, nesterov, wd = weight decay) + loss (ce_dice: the paper's CE + soft Dice; "
+              "dc_ce: nnU-Net's DC_and_CE_loss) + ds (deep supervision) + clipN (grad-norm clipping) + cudnn_bench")
+COMPILED = _col("compiled", "bool", "", G, "whether the figures assume torch.compile of the network (segmem's steps "
+                "are eager: false)")
 CUDNN_BENCHMARK = _col("cudnn_benchmark", "bool", "", G, "torch.backends.cudnn.benchmark on the CUDA backend "
                        "(bench validate runs both)")
 OPTIONS = _col("options", "json", "", G, "architecture overrides (`--set`), as a JSON object")

@@ -56,6 +56,12 @@ class TracedScaler:
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         return loss * self.scale_value
 
+    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
+        """The gradients divided by the scale in place, as ``GradScaler.unscale_`` does (before clipping)."""
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, 1.0 / self.scale_value)
+
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.step()
 
