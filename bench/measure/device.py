@@ -121,13 +121,14 @@ class DeviceReplay:
 def replay_device(tracker, exclude: set[int], reset_at: int, benchmark: bool, factor: float | None = None,  # noqa: ANN001
                   settings: AllocatorSettings | None = None, capacity: int | None = None) -> DeviceReplay:
     """Replay the traced events with cuDNN's workspaces inserted (see the module docstring): each convolution
-    allocates ``factor`` x its largest operand right after its outputs and frees it when it returns; the
+    allocates ``factor`` (benchmark on; default the fitted WORKSPACE_FACTOR) x its largest operand right after its
+    outputs and frees it when it returns; the
     candidate is left out where PyTorch leaves it out: a workspace over CUDNN_CONV_WSCAP_DBG or, with a
     ``capacity``, over the largest block the allocator could give, and one whose allocation fails. Raises
     :class:`bench.measure.allocator.AllocatorOOM` where the model at ``capacity`` cannot hold the step."""
     from .predict import replay
 
-    f = WORKSPACE_FACTOR[benchmark] if factor is None else factor
+    f = (WORKSPACE_FACTOR[True] if factor is None else factor) if benchmark else WORKSPACE_FACTOR[False]
     at: dict[int, list[int]] = {}
     if f > 0:
         for index, operand in tracker.convs:
