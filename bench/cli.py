@@ -156,8 +156,10 @@ def run(
     jobs: Annotated[int | None, typer.Option(help="configurations at once on this machine [default: one per visible GPU "
                                                   "for cuda, one per core for cpu and predict]")] = None,
     gpu_memory: Annotated[str | None, typer.Option(help="predict each configuration first and record those that cannot "
-                                                        "fit this GPU memory (80GB, or auto: the GPU's) as predicted_oom "
-                                                        "without running them [default: auto on cuda]")] = None,
+                                                        "fit this GPU memory (80GB, a GPU such as A100-40GB, or auto: the "
+                                                        "GPU's) as predicted_oom without running them [default: auto on "
+                                                        "cuda]; with --backend predict: predict at that capacity (an oom "
+                                                        "record where a real GPU would run out)")] = None,
     no_skip: Annotated[bool, typer.Option("--no-skip", help="measure configurations predicted not to fit anyway "
                                                             "(checks the prediction)")] = False,
     executor_kind: Annotated[ExecutorKind, typer.Option("--executor", help="local worker processes, or one SLURM job "
@@ -239,6 +241,11 @@ def run(
         configs = [dataclasses.replace(c, snapshot_dir=str(_writable_dir(snapshot))) for c in configs]
     if dice_opts is not None and timeout == DEFAULT_TIMEOUT:
         timeout = _dice_timeout(configs)
+    if be is Backend.PREDICT and gpu_memory is not None:
+        capacity = _validated(detect_gpu_memory, gpu_memory)
+        named = _gpu(gpu_memory) if gpu is None and _is_gpu_name(gpu_memory) else None
+        configs = [dataclasses.replace(c, gpu_memory=capacity, gpu=c.gpu or named or "") for c in configs]
+        gpu_memory = None
     budget = _gpu_budget(gpu_memory, be, executor_kind, no_skip, detect_gpu_memory)
     slurm = _slurm_executor(executor_kind, jobs, be, out, slurm_config, dict(
         partition=partition, account=account, time_min=time_limit, gpus_per_task=gpus_per_task,
@@ -316,11 +323,17 @@ def _recorder(b, counts: dict[str, int], label):
     return done
 
 
+def _is_gpu_name(text: str) -> bool:
+    from .measure.gpus import find
+
+    return find(text) is not None
+
+
 def _gpu_budget(text: str | None, be: Backend, kind: ExecutorKind, no_skip: bool, detect) -> int | None:
-    """The GPU memory configurations are screened against before they run, or None (no screening)."""
-    if text is not None and be is Backend.PREDICT:
-        fail("--gpu-memory screens measurements; with --backend predict nothing is measured (the pred_* columns "
-             "say what fits)")
+    """The GPU memory configurations are screened against before they run, or None (no screening; with
+    --backend predict the capacity is the prediction's own, set on the configurations)."""
+    if be is Backend.PREDICT:
+        return None
     if no_skip:
         return None
     if text is None:
@@ -612,10 +625,24 @@ def validate(
     fixtures: Annotated[Path, typer.Option(help="where the recorded snapshots become event-file fixtures")] = Path(
         "tests/fixtures/traces/validation"),
     timeout: Annotated[float, typer.Option(help="seconds per configuration")] = DEFAULT_TIMEOUT,
+    published: Annotated[bool, typer.Option("--published", help="no GPU needed: predict every published GPU figure "
+                                            "(memory: reports/validation/published_memory.csv; nnU-Net's epoch times: "
+                                            "published_epoch_times.csv) and print the errors by fit / held-out split")] = False,
+    fit: Annotated[bool, typer.Option("--fit", help="with --published: re-fit the fitted constants on the fit rows "
+                                                    "(else: those in bench/measure/device.py and roofline.py)")] = False,
 ) -> None:
     """Measure the fixed grid on this CUDA GPU beside its prediction (every architecture, two sizes, train/infer,
     fp32/AMP, cudnn.benchmark off/on), a memory snapshot each; exit 1 when the median error of peak allocated
-    exceeds 2% or any exceeds 5%. Interrupted: run it again, measured configurations are kept."""
+    exceeds 2% or any exceeds 5%. Interrupted: run it again, measured configurations are kept.
+
+    With --published: the prediction against every published GPU figure instead (no GPU needed)."""
+    if fit and not published:
+        fail("--fit re-fits the constants on the published figures: add --published")
+    if published:
+        if arch:
+            fail("--arch narrows the GPU grid; --published predicts every published figure")
+        _validate_published(fit, out)
+        return
     import torch
 
     from .results import validate as V
@@ -623,8 +650,8 @@ def validate(
     from .version import code_version
 
     if not torch.cuda.is_available():
-        fail("bench validate measures on a CUDA GPU and this machine has none (bench run --backend predict "
-             "predicts without one)")
+        fail("bench validate measures on a CUDA GPU and this machine has none (bench validate --published holds the "
+             "prediction against published GPU figures without one)")
     configs = _validated(V.grid, arch)
     name = V.report_name(torch.cuda.get_device_name(0), torch.__version__)
     runs = out / name
@@ -1039,15 +1066,56 @@ def paper(
     console.print(f"written: {escape(str(out / 'paper.csv'))}, {escape(str(out / 'paper.md'))}", highlight=False)
 
 
-@app.command("validate-published")
+@app.command("validate-published", hidden=True)
 def validate_published(
-    fit: Annotated[bool, typer.Option("--fit", help="re-fit the efficiency scales on the fit rows (else: the "
-                                                    "scales in bench/measure/roofline.py)")] = False,
-    to: Annotated[Path, typer.Option(help="the validation table to write")] = Path("reports/validation"),
+    fit: Annotated[bool, typer.Option("--fit", help="re-fit the fitted constants on the fit rows")] = False,
+    to: Annotated[Path, typer.Option(help="where the validation tables go")] = Path("reports/validation"),
 ) -> None:
-    """Predicted epoch times against nnU-Net's published ones (7 GPUs x 3 tasks); errors by split.
+    """The old name of ``bench validate --published``."""
+    _validate_published(fit, to)
 
-    (``bench validate`` is for GPU runs; this one needs no GPU.)"""
+
+def _validate_published(fit: bool, to: Path) -> None:
+    """``bench validate --published``: the memory figures, then nnU-Net's epoch times; tables written to ``to``."""
+    _validate_published_memory(fit, to)
+    _validate_published_times(fit, to)
+
+
+def _validate_published_memory(fit: bool, to: Path) -> None:
+    """Predicted against published GPU memory figures (bench/results/published_memory.py); errors by split."""
+    import pandas as pd
+
+    from .measure import device
+    from .results import published_memory as M
+
+    factor, kernels = None, None
+    if fit:
+        with console.status("fitting the workspace factor and the context's kernels on the fit rows"):
+            factor, kernels = M.fit()
+        console.print(f"fitted on the fit rows: workspace factor {factor:g} (benchmark on), training kernels "
+                      f"{kernels // 2**20} MiB; put them in bench/measure/device.py (WORKSPACE_FACTOR, TRAINING_KERNELS) "
+                      "to use them", highlight=False)
+    with bar(len(M.FIGURES), "predicting published GPU memory figures") as b:
+        pred = M.predict_rows(factor=factor, kernels=kernels, progress=lambda i: (b.start(i), b.advance()))
+    used = factor if factor is not None else device.WORKSPACE_FACTOR[True]
+    table = Table(title=f"predicted vs published GPU memory (GiB; nnU-Net's training: {M.NNUNET_RECIPE}; "
+                        f"workspace factor {used:g})")
+    shown = pred[["id", "gpu", "measured", "split", "network", "patch", "batch", "published_gib", "pred_gib", "error"]]
+    for col in shown.columns:
+        table.add_column(col)
+    for r in shown.itertuples(index=False):
+        table.add_row(*("OOM" if isinstance(v, float) and pd.isna(v) else f"{v:+.1%}" if k == "error"
+                        else f"{v:.2f}" if isinstance(v, float) else escape(str(v))
+                        for k, v in zip(shown.columns, r, strict=True)))
+    console.print(table)
+    console.print(escape(M.summary(pred).to_string(index=False, float_format="{:.1%}".format)), highlight=False)
+    to.mkdir(parents=True, exist_ok=True)
+    pred.round({"pred_gib": 3, "error": 4}).to_csv(to / M.TABLE.name, index=False)
+    console.print(f"written: {escape(str(to / M.TABLE.name))}", highlight=False)
+
+
+def _validate_published_times(fit: bool, to: Path) -> None:
+    """Predicted epoch times against nnU-Net's published ones (7 GPUs x 3 tasks); errors by split."""
     import pandas as pd
 
     from .results import published as P

@@ -198,6 +198,22 @@ MEMTRACKER_TIME = _col("memtracker_time_s", "float", "s", G, "time MemTracker to
 SNAPSHOT_PATH = _col("snapshot_path", "str", "", G, "the predicted step's PyTorch memory snapshot pickle "
                      "(bench run --snapshot DIR; its timeline plot beside it as .png)")
 SNAPSHOT_TIME = _col("snapshot_time_s", "float", "s", G, "time writing the snapshot and its plot took")
+PRED_DEVICE_ALLOCATED = _col("pred_device_allocated_bytes", "int", "bytes", G,
+                             "predicted max_memory_allocated with cuDNN's convolution workspaces (bench.measure.device; "
+                             "pred_peak_allocated_bytes leaves them out)")
+PRED_DEVICE_RESERVED = _col("pred_device_reserved_bytes", "int", "bytes", G,
+                            "predicted max_memory_reserved with cuDNN's convolution workspaces")
+PRED_WORKSPACE = _col("pred_cudnn_workspace_bytes", "int", "bytes", G,
+                      "the largest cuDNN convolution workspace of the step (benchmark on: the largest candidate tried)")
+PRED_CONTEXT = _col("pred_cuda_context_bytes", "int", "bytes", G,
+                    "predicted CUDA context: bare context of the GPU family and CUDA version, plus the kernels a "
+                    "training step loads (sources in bench.measure.device)")
+PRED_NVIDIA_SMI = _col("pred_nvidia_smi_bytes", "int", "bytes", G,
+                       "predicted device memory of the process as nvidia-smi shows it: pred_device_reserved_bytes + "
+                       "pred_cuda_context_bytes (what nvml_peak_bytes measures)")
+PRED_CAPACITY = _col("pred_capacity_bytes", "int", "bytes", G,
+                     "the GPU memory the prediction ran against (--gpu-memory): the allocator model may reserve it "
+                     "less the context, frees its cache and retries past it, then records oom")
 
 # ----- Dice ---------------------------------------------------------------------------------------
 G = "Dice"

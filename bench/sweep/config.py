@@ -49,6 +49,8 @@ class RunConfig:
     #: the caching allocator's options (``PYTORCH_CUDA_ALLOC_CONF`` syntax): the worker runs under them, and the
     #: prediction's allocator model follows them, so a figure names the settings it was made with
     alloc_conf: str = ""
+    #: the GPU memory (bytes) a prediction runs against (--gpu-memory with --backend predict); 0: unlimited
+    gpu_memory: int = 0
     #: the architecture as the key names it when ``arch`` holds a file path (ArchSpec.key_name: an nnU-Net
     #: plans configuration keys by the plans file's content digest, so that moving the file keeps the key)
     arch_key: str = ""
@@ -86,6 +88,8 @@ class RunConfig:
                 d.pop(k, None)
         if not self.gpu:  # and runs without --gpu the keys they had before it existed
             d.pop("gpu")
+        if not self.gpu_memory:  # and predictions without a capacity theirs
+            d.pop("gpu_memory")
         if d.pop("arch_key"):
             d["arch"] = self.arch_key
         if not self.recipe:  # and runs on the spec's own recipe the keys they had before recipes existed
@@ -131,8 +135,9 @@ class RunConfig:
         shape = "" if self.data_shape_is_default else f" {self.in_channels}ch {self.num_classes}cls"
         bench = " cudnn.benchmark" if self.cudnn_benchmark else ""
         alloc = f" alloc({self.alloc_conf})" if self.alloc_conf else ""
+        cap = f" at {self.gpu_memory / 2**30:.3g} GiB" if self.gpu_memory else ""
         return (f"{self.arch}{stage} {self.mode} {patch or format_size(self.size)} b{self.batch}{shape} "
-                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{bench}{alloc}{dice}")
+                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{bench}{cap}{alloc}{dice}")
 
     @property
     def data_shape_is_default(self) -> bool:

@@ -66,11 +66,20 @@ def visible_gpus() -> list[str]:
 
 
 def gpu_memory(text: str) -> int:
-    """``--gpu-memory``: a size (80GB, 80GiB) or ``auto``: the smallest visible GPU's memory."""
+    """``--gpu-memory``: a size (80GB, 80GiB), a GPU of the catalogue (A100-40GB: its memory) or ``auto``: the
+    smallest visible GPU's memory."""
+    from ..measure import gpus
     from ..options import parse_bytes
 
     if text.strip().lower() != "auto":
-        return parse_bytes(text)
+        g = gpus.find(text)
+        if g is not None:
+            return g.memory_bytes
+        try:
+            return parse_bytes(text)
+        except ValueError as exc:
+            raise ValueError(f"--gpu-memory {text!r} is neither a size ({exc}) nor a GPU of the catalogue "
+                             f"({gpus.known()})") from None
     import torch
 
     if not torch.cuda.is_available():

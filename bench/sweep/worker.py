@@ -28,6 +28,7 @@ import architectures
 
 from .. import record as R
 from ..measure import env, gpus, timing
+from ..measure.allocator import AllocatorOOM
 from ..measure.predict import predict
 from ..measure.step import StepRunner
 from ..options import Backend, Mode
@@ -97,10 +98,16 @@ def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
     rec.update(env.capture(cuda=backend is Backend.CUDA))
     gpu = gpus.lookup(cfg.gpu) if cfg.gpu else live_gpu(backend)
     snap = Path(cfg.snapshot_dir) / cfg.slug() if cfg.snapshot_dir else None
-    rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last,
-                       with_memtracker=memtracker, in_channels=cfg.in_channels, num_classes=cfg.num_classes,
-                       snapshot_to=snap.with_name(snap.name + ".predicted") if snap else None, label=cfg.label(),
-                       gpu=gpu, voxels=rec[R.LABELLED_VOXELS_PER_STEP]))
+    try:
+        rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last,
+                           with_memtracker=memtracker, in_channels=cfg.in_channels, num_classes=cfg.num_classes,
+                           snapshot_to=snap.with_name(snap.name + ".predicted") if snap else None, label=cfg.label(),
+                           gpu=gpu, voxels=rec[R.LABELLED_VOXELS_PER_STEP], cudnn_benchmark=rec[R.CUDNN_BENCHMARK],
+                           gpu_memory=cfg.gpu_memory or None, cuda=rec.get(R.ENV_CUDA)))
+    except AllocatorOOM as exc:  # the prediction at --gpu-memory: the record a real GPU would give
+        rec.update(getattr(exc, "record", {}))
+        rec.update(oom_columns(exc))
+        return rec
     if not backend.measures:
         rec[R.STATUS] = R.OK
         return rec
