@@ -140,8 +140,8 @@ def test_prediction_replay_follows_pytorch_cuda_alloc_conf(monkeypatch):
 
     t = synthetic_tracker()
     default = replay(t, set(), 0)
-    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True,roundup_power2_divisions:4")
-    with pytest.warns(UserWarning, match="roundup_power2_divisions.*not modelled"):
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True,large_segment_size_mb:40")
+    with pytest.warns(UserWarning, match="large_segment_size_mb.*not modelled"):
         expandable = replay(t, set(), 0)
     assert expandable.settings.expandable_segments and not default.settings.expandable_segments
     assert expandable.peak_reserved < default.peak_reserved and expandable.segments == 2  # large + small pool
