@@ -111,7 +111,8 @@ def recorded_settings(data: dict) -> AllocatorSettings:
 
 def recorded_divisions(value: object) -> tuple[int, ...]:
     """A snapshot's ``roundup_power2_divisions``: PyTorch writes one entry per power-of-two interval, keyed by its
-    start in MiB ("1", "2", "4", ...; torch/csrc/cuda/memory_snapshot.cpp), older versions one number; () when off."""
+    start in MiB ("1", "2", "4", ...; the snapshot conversion in torch/csrc/cuda/Module.cpp), older versions one number;
+    () when off."""
     if isinstance(value, dict):
         divs = tuple(int(v) for _, v in sorted(value.items(), key=lambda kv: int(kv[0])))
         return divs if len(divs) == POWER2_INTERVALS and any(divs) else ()

@@ -115,7 +115,7 @@ def test_expandable_snapshot_round_trips():
 
 
 def test_roundup_power2_divisions_of_a_snapshot_are_read_and_round_trip(tmp_path):
-    """A snapshot records roundup_power2_divisions as PyTorch writes it (torch/csrc/cuda/memory_snapshot.cpp: one
+    """A snapshot records roundup_power2_divisions as PyTorch writes it (torch/csrc/cuda/Module.cpp: one
     entry per interval, keyed "1", "2", "4", ... MiB); replay uses them, and the event file's header keeps them."""
     settings = AllocatorSettings.parse("roundup_power2_divisions:[1:4,2:2]")
     data = snapshot.build(synthetic_tracker(), settings=settings)
