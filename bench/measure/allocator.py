@@ -34,7 +34,7 @@ which runs on a CPU build); the tests in ``tests/measure/test_allocator.py`` nam
   (2 MiB small pool, 20 MiB large pool) at its end (``try_allocate_expandable_block``,
   ``map_block``); best fit counts a free block before the unmapped tail as able to grow.
 
-Not modelled: ``large_segment_size_mb`` (torch >= 2.9 accepts it; refused here), CUDA graph pools, events
+Not modelled: ``large_segment_size_mb`` (torch 2.13 accepts it, > 10; refused here), CUDA graph pools, events
 of cross-stream use, and allocations that are not tensors (cuDNN/cuBLAS workspaces, the CUDA context).
 """
 
