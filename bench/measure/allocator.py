@@ -2,18 +2,26 @@
 
 Replaying a sequence of storage allocations and frees through it gives what
 ``torch.cuda.max_memory_allocated`` and ``max_memory_reserved`` would report. Modelled, with the
-names of the C++ functions they follow:
+names of the C++ functions they follow. Checked against pytorch/pytorch ``c10/cuda/CUDACachingAllocator.cpp``
+at commit eb42ad6eca0ce61e7c581212b4bf32f991425571 (the stored copy read for this check),
+``c10/core/AllocatorConfig.cpp`` at 065861fba7598880aa3216822742a1172d0a197c and the option parser of the
+installed torch 2.13.0 (git cf30153c4c131c8164ee7798e5022d810682e2cb, ``torch._C._accelerator_setAllocatorSettings``,
+which runs on a CPU build); the tests in ``tests/measure/test_allocator.py`` name the function of each rule.
 
-- request sizes rounded up to multiples of 512 bytes (``round_size``), minimum 512;
+- request sizes rounded up to multiples of 512 bytes (``round_size``), minimum 512; with
+  ``roundup_power2_divisions`` a request over 512 x divisions is rounded up to the next of ``divisions``
+  equal steps between two powers of two (``roundup_power2_next_division``);
 - two pools per stream: small (requests <= 1 MiB) served from 2 MiB segments, large served from
   segments of 20 MiB for requests under 10 MiB, else the request rounded up to a multiple of 2 MiB
   (``get_allocation_size``);
 - best fit (``get_free_block``): the smallest cached free block of the pool and stream that is large
   enough (ties: lowest address); splitting (``should_split``) when the remainder is >= 512 B (small
-  pool) or > 1 MiB (large pool); freeing merges a block with free neighbours of its segment;
+  pool, and every pool with expandable segments) or > 1 MiB (large pool); freeing merges a block with
+  free neighbours of its segment;
 - ``max_split_size_mb``: blocks at least that large are never split, a request under it is not
-  served from one, a request over it only from a block less than 20 MiB larger; on a failed
-  ``cudaMalloc`` oversize cached blocks are released first (``release_available_cached_blocks``);
+  served from one, a request over it only from a block less than ``max_non_split_rounding_mb``
+  (default 20 MiB) larger; on a failed ``cudaMalloc`` oversize cached blocks are released first
+  (``release_available_cached_blocks``);
 - a device ``capacity``: a ``cudaMalloc`` that would go past it fails; the allocator then frees
   every unused cached segment and tries once more (``release_cached_blocks``: the free-and-retry
   users meet near a full GPU), else raises :class:`AllocatorOOM`;
@@ -26,8 +34,8 @@ names of the C++ functions they follow:
   (2 MiB small pool, 20 MiB large pool) at its end (``try_allocate_expandable_block``,
   ``map_block``); best fit counts a free block before the unmapped tail as able to grow.
 
-Not modelled: ``roundup_power2_divisions``, CUDA graph pools, events of cross-stream use, and
-allocations that are not tensors (cuDNN/cuBLAS workspaces, the CUDA context).
+Not modelled: ``large_segment_size_mb`` (torch 2.13 accepts it, > 10; refused here), CUDA graph pools, events
+of cross-stream use, and allocations that are not tensors (cuDNN/cuBLAS workspaces, the CUDA context).
 """
 
 from __future__ import annotations
@@ -50,11 +58,74 @@ EXPANDABLE_SPAN = 1 << 38
 ADDRESS_BASE = 0x7F00_0000_0000
 
 
-def round_size(nbytes: int) -> int:
-    """Requested bytes to block bytes: multiples of 512, at least 512."""
+#: ``roundup_power2_divisions`` has one entry per power-of-two interval from 1 MiB to 64 GiB (AllocatorConfig.cpp)
+POWER2_INTERVALS = 16
+
+
+def power2_divisions(divisions: tuple[int, ...], nbytes: int) -> int:
+    """``AllocatorConfig::roundup_power2_divisions(size)``: the divisions of the interval
+    [2^k MiB, 2^(k+1) MiB) holding ``nbytes`` (sizes under 1 MiB use the first, over 32 GiB the last)."""
+    if not divisions:
+        return 0
+    index = min(max(nbytes.bit_length() - 1 - 20, 0), POWER2_INTERVALS - 1)
+    return divisions[index]
+
+
+def roundup_power2_next_division(size: int, divisions: int) -> int:
+    """``roundup_power2_next_division``: ``size`` up to the next of ``divisions`` equal steps between the
+    powers of two around it (1200 with 4 divisions: 1280)."""
+    if size <= 4 or divisions <= 1 or size & (size - 1) == 0:
+        return size
+    floor = 1 << (size.bit_length() - 1)
+    step = floor >> (divisions.bit_length() - 1)
+    if step == 0:
+        return floor << 1
+    rounded = size & ~(step - 1)
+    return size if rounded == size else rounded + step
+
+
+def round_size(nbytes: int, divisions: tuple[int, ...] = ()) -> int:
+    """Requested bytes to block bytes (``round_size``): multiples of 512, at least 512; with
+    ``roundup_power2_divisions`` set for the size's interval, the next power-of-two division instead."""
     if nbytes < MIN_BLOCK:
         return MIN_BLOCK
+    div = power2_divisions(divisions, nbytes)
+    if div > 1 and nbytes > MIN_BLOCK * div:
+        return roundup_power2_next_division(nbytes, div)
     return MIN_BLOCK * ((nbytes + MIN_BLOCK - 1) // MIN_BLOCK)
+
+
+def parse_power2_divisions(value: str) -> tuple[int, ...]:
+    """``roundup_power2_divisions`` as ``AllocatorConfig::parseRoundUpPower2Divisions`` reads it: one
+    power of two for every size, or ``[256:1,512:2,>:8]`` (interval start in MiB: divisions; the
+    first entry also covers every smaller interval, ``>`` every interval from the last one named on)."""
+    def pow2(text: str, zero_ok: bool) -> int:
+        n = int(text)
+        if n < 0 or (n == 0 and not zero_ok) or (n and n & (n - 1)):
+            raise ValueError
+        return n
+
+    out = [0] * POWER2_INTERVALS
+    if not value.startswith("["):
+        return tuple([pow2(value, False)] * POWER2_INTERVALS)
+    if not value.endswith("]"):
+        raise ValueError
+    first, last = True, 0
+    for item in filter(None, (t.strip() for t in value[1:-1].split(","))):
+        start, sep, div = item.partition(":")
+        if not sep:
+            raise ValueError
+        d = pow2(div.strip(), True)
+        if start.strip() == ">":
+            out[last:] = [d] * (POWER2_INTERVALS - last)
+            continue
+        index = min(pow2(start.strip(), False).bit_length() - 1, POWER2_INTERVALS - 1)
+        if first:
+            out[:index] = [d] * index
+            first = False
+        out[index] = d
+        last = index
+    return tuple(out)
 
 
 def segment_size(size: int) -> int:
@@ -77,6 +148,10 @@ class AllocatorSettings:
     expandable_segments: bool = False
     max_split_size: int | None = None  # bytes; None: unlimited
     garbage_collection_threshold: float = 0.0
+    #: ``max_non_split_rounding_mb`` in bytes: how much larger an oversize block may be than the request it serves
+    max_non_split_rounding: int = LARGE_BUFFER
+    #: ``roundup_power2_divisions`` per power-of-two interval from 1 MiB (empty: off)
+    roundup_power2_divisions: tuple[int, ...] = ()
 
     @classmethod
     def from_env(cls) -> AllocatorSettings:
@@ -87,10 +162,10 @@ class AllocatorSettings:
     @classmethod
     def parse(cls, conf: str | None, strict: bool = True) -> AllocatorSettings:
         """``"expandable_segments:True,max_split_size_mb:128"`` (PyTorch's syntax); ValueError on a bad one.
-        Options the model does not follow (e.g. ``roundup_power2_divisions``) are refused (``strict``)
-        or ignored with a warning."""
+        Options the model does not follow (e.g. ``large_segment_size_mb``) are refused (``strict``)
+        or ignored with a warning. Values are checked as torch 2.13's parser checks them (sizes in MiB >= 20)."""
         out = cls()
-        for item in filter(None, (s.strip() for s in (conf or "").split(","))):
+        for item in _split_conf(conf or ""):
             key, sep, value = item.partition(":")
             key, value = key.strip(), value.strip()
             if not sep:
@@ -100,11 +175,14 @@ class AllocatorSettings:
                     if value not in ("True", "False"):
                         raise ValueError
                     out = replace(out, expandable_segments=value == "True")
-                elif key == "max_split_size_mb":
+                elif key in ("max_split_size_mb", "max_non_split_rounding_mb"):
                     mb = int(value)
-                    if mb * MiB <= LARGE_BUFFER:
+                    if mb * MiB < LARGE_BUFFER:
                         raise ValueError
-                    out = replace(out, max_split_size=mb * MiB)
+                    field_name = "max_split_size" if key == "max_split_size_mb" else "max_non_split_rounding"
+                    out = replace(out, **{field_name: mb * MiB})
+                elif key == "roundup_power2_divisions":
+                    out = replace(out, roundup_power2_divisions=parse_power2_divisions(value))
                 elif key == "garbage_collection_threshold":
                     t = float(value)
                     if not 0.0 < t < 1.0:
@@ -116,11 +194,13 @@ class AllocatorSettings:
                 if not strict:
                     warnings.warn(f"allocator option {key!r} is not modelled; ignored", stacklevel=2)
                     continue
-                raise ValueError(f"allocator option {key!r} is not modelled (known: expandable_segments, "
-                                 "max_split_size_mb, garbage_collection_threshold)") from None
+                raise ValueError(f"allocator option {key!r} is not modelled (known: expandable_segments, max_split_size_mb, "
+                                 "max_non_split_rounding_mb, garbage_collection_threshold, roundup_power2_divisions)") from None
             except ValueError:
                 raise ValueError(f"bad value for allocator option {key}: {value!r} (expandable_segments: True/False; "
-                                 "max_split_size_mb: an integer > 20; garbage_collection_threshold: in (0, 1))") from None
+                                 "max_split_size_mb, max_non_split_rounding_mb: an integer >= 20; "
+                                 "garbage_collection_threshold: in (0, 1); roundup_power2_divisions: a power of two "
+                                 "or [MiB:divisions,...,>:divisions])") from None
         return out
 
     def conf(self) -> str:
@@ -132,7 +212,27 @@ class AllocatorSettings:
             parts.append(f"max_split_size_mb:{self.max_split_size // MiB}")
         if self.garbage_collection_threshold:
             parts.append(f"garbage_collection_threshold:{self.garbage_collection_threshold:g}")
+        if self.max_non_split_rounding != LARGE_BUFFER:
+            parts.append(f"max_non_split_rounding_mb:{self.max_non_split_rounding // MiB}")
+        if self.roundup_power2_divisions:
+            d = self.roundup_power2_divisions
+            parts.append(f"roundup_power2_divisions:{d[0]}" if len(set(d)) == 1 else
+                         "roundup_power2_divisions:[" + ",".join(f"{1 << i}:{v}" for i, v in enumerate(d)) + "]")
         return ",".join(parts)
+
+
+def _split_conf(conf: str) -> list[str]:
+    """``key:value`` items of a ``PYTORCH_CUDA_ALLOC_CONF`` string; commas inside ``[...]`` stay in their item."""
+    items, depth, cur = [], 0, ""
+    for ch in conf:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    items.append(cur)
+    return [i.strip() for i in items if i.strip()]
 
 
 @dataclass(eq=False)
@@ -243,7 +343,7 @@ class CachingAllocatorModel:
         msplit = self.settings.max_split_size
         if msplit is not None:
             bsize = pool[i][1].size
-            if (size < msplit and bsize >= msplit) or (size >= msplit and bsize >= size + LARGE_BUFFER):
+            if (size < msplit and bsize >= msplit) or (size >= msplit and bsize >= size + self.settings.max_non_split_rounding):
                 return None
         block = pool.pop(i)[1]
         block.pooled = False
@@ -432,7 +532,7 @@ class CachingAllocatorModel:
 
     # ----- the allocator's API --------------------------------------------------------------------
     def malloc(self, handle: int, nbytes: int, stream: int = 0) -> None:
-        size = round_size(nbytes)
+        size = round_size(nbytes, self.settings.roundup_power2_divisions)
         small = self.is_small(size)
         pk = (small, stream)
         block = self._get_free_block(pk, size)
@@ -453,7 +553,11 @@ class CachingAllocatorModel:
                                    f"MiB reserved of {(self.capacity or 0) / MiB:.2f} MiB")
         remaining = block.size - size
         msplit = self.settings.max_split_size
-        if remaining >= MIN_BLOCK if small else (remaining > SMALL_SIZE and (msplit is None or size < msplit)):
+        if small or self.settings.expandable_segments:  # should_split
+            split = remaining >= MIN_BLOCK
+        else:
+            split = remaining > SMALL_SIZE and (msplit is None or size < msplit)
+        if split:
             self._insert(pk, self._split(block, size, mapped=True))
         block.free = False
         self._handles[handle] = (block, pk)

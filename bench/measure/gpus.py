@@ -7,6 +7,17 @@ comes from. Rates are FLOP/s; ``None`` means the GPU has no such unit (Pascal ha
 has no bf16 at all). ``fp16_tc`` is the tensor-core rate with fp32 accumulation, which is what cuDNN and
 cuBLAS use for autocast fp16 convolutions and matmuls in PyTorch; GeForce Turing/Ampere/Ada run it at
 half their fp16-accumulate rate, and that half rate is the one listed.
+
+Checked (this commit) against the documents named in ``source`` as the search tools of this workplace could
+reach them: the A100 datasheet (via glennklockwood.com/garden/processors/A100, which cites it), the L40S
+datasheet table (via mullet.se's copy of it), the H100 SXM5 whitepaper rates (via
+glennklockwood.com/garden/processors/h100), the A100 80GB PCIe bandwidth (thundercompute.com's A100 table,
+which agrees with the datasheet's 1,935 GB/s). Every other figure is as an earlier session wrote it from
+the named document and was not re-read here.
+
+``memory_bytes`` is the total ``nvidia-smi`` reports where a public source gives it (modal-labs/modal-client
+pull request 2797: A100 40GB 40960 MiB, A100 80GB 81920 MiB, H100 81559 MiB, L40S 46068 MiB with ECC on),
+else the datasheet's GB read as GiB (NVIDIA's "40GB" for A100 is 40960 MiB).
 """
 
 from __future__ import annotations
@@ -25,7 +36,12 @@ H100_DS = ("NVIDIA H100 Tensor Core GPU datasheet, https://resources.nvidia.com/
            "nvidia-tensor-core-gpu-datasheet (dense = half the with-sparsity figures); fp16/bf16 without tensor "
            "cores: NVIDIA H100 Tensor Core GPU Architecture whitepaper (gtc22-whitepaper-hopper), Table 3")
 H200_DS = ("NVIDIA H200 Tensor Core GPU datasheet, https://www.nvidia.com/en-us/data-center/h200/ "
-           "(dense = half the with-sparsity figures); fp16 without tensor cores as H100 SXM (same GH100 die, clocks)")
+           "(dense = half the with-sparsity figures); fp16 without tensor cores as H100 SXM (same GH100 die, clocks); "
+           "memory: the datasheet's 141GB read as GiB like A100's (141e9 bytes, 131 GiB, was below what an H200 holds; "
+           "nvidia-smi's total for an H200 was not found in a public source)")
+A100_80_PCIE_DS = ("NVIDIA A100 Tensor Core GPU datasheet (as A100_DS): A100 80GB PCIe 1,935 GB/s (SXM: 2,039 GB/s), "
+                   "same rates as the SXM part")
+SMI_MEMORY = "memory: nvidia-smi total from modal-labs/modal-client pull request 2797"
 L40S_DS = ("NVIDIA L40S datasheet, https://resources.nvidia.com/en-us-l40s/l40s-datasheet-28413 "
            "(dense = half the with-sparsity figures)")
 V100_DS = ("NVIDIA Tesla V100 GPU datasheet (tesla-v100-datasheet-letter-fnl-web.pdf), "
@@ -37,7 +53,9 @@ TURING_WP = ("NVIDIA Turing GPU Architecture whitepaper (technologies/turing-arc
              "NVIDIA-Turing-Architecture-Whitepaper.pdf), Appendix A, Table 1 (RTX 2080 Ti Founders Edition): "
              "fp16 tensor with fp32 accumulate is half the fp16-accumulate rate on GeForce")
 QRTX6000_DS = ("NVIDIA Quadro RTX 6000 datasheet (quadro-rtx-6000-us-nvidia-704093-r4-web.pdf): 130.5 tensor "
-               "TFLOPS, 16.3 fp32 TFLOPS, 672 GB/s; fp16 without tensor cores 2x fp32 (Turing whitepaper)")
+               "TFLOPS, 16.3 fp32 TFLOPS, 672 GB/s; fp16 without tensor cores 2x fp32 (Turing whitepaper). The active "
+               "(260 W) card, as nnU-Net's benchmark column names it; the passive server card (250 W) is slower: 14.9 fp32, "
+               "119.4 tensor TFLOPS, 624 GB/s (Leadtek's Quadro RTX 6000 passive specification)")
 TITANRTX_DS = ("NVIDIA TITAN RTX product page, https://www.nvidia.com/en-us/deep-learning-ai/products/titan-rtx/ "
                "(130 tensor TFLOPS, 24 GB, 672 GB/s); fp32 16.3 TFLOPS (4608 cores x 1770 MHz boost x 2)")
 GA102_WP = ("NVIDIA Ampere GA102 GPU Architecture whitepaper (NVIDIA-ampere-GA102-GPU-Architecture-Whitepaper-V1.pdf), "
@@ -69,15 +87,18 @@ class GPU:
 CATALOGUE: dict[str, GPU] = {g.name: g for g in (
     GPU("A100-40GB", 40 * 2**30, 1555 * GB, 19.5 * T, 78 * T, 39 * T, 156 * T, 312 * T, 312 * T, A100_DS,
         ("A100-SXM4-40GB", "A100-PCIE-40GB", "A100 40GB")),
-    GPU("A100-80GB", 80 * 2**30, 2039 * GB, 19.5 * T, 78 * T, 39 * T, 156 * T, 312 * T, 312 * T, A100_DS,
-        ("A100-SXM4-80GB", "A100 80GB", "A100-PCIE-80GB")),
-    GPU("H100-SXM", 80 * 2**30, 3350 * GB, 67 * T, 133.8 * T, 133.8 * T, 494.5 * T, 989.5 * T, 989.5 * T, H100_DS,
-        ("H100 80GB HBM3", "H100 SXM", "H100-SXM")),
+    GPU("A100-80GB-PCIe", 81920 * 2**20, 1935 * GB, 19.5 * T, 78 * T, 39 * T, 156 * T, 312 * T, 312 * T,
+        A100_80_PCIE_DS, ("A100-PCIE-80GB", "A100 80GB PCIe")),  # before A100-80GB: its alias "A100 80GB" matches too
+    GPU("A100-80GB", 81920 * 2**20, 2039 * GB, 19.5 * T, 78 * T, 39 * T, 156 * T, 312 * T, 312 * T, A100_DS,
+        ("A100-SXM4-80GB", "A100 80GB")),
+    GPU("H100-SXM", 81559 * 2**20, 3350 * GB, 67 * T, 133.8 * T, 133.8 * T, 494.5 * T, 989.5 * T, 989.5 * T,
+        f"{H100_DS}; {SMI_MEMORY}", ("H100 80GB HBM3", "H100 SXM", "H100-SXM")),
     GPU("H100-PCIe", 80 * 2**30, 2000 * GB, 51 * T, 102.4 * T, 102.4 * T, 378 * T, 756 * T, 756 * T, H100_DS,
         ("H100 PCIe", "H100-PCIE")),
-    GPU("H200", 141 * 10**9, 4800 * GB, 67 * T, 133.8 * T, 133.8 * T, 494.5 * T, 989.5 * T, 989.5 * T, H200_DS,
+    GPU("H200", 141 * 2**30, 4800 * GB, 67 * T, 133.8 * T, 133.8 * T, 494.5 * T, 989.5 * T, 989.5 * T, H200_DS,
         ("H200",)),
-    GPU("L40S", 48 * 2**30, 864 * GB, 91.6 * T, 91.6 * T, 91.6 * T, 183 * T, 362 * T, 362 * T, L40S_DS, ("L40S",)),
+    GPU("L40S", 46068 * 2**20, 864 * GB, 91.6 * T, 91.6 * T, 91.6 * T, 183 * T, 362 * T, 362 * T,
+        f"{L40S_DS}; {SMI_MEMORY} (48 GB with ECC on)", ("L40S",)),
     GPU("V100-SXM2", 32 * 2**30, 900 * GB, 15.7 * T, 31.4 * T, None, None, 125 * T, None, V100_DS,
         ("V100-SXM2",)),
     GPU("V100-SXM3", 32 * 2**30, 900 * GB, 15.7 * T, 31.4 * T, None, None, 125 * T, None, DGX2_DS,

@@ -84,7 +84,9 @@ def build(tracker: AllocationTracker, exclude: set[int] = frozenset(), settings:
         "allocator_settings": {"PYTORCH_CUDA_ALLOC_CONF": settings.conf(),
                                "expandable_segments": settings.expandable_segments,
                                "max_split_size": settings.max_split_size or -1,
-                               "garbage_collection_threshold": settings.garbage_collection_threshold},
+                               "garbage_collection_threshold": settings.garbage_collection_threshold,
+                               "roundup_power2_divisions": {str(1 << i): d for i, d in
+                                                            enumerate(settings.roundup_power2_divisions)}},
     }
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .allocator import AllocatorOOM, AllocatorSettings, CachingAllocatorModel, round_size
+from .allocator import POWER2_INTERVALS, AllocatorOOM, AllocatorSettings, CachingAllocatorModel, round_size
 
 MiB = 1 << 20
 TOP_KEYS = {"segments", "device_traces", "allocator_settings", "external_annotations"}
@@ -105,7 +105,20 @@ def recorded_settings(data: dict) -> AllocatorSettings:
             seg.get("is_expandable") for seg in data["segments"]),
         max_split_size=msplit if isinstance(msplit, int) and 0 < msplit < (1 << 60) else None,
         garbage_collection_threshold=float(gc) if 0 < float(gc) < 1 else 0.0,
+        roundup_power2_divisions=recorded_divisions(s.get("roundup_power2_divisions")),
     )
+
+
+def recorded_divisions(value: object) -> tuple[int, ...]:
+    """A snapshot's ``roundup_power2_divisions``: PyTorch writes one entry per power-of-two interval, keyed by its
+    start in MiB ("1", "2", "4", ...; the snapshot conversion in torch/csrc/cuda/Module.cpp), older versions one number;
+    () when off."""
+    if isinstance(value, dict):
+        divs = tuple(int(v) for _, v in sorted(value.items(), key=lambda kv: int(kv[0])))
+        return divs if len(divs) == POWER2_INTERVALS and any(divs) else ()
+    if isinstance(value, int) and value > 1:
+        return (value,) * POWER2_INTERVALS
+    return ()
 
 
 def snapshot_trace(data: dict, device: int = 0) -> Trace:

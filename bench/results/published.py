@@ -1,23 +1,27 @@
 """The step-time prediction held against nnU-Net's published epoch times (``bench validate-published``).
 
 Truth: nnU-Net's ``documentation/expected_epoch_times.md`` (github.com/MIC-DKFZ/nnUNet, nnU-Net v1,
-PyTorch 1.7.1 with cuDNN 8.1.0.77, mixed precision): the "3d_fullres dummy" rows, epochs of
+PyTorch 1.7.1 with cuDNN 8.1.0.77, mixed precision) at commit 13b2fa9870087effc0e2a21315265b0f0925aef6
+(2021-04-29; the table was added in 786d0b7c, 2021-04-14, and replaced on 2022-03-30, a4af4c05, by a
+PyTorch 1.11.0 / cuDNN 8.3.2.44 table without the Titan Xp): the "3d_fullres dummy" rows, epochs of
 nnUNetTrainerV2_5epochs_dummyLoad (random inputs, no data loading or augmentation: GPU time) for
-three Medical Segmentation Decathlon tasks on seven GPUs. An nnU-Net v1 epoch is 250 training
-iterations plus 50 validation iterations (forward pass and loss only, ``num_val_batches_per_epoch``),
-so the predicted epoch is ``250 * step + 50 * forward``.
+three Medical Segmentation Decathlon tasks on seven GPUs. Every figure, column heading and row name
+below was checked against that commit's file. An nnU-Net v1 epoch is 250 training iterations plus 50
+validation iterations (forward pass and loss only, under ``torch.no_grad``; ``NetworkTrainer.run_training``
+times both), so the predicted epoch is ``250 * step + 50 * forward``.
 
 The networks: patch size, batch size and median spacing of each task's nnU-Net v1 3d_fullres plan
-(``nnUNetPlansv2.1``) as published in the nnU-Net paper's supplementary material (Isensee et al.,
-Nature Methods 2021); kernels and strides are *re-planned* from patch and spacing with nnunetv2's
-planner function (``get_pool_and_conv_props``, the same algorithm as v1's), through this suite's
-``nnunet`` spec with deep supervision on and v1's 30 base features. Differences from the benchmarked
-v1 step, said here because they bias the prediction: one input channel and three output classes for
-every task (Prostate has two input modalities, Heart two classes). The step trains by the ``nnunet``
-spec's recipe (:func:`architectures.recipe.nnunet`: SGD with Nesterov momentum 0.99, weight decay 3e-5,
-DC + CE with deep supervision, clipping at 12), which is v1's ``nnUNetTrainerV2`` recipe too; the
-efficiency scales were fitted on traces with Adam and the paper's loss, before recipes existed, and
-were not re-fitted.
+(``nnUNetPlansv2.1``); what each figure rests on is in :data:`PLANS_SOURCE` (the nnU-Net paper's
+supplementary material, which an earlier session named as the source, could not be read here: Heart's
+and Prostate's patch and spacing are *unverified*). Kernels and strides are *re-planned* from patch and
+spacing with nnunetv2's planner function (``get_pool_and_conv_props``, the same algorithm as v1's),
+through this suite's ``nnunet`` spec with deep supervision on and v1's 30 base features. Differences
+from the benchmarked v1 step, said here because they bias the prediction: one input channel and three
+output classes for every task (the dummy trainer draws the task's own: Prostate has two input
+modalities, Heart two classes). The step trains by the ``nnunet`` spec's recipe
+(:func:`architectures.recipe.nnunet`: SGD with Nesterov momentum 0.99, weight decay 3e-5, DC + CE with
+deep supervision, clipping at 12), which is v1's ``nnUNetTrainerV2`` recipe too; the efficiency scales
+were fitted on traces with Adam and the paper's loss, before recipes existed, and were not re-fitted.
 
 The efficiency scales are fitted (log-error least squares) on the *fit* rows only: GPUs A100, V100
 SXM3, RTX 2080 Ti and Titan Xp (one per generation) on Heart and Liver. Every other row is held out:
@@ -34,10 +38,22 @@ from pathlib import Path
 import pandas as pd
 
 SOURCE = ("nnU-Net documentation/expected_epoch_times.md, table 'Pytorch 1.7.1 compiled with cuDNN 8.1.0.77', "
-          "row '{task} 3d_fullres dummy', column '{column}' (github.com/MIC-DKFZ/nnUNet, commit 13b2fa98)")
-PLANS_SOURCE = ("nnU-Net v1 3d_fullres plan (nnUNetPlansv2.1): patch, batch and median spacing as published in "
-                "Isensee et al., Nature Methods 18:203-211 (2021), supplementary material; kernels/strides re-planned "
-                "with nnunetv2 get_pool_and_conv_props")
+          "row '{task} 3d_fullres dummy', column '{column}' (github.com/MIC-DKFZ/nnUNet, "
+          "commit 13b2fa9870087effc0e2a21315265b0f0925aef6)")
+_BATCH = ("batch 2: nnU-Net v1's planner (nnunet/experiment_planning/experiment_planner_baseline_3DUNet_v21.py at "
+          "13b2fa98) gives floor(max(ref/here, 1) x 2) >= 2 for a 3D plan, 2 when the patch was shrunk to fit; "
+          "no published plans file of the task was found")
+_REPLANNED = "kernels/strides re-planned with nnunetv2 get_pool_and_conv_props"
+PLANS_SOURCE = {  # what each task's plan (TASKS) rests on
+    "Task002_Heart": ("nnU-Net v1 3d_fullres plan (nnUNetPlansv2.1): patch (80, 192, 160) and spacing (1.37, 1.25, 1.25) "
+                      f"UNVERIFIED (no public source found); {_BATCH}; {_REPLANNED}"),
+    "Task003_Liver": ("nnU-Net v1 3d_fullres plan (nnUNetPlansv2.1): patch (128, 128, 128) and spacing (1.0, 0.7676, 0.7676) "
+                      "as printed from a user's Task003_Liver nnUNetPlansv2.1 plans, stage 1, in "
+                      "github.com/MIC-DKFZ/nnUNet/issues/856 (whose batch_size 1 the v1 planner cannot give: "
+                      f"edited or a DDP run); {_BATCH}; {_REPLANNED}"),
+    "Task005_Prostate": ("nnU-Net v1 3d_fullres plan (nnUNetPlansv2.1): patch (20, 320, 256) and spacing (3.6, 0.62, 0.62) "
+                         f"UNVERIFIED (no public source found); {_BATCH}; {_REPLANNED}"),
+}
 TABLE = Path("reports/validation/published_epoch_times.csv")
 TRAIN_ITERATIONS, VAL_ITERATIONS = 250, 50  # nnU-Net v1's num_batches_per_epoch / num_val_batches_per_epoch
 FIT_GPUS = ("A100-40GB", "V100-SXM3", "RTX-2080-Ti", "Titan-Xp")
@@ -56,7 +72,7 @@ class Task:
 
 TASKS = {
     "Task002_Heart": Task((80, 192, 160), 2, (1.37, 1.25, 1.25)),
-    "Task003_Liver": Task((128, 128, 128), 2, (1.0, 0.77, 0.77)),
+    "Task003_Liver": Task((128, 128, 128), 2, (1.0, 0.76757812, 0.76757812)),
     "Task005_Prostate": Task((20, 320, 256), 2, (3.6, 0.62, 0.62)),
 }
 
@@ -86,7 +102,7 @@ def published_rows() -> pd.DataFrame:
     """One row per published figure, with its source and its split."""
     rows = [{"task": task, "gpu": gpu, "published_gpu": column, "config": "3d_fullres dummy",
              "published_epoch_s": secs, "split": split(task, gpu),
-             "source": SOURCE.format(task=task, column=column), "plans": PLANS_SOURCE}
+             "source": SOURCE.format(task=task, column=column), "plans": PLANS_SOURCE[task]}
             for task, times in PUBLISHED.items() for (column, gpu), secs in zip(COLUMNS.items(), times, strict=True)]
     return pd.DataFrame(rows)
 

@@ -62,16 +62,17 @@ def test_best_fit_and_peak_reset():
 # ----- settings users meet, against CUDACachingAllocator.cpp's rules ----------------------------------
 import pytest  # noqa: E402
 
-from bench.measure.allocator import AllocatorOOM, AllocatorSettings  # noqa: E402
+from bench.measure.allocator import AllocatorOOM, AllocatorSettings, roundup_power2_next_division  # noqa: E402
 
 
 def test_alloc_conf_parsing_and_bad_options():
     s = AllocatorSettings.parse("expandable_segments:True, max_split_size_mb:128,garbage_collection_threshold:0.6")
     assert (s.expandable_segments, s.max_split_size, s.garbage_collection_threshold) == (True, 128 * MiB, 0.6)
     assert AllocatorSettings.parse(s.conf()) == s and AllocatorSettings.parse("") == AllocatorSettings()
-    for bad, words in [("max_split_size_mb:20", "max_split_size_mb"), ("expandable_segments:yes", "expandable"),
-                       ("roundup_power2_divisions:4", "not modelled"), ("garbage_collection_threshold:1.5", "garbage"),
-                       ("max_split_size_mb", "key:value")]:
+    for bad, words in [("max_split_size_mb:19", "max_split_size_mb"), ("expandable_segments:yes", "expandable"),
+                       ("large_segment_size_mb:40", "not modelled"), ("garbage_collection_threshold:1.5", "garbage"),
+                       ("max_split_size_mb", "key:value"), ("max_non_split_rounding_mb:19", "max_non_split"),
+                       ("roundup_power2_divisions:3", "roundup"), ("roundup_power2_divisions:[256:3]", "roundup")]:
         with pytest.raises(ValueError, match=words):
             AllocatorSettings.parse(bad)
 
@@ -201,3 +202,74 @@ def test_random_sequences_keep_the_books_straight(settings):
             a.free(h)
         a.empty_cache()
         assert (a.allocated, a.reserved, a.segments) == (0, 0, 0)
+
+
+# ----- rules checked against PyTorch's source (pytorch/pytorch; see bench/measure/allocator.py's docstring) -----
+ALLOC_CPP = "c10/cuda/CUDACachingAllocator.cpp @ eb42ad6eca0ce61e7c581212b4bf32f991425571"
+CONFIG_CPP = "c10/core/AllocatorConfig.cpp @ 065861fba7598880aa3216822742a1172d0a197c"
+
+
+def test_should_split_with_expandable_segments_splits_any_remainder_of_512_bytes():
+    """should_split (ALLOC_CPP): ``if (block->pool->is_small || CUDAAllocatorConfig::expandable_segments())
+    return remaining >= kMinBlockSize;`` - with expandable segments a large block is split even when the
+    remainder is under 1 MiB, so that remainder serves the next request."""
+    a = CachingAllocatorModel(AllocatorSettings(expandable_segments=True))
+    a.malloc(0, 19 * MiB + MiB // 2)  # one 20 MiB page; the 0.5 MiB remainder is split off, not kept attached
+    assert (a.allocated, a.reserved) == (19 * MiB + MiB // 2, 20 * MiB)
+    a.malloc(1, MiB + MiB // 4)  # needs 1.25 MiB: 0.5 MiB free at the tail + a second page, still one segment
+    assert (a.allocated, a.reserved, a.segments) == (20 * MiB + 3 * MiB // 4, 40 * MiB, 1)
+    b = CachingAllocatorModel()  # without expandable segments the 0.5 MiB stays in the allocated block
+    b.malloc(0, 19 * MiB + MiB // 2)
+    assert b.allocated == 20 * MiB
+
+
+def test_max_split_size_of_20_mib_is_accepted():
+    """AllocatorConfig::parseMaxSplitSize (CONFIG_CPP): ``val_env >= min_allowed_split_size_mb`` (kLargeBuffer / 1 MiB
+    = 20); torch 2.13.0's parser (torch._C._accelerator_setAllocatorSettings) accepts 20 and refuses 19 the same way."""
+    assert AllocatorSettings.parse("max_split_size_mb:20").max_split_size == 20 * MiB
+    with pytest.raises(ValueError, match=">= 20"):
+        AllocatorSettings.parse("max_split_size_mb:19")
+
+
+def test_max_non_split_rounding_limits_how_much_larger_an_oversize_block_may_be():
+    """get_free_block: a request >= max_split_size is not served from a block ``>= size + max_non_split_rounding_size()``
+    (default kLargeBuffer, 20 MiB: AllocatorConfig's constructor in CONFIG_CPP); ``max_non_split_rounding_mb`` raises it."""
+    default = AllocatorSettings(max_split_size=40 * MiB)
+    a = CachingAllocatorModel(default)
+    a.malloc(0, 100 * MiB)
+    a.free(0)
+    a.malloc(1, 70 * MiB)  # 100 >= 70 + 20: a new segment
+    assert a.reserved == 170 * MiB
+    s = AllocatorSettings.parse("max_split_size_mb:40,max_non_split_rounding_mb:40")
+    assert s.max_non_split_rounding == 40 * MiB and AllocatorSettings.parse(s.conf()) == s
+    b = CachingAllocatorModel(s)
+    b.malloc(0, 100 * MiB)
+    b.free(0)
+    b.malloc(1, 70 * MiB)  # 100 < 70 + 40: the whole oversize block serves it, unsplit
+    assert (b.reserved, b.allocated) == (100 * MiB, 100 * MiB)
+
+
+def test_roundup_power2_divisions_rounds_to_the_next_division():
+    """round_size / roundup_power2_next_division (ALLOC_CPP): with d divisions for the size's interval
+    [2^k MiB, 2^(k+1) MiB) (AllocatorConfig::roundup_power2_divisions), a size over 512 x d goes up to the next of
+    d equal steps between its powers of two; the C++ comment's own example: 1200 with 4 divisions is 1280."""
+    assert roundup_power2_next_division(1200, 4) == 1280
+    assert roundup_power2_next_division(1024, 4) == 1024  # a power of two stays
+    s = AllocatorSettings.parse("roundup_power2_divisions:4")
+    assert round_size(3 * MiB + 1, s.roundup_power2_divisions) == 3 * MiB + MiB // 2  # 2 MiB .. 4 MiB in 512 KiB steps
+    assert round_size(1000, s.roundup_power2_divisions) == 1024  # 1000 <= 512 x 4: the 512-byte rule
+    a = CachingAllocatorModel(s)
+    a.malloc(0, 13 * MiB)  # 8 .. 16 MiB in 2 MiB steps: 14 MiB
+    assert (a.allocated, a.reserved) == (14 * MiB, 14 * MiB)
+
+
+def test_roundup_power2_divisions_list_form():
+    """AllocatorConfig::parseRoundUpPower2Divisions (CONFIG_CPP): ``[256:1,>:8]`` - an entry names the interval
+    starting at that many MiB; the first entry also fills every interval below it; ``>`` fills from the last
+    named interval to the end (that interval included, as the code's std::fill starts at last_index)."""
+    d = AllocatorSettings.parse("roundup_power2_divisions:[64:2,>:8]").roundup_power2_divisions
+    assert d[:6] == (2,) * 6 and d[6:] == (8,) * 10  # 1..32 MiB intervals: 2; from 64 MiB on: 8
+    assert round_size(40 * MiB, d) == 48 * MiB  # 32 .. 64 MiB in 2 steps
+    assert round_size(65 * MiB, d) == 72 * MiB  # 64 .. 128 MiB in 8 steps of 8 MiB
+    d2 = AllocatorSettings.parse("roundup_power2_divisions:[1:4,2:2]").roundup_power2_divisions
+    assert d2[:2] == (4, 2) and set(d2[2:]) == {0}

@@ -30,6 +30,17 @@ def test_live_device_names_are_recognised():
     assert gpus.find("a gpu nobody makes") is None
 
 
+def test_a100_80gb_pcie_has_its_own_bandwidth_and_memory_is_what_nvidia_smi_reports():
+    """A100 datasheet: the 80GB PCIe card has 1,935 GB/s, the SXM4 card 2,039 GB/s (same rates); its live name
+    ("NVIDIA A100 80GB PCIe") must not fall to the SXM entry. Memory: nvidia-smi totals (modal-labs/modal-client
+    PR 2797) where public - L40S 46068 MiB (48 GB with ECC on), H100 81559 MiB, A100 80GB 81920 MiB."""
+    pcie, sxm = gpus.find("NVIDIA A100 80GB PCIe"), gpus.find("NVIDIA A100-SXM4-80GB")
+    assert (pcie.name, pcie.bandwidth_bytes_per_s, sxm.bandwidth_bytes_per_s) == ("A100-80GB-PCIe", 1935e9, 2039e9)
+    assert pcie.fp16_tc == sxm.fp16_tc == 312e12
+    assert [gpus.lookup(n).memory_bytes // 2**20 for n in ("L40S", "H100-SXM", "A100-80GB")] == [46068, 81559, 81920]
+    assert gpus.lookup("H200").memory_bytes > gpus.lookup("H100-SXM").memory_bytes * 1.7  # 141 GB, not 141e9 bytes
+
+
 def test_a_dtype_a_gpu_cannot_run_fast_gets_the_rate_it_really_gets_with_a_note():
     v100 = gpus.lookup("V100-SXM2")
     r = gpus.rate(v100, "bf16", True)

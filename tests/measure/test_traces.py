@@ -114,6 +114,21 @@ def test_expandable_snapshot_round_trips():
     assert traces.real_peaks(trace).reserved == traces.model_peaks(trace).reserved
 
 
+def test_roundup_power2_divisions_of_a_snapshot_are_read_and_round_trip(tmp_path):
+    """A snapshot records roundup_power2_divisions as PyTorch writes it (torch/csrc/cuda/Module.cpp: one
+    entry per interval, keyed "1", "2", "4", ... MiB); replay uses them, and the event file's header keeps them."""
+    settings = AllocatorSettings.parse("roundup_power2_divisions:[1:4,2:2]")
+    data = snapshot.build(synthetic_tracker(), settings=settings)
+    assert data["allocator_settings"]["roundup_power2_divisions"]["1"] == 4
+    trace = traces.snapshot_trace(data)
+    assert trace.settings.roundup_power2_divisions == settings.roundup_power2_divisions == (4, 2) + (0,) * 14
+    assert traces.real_peaks(trace).reserved == traces.model_peaks(trace).reserved
+    dest = tmp_path / "r.events.csv"
+    traces.write_events(trace, dest, {"source": "here", "license": "MIT"})
+    assert traces.read_events(dest).settings == settings
+    assert traces.recorded_divisions(8) == (8,) * 16 and traces.recorded_divisions({"1": 0}) == ()
+
+
 def test_bench_replay_and_trace2events(snap_file, tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["replay", str(snap_file)])
@@ -140,8 +155,8 @@ def test_prediction_replay_follows_pytorch_cuda_alloc_conf(monkeypatch):
 
     t = synthetic_tracker()
     default = replay(t, set(), 0)
-    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True,roundup_power2_divisions:4")
-    with pytest.warns(UserWarning, match="roundup_power2_divisions.*not modelled"):
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True,large_segment_size_mb:40")
+    with pytest.warns(UserWarning, match="large_segment_size_mb.*not modelled"):
         expandable = replay(t, set(), 0)
     assert expandable.settings.expandable_segments and not default.settings.expandable_segments
     assert expandable.peak_reserved < default.peak_reserved and expandable.segments == 2  # large + small pool
