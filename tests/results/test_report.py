@@ -229,8 +229,8 @@ def test_every_paper_label_names_the_patches_it_runs():
 
 
 def test_paper_console_table_shows_the_notes(monkeypatch, tmp_path):
-    monkeypatch.setattr(paper, "predict_part", lambda part, figure: part.batch * part.size[0] ** 3 * 1000)
-    res = runner.invoke(app, ["paper", "--out", str(tmp_path)], env={"COLUMNS": "250"})
+    monkeypatch.setattr(paper, "predict_job", lambda job: (job[4] * job[3][0] ** 3 * 1000,) * 3)
+    res = runner.invoke(app, ["paper", "--out", str(tmp_path), "--jobs", "1"], env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert "note" in res.output and "padded to" in res.output and "k = 1.43" in res.output
 
