@@ -7,6 +7,8 @@ Beyond the built-in ones, :func:`spec` resolves
   entry point names an ``ArchSpec``, a sequence of them, or a module with ``SPEC``/``SPECS``); they
   are listed by :func:`names` and ``bench list``;
 - ``monai:<Network>``: MONAI's networks by name (:mod:`architectures.monai_nets`);
+- ``nnunet-plans:<configuration>@<plans file>``: the network an nnU-Net plans file names
+  (:mod:`architectures.nnunet_plans`);
 - ``package.module:attribute``: any factory or ``nn.Module`` class, or an ``ArchSpec``, by import
   path (:mod:`architectures.imported`).
 
@@ -33,7 +35,7 @@ from .spec import ArchSpec, SampleTensor, Shape, Stage
 
 __all__ = ["ArchSpec", "SampleTensor", "Shape", "Stage", "build", "names", "spec"]
 
-_NOT_ARCHITECTURES = {"spec", "blocks", "imported", "monai_nets"}
+_NOT_ARCHITECTURES = {"spec", "blocks", "imported", "monai_nets", "nnunet_plans", "nnunet_planner", "recipe"}
 #: the entry-point group through which installed packages register their specs
 ENTRY_POINT_GROUP = "segmem.architectures"
 
@@ -85,10 +87,13 @@ def _registry() -> dict[str, ArchSpec]:
 def _resolve(name: str) -> ArchSpec:
     """A name outside the registry: ``monai:<Network>`` or ``module:attribute`` (once per process, so that a
     probed divisibility is probed once)."""
+    from . import nnunet_plans
     from .monai_nets import PREFIX, monai_spec
 
     if name.startswith(PREFIX):
         return monai_spec(name[len(PREFIX):])
+    if name.startswith(nnunet_plans.PREFIX):
+        return nnunet_plans.from_name(name)
     from .imported import from_path
 
     return from_path(name)

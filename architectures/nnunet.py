@@ -13,8 +13,10 @@ default planner writes for an isotropic dataset:
 
 Topology for another patch size and spacing is derived with nnU-Net's own planner function
 ``get_pool_and_conv_props`` (``planned_for=(D, H, W)``, ``spacing=...``): the part of the planner that
-needs no dataset on disk. Deep supervision is an option (off by default, since it changes the
-memory of the decoder only marginally and users measuring inference do not want it).
+needs no dataset on disk. Both train as nnU-Net trains them (:func:`architectures.recipe.nnunet`: SGD with
+Nesterov momentum, nnunetv2's DC_and_CE_loss with its deep-supervision wrapper, fp16 autocast with a grad
+scaler, clipping at 12, cudnn.benchmark); the builder's ``deep_supervision`` (off by default, so that
+inference has one output) is switched on for training by that recipe.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import recipe
 from .spec import ArchSpec
 
 CITATION = (
@@ -176,6 +179,7 @@ SPEC = ArchSpec(
     default_batches=(2,),
     cpu_sizes=((64, 64, 64),),
     cpu_batches=(1,),
+    recipe=recipe.nnunet(batch_dice=True),
 )
 
 RESENC_SPEC = ArchSpec(
@@ -189,6 +193,7 @@ RESENC_SPEC = ArchSpec(
     default_batches=(2,),
     cpu_sizes=((64, 64, 64),),
     cpu_batches=(1,),
+    recipe=recipe.nnunet(batch_dice=True),
 )
 
 SPECS = (RESENC_SPEC,)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import nnunet
+from . import nnunet, recipe
 from .spec import ArchSpec, SampleTensor, Shape, Stage, downsample, standard_layout
 
 
@@ -103,6 +103,7 @@ LOWRES_SPEC = ArchSpec(
     default_batches=(2,),
     cpu_sizes=((128, 128, 128),),
     layout=lowres_layout,
+    recipe=recipe.nnunet(batch_dice=False),  # nnU-Net's planner: batch_dice False for 3d_lowres
 )
 
 FULLRES_SPEC = ArchSpec(
@@ -116,6 +117,7 @@ FULLRES_SPEC = ArchSpec(
     default_batches=(2,),
     cpu_sizes=((64, 64, 64),),
     layout=foreground_prior_layout,
+    recipe=recipe.nnunet(batch_dice=True),  # 3d_cascade_fullres inherits 3d_fullres's batch_dice True
 )
 
 
@@ -138,4 +140,5 @@ SPEC = ArchSpec(
     size_meaning="full-resolution patch (stage 1 sees it downsampled x2)",
     stages=_stages,
     prior=lambda model, image: model.prior(image),
+    recipe=recipe.nnunet(batch_dice=True),
 )

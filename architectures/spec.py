@@ -25,6 +25,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .recipe import PAPER, Recipe, deep_supervision_weights
+
 Shape = tuple[int, int, int]
 Batch = Mapping[str, torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -107,11 +109,10 @@ def supervised_loss(out: torch.Tensor | Sequence[torch.Tensor], label: torch.Ten
     if isinstance(out, torch.Tensor):
         return criterion(out, fit_label(label, out.shape[2:]))
     outs = list(out)
-    weights = [1 / 2**i for i in range(len(outs))]
-    if len(outs) > 1:
-        weights[-1] = 0.0
-    total = sum(weights)
-    return sum(w / total * criterion(o, fit_label(label, o.shape[2:])) for w, o in zip(weights, outs) if w > 0)
+    if hasattr(criterion, "supervise"):  # a criterion with its own deep supervision (nnU-Net's wrapper)
+        return criterion.supervise(outs, [fit_label(label, o.shape[2:]) for o in outs])
+    weights = deep_supervision_weights(len(outs))
+    return sum(w * criterion(o, fit_label(label, o.shape[2:])) for w, o in zip(weights, outs) if w > 0)
 
 
 def fit_label(label: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
@@ -148,7 +149,8 @@ class ArchSpec:
         summary: one line for ``bench list``.
         citation: the paper it follows.
         builder: the ``nn.Module`` class (or factory); its keyword arguments are the valid overrides.
-        divisor: every spatial edge of the run's size must be a multiple of this.
+        divisor: every spatial edge of the run's size must be a multiple of this; or one divisor per axis
+            (D, H, W), e.g. an nnU-Net plan's products of strides (32, 16, 16) for an elongated patch.
         min_size: smallest edge the network accepts (e.g. so that the bottleneck is not 1 voxel).
         default_sizes / default_batches: the paper's training patch and batch (used on CUDA and for
             prediction); cpu_sizes / cpu_batches: small defaults for a CPU sweep that ends in minutes.
@@ -169,13 +171,17 @@ class ArchSpec:
             whole model's earlier stages from an image patch: ``prior(model, image) -> B x K x patch``.
         size_warning: ``(size, hparams) -> str | None``: what a user must be told about a size that the
             architecture cannot take as named (meU-net: k rounded so that both patches are whole).
+        key_name: what identifies the architecture in a configuration's key when its name does not (a
+            name that holds a file's path: an nnU-Net plans configuration keys by the file's content digest).
+        recipe: how it is trained (:class:`architectures.recipe.Recipe`: optimizer, loss, deep supervision,
+            precision, scaler, clipping, cudnn.benchmark); default the paper's.
     """
 
     name: str
     summary: str
     citation: str
     builder: Callable[..., nn.Module]
-    divisor: int
+    divisor: int | Shape
     default_sizes: tuple[Shape, ...]
     default_batches: tuple[int, ...]
     cpu_sizes: tuple[Shape, ...]
@@ -192,6 +198,14 @@ class ArchSpec:
     prior: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
     cpu_dice: tuple[Shape, int] | None = None
     size_warning: Callable[[Shape, Mapping[str, Any]], str | None] | None = None
+    key_name: str = ""
+    recipe: Recipe = PAPER
+
+    @property
+    def run_precision(self) -> str:
+        """The precision of a run that names none (on CUDA and in prediction): the recipe's, else
+        ``default_precision``."""
+        return self.recipe.precision or self.default_precision
 
     # ----- building -------------------------------------------------------------------------------
     def parameters(self) -> dict[str, inspect.Parameter]:
@@ -276,9 +290,10 @@ class ArchSpec:
                 return s.spec, dict(s.overrides)
         raise ValueError(f"{self.name} has no stage {name!r}; valid: {', '.join(s.name for s in stages)}")
 
-    def divisor_for(self, **overrides: Any) -> int:
+    def divisor_for(self, **overrides: Any) -> int | Shape:
         """The divisibility of training sizes with these overrides (``divisor`` for a built-in network;
-        a network known only by its factory declares or probes it, see :mod:`architectures.imported`)."""
+        a network known only by its factory declares or probes it, see :mod:`architectures.imported`):
+        one int for every axis, or one per axis."""
         return self.divisor
 
     def divisor_note(self, **overrides: Any) -> str:
@@ -296,7 +311,12 @@ class ArchSpec:
         where = f"{self.name}: size {'x'.join(map(str, size))} not allowed for {mode}"
         if len(size) != 3:
             raise ValueError(f"{where}; give one edge or three (DxHxW)")
-        if any(s % div or s < max(div, self.min_size) for s in size):
+        if isinstance(div, tuple):  # per axis (D, H, W)
+            if any(s % d or s < max(d, self.min_size) for s, d in zip(size, div)):
+                least = "x".join(str(max(d, self.min_size)) for d in div)
+                raise ValueError(f"{where}; per axis (DxHxW), the edges must be multiples of {'x'.join(map(str, div))} "
+                                 f"and at least {least}")
+        elif any(s % div or s < max(div, self.min_size) for s in size):
             raise ValueError(f"{where}; each edge must be a multiple of {div} and at least {max(div, self.min_size)}")
         if self.stages is not None:
             if mode == "train":
@@ -316,6 +336,8 @@ class ArchSpec:
         it and ``bench fit`` searches over it (meU-net: 16 when the size names the standard patch, 2 when
         it names the expanded one)."""
         base = self.infer_divisor if (mode == "infer" and self.infer_divisor) else self.divisor_for(**overrides)
+        if isinstance(base, tuple):  # a cube's edge must suit every axis
+            base = math.lcm(*base)
         for d in range(base, 1025, base):
             start = -(-max(d, self.min_size) // d)
             if all(self._allows((d * j,) * 3, mode, overrides) for j in range(start, start + 4)):

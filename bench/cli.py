@@ -23,10 +23,12 @@ from .options import (
     CUDA_OVERHEAD,
     Backend,
     BackendChoice,
+    CascadeReading,
     ExecutorKind,
     Figure,
     Inferer,
     Mode,
+    Planner,
     Precision,
     Weighting,
     parse_bytes,
@@ -152,8 +154,10 @@ def run(
     jobs: Annotated[int | None, typer.Option(help="configurations at once on this machine [default: one per visible GPU "
                                                   "for cuda, one per core for cpu and predict]")] = None,
     gpu_memory: Annotated[str | None, typer.Option(help="predict each configuration first and record those that cannot "
-                                                        "fit this GPU memory (80GB, or auto: the GPU's) as predicted_oom "
-                                                        "without running them [default: auto on cuda]")] = None,
+                                                        "fit this GPU memory (80GB, a GPU such as A100-40GB, or auto: the "
+                                                        "GPU's) as predicted_oom without running them [default: auto on "
+                                                        "cuda]; with --backend predict: predict at that capacity (an oom "
+                                                        "record where a real GPU would run out)")] = None,
     no_skip: Annotated[bool, typer.Option("--no-skip", help="measure configurations predicted not to fit anyway "
                                                             "(checks the prediction)")] = False,
     executor_kind: Annotated[ExecutorKind, typer.Option("--executor", help="local worker processes, or one SLURM job "
@@ -181,6 +185,13 @@ def run(
                                                        "and its timeline (.png) into this folder; on CUDA also the "
                                                        "recorded one (NAME.cuda.pickle)")] = None,
     gpu: GpuOption = None,
+    plans: Annotated[Path | None, typer.Option(help="an nnU-Net plans file (`bench plan` writes one): run the network, "
+                                                    "patch and batch it names; --arch nnunet or none, nnunet_cascade "
+                                                    "for its cascade", rich_help_panel="nnU-Net plans")] = None,
+    configuration: Annotated[list[str] | None, typer.Option(help="the plans' configuration, repeatable [default: "
+                                                                 "3d_fullres; --arch nnunet_cascade: 3d_lowres and "
+                                                                 "3d_cascade_fullres]",
+                                                            rich_help_panel="nnU-Net plans")] = None,
 ) -> None:
     """Sweep sizes x batches x modes x precisions for architectures (meunet unless --arch names others);
     one isolated process per run."""
@@ -194,6 +205,8 @@ def run(
         fail(f"--jobs must be >= 1; got {jobs}")
     be = _validated(resolve_backend, device or backend)
     shape = (in_channels or 1, classes or 3)
+    if plans is not None or configuration:
+        arch, shape = _plans_run(plans, arch, configuration, in_channels, classes)
     if dice:
         dice_opts, shape = _dice_options(data, train_minutes, train_iterations, weighting, seed, be, inferer,
                                          in_channels, classes)
@@ -216,6 +229,11 @@ def run(
         configs = [dataclasses.replace(c, snapshot_dir=str(_writable_dir(snapshot))) for c in configs]
     if dice_opts is not None and timeout == DEFAULT_TIMEOUT:
         timeout = _dice_timeout(configs)
+    if be is Backend.PREDICT and gpu_memory is not None:
+        capacity = _validated(detect_gpu_memory, gpu_memory)
+        named = _gpu(gpu_memory) if gpu is None and _is_gpu_name(gpu_memory) else None
+        configs = [dataclasses.replace(c, gpu_memory=capacity, gpu=c.gpu or named or "") for c in configs]
+        gpu_memory = None
     budget = _gpu_budget(gpu_memory, be, executor_kind, no_skip, detect_gpu_memory)
     slurm = _slurm_executor(executor_kind, jobs, be, out, slurm_config, dict(
         partition=partition, account=account, time_min=time_limit, gpus_per_task=gpus_per_task,
@@ -268,6 +286,19 @@ def run(
              "(--retry-failed runs them again)", code=1)
 
 
+def _plans_run(plans: Path | None, arch: list[str] | None, configuration: list[str] | None, in_channels: int | None,
+               classes: int | None) -> tuple[list[str], tuple[int, int]]:
+    """The architecture names of ``--plans`` / ``--configuration``, and the data shape: the options', else the
+    dataset.json's beside the plans, else 1 channel and 3 classes."""
+    from architectures import nnunet_plans
+
+    if plans is None:
+        fail("--configuration names a configuration of an nnU-Net plans file: give it with --plans FILE")
+    names = _validated(nnunet_plans.run_archs, plans, arch, configuration)
+    ds = nnunet_plans.data_shape(plans) or (1, 3)
+    return names, (in_channels or ds[0], classes or ds[1])
+
+
 def _recorder(b, counts: dict[str, int], label):
     """The ``on_done`` of a sweep's bar: count the record's status and print its summary line (one for the
     screening pass and the run)."""
@@ -280,11 +311,17 @@ def _recorder(b, counts: dict[str, int], label):
     return done
 
 
+def _is_gpu_name(text: str) -> bool:
+    from .measure.gpus import find
+
+    return find(text) is not None
+
+
 def _gpu_budget(text: str | None, be: Backend, kind: ExecutorKind, no_skip: bool, detect) -> int | None:
-    """The GPU memory configurations are screened against before they run, or None (no screening)."""
-    if text is not None and be is Backend.PREDICT:
-        fail("--gpu-memory screens measurements; with --backend predict nothing is measured (the pred_* columns "
-             "say what fits)")
+    """The GPU memory configurations are screened against before they run, or None (no screening; with
+    --backend predict the capacity is the prediction's own, set on the configurations)."""
+    if be is Backend.PREDICT:
+        return None
     if no_skip:
         return None
     if text is None:
@@ -557,10 +594,24 @@ def validate(
     fixtures: Annotated[Path, typer.Option(help="where the recorded snapshots become event-file fixtures")] = Path(
         "tests/fixtures/traces/validation"),
     timeout: Annotated[float, typer.Option(help="seconds per configuration")] = DEFAULT_TIMEOUT,
+    published: Annotated[bool, typer.Option("--published", help="no GPU needed: predict every published GPU figure "
+                                            "(memory: reports/validation/published_memory.csv; nnU-Net's epoch times: "
+                                            "published_epoch_times.csv) and print the errors by fit / held-out split")] = False,
+    fit: Annotated[bool, typer.Option("--fit", help="with --published: re-fit the fitted constants on the fit rows "
+                                                    "(else: those in bench/measure/device.py and roofline.py)")] = False,
 ) -> None:
     """Measure the fixed grid on this CUDA GPU beside its prediction (every architecture, two sizes, train/infer,
     fp32/AMP, cudnn.benchmark off/on), a memory snapshot each; exit 1 when the median error of peak allocated
-    exceeds 2% or any exceeds 5%. Interrupted: run it again, measured configurations are kept."""
+    exceeds 2% or any exceeds 5%. Interrupted: run it again, measured configurations are kept.
+
+    With --published: the prediction against every published GPU figure instead (no GPU needed)."""
+    if fit and not published:
+        fail("--fit re-fits the constants on the published figures: add --published")
+    if published:
+        if arch:
+            fail("--arch narrows the GPU grid; --published predicts every published figure")
+        _validate_published(fit, out)
+        return
     import torch
 
     from .results import validate as V
@@ -568,8 +619,8 @@ def validate(
     from .version import code_version
 
     if not torch.cuda.is_available():
-        fail("bench validate measures on a CUDA GPU and this machine has none (bench run --backend predict "
-             "predicts without one)")
+        fail("bench validate measures on a CUDA GPU and this machine has none (bench validate --published holds the "
+             "prediction against published GPU figures without one)")
     configs = _validated(V.grid, arch)
     name = V.report_name(torch.cuda.get_device_name(0), torch.__version__)
     runs = out / name
@@ -785,6 +836,8 @@ def fit_(
     ratio = _validated(parse_size, shape_ratio) if shape_ratio else None
     at = _validated(parse_size, size) if size else None
     ov = _validated(parse_overrides, set_ or [])
+    if any(k.startswith("recipe.") for k in ov):
+        fail("bench fit predicts each architecture with its own training recipe; --set recipe.KEY is for bench run")
     shape = (in_channels or 1, classes or 3)
     if shape[0] < 1 or shape[1] < 2:
         fail(f"--in-channels must be >= 1 and --classes >= 2; got {shape[0]} and {shape[1]}")
@@ -847,6 +900,90 @@ def _fit_epochs(r, gpu: str, overrides: dict) -> dict[str, Any]:
             f"batch_epoch_s ({EPOCH_STEPS} steps)": big and round(big, 1)}
 
 
+def _triple(text: str, what: str) -> tuple[float, float, float]:
+    """``500x512x512`` -> three numbers; one line naming the option otherwise."""
+    try:
+        vals = tuple(float(p) for p in text.lower().split("x"))
+    except ValueError:
+        fail(f"{what} {text!r}: give three numbers DxHxW, e.g. 500x512x512")
+    if len(vals) != 3:
+        fail(f"{what} {text!r}: a fingerprint needs three spatial dimensions (DxHxW); got {len(vals)}")
+    return vals  # type: ignore[return-value]
+
+
+@app.command("plan")
+def plan_(
+    shape: Annotated[str | None, typer.Option(help="median image shape DxHxW (nnU-Net's axis order), e.g. 500x512x512",
+                                              rich_help_panel="fingerprint (one of)")] = None,
+    spacing: Annotated[str, typer.Option(help="median spacing DxHxW with --shape, e.g. 1x0.78x0.78",
+                                         rich_help_panel="fingerprint (one of)")] = "1x1x1",
+    channels: Annotated[str, typer.Option(help="input channels with --shape: a count (2) or their names (CT, or "
+                                               "T1,T2: CT gets nnU-Net's CT normalisation)",
+                                          rich_help_panel="fingerprint (one of)")] = "1",
+    classes: Annotated[int, typer.Option(help="classes with --shape, background included",
+                                         rich_help_panel="fingerprint (one of)")] = 3,
+    cases: Annotated[int, typer.Option(help="training cases with --shape (caps the batch: nnU-Net sees at most 5% of "
+                                            "the dataset per step)", rich_help_panel="fingerprint (one of)")] = 100,
+    fingerprint: Annotated[Path | None, typer.Option(help="an nnU-Net dataset_fingerprint.json (channels and classes "
+                                                          "from the dataset.json beside it, else --channels/--classes)",
+                                                     rich_help_panel="fingerprint (one of)")] = None,
+    dataset: Annotated[Path | None, typer.Option(help="a raw nnU-Net dataset folder (dataset.json, imagesTr): only "
+                                                      "image headers are read", rich_help_panel="fingerprint (one of)")] = None,
+    planner: Annotated[Planner, typer.Option(help="nnunetv2's planner: ExperimentPlanner, nnUNetPlannerResEncM / L / XL")]
+    = Planner.DEFAULT,
+    gpu_memory_target: Annotated[float | None, typer.Option(help="GB the planner targets [default: the planner's: "
+                                                                 "8, 8, 24, 40]")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the plans JSON here (and nnU-Net's "
+                                                                       "dataset.json beside it)")] = None,
+) -> None:
+    """nnU-Net's own plans for a dataset fingerprint (nnunetv2's planners; no data is preprocessed): each 3D
+    configuration's patch, batch, network and stages; `bench run --plans FILE` runs them."""
+    from architectures import nnunet_planner as NP
+    from architectures import nnunet_plans as NPL
+
+    given = [n for n, v in (("--shape", shape), ("--fingerprint", fingerprint), ("--dataset", dataset)) if v is not None]
+    if len(given) != 1:
+        fail(f"give one fingerprint: --shape (with --spacing, --channels, --classes), --fingerprint FILE or --dataset "
+             f"FOLDER; got {', '.join(given) or 'none'}")
+    names: list[str] | int = int(channels) if channels.isdigit() else [c.strip() for c in channels.split(",") if c.strip()]
+    if shape is not None:
+        dims = _triple(shape, "--shape")
+        if any(d != int(d) for d in dims):
+            fail(f"--shape {shape!r}: whole voxels, e.g. 500x512x512")
+        fp = _validated(NP.Fingerprint.from_median, tuple(int(d) for d in dims), _triple(spacing, "--spacing"), names,
+                        classes, cases)
+    elif fingerprint is not None:
+        fp = _validated(NP.Fingerprint.from_json, fingerprint, None, names, classes)
+    else:
+        fp = _validated(NP.Fingerprint.from_raw, dataset)
+    if output is not None:
+        _writable_dir(output.parent if str(output.parent) else Path("."))
+    with console.status(f"planning with nnunetv2's {NP.PLANNERS[planner.value][1]}"):
+        plans, ds = _validated(NP.plan_files, fp, planner.value, gpu_memory_target)
+    table = Table(title=f"{plans['plans_name']} ({plans['experiment_planner_used']}, "
+                        f"{plans[NP.PROVENANCE]['gpu_memory_target_in_gb']:g} GB target) for "
+                        f"{'x'.join(map(str, fp.median_shape))} at {'x'.join(f'{s:g}' for s in fp.median_spacing)}")
+    rows = NPL.describe(plans)
+    for col in rows[0] if rows else ["configuration"]:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(escape(str(v)) for v in r.values()))
+    console.print(table)
+    if output is None:
+        console.print("(not written: -o FILE writes the plans, and nnU-Net's dataset.json beside them)")
+        return
+    NPL.save(plans, output)
+    beside = output.with_name("dataset.json")
+    text = json.dumps(ds, indent=4)
+    if beside.exists() and beside.read_text() != text:
+        console.print(f"[yellow]note:[/] {escape(str(beside))} exists and differs: left as it is (bench run --plans "
+                      "reads channels and classes from it)", highlight=False)
+    else:
+        beside.write_text(text)
+    console.print(f"written: {escape(str(output))} and {escape(str(beside))}; run it with: bench run --backend predict "
+                  f"--plans {escape(str(output))} --configuration 3d_fullres", highlight=False)
+
+
 @app.command()
 def paper(
     backend: Annotated[PaperBackend, typer.Option(help="predict (any machine) or cuda (also measure)")] = "predict",
@@ -854,6 +991,9 @@ def paper(
     out: Annotated[Path, typer.Option(help="results directory")] = RESULTS,
     timeout: Annotated[float, typer.Option(help="seconds per measured configuration")] = DEFAULT_TIMEOUT,
     jobs: JobsOption = None,
+    cascade_reading: Annotated[list[CascadeReading] | None, typer.Option(
+        help="Table 3's nnU-Net cascade, stage 1: the paper's reading (whole x2-downsampled volume, batch 1) or as "
+             "nnU-Net plans it (3d_lowres's planned patch and batch); repeatable [default: both]")] = None,
     dice: Annotated[bool, typer.Option("--dice", help="instead: the paper's Dice ranking, U-net, meU-net and the cascade "
                                                       "trained on the phantom at equal memory over seeds (CPU; into "
                                                       "--out's results.jsonl, ranking.csv, ranking.md)")] = False,
@@ -884,25 +1024,28 @@ def paper(
     be = Backend(_validated(resolve_backend, device or backend))
     if be not in (Backend.PREDICT, Backend.CUDA):
         fail(f"backend must be predict or cuda; got {be.value!r}")
+    rows = _validated(pp.paper_rows, list(dict.fromkeys(cascade_reading or CascadeReading)))
     measured = None
     if be is Backend.CUDA:
-        configs = list(dict.fromkeys(c for r in pp.ROWS for p in r.parts for c in pp.part_configs(p, Backend.CUDA)))
+        configs = list(dict.fromkeys(c for r in rows for p in r.parts for c in pp.part_configs(p, Backend.CUDA)))
         with bar(len(configs), "measuring") as b:
             run_sweep(configs, out, timeout, on_start=lambda c: b.start(label(c)), on_done=lambda c, r: b.advance(),
                       on_skip=lambda c, why: b.advance())
         measured = store.load(out)
     reads = list(dict.fromkeys([pp.Reading(), *pp.readings(precision.value)]))
-    with bar(len(pp.reading_jobs(pp.ROWS, reads)), "predicting every reading") as b:
-        peaks = pp.predict_readings(pp.ROWS, reads, jobs,
+    with bar(len(pp.reading_jobs(rows, reads)), "predicting every reading") as b:
+        peaks = pp.predict_readings(rows, reads, jobs,
                                     progress=lambda job: (b.start(f"{job[0]} {job[1]} {dict(job[2])}"), b.advance()))
-    df = pp.table(measured=measured, peaks=pp.as_built_peaks(pp.ROWS, peaks))
-    long = pp.readings_table(pp.ROWS, reads, peaks)
+    df = pp.table(rows, measured=measured, peaks=pp.as_built_peaks(rows, peaks))
+    verdict = pp.cascade_verdict(df, rows)
+    long = pp.readings_table(rows, reads, peaks)
     scores = pp.reading_scores(long)
     note = "Measured on CUDA and predicted." if measured is not None else "Predicted (no GPU used)."
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "paper.csv", index=False)
     long.to_csv(out / "paper_readings.csv", index=False)
-    (out / "paper.md").write_text(pp.markdown(df, note) + "\n\n" + pp.readings_markdown(long, scores))
+    (out / "paper.md").write_text(pp.markdown(df, note) + (f"\n{verdict}\n" if verdict else "") + "\n\n"
+                                  + pp.readings_markdown(long, scores))
     show = df.round(2)
     table = Table(title="the paper's training memory (GB) and ours (GiB)")
     for col in show.columns:
@@ -910,6 +1053,8 @@ def paper(
     for r in show.itertuples(index=False):
         table.add_row(*("" if (not isinstance(v, str) and pd.isna(v)) else escape(str(v)) for v in r))
     console.print(table)
+    if verdict:
+        console.print(escape(verdict), highlight=False)
     _print_readings(long, scores, pp.workspace_model_available())
     console.print(f"written: {escape(str(out / 'paper.csv'))}, {escape(str(out / 'paper_readings.csv'))}, "
                   f"{escape(str(out / 'paper.md'))}", highlight=False)
@@ -946,6 +1091,8 @@ def _paper_dice(out: Path, timeout: float | None, jobs: int | None, size: int | 
                 iterations: int | None, seeds: list[int] | None, data: str | None) -> None:
     """``bench paper --dice``: the equal-memory plan by prediction, the Dice runs through the sweep engine
     (resumable: recorded seeds are skipped), then the ranking table (:mod:`bench.results.ranking`)."""
+    import os
+
     import architectures
 
     from .parallel import cores
@@ -953,6 +1100,7 @@ def _paper_dice(out: Path, timeout: float | None, jobs: int | None, size: int | 
     from .sweep import executor, store
     from .sweep.expand import label
     from .sweep.store import check_writable
+    from .train.dice_run import phantom_shape
 
     defaults = rk.Scale()
     if iterations is not None and iterations < 1:
@@ -961,8 +1109,6 @@ def _paper_dice(out: Path, timeout: float | None, jobs: int | None, size: int | 
         fail(f"--batch must be >= 1; got {batch}")
     if seeds and len(set(seeds)) != len(seeds):
         fail(f"--seed repeats a seed: {seeds}")
-    from .train.dice_run import phantom_shape
-
     if data is not None and phantom_shape(data) is None:
         fail(f"--data must be phantom or phantom:DxHxW (the paper's ranking is measured on the phantom); got {data!r}")
     scale = rk.Scale(edge=size or defaults.edge, batch=batch or defaults.batch,
@@ -993,8 +1139,6 @@ def _paper_dice(out: Path, timeout: float | None, jobs: int | None, size: int | 
         b.done("runs done")
     seeds_df = rk.per_seed(store.load(out), configs, the_plan)
     summ = rk.summary(seeds_df)
-    import os
-
     budget = os.environ.get("SEGMEM_CPU_TIME_BUDGET_S")
     command = (f"SEGMEM_CPU_TIME_BUDGET_S={budget} " if budget else "") + "bench paper --dice " + " ".join(
         a for a in sys.argv[1:] if a not in ("paper", "--dice"))
@@ -1008,15 +1152,56 @@ def _paper_dice(out: Path, timeout: float | None, jobs: int | None, size: int | 
         fail("some Dice runs did not finish ok; see ranking_seeds.csv's status column", code=1)
 
 
-@app.command("validate-published")
+@app.command("validate-published", hidden=True)
 def validate_published(
-    fit: Annotated[bool, typer.Option("--fit", help="re-fit the efficiency scales on the fit rows (else: the "
-                                                    "scales in bench/measure/roofline.py)")] = False,
-    to: Annotated[Path, typer.Option(help="the validation table to write")] = Path("reports/validation"),
+    fit: Annotated[bool, typer.Option("--fit", help="re-fit the fitted constants on the fit rows")] = False,
+    to: Annotated[Path, typer.Option(help="where the validation tables go")] = Path("reports/validation"),
 ) -> None:
-    """Predicted epoch times against nnU-Net's published ones (7 GPUs x 3 tasks); errors by split.
+    """The old name of ``bench validate --published``."""
+    _validate_published(fit, to)
 
-    (``bench validate`` is for GPU runs; this one needs no GPU.)"""
+
+def _validate_published(fit: bool, to: Path) -> None:
+    """``bench validate --published``: the memory figures, then nnU-Net's epoch times; tables written to ``to``."""
+    _validate_published_memory(fit, to)
+    _validate_published_times(fit, to)
+
+
+def _validate_published_memory(fit: bool, to: Path) -> None:
+    """Predicted against published GPU memory figures (bench/results/published_memory.py); errors by split."""
+    import pandas as pd
+
+    from .measure import device
+    from .results import published_memory as M
+
+    factor, kernels = None, None
+    if fit:
+        with console.status("fitting the workspace factor and the context's kernels on the fit rows"):
+            factor, kernels = M.fit()
+        console.print(f"fitted on the fit rows: workspace factor {factor:g} (benchmark on), training kernels "
+                      f"{kernels // 2**20} MiB; put them in bench/measure/device.py (WORKSPACE_FACTOR, TRAINING_KERNELS) "
+                      "to use them", highlight=False)
+    with bar(len(M.FIGURES), "predicting published GPU memory figures") as b:
+        pred = M.predict_rows(factor=factor, kernels=kernels, progress=lambda i: (b.start(i), b.advance()))
+    used = factor if factor is not None else device.WORKSPACE_FACTOR[True]
+    table = Table(title=f"predicted vs published GPU memory (GiB; nnU-Net's training: {M.NNUNET_RECIPE}; "
+                        f"workspace factor {used:g})")
+    shown = pred[["id", "gpu", "measured", "split", "network", "patch", "batch", "published_gib", "pred_gib", "error"]]
+    for col in shown.columns:
+        table.add_column(col)
+    for r in shown.itertuples(index=False):
+        table.add_row(*("OOM" if isinstance(v, float) and pd.isna(v) else f"{v:+.1%}" if k == "error"
+                        else f"{v:.2f}" if isinstance(v, float) else escape(str(v))
+                        for k, v in zip(shown.columns, r, strict=True)))
+    console.print(table)
+    console.print(escape(M.summary(pred).to_string(index=False, float_format="{:.1%}".format)), highlight=False)
+    to.mkdir(parents=True, exist_ok=True)
+    pred.round({"pred_gib": 3, "error": 4}).to_csv(to / M.TABLE.name, index=False)
+    console.print(f"written: {escape(str(to / M.TABLE.name))}", highlight=False)
+
+
+def _validate_published_times(fit: bool, to: Path) -> None:
+    """Predicted epoch times against nnU-Net's published ones (7 GPUs x 3 tasks); errors by split."""
     import pandas as pd
 
     from .results import published as P

@@ -57,6 +57,24 @@ class Backend(StrEnum):
 BackendChoice = StrEnum("BackendChoice", {"AUTO": "auto", **{b.name: b.value for b in Backend}})
 
 
+class Planner(StrEnum):
+    """nnunetv2's experiment planners (``bench plan``): the default (PlainConvUNet, 8 GB target) and the
+    residual-encoder presets M / L / XL (8 / 24 / 40 GB targets)."""
+
+    DEFAULT = "default"
+    RESENC_M = "resenc_m"
+    RESENC_L = "resenc_l"
+    RESENC_XL = "resenc_xl"
+
+
+class CascadeReading(StrEnum):
+    """How ``bench paper`` reads Table 3's nnU-Net cascade's stage 1: the paper's words (the whole x2-downsampled
+    volume at batch 1), or as nnU-Net plans it (the 3d_lowres configuration's planned patch and batch)."""
+
+    PAPER = "paper"
+    PLANNED = "planned"
+
+
 class ExecutorKind(StrEnum):
     """Where a sweep's configurations run: worker processes on this machine, or SLURM jobs (submitit)."""
 

@@ -61,12 +61,20 @@ def _col(name: str, type_: str, unit: str, group: str, meaning: str) -> str:
 G = "configuration"
 KEY = _col("key", "str", "", G, "stable digest of the configuration (what is measured, not how often)")
 ARCH = _col("arch", "str", "", G, "architecture name (`bench list`)")
+ARCH_KEY = _col("arch_key", "str", "", G, "what the key holds for the architecture when arch holds a file's path: "
+                "an nnU-Net plans configuration (`--plans`) is arch nnunet-plans:<configuration>@<plans file>, "
+                "keyed as nnunet-plans:<configuration>@sha256:<the file's content digest>")
 STAGE = _col("stage", "str", "", G, "a cascade's separately trained stage; empty for the whole architecture")
 MODE = _col("mode", "str", "", G, "train (forward, loss, backward, optimizer step) or infer (the inference path)")
 BACKEND = _col("backend", "str", "", G, "cuda or cpu (measured, and predicted), predict (predicted only)")
 PRECISION = _col("precision", "str", "", G, "fp32, or autocast bf16 / fp16 (fp16 with a grad scaler)")
 BATCH = _col("batch", "int", "samples", G, "samples per step")
 SIZE = _col("size", "str", "voxels", G, "the run's size DxHxW; what it names is in size_meaning")
+RECIPE = _col("recipe", "str", "", G, "how the step trains (the architecture's recipe with any --set recipe.KEY changes): "
+              "optimizer(lr, m = momentum, nesterov, wd = weight decay) + loss (ce_dice: the paper's CE + soft Dice; "
+              "dc_ce: nnU-Net's DC_and_CE_loss) + ds (deep supervision) + clipN (grad-norm clipping) + cudnn_bench")
+COMPILED = _col("compiled", "bool", "", G, "whether the figures assume torch.compile of the network (segmem's steps "
+                "are eager: false)")
 CUDNN_BENCHMARK = _col("cudnn_benchmark", "bool", "", G, "torch.backends.cudnn.benchmark on the CUDA backend "
                        "(bench validate runs both)")
 OPTIONS = _col("options", "json", "", G, "architecture overrides (`--set`), as a JSON object")
@@ -188,6 +196,22 @@ MEMTRACKER_TIME = _col("memtracker_time_s", "float", "s", G, "time MemTracker to
 SNAPSHOT_PATH = _col("snapshot_path", "str", "", G, "the predicted step's PyTorch memory snapshot pickle "
                      "(bench run --snapshot DIR; its timeline plot beside it as .png)")
 SNAPSHOT_TIME = _col("snapshot_time_s", "float", "s", G, "time writing the snapshot and its plot took")
+PRED_DEVICE_ALLOCATED = _col("pred_device_allocated_bytes", "int", "bytes", G,
+                             "predicted max_memory_allocated with cuDNN's convolution workspaces (bench.measure.device; "
+                             "pred_peak_allocated_bytes leaves them out)")
+PRED_DEVICE_RESERVED = _col("pred_device_reserved_bytes", "int", "bytes", G,
+                            "predicted max_memory_reserved with cuDNN's convolution workspaces")
+PRED_WORKSPACE = _col("pred_cudnn_workspace_bytes", "int", "bytes", G,
+                      "the largest cuDNN convolution workspace of the step (benchmark on: the largest candidate tried)")
+PRED_CONTEXT = _col("pred_cuda_context_bytes", "int", "bytes", G,
+                    "predicted CUDA context: bare context of the GPU family and CUDA version, plus the kernels a "
+                    "training step loads (sources in bench.measure.device)")
+PRED_NVIDIA_SMI = _col("pred_nvidia_smi_bytes", "int", "bytes", G,
+                       "predicted device memory of the process as nvidia-smi shows it: pred_device_reserved_bytes + "
+                       "pred_cuda_context_bytes (what nvml_peak_bytes measures)")
+PRED_CAPACITY = _col("pred_capacity_bytes", "int", "bytes", G,
+                     "the GPU memory the prediction ran against (--gpu-memory): the allocator model may reserve it "
+                     "less the context, frees its cache and retries past it, then records oom")
 
 # ----- Dice ---------------------------------------------------------------------------------------
 G = "Dice"
@@ -267,7 +291,7 @@ def config_columns(cfg: RunConfig) -> dict[str, Any]:
     from .options import format_size
 
     return {
-        KEY: cfg.key(), ARCH: cfg.arch, STAGE: cfg.stage, MODE: cfg.mode, BACKEND: cfg.backend,
+        KEY: cfg.key(), ARCH: cfg.arch, ARCH_KEY: cfg.arch_key or None, STAGE: cfg.stage, MODE: cfg.mode, BACKEND: cfg.backend,
         PRECISION: cfg.precision, BATCH: cfg.batch, SIZE: format_size(cfg.size), OPTIONS: cfg.options_json(),
         IN_CHANNELS: cfg.in_channels, NUM_CLASSES: cfg.num_classes,
         CHANNELS_LAST: cfg.channels_last, CUDNN_BENCHMARK: cfg.cudnn_benchmark, DICE: cfg.dice,

@@ -201,6 +201,11 @@ class CachingAllocatorModel:
         """Segments currently reserved."""
         return len(self._segments)
 
+    def largest_free_block(self) -> int:
+        """The largest cached free block of any pool (``CUDACachingAllocator::cacheInfo``'s ``largest``, which
+        cuDNN's workspace search reads)."""
+        return max((pool[-1][0][0] for pool in self._pools.values() if pool), default=0)
+
     @staticmethod
     def is_small(size: int) -> bool:
         return size <= SMALL_SIZE

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,9 @@ from torch.utils.module_tracker import ModuleTracker
 from architectures import ArchSpec, Shape
 
 from .. import record as R
-from .allocator import AllocatorSettings, CachingAllocatorModel
+from .allocator import AllocatorOOM, AllocatorSettings, CachingAllocatorModel
 from .autocast import EmulatedCudaAutocast
+from .device import context_bytes, replay_device
 from .gpus import GPU
 from .roofline import Work, WorkCounter, step_time, work_to_json
 from .snapshot import deepest, timeline_plot, write
@@ -54,6 +55,12 @@ class TracedScaler:
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         return loss * self.scale_value
+
+    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
+        """The gradients divided by the scale in place, as ``GradScaler.unscale_`` does (before clipping)."""
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, 1.0 / self.scale_value)
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.step()
@@ -115,16 +122,20 @@ def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int,
 
 
 def replay(tracker: AllocationTracker, exclude: set[int], reset_at: int, settings: AllocatorSettings | None = None,
-           capacity: int | None = None) -> CachingAllocatorModel:
+           capacity: int | None = None,
+           before: Callable[[int, CachingAllocatorModel], None] | None = None) -> CachingAllocatorModel:
     """Replay the tracked events through the allocator model, resetting peaks at ``reset_at``.
 
     ``settings``: the allocator options (default: ``PYTORCH_CUDA_ALLOC_CONF`` of this process);
     ``capacity``: the device's bytes (None: unlimited), past which the model frees its cache and
-    retries, then raises :class:`bench.measure.allocator.AllocatorOOM`."""
+    retries, then raises :class:`bench.measure.allocator.AllocatorOOM`; ``before(i, model)`` runs before
+    event ``i`` (cuDNN's workspaces, :func:`bench.measure.device.replay_device`)."""
     model = CachingAllocatorModel(settings if settings is not None else AllocatorSettings.from_env(), capacity)
     for i, e in enumerate(tracker.events):
         if i == reset_at:
             model.reset_peak()
+        if before is not None:
+            before(i, model)
         if e.sid in exclude:
             continue
         if e.nbytes > 0:
@@ -189,15 +200,38 @@ def time_columns(work: list[Work], gpu: GPU, batch: int, voxels: int | None = No
     }
 
 
+def device_columns(rec: dict[str, Any], tracker: AllocationTracker, host: set[int], start: int, mode: str,
+                   cudnn_benchmark: bool, gpu: GPU | None, cuda: str | None, settings: AllocatorSettings | None,
+                   gpu_memory: int | None) -> None:
+    """Add to ``rec`` the columns of what the device shows beyond the allocator model's peaks
+    (bench.measure.device); context and capacity first, so that they are there when the replay at the
+    capacity raises :class:`AllocatorOOM`."""
+    context = context_bytes(gpu.name if gpu else None, cuda, training=mode == "train")
+    capacity = None if gpu_memory is None else max(gpu_memory - context, 0)
+    rec[R.PRED_CONTEXT] = context
+    if gpu_memory is not None:
+        rec[R.PRED_CAPACITY] = gpu_memory
+    dev = replay_device(tracker, host, start, cudnn_benchmark, settings=settings, capacity=capacity)
+    rec.update({R.PRED_DEVICE_ALLOCATED: dev.model.peak_allocated, R.PRED_DEVICE_RESERVED: dev.model.peak_reserved,
+                R.PRED_WORKSPACE: dev.largest_workspace, R.PRED_NVIDIA_SMI: dev.model.peak_reserved + context})
+
+
 def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
             precision: str = "fp32", channels_last: bool = False, with_memtracker: bool = True, in_channels: int = 1,
             num_classes: int = 3, settings: AllocatorSettings | None = None, capacity: int | None = None,
             snapshot_to: Path | None = None, label: str = "", gpu: GPU | None = None,
-            voxels: int | None = None) -> dict[str, Any]:
+            voxels: int | None = None, cudnn_benchmark: bool = False, gpu_memory: int | None = None,
+            cuda: str | None = None) -> dict[str, Any]:
     """The prediction record fields for one configuration (see the module docstring); ``settings``
     and ``capacity`` as for :func:`replay`. ``snapshot_to``: also write the step as a PyTorch memory
     snapshot (``<snapshot_to>.pickle``, the path a stem) and its timeline (``<snapshot_to>.png``), titled
-    ``label``. With ``gpu``, also its predicted step time there (throughput on ``voxels`` per step)."""
+    ``label``. With ``gpu``, also its predicted step time there (throughput on ``voxels`` per step).
+
+    What the device shows (:func:`device_columns`): allocated and reserved with cuDNN's workspaces for
+    ``cudnn_benchmark``, the CUDA context of ``gpu``'s family and ``cuda``, and their nvidia-smi sum; with
+    ``gpu_memory`` (bytes) that replay runs at the GPU's capacity less the context and raises
+    :class:`bench.measure.allocator.AllocatorOOM` where a real GPU would run out (the columns computed so far
+    are then in the exception's ``record``)."""
     t0 = time.perf_counter()
     shape = (in_channels, num_classes)
     tracker, host, _ = trace(spec, overrides, size, batch, mode, precision, channels_last, *shape,
@@ -211,6 +245,11 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
         R.PRED_LIVE: live_peak,
         R.PRED_EVENTS: len(tracker.events),
     }
+    try:
+        device_columns(rec, tracker, host, start, mode, cudnn_benchmark, gpu, cuda, settings, gpu_memory)
+    except AllocatorOOM as exc:
+        exc.record = rec  # type: ignore[attr-defined]
+        raise
     rec[R.FLOPS_PER_STEP], work = count_flops(spec, overrides, size, batch, mode, precision, channels_last, *shape)
     rec[R.PRED_WORK] = work_to_json(work)
     if gpu is not None:

@@ -3,7 +3,9 @@
 Every backend (CUDA measurement, CPU measurement, GPU-free prediction, pytest-benchmark) runs the
 same :class:`StepRunner`, so what is predicted is exactly what is measured. A backend may supply the
 autocast context (prediction emulates CUDA autocast, see :mod:`bench.measure.autocast`) and a
-``phase`` callback that is told when forward, backward and the optimizer step start.
+``phase`` callback that is told when forward, backward and the optimizer step start. How a step trains
+(optimizer, criterion, grad scaler, clipping, deep supervision) is the spec's recipe
+(:class:`architectures.recipe.Recipe`), or the one a run passes.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import torch
 from torch import nn
 
 from architectures import ArchSpec, Shape
+from architectures.recipe import Recipe
 
 from ..options import Mode, Precision, choice
-from ..train.losses import CEDiceLoss
 from .sample import synthetic_batch
 
 #: the dtype of each precision (every :class:`bench.options.Precision` has one)
@@ -36,14 +38,17 @@ class StepRunner:
         overrides: build overrides of that spec.
         size: the run's size (what it names is the spec's ``size_meaning``).
         batch: samples per step.
-        mode: ``train`` (forward, loss, backward, Adam step) or ``infer`` (the spec's inference path
-            under ``torch.inference_mode``).
-        precision: ``fp32`` or autocast ``bf16`` / ``fp16`` (fp16 with a gradient scaler).
+        mode: ``train`` (forward, loss, backward, clipping, optimizer step, all as the recipe says) or
+            ``infer`` (the spec's inference path under ``torch.inference_mode``).
+        precision: ``fp32`` or autocast ``bf16`` / ``fp16`` (fp16 with a gradient scaler unless the recipe
+            has none).
         device: where tensors live (``cpu`` also under FakeTensorMode for prediction).
         channels_last: model and images in ``torch.channels_last_3d``.
         autocast: a factory of the autocast context; default ``torch.autocast(device.type, dtype)``.
-        scaler: a GradScaler-like object for fp16; default ``torch.amp.GradScaler(device.type)``.
-        criterion: the loss on (logits, label); default the paper's CE + soft Dice.
+        scaler: a GradScaler-like object for fp16; default the recipe's (``torch.amp.GradScaler(device.type)``).
+        recipe: how to train; default the spec's (``spec.recipe``).
+        criterion: the loss on (logits, label); default the recipe's (the paper's CE + soft Dice, or
+            nnU-Net's DC_and_CE_loss with its deep-supervision wrapper).
     """
 
     spec: ArchSpec
@@ -59,7 +64,8 @@ class StepRunner:
     seed: int = 0
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None
     scaler: Any = None
-    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default_factory=CEDiceLoss)
+    recipe: Recipe | None = None
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     model: nn.Module = field(init=False)
     optimizer: torch.optim.Optimizer | None = field(init=False, default=None)
     inputs: dict[str, torch.Tensor] = field(init=False)
@@ -68,6 +74,11 @@ class StepRunner:
         self.precision = choice(Precision, self.precision, "precision")
         self.mode = choice(Mode, self.mode, "mode")
         torch.manual_seed(self.seed)
+        self.recipe = self.recipe or self.spec.recipe
+        if self.mode == "train":  # deep supervision is training's (nnU-Net switches it off to infer)
+            self.overrides = self.recipe.training_overrides(self.spec.parameters(), self.overrides)
+        if self.criterion is None:
+            self.criterion = self.recipe.build_criterion()
         self.model = self.spec.build_model(self.in_channels, self.num_classes, **self.overrides)
         if torch.device(self.device).type != "cpu":  # (``.to`` cannot swap fake parameters in place)
             self.model = self.model.to(self.device)
@@ -83,10 +94,11 @@ class StepRunner:
                            for k, v in self.inputs.items()}
         if self.mode == "train":
             self.model.train()
-            # foreach=True: what CUDA uses by default; set explicitly so that CPU and fake-CPU runs match
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=9e-4, foreach=True)
-            if self.precision == "fp16" and self.scaler is None:
-                self.scaler = torch.amp.GradScaler(torch.device(self.device).type)
+            self.optimizer = self.recipe.build_optimizer(self.model.parameters())
+            if self.scaler is None:
+                self.scaler = self.recipe.build_scaler(self.precision, self.device)
+            elif self.recipe.build_scaler(self.precision, "cpu") is None:
+                self.scaler = None  # a backend's scaler, for a recipe that trains without one
         else:
             self.model.eval()
 
@@ -109,14 +121,19 @@ class StepRunner:
         with self._autocast():
             loss = self.spec.loss(self.model, self.inputs, self.criterion)
         phase("backward")
+        assert self.recipe is not None
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             phase("optimizer")
+            if self.recipe.clip is not None:  # nnUNetTrainer.train_step: unscale_, then clip_grad_norm_
+                self.scaler.unscale_(self.optimizer)
+            self.recipe.clip_gradients(self.model.parameters())
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
             phase("optimizer")
+            self.recipe.clip_gradients(self.model.parameters())
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         phase("done")

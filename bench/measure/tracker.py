@@ -23,6 +23,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+_CONVS = (torch.ops.aten.convolution, torch.ops.aten._convolution, torch.ops.aten.convolution_backward,
+          torch.ops.aten.cudnn_convolution)
 CATEGORIES = ("parameter", "gradient", "optimizer", "input", "activation", "temporary")
 
 
@@ -48,6 +50,9 @@ class AllocationTracker(TorchDispatchMode):
     #: when set, names the module running now; each storage's name is kept in ``modules`` (snapshots)
     where: Callable[[], str] | None = None
     modules: dict[int, str] = field(default_factory=dict)
+    #: each convolution (forward or backward) as (event index right after its outputs, its largest operand's
+    #: bytes): where cuDNN's workspace goes (bench.measure.device); not events, so replays without it are unchanged
+    convs: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -58,6 +63,9 @@ class AllocationTracker(TorchDispatchMode):
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self.see(t)
+        if func.overloadpacket in _CONVS:
+            sizes = [t.numel() * t.element_size() for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+            self.convs.append((len(self.events), max(sizes, default=0)))
         return out
 
     def see(self, t: torch.Tensor) -> None:

@@ -135,7 +135,7 @@ def fit(
     prediction (tests use a synthetic monotone function)."""
     spec = architectures.spec(name)
     ov = dict(overrides or {})
-    precision = precision or spec.default_precision
+    precision = precision or spec.run_precision
     mem = memory or predicted_peak(spec, ov, mode, precision, figure, in_channels, num_classes)
     div = spec.size_divisor(mode, **ov)
     first = max(1, -(-max(div, spec.min_size) // div))  # smallest multiple count that is allowed

@@ -11,15 +11,29 @@ offsets.
 Interpretations (see ``../shared/paper.md``): a meU-net row's patch is its *expanded* patch
 (``size_refers_to=expanded``), and its label names both (``160^3 -> 240^3``: standard -> expanded; the
 paper's "160^3" meU-net row is 112^3 -> 160^3, k rounded to 1.43 so that the standard patch is a
-multiple of 16, said in its note); Table 2's k = 1.0 is the plain U-net; the nnU-Net cascade's stage 1 on
-the whole x2-downsampled volume (536 x 235 x 235) is run at 544 x 256 x 256, the next multiples of
-nnU-Net's divisor 32 (nnU-Net pads the same way); a cascade's memory is its largest stage's.
+multiple of 16, said in its note); Table 2's k = 1.0 is the plain U-net; a cascade's memory is its
+largest stage's.
+
+Table 3's nnU-Net cascade has two readings (``CascadeReading``; ``bench paper --cascade-reading``, both by
+default), differing in stage 1 only (stage 2 is 3d_cascade_fullres at 160^3 batch 4 in both, as the paper
+states):
+
+- ``paper``: the paper's words, stage 1 on the whole x2-downsampled volume (536 x 235 x 235) at batch 1,
+  run at 544 x 256 x 256, the next multiples of nnU-Net's divisor 32 (nnU-Net pads the same way);
+- ``planned``: stage 1 as nnU-Net itself plans it, the 3d_lowres configuration of the plans nnunetv2's
+  default ExperimentPlanner makes for the paper's fingerprint (1072 x 470 x 470 at 2.95 um, one channel,
+  3 classes, 24 training cases: ``reports/plans/paper_microct/``, written by ``bench plan``), at its
+  planned patch and batch.
+
+:func:`cascade_verdict` says which one the paper's 15.5 GB fits.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,7 +41,7 @@ import pandas as pd
 import architectures
 
 from .. import record as R
-from ..options import GiB, Mode, Precision
+from ..options import CascadeReading, GiB, Mode, Precision
 from ..parallel import pmap
 from ..sweep.config import RunConfig
 from .fit import predicted_peak
@@ -35,6 +49,12 @@ from .stages import combine
 
 PRECISION = Precision.FP16
 EXPANDED = {"size_refers_to": "expanded"}
+#: nnunetv2's default plans for the paper's microCT fingerprint (``bench plan --shape 1072x470x470 --spacing
+#: 0.00295x0.00295x0.00295 --channels 1 --classes 3 --cases 24 -o ...``)
+PAPER_PLANS = Path(__file__).resolve().parents[2] / "reports" / "plans" / "paper_microct" / "nnUNetPlans.json"
+#: the GPU the paper measured on (GB)
+PAPER_GPU_GB = 16.0
+NNUNET_CASCADE_GB = 15.5
 
 
 @dataclass(frozen=True)
@@ -56,7 +76,7 @@ class Row:
     parts: tuple[Part, ...]
     note: str = ""
     ratio_to: str = ""  # label of the row this one is divided by (same table)
-    key: str = field(default="")
+    key: str = field(default="")  # Table 3's nnU-Net cascade rows: the reading of stage 1 (CascadeReading)
 
 
 def _p(arch: str, edge: int | tuple[int, int, int], batch: int, stage: str = "", **ov: Any) -> Part:
@@ -77,14 +97,64 @@ ROWS: tuple[Row, ...] = (
     Row("2", "k=1.5, 160^3 -> 240^3 b4", 13.0, (_p("meunet", 160, 4, expansion=1.5),), ratio_to="k=1.0 (U-net), 160^3 b4"),
     Row("2", "k=1.75, 160^3 -> 280^3 b4", 15.0, (_p("meunet", 160, 4, expansion=1.75),),
         ratio_to="k=1.0 (U-net), 160^3 b4"),
-    Row("3", "nnU-Net cascade (536x235x235 as 544x256x256 b1, then 160^3 b4)", 15.5,
-        (_p("nnunet", (544, 256, 256), 1), _p("nnunet_cascade", 160, 4, stage="3d_cascade_fullres")),
-        note="stage 1 is nnU-Net 3d_fullres on the whole x2-downsampled volume, padded to multiples of 32; "
-             "stage 2 is 3d_cascade_fullres at 160^3"),
+    # Table 3's nnU-Net cascade rows, one per reading: cascade_rows (paper_rows puts them here)
     Row("3", "proposed cascade (160^3 -> 240^3 and 160^3 -> 280^3, then 160^3, b4)", 15.0, (_p("cascade", 160, 4),)),
     Row("4", "U-net, 176^3 b4", 13.0, (_p("unet", 176, 4),)),
     Row("4", "meU-net, 160^3 -> 240^3 b4", 13.0, (_p("meunet", 240, 4, **EXPANDED),), ratio_to="U-net, 176^3 b4"),
 )
+
+
+def cascade_rows(readings: Sequence[CascadeReading] = tuple(CascadeReading)) -> tuple[Row, ...]:
+    """Table 3's nnU-Net cascade, one row per reading of its stage 1 (see the module docstring)."""
+    from architectures import nnunet_plans
+
+    stage2 = _p("nnunet_cascade", 160, 4, stage="3d_cascade_fullres")
+    out = []
+    for reading in readings:
+        if reading is CascadeReading.PAPER:
+            out.append(Row("3", "nnU-Net cascade, paper's reading (536x235x235 as 544x256x256 b1, then 160^3 b4)",
+                           NNUNET_CASCADE_GB, (_p("nnunet", (544, 256, 256), 1), stage2),
+                           note="stage 1 is nnU-Net 3d_fullres on the whole x2-downsampled volume, padded to "
+                                "multiples of 32; stage 2 is 3d_cascade_fullres at 160^3", key=reading.value))
+        else:
+            lowres = nnunet_plans.configuration(PAPER_PLANS, "3d_lowres")
+            patch = "x".join(map(str, lowres.patch))
+            full = nnunet_plans.configuration(PAPER_PLANS, "3d_cascade_fullres")
+            out.append(Row("3", f"nnU-Net cascade, as nnU-Net plans it ({patch} b{lowres.batch}, then 160^3 b4)",
+                           NNUNET_CASCADE_GB,
+                           (_p(nnunet_plans.spec_name(PAPER_PLANS, "3d_lowres"), lowres.patch, lowres.batch), stage2),
+                           note=f"stage 1 is nnunetv2's planned 3d_lowres for the paper's fingerprint ({patch} b"
+                                f"{lowres.batch}, {lowres.class_name}, divisors {'x'.join(map(str, lowres.divisors))}; "
+                                f"reports/plans/paper_microct); stage 2 as the paper states (nnU-Net would plan "
+                                f"{'x'.join(map(str, full.patch))} b{full.batch})", key=reading.value))
+    return tuple(out)
+
+
+def paper_rows(readings: Sequence[CascadeReading] = tuple(CascadeReading)) -> tuple[Row, ...]:
+    """Every row, Table 3's nnU-Net cascade once per reading asked for (first in Table 3)."""
+    at = next(i for i, r in enumerate(ROWS) if r.table == "3")
+    return ROWS[:at] + cascade_rows(readings) + ROWS[at:]
+
+
+def cascade_verdict(df: pd.DataFrame, rows: Sequence[Row]) -> str:
+    """Which reading of the nnU-Net cascade the paper's 15.5 GB fits: the one whose prediction is nearer
+    (log ratio), each reading's stages, and whether each could run on the paper's 16 GB GPU at all."""
+    readings = {r.label: r.key for r in rows if r.key}
+    sub = df[df["configuration"].isin(list(readings))]
+    if len(sub) == 0:
+        return ""
+    found = []
+    for label, gib, stages in zip(sub["configuration"], sub["predicted_reserved_gib"], sub["predicted_stages_gib"]):
+        gb = gib * GiB / 1e9
+        fits = "fits" if gb <= PAPER_GPU_GB else "cannot fit"
+        found.append((abs(math.log(gb / NNUNET_CASCADE_GB)), readings[label],
+                      f"{gb:.1f} GB predicted (stages {stages} GiB), {gb / NNUNET_CASCADE_GB:.2f}x the paper's figure, "
+                      f"{fits} its {PAPER_GPU_GB:g} GB GPU"))
+    found.sort()
+    text = "; ".join(f"reading {name!r}: {what}" for _, name, what in found)
+    head = (f"nnU-Net cascade (Table 3, paper: {NNUNET_CASCADE_GB:g} GB): " if len(found) == 1 else
+            f"nnU-Net cascade (Table 3): the paper's {NNUNET_CASCADE_GB:g} GB fits reading {found[0][1]!r} best. ")
+    return head + text + " (predictions leave the CUDA context and cuDNN workspaces out)."
 
 
 def part_configs(part: Part, backend: str) -> list[RunConfig]:
@@ -92,8 +162,8 @@ def part_configs(part: Part, backend: str) -> list[RunConfig]:
     spec = architectures.spec(part.arch)
     ov = dict(part.overrides)
     stages = [part.stage] if part.stage else ([s.name for s in spec.train_stages(**ov)] if spec.stages else [""])
-    return [RunConfig(part.arch, part.size, part.batch, Mode.TRAIN, backend, PRECISION, st, part.overrides)
-            for st in stages]
+    return [RunConfig(part.arch, part.size, part.batch, Mode.TRAIN, backend, PRECISION, st, part.overrides,
+                      arch_key=spec.key_name) for st in stages]
 
 
 def patch_label(part: Part) -> str:
@@ -113,8 +183,9 @@ def predict_part(part: Part, figure: str) -> int:
     return predicted_peak(sp, ov, "train", PRECISION, figure)(part.size, part.batch)
 
 
-def predictions(rows: Sequence[Row] = ROWS) -> list[tuple[Part, str]]:
+def predictions(rows: Sequence[Row] | None = None) -> list[tuple[Part, str]]:
     """The predictions the rows need, each once (rows share parts: U-net 160^3 b4 is in Tables 1 and 2)."""
+    rows = paper_rows() if rows is None else rows
     return list(dict.fromkeys((p, fig) for r in rows for p in r.parts for fig in ("reserved", "allocated")))
 
 
@@ -122,13 +193,14 @@ def _predict(job: tuple[Part, str]) -> int:
     return predict_part(*job)
 
 
-def table(rows: Sequence[Row] = ROWS, progress: Callable[[tuple[Part, str]], None] | None = None,
+def table(rows: Sequence[Row] | None = None, progress: Callable[[tuple[Part, str]], None] | None = None,
           measured: pd.DataFrame | None = None, jobs: int | None = None,
           peaks: dict[tuple[Part, str], int] | None = None) -> pd.DataFrame:
     """One line per row: the paper's GB, our predicted reserved/allocated GiB, measured GiB (if
     ``measured`` records are given), and the paper's and our ratios. The predictions run on ``jobs``
     processes (default: every core); ``progress`` is called as each of :func:`predictions` ends.
     ``peaks``: those predictions, made already (:func:`as_built_peaks`)."""
+    rows = paper_rows() if rows is None else rows
     work = predictions(rows)
     peak = dict(zip(work, pmap(_predict, work, jobs, progress))) if peaks is None else peaks
     out = []
@@ -136,6 +208,9 @@ def table(rows: Sequence[Row] = ROWS, progress: Callable[[tuple[Part, str]], Non
         rec: dict[str, Any] = {"table": row.table, "configuration": row.label, "paper_gb": row.paper_gb,
                                "predicted_reserved_gib": combine(peak[(p, "reserved")] for p in row.parts) / GiB,
                                "predicted_allocated_gib": combine(peak[(p, "allocated")] for p in row.parts) / GiB}
+        # a row of several separately trained parts (the nnU-Net cascade's two stages): each one's figure
+        rec["predicted_stages_gib"] = (" / ".join(f"{peak[(p, 'reserved')] / GiB:.1f}" for p in row.parts)
+                                       if len(row.parts) > 1 else None)
         if measured is not None and len(measured):
             rec.update(_measured(row, measured))
         rec["note"] = "; ".join(n for n in (row.note, *map(size_note, row.parts)) if n)
@@ -289,9 +364,9 @@ def _stage_jobs(part: Part, reading: Reading) -> list[tuple[tuple, Job]]:
     return out
 
 
-def predict_job(job: Job) -> tuple[int, int, int | None]:
+def predict_job(job: Job) -> tuple[int, int, float | None]:
     """One traced training step: (peak allocated, peak reserved, peak reserved with cudnn.benchmark's
-    workspaces or None where the device model is missing)."""
+    workspaces on the P100, inf where that runs out of its memory, or None where the device model is missing)."""
     from ..measure.predict import replay, trace
 
     arch, stage, ov, size, batch, precision = job
@@ -301,11 +376,15 @@ def predict_job(job: Job) -> tuple[int, int, int | None]:
     alloc = replay(tracker, host, start)
     with_ws = None
     if workspace_model_available():
+        from ..measure.allocator import AllocatorOOM
         from ..measure.device import replay_device
         from ..measure.gpus import lookup
 
         room = lookup(PAPER_GPU).memory_bytes - int(context_gib() * GiB)
-        with_ws = replay_device(tracker, host, start, True, capacity=room).model.peak_reserved
+        try:  # the workspaces bounded by what the P100 has left, as cuDNN's search is
+            with_ws = replay_device(tracker, host, start, True, capacity=room).model.peak_reserved
+        except AllocatorOOM:  # the reading says the step runs out of the P100's memory: infinitely far off a
+            with_ws = math.inf  # figure the paper measured (and "did not fit" where it estimated one)
     return alloc.peak_allocated, alloc.peak_reserved, with_ws
 
 

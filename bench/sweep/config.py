@@ -46,6 +46,14 @@ class RunConfig:
     #: where to write the step's memory snapshots (prediction, and on CUDA the recorded one); not in the key
     snapshot_dir: str = field(default="", compare=False)
     gpu: str = ""  # the catalogue GPU to predict the step time for ("": none, or the live CUDA device)
+    #: the GPU memory (bytes) a prediction runs against (--gpu-memory with --backend predict); 0: unlimited
+    gpu_memory: int = 0
+    #: the architecture as the key names it when ``arch`` holds a file path (ArchSpec.key_name: an nnU-Net
+    #: plans configuration keys by the plans file's content digest, so that moving the file keeps the key)
+    arch_key: str = ""
+    #: changes to the architecture's training recipe (``--set recipe.KEY=VALUE``, keys without ``recipe.``);
+    #: in the key only when given, so that configurations on the spec's own recipe keep their keys
+    recipe: tuple[tuple[str, Any], ...] = ()
 
     DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting", "seed", "inferer")
     #: fields added after records existed: left out of the key at these values, so that old keys stay valid
@@ -77,12 +85,22 @@ class RunConfig:
                 d.pop(k, None)
         if not self.gpu:  # and runs without --gpu the keys they had before it existed
             d.pop("gpu")
+        if not self.gpu_memory:  # and predictions without a capacity theirs
+            d.pop("gpu_memory")
+        if d.pop("arch_key"):
+            d["arch"] = self.arch_key
+        if not self.recipe:  # and runs on the spec's own recipe the keys they had before recipes existed
+            d.pop("recipe")
         blob = json.dumps(d, sort_keys=True, default=list)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
     @property
     def overrides_dict(self) -> dict[str, Any]:
         return dict(self.overrides)
+
+    @property
+    def recipe_dict(self) -> dict[str, Any]:
+        return dict(self.recipe)
 
     def options_json(self) -> str:
         return json.dumps(dict(self.overrides), sort_keys=True, default=list)
@@ -101,6 +119,7 @@ class RunConfig:
         d = json.loads(text)
         d["size"] = tuple(d["size"])
         d["overrides"] = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in d["overrides"])
+        d["recipe"] = tuple((k, v) for k, v in d.get("recipe", ()))
         return cls(**d)
 
     def label(self, patch: str | None = None) -> str:
@@ -108,12 +127,13 @@ class RunConfig:
         ``patch`` names the patch in words (:meth:`ArchSpec.patch_label`, e.g. ``160^3 -> 240^3``; the
         engine cannot build it without the specs): :func:`bench.sweep.expand.label` passes it."""
         stage = f" [{self.stage}]" if self.stage else ""
-        opts = ",".join(f"{k}={v}" for k, v in self.overrides)
+        opts = ",".join([f"{k}={v}" for k, v in self.overrides] + [f"recipe.{k}={v}" for k, v in self.recipe])
         dice = f" +dice({self.data})" if self.dice else ""
         shape = "" if self.data_shape_is_default else f" {self.in_channels}ch {self.num_classes}cls"
         bench = " cudnn.benchmark" if self.cudnn_benchmark else ""
+        cap = f" at {self.gpu_memory / 2**30:.3g} GiB" if self.gpu_memory else ""
         return (f"{self.arch}{stage} {self.mode} {patch or format_size(self.size)} b{self.batch}{shape} "
-                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{bench}{dice}")
+                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{bench}{cap}{dice}")
 
     @property
     def data_shape_is_default(self) -> bool:

@@ -66,11 +66,20 @@ def visible_gpus() -> list[str]:
 
 
 def gpu_memory(text: str) -> int:
-    """``--gpu-memory``: a size (80GB, 80GiB) or ``auto``: the smallest visible GPU's memory."""
+    """``--gpu-memory``: a size (80GB, 80GiB), a GPU of the catalogue (A100-40GB: its memory) or ``auto``: the
+    smallest visible GPU's memory."""
+    from ..measure import gpus
     from ..options import parse_bytes
 
     if text.strip().lower() != "auto":
-        return parse_bytes(text)
+        g = gpus.find(text)
+        if g is not None:
+            return g.memory_bytes
+        try:
+            return parse_bytes(text)
+        except ValueError as exc:
+            raise ValueError(f"--gpu-memory {text!r} is neither a size ({exc}) nor a GPU of the catalogue "
+                             f"({gpus.known()})") from None
     import torch
 
     if not torch.cuda.is_available():
@@ -90,6 +99,16 @@ def validated_overrides(spec: architectures.ArchSpec, overrides: dict[str, Any],
     except Exception as exc:  # the constructor's own complaint about a value, e.g. a string for a number
         raise ValueError(f"{spec.name}: cannot build with {overrides}: {type(exc).__name__}: {exc}") from None
     return overrides
+
+
+def split_recipe(overrides: dict[str, Any]) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
+    """(architecture overrides, recipe changes): ``recipe.KEY`` overrides, parsed to their values
+    (``recipe.clip=none`` -> ``("clip", None)``) and sorted, so that equal changes make equal keys."""
+    from architectures.recipe import parse
+
+    prefix = "recipe."
+    parsed = tuple(sorted(parse({k[len(prefix):]: v for k, v in overrides.items() if k.startswith(prefix)}).items()))
+    return {k: v for k, v in overrides.items() if not k.startswith(prefix)}, parsed
 
 
 def expand(
@@ -117,7 +136,9 @@ def expand(
     every training configuration also a Dice run; a multi-stage architecture trains all its stages in
     the record of its last stage. Without sizes, a CPU Dice run uses the spec's ``cpu_dice`` patch
     and batch (one configuration per architecture, so that it ends in minutes). ``in_channels`` and
-    ``num_classes`` are the user's data shape (a Dice run's must be its data's).
+    ``num_classes`` are the user's data shape (a Dice run's must be its data's). Overrides named
+    ``recipe.KEY`` change the architecture's training recipe (:meth:`architectures.recipe.Recipe.with_overrides`)
+    and go to :attr:`RunConfig.recipe`; precision defaults to the recipe's (:attr:`ArchSpec.run_precision`).
     """
     backend = choice(Backend, backend, "backend")
     names = architectures.names() if "all" in archs else list(dict.fromkeys(archs))
@@ -137,9 +158,10 @@ def expand(
     if dice is not None and Mode.TRAIN not in modes:
         raise ValueError("--dice trains the network: it needs --mode train")
     configs: list[RunConfig] = []
+    overrides, recipe = split_recipe(overrides or {})
     for name in names:
         spec = architectures.spec(name)
-        ov = dict(overrides or {})
+        ov = dict(overrides)
         if checkpointing is not None:
             if spec.checkpointing is None:
                 raise ValueError(f"{name} has no gradient checkpointing option; drop --checkpointing for it")
@@ -152,7 +174,12 @@ def expand(
             dice_size, dice_batch = spec.cpu_dice or (spec.cpu_sizes[0], max(spec.cpu_batches))
             arch_sizes = list(sizes) or [dice_size]
             arch_batches = list(batches) or [dice_batch]
-        arch_precisions = list(precisions) or [spec.default_precision if gpu_like else Precision.FP32]
+        arch_precisions = list(precisions) or [spec.run_precision if gpu_like else Precision.FP32]
+        for s in [spec] + [st.spec for st in spec.train_stages(**ov)]:
+            try:
+                s.recipe.with_overrides(recipe)  # a recipe that does not hold together: one line saying why
+            except ValueError as exc:
+                raise ValueError(f"{s.name}: {exc}") from None
         for size, batch, mode, prec in itertools.product(arch_sizes, arch_batches, modes, arch_precisions):
             spec.check_size(size, mode, **ov)
             stages = [s.name for s in spec.train_stages(**ov)] if (mode == Mode.TRAIN and spec.stages) else [""]
@@ -160,5 +187,6 @@ def expand(
                 extra = dict(dice=True, **dice) if (dice is not None and mode == Mode.TRAIN and stage == stages[-1]) else {}
                 configs.append(RunConfig(name, size, batch, mode, backend, prec, stage,
                                          tuple(sorted(ov.items())), channels_last, repeats, **extra,
-                                         in_channels=in_channels, num_classes=num_classes))
+                                         in_channels=in_channels, num_classes=num_classes, arch_key=spec.key_name,
+                                         recipe=recipe))
     return configs

@@ -9,6 +9,7 @@ names); any other failure exits non-zero and the parent turns it into an ``error
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import architectures
 
 from .. import record as R
 from ..measure import env, gpus, timing
+from ..measure.allocator import AllocatorOOM
 from ..measure.predict import predict
 from ..measure.step import StepRunner
 from ..options import Backend, Mode
@@ -80,7 +82,12 @@ def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
     backend = cfg.backend_kind
     spec = architectures.spec(cfg.arch)
     stage_spec, ov = spec.stage(cfg.stage, **cfg.overrides_dict)
+    # the step trains by the (stage) spec's recipe with the run's changes: every backend below gets that spec
+    recipe = stage_spec.recipe.with_overrides(cfg.recipe_dict)
+    stage_spec = dataclasses.replace(stage_spec, recipe=recipe)
     rec = R.config_columns(cfg)
+    rec[R.RECIPE], rec[R.COMPILED] = recipe.describe(), recipe.compile
+    rec[R.CUDNN_BENCHMARK] = cfg.cudnn_benchmark or recipe.cudnn_benchmark
     rec.update(spec_columns(cfg))
     rec[R.TIMESTAMP] = datetime.now(UTC).isoformat(timespec="seconds")
     rec[R.DEVICE_NAME] = {Backend.CUDA: None, Backend.CPU: "cpu",
@@ -88,10 +95,16 @@ def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
     rec.update(env.capture(cuda=backend is Backend.CUDA))
     gpu = gpus.lookup(cfg.gpu) if cfg.gpu else live_gpu(backend)
     snap = Path(cfg.snapshot_dir) / cfg.slug() if cfg.snapshot_dir else None
-    rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last,
-                       with_memtracker=memtracker, in_channels=cfg.in_channels, num_classes=cfg.num_classes,
-                       snapshot_to=snap.with_name(snap.name + ".predicted") if snap else None, label=cfg.label(),
-                       gpu=gpu, voxels=rec[R.LABELLED_VOXELS_PER_STEP]))
+    try:
+        rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last,
+                           with_memtracker=memtracker, in_channels=cfg.in_channels, num_classes=cfg.num_classes,
+                           snapshot_to=snap.with_name(snap.name + ".predicted") if snap else None, label=cfg.label(),
+                           gpu=gpu, voxels=rec[R.LABELLED_VOXELS_PER_STEP], cudnn_benchmark=rec[R.CUDNN_BENCHMARK],
+                           gpu_memory=cfg.gpu_memory or None, cuda=rec.get(R.ENV_CUDA)))
+    except AllocatorOOM as exc:  # the prediction at --gpu-memory: the record a real GPU would give
+        rec.update(getattr(exc, "record", {}))
+        rec.update(oom_columns(exc))
+        return rec
     if not backend.measures:
         rec[R.STATUS] = R.OK
         return rec
@@ -102,7 +115,7 @@ def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
             from ..measure import cuda
 
             rec[R.DEVICE_NAME] = torch.cuda.get_device_name(0)
-            meas, runner = cuda.measure(factory, cfg.repeats, cfg.cudnn_benchmark,
+            meas, runner = cuda.measure(factory, cfg.repeats, rec[R.CUDNN_BENCHMARK],
                                         snap.with_name(snap.name + ".cuda.pickle") if snap else None)
         else:
             from ..measure import cpu
@@ -137,7 +150,7 @@ def dice(cfg: RunConfig, spec: architectures.ArchSpec) -> dict[str, Any]:
     try:
         return dice_record(spec, cfg.overrides_dict, cfg.size, cfg.batch, cfg.precision,
                            cfg.backend_kind.torch_device, cfg.data, cfg.train_minutes, cfg.train_iterations,
-                           cfg.weighting, log=log, seed=cfg.seed, inferer=cfg.inferer)
+                           cfg.weighting, log=log, seed=cfg.seed, inferer=cfg.inferer, recipe=cfg.recipe_dict)
     except Exception as exc:  # the memory figures above stay valid; say why Dice is missing
         if out_of_memory(exc):
             return {R.DICE_STATUS: R.OOM, R.DICE_ERROR: str(exc).splitlines()[0][:500]}

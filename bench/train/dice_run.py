@@ -19,7 +19,7 @@ import json
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -90,6 +90,7 @@ def dice_record(
     log: Callable[[str], None] | None = None,
     seed: int = 0,
     inferer: str = "segmem",
+    recipe: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Dice columns of one run. With an iteration budget the run is deterministic: seeded initialisation
     and patch sampling, deterministic algorithms (bit-reproducible on the CPU; on CUDA as far as cuDNN
@@ -100,7 +101,8 @@ def dice_record(
     ds = open_dataset(data)
     minutes, iterations = budget(minutes, iterations, device)
     cfg = TrainConfig(patch=size, batch=batch, minutes=minutes, iterations=iterations, precision=precision,
-                      weighting=weighting, inferer=inferer, overrides=overrides, seed=seed)  # type: ignore[arg-type]
+                      weighting=weighting, inferer=inferer, overrides=overrides, seed=seed,
+                      recipe_overrides=dict(recipe or {}))  # type: ignore[arg-type]
     names = ds.class_names()
     classes = list(range(ds.num_classes))
     rec: dict[str, Any] = {

@@ -7,8 +7,11 @@ other, each with the budget; a stage whose sample has a ``prior`` gets it from t
 trained stages through the spec's ``prior`` (computed on the fly for each patch, without gradient,
 exactly as the cascade's own inference path computes it).
 
-The paper's recipe is the default: weighted cross-entropy (inverse class frequencies) + soft Dice,
-Adam at 9e-4, batch and patch as the run's, mixed precision and checkpointing as the run's options.
+How each stage trains is its spec's recipe (:class:`architectures.recipe.Recipe`: optimizer, criterion,
+deep supervision, grad scaler, clipping), as in the measured step; the paper's (the default): weighted
+cross-entropy (inverse class frequencies) + soft Dice, Adam at 9e-4; nnU-Net's: SGD, nnunetv2's
+DC_and_CE_loss with deep supervision, clipping at 12. Batch and patch as the run's, mixed precision and
+checkpointing as the run's options, nnU-Net's poly learning-rate decay over the budget.
 Patch sampling: a share of the samples is centred on a foreground voxel of a randomly chosen
 foreground class (nnU-Net oversamples foreground the same way; choosing the class first keeps the
 small hind-gut in view), the rest anywhere in the volume, and a random patch holding only background
@@ -31,13 +34,14 @@ import torch
 from torch import nn
 
 from architectures import ArchSpec, Shape, Stage
+from architectures.recipe import Recipe
 
 from ..measure.sample import crop_sample, stack
 from ..measure.step import autocast
 from ..options import Inferer, Weighting
 from .data.datasets import Dataset, Volume
 from .evaluate import evaluate, inference_tile, mean_foreground
-from .losses import CEDiceLoss, inverse_frequency_weights
+from .losses import inverse_frequency_weights
 
 Log = Callable[[str], None]
 
@@ -50,14 +54,16 @@ class TrainConfig:
         patch: the run's size (what it names is the spec's ``size_meaning``).
         batch: samples per step.
         iterations / minutes: the budget per stage; training stops at whichever comes first.
-        lr: Adam's learning rate (paper: 9e-4).
+        lr: the learning rate; None (default): the recipe's (paper: 9e-4, nnU-Net: 1e-2).
+        recipe_overrides: changes to each stage spec's own recipe (``--set recipe.KEY=VALUE``).
         lr_schedule: ``constant`` (paper) or ``poly`` (nnU-Net's (1 - progress)^0.9 decay over the budget;
             the default, since a budget of minutes ends long before the paper's early stopping would).
         precision: fp32, or autocast bf16/fp16 (fp16 with a gradient scaler).
         foreground_fraction: share of samples centred on a foreground voxel.
         skip_background: probability of skipping a random patch that holds only background.
         class_weighting: ``sqrt`` (default: the square root of inverse class frequencies, normalised),
-            ``inverse`` (the paper's inverse frequencies) or ``none``, for the cross-entropy. The square
+            ``inverse`` (the paper's inverse frequencies) or ``none``, for the paper's cross-entropy (nnU-Net's
+            loss takes no class weights). The square
             root tempers the paper's extreme ratios (about 750:1 for a 0.1% class); only a single trial on
             an earlier phantom compares the two, so treat this default as a choice for short budgets.
         val_every: iterations between validations; patience: validations without gain before stopping.
@@ -71,7 +77,7 @@ class TrainConfig:
     batch: int
     iterations: int | None = None
     minutes: float | None = None
-    lr: float = 9e-4
+    lr: float | None = None
     lr_schedule: str = "poly"
     precision: str = "fp32"
     foreground_fraction: float = 0.5
@@ -86,6 +92,7 @@ class TrainConfig:
     inferer: str = Inferer.SEGMEM
     seed: int = 0
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    recipe_overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.iterations is None and self.minutes is None:
@@ -166,20 +173,22 @@ def train(
     log = log or (lambda _m: None)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = spec.build(data.in_channels, data.num_classes, **cfg.overrides).to(device)
+    recipe = spec.recipe.with_overrides(cfg.recipe_overrides)
+    model = spec.build(data.in_channels, data.num_classes,
+                       **recipe.training_overrides(spec.parameters(), cfg.overrides)).to(device)
     weights = class_weights(data.train, data.num_classes, cfg.class_weighting)
-    criterion = CEDiceLoss(weights)
     logs = []
     stages = spec.train_stages(**cfg.overrides)
     for stage in stages:
-        logs.append(_train_stage(spec, model, stage, data, cfg, criterion, device, rng, log,
+        stage_recipe = stage.spec.recipe.with_overrides(cfg.recipe_overrides)
+        logs.append(_train_stage(spec, model, stage, data, cfg, stage_recipe, weights, device, rng, log,
                                  last=stage is stages[-1]))
     model.eval()
     return model, logs
 
 
-def _train_stage(spec: ArchSpec, model: nn.Module, stage: Stage, data: Dataset, cfg: TrainConfig,
-                 criterion: CEDiceLoss, device: torch.device, rng: np.random.Generator, log: Log,
+def _train_stage(spec: ArchSpec, model: nn.Module, stage: Stage, data: Dataset, cfg: TrainConfig, recipe: Recipe,
+                 weights: torch.Tensor | None, device: torch.device, rng: np.random.Generator, log: Log,
                  last: bool) -> StageLog:
     net = model.get_submodule(stage.module) if stage.module else model
     hp = stage.spec.hparams(**stage.overrides)
@@ -192,8 +201,10 @@ def _train_stage(spec: ArchSpec, model: nn.Module, stage: Stage, data: Dataset, 
             raise ValueError(f"{spec.name}.{stage.name}: a prior must be the image patch's size and the spec must "
                              "say how to compute it (ArchSpec.prior)")
     sampler = PatchSampler(data.train, image_t.crop, cfg.foreground_fraction, cfg.skip_background, rng)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    criterion = recipe.build_criterion(weights)
+    lr = cfg.lr if cfg.lr is not None else recipe.lr
+    optimizer = recipe.build_optimizer(net.parameters())
+    scaler = recipe.build_scaler(cfg.precision, device)
     # validation: a stage fed by a prior is validated through the whole model's path, others on their own
     tile = inference_tile(stage.spec, cfg, hp, data.num_classes, data.in_channels)
     if priors or last:
@@ -211,7 +222,7 @@ def _train_stage(spec: ArchSpec, model: nn.Module, stage: Stage, data: Dataset, 
         if cfg.lr_schedule == "poly":
             progress = max(st.iterations / max_iters, (time.perf_counter() - t0) / (deadline - t0))
             for g in optimizer.param_groups:
-                g["lr"] = cfg.lr * max(0.0, 1 - progress) ** 0.9
+                g["lr"] = lr * max(0.0, 1 - progress) ** 0.9
         net.train()
         samples = []
         for _ in range(cfg.batch):
@@ -226,10 +237,14 @@ def _train_stage(spec: ArchSpec, model: nn.Module, stage: Stage, data: Dataset, 
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
+            if recipe.clip is not None:
+                scaler.unscale_(optimizer)
+            recipe.clip_gradients(net.parameters())
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            recipe.clip_gradients(net.parameters())
             optimizer.step()
         st.iterations += 1
         st.losses.append(float(loss.detach()))

@@ -6,8 +6,9 @@ import time
 import pytest
 
 import architectures
+from bench import record as R
 from bench.measure import cpu
-from bench.measure.predict import predict
+from bench.measure.predict import CATEGORIES, predict
 from bench.measure.step import StepRunner
 
 CASES = [  # (arch, stage, size, overrides)
@@ -42,8 +43,7 @@ def test_predicted_live_peak_equals_real_cpu_step(name, stage, edge, ov, mode):
 
 def test_breakdown_adds_up_and_names_the_training_state():
     pred = predict(architectures.spec("unet"), {}, (32, 32, 32), 1, with_memtracker=True)
-    cats = sum(v for k, v in pred.items() if k.startswith("pred_") and k.endswith("_bytes")
-               and k not in ("pred_peak_allocated_bytes", "pred_peak_reserved_bytes", "pred_peak_live_bytes"))
+    cats = sum(pred[R.pred_category(c)] for c in CATEGORIES)
     assert cats == pred["pred_peak_live_bytes"]
     n_params = architectures.spec("unet").param_count()
     assert pred["pred_parameter_bytes"] >= 4 * n_params  # fp32 weights (+ BatchNorm buffers)

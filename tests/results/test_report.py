@@ -1,5 +1,7 @@
 """Report, plots, fit and paper tables from a fixture of results (ok, oom and error rows)."""
 
+import math
+
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -206,7 +208,7 @@ def test_fit_a_real_architecture_at_a_small_budget():
 def test_paper_rows_and_ratios(monkeypatch):
     monkeypatch.setattr(paper, "predict_part", lambda part, figure: part.batch * part.size[0] ** 3 * 1000)
     df = paper.table(jobs=1)  # the patched prediction lives in this process
-    assert len(df) == len(paper.ROWS) and set(df["table"]) == {"1", "2", "3", "4"}
+    assert len(df) == len(paper.paper_rows()) and set(df["table"]) == {"1", "2", "3", "4"}
     t1 = df[df["table"] == "1"].set_index("configuration")
     assert t1.loc["meU-net, 112^3 -> 160^3 b4", "paper_ratio"] == pytest.approx(6.0 / 10.5)
     unet = 4 * 160**3 * 1000
@@ -219,7 +221,7 @@ def test_paper_rows_and_ratios(monkeypatch):
 
 def test_every_paper_label_names_the_patches_it_runs():
     """A row's label names each trained patch as the spec makes it (meU-net: standard -> expanded)."""
-    for row in paper.ROWS:
+    for row in paper.paper_rows():
         for part in row.parts:
             for cfg in paper.part_configs(part, "predict"):
                 patch = architectures.spec(cfg.arch).patch_label(cfg.size, "train", cfg.stage, **cfg.overrides_dict)
@@ -228,9 +230,33 @@ def test_every_paper_label_names_the_patches_it_runs():
                 assert paper.patch_label(part) in row.label, (row.label, paper.patch_label(part))
 
 
+def test_the_nnunet_cascade_is_read_both_ways_and_the_verdict_names_the_nearer(monkeypatch):
+    """Stage 1 on the whole downsampled volume (paper) or on nnU-Net's planned 3d_lowres patch and batch."""
+    from architectures import nnunet_plans
+
+    monkeypatch.setattr(paper, "predict_part", lambda part, figure: part.batch * math.prod(part.size) * 2000)
+    rows = paper.cascade_rows()
+    df = paper.table(rows, jobs=1).set_index("configuration")
+    lowres = nnunet_plans.configuration(paper.PAPER_PLANS, "3d_lowres")
+    by = {r.key: r for r in rows}
+    assert by["paper"].parts[0].size == (544, 256, 256) and by["paper"].parts[0].batch == 1
+    assert (by["planned"].parts[0].size, by["planned"].parts[0].batch) == (lowres.patch, lowres.batch)
+    stage2 = 4 * 160**3 * 2000
+    planned = max(lowres.batch * math.prod(lowres.patch) * 2000, stage2)
+    assert df.loc[by["planned"].label, "predicted_reserved_gib"] == pytest.approx(planned / GiB)
+    assert df.loc[by["paper"].label, "predicted_reserved_gib"] == pytest.approx(544 * 256 * 256 * 2000 / GiB)
+    verdict = paper.cascade_verdict(df.reset_index(), rows)
+    # 15.5 GB lies nearer the planned reading's figure here (the paper's: 544*256*256*2000 B = 71 GB)
+    assert "fits reading 'planned' best" in verdict and "cannot fit its 16 GB GPU" in verdict
+    only = paper.paper_rows([paper.CascadeReading.PAPER])
+    assert [r.key for r in only if r.key] == ["paper"]
+
+
 def test_paper_console_table_shows_the_notes(monkeypatch, tmp_path):
     monkeypatch.setattr(paper, "predict_job", lambda job: (job[4] * job[3][0] ** 3 * 1000,) * 3)
-    res = runner.invoke(app, ["paper", "--out", str(tmp_path), "--jobs", "1"], env={"COLUMNS": "250"})
+    # the paper's reading of the nnU-Net cascade only: the planned one needs reports/plans/, which no branch commits
+    res = runner.invoke(app, ["paper", "--out", str(tmp_path), "--jobs", "1", "--cascade-reading", "paper"],
+                        env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert "note" in res.output and "padded to" in res.output and "k = 1.43" in res.output
 

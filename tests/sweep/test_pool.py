@@ -78,14 +78,15 @@ def test_visible_gpus_and_their_memory_come_from_the_cuda_backend(monkeypatch):
     assert visible_gpus() == ["0", "1"]
     assert gpu_memory("auto") == 40 * 10**9  # the smallest visible GPU decides what fits
     assert gpu_memory("16GB") == 16 * 10**9
+    assert gpu_memory("a100 40gb") == 40 * 2**30  # a GPU of the catalogue: its memory
 
 
 def test_gpu_memory_auto_without_a_gpu_is_one_line(tmp_path, cpu_only):
     res = CliRunner().invoke(app, ["run", "--arch", "unet", "--size", "32", "--gpu-memory", "auto", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "--gpu-memory auto needs a visible CUDA GPU" in res.output
-    res = CliRunner().invoke(app, ["run", "--arch", "unet", "--backend", "predict", "--gpu-memory", "80GB",
+    res = CliRunner().invoke(app, ["run", "--arch", "unet", "--backend", "predict", "--gpu-memory", "A100-41GB",
                                    "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "with --backend predict nothing is measured" in res.output
+    assert res.exit_code == 2 and "neither a size" in res.output and "A100-40GB" in res.output
     assert not store.path(tmp_path).exists()
 
 

@@ -63,3 +63,26 @@ def test_an_iteration_budget_gives_the_same_dice_bit_for_bit():
     c = dice_record(architectures.spec("unet"), {}, (32, 32, 32), 2, "fp32", "cpu", "phantom:64x48x48",
                     iterations=4, seed=4)
     assert c["dice_per_volume"] != a["dice_per_volume"]  # the seed is what makes it reproducible
+
+
+@pytest.mark.slow
+def test_the_trainer_trains_by_the_specs_recipe_and_its_overrides(small, monkeypatch):
+    """nnU-Net's spec trains with SGD (momentum 0.99), clipping at 12 and deep supervision; recipe overrides
+    (Adam, no clipping) reach every stage's training."""
+    from architectures.recipe import NNUNetLoss, Recipe
+
+    built, clipped, criteria = [], [], []
+    opt, clip, crit = Recipe.build_optimizer, torch.nn.utils.clip_grad_norm_, Recipe.build_criterion
+    monkeypatch.setattr(Recipe, "build_optimizer", lambda self, params: built.append(opt(self, params)) or built[-1])
+    monkeypatch.setattr(Recipe, "build_criterion", lambda self, w=None: criteria.append(crit(self, w)) or criteria[-1])
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, m, *a, **k: clipped.append(m) or clip(p, m, *a, **k))
+    spec = architectures.spec("nnunet")
+    cfg = TrainConfig(patch=(32, 32, 32), batch=1, iterations=2, val_every=100, overrides={"n_stages": 4})
+    model, logs = train(spec, small, cfg)
+    assert isinstance(built[0], torch.optim.SGD) and built[0].param_groups[0]["momentum"] == 0.99
+    assert clipped == [12.0, 12.0] and isinstance(criteria[0], NNUNetLoss)
+    assert criteria[0].wrapper is not None and len(criteria[0].wrapper.weight_factors) == 3  # deep supervision
+    built.clear(), clipped.clear()
+    train(spec, small, TrainConfig(patch=(32, 32, 32), batch=1, iterations=2, val_every=100, overrides={"n_stages": 4},
+                                   recipe_overrides={"optimizer": "adam", "clip": "none"}))
+    assert isinstance(built[0], torch.optim.Adam) and clipped == []

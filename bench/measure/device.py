@@ -1,0 +1,151 @@
+"""What a GPU shows beyond the caching allocator: the CUDA context and cuDNN's convolution workspaces.
+
+``torch.cuda.max_memory_reserved`` is what the allocator holds; ``nvidia-smi`` shows the process's whole
+device memory: the reserved segments plus the **CUDA context** (driver state, the kernels of every loaded
+module). cuDNN's **convolution workspaces** are allocated through PyTorch's caching allocator (so they are
+in allocated and reserved), but the fake-tensor trace does not see them: :class:`AllocationTracker` notes
+each convolution (``tracker.convs``) and :func:`replay_device` inserts a transient workspace there.
+
+The context, each figure with its public source:
+
+- CUDA >= 11.7 loads kernels lazily, and PyTorch >= 1.13 sets ``CUDA_MODULE_LOADING=LAZY`` when the user
+  has not (pytorch/pytorch#86509): the bare context after one small op was 287,047,680 B lazy against
+  666,632,192 B with eager loading (same PR, ``cudaMemGetInfo``); before 11.7 every kernel was loaded at
+  start, ">1000MB" (ptrblck, pytorch/pytorch#107667).
+- Per GPU family, where a public figure exists: RTX 3090 (Ampere GA102), torch 2.7.1+cu128, 256 MiB
+  (invoke-ai/InvokeAI#9413); RTX 6000 Ada, torch 2.10+cu130, 426 MiB (unslothai/unsloth-zoo#1053).
+  Other families take the lazy/eager figure of pytorch/pytorch#86509.
+- A training step then loads cuDNN's, cuBLAS's and PyTorch's kernels into the context lazily
+  (``TRAINING_KERNELS``). No public figure states it alone; it is *fitted*: nvidia-smi minus
+  ``max_memory_reserved`` minus the bare context on the ``fit`` rows of
+  ``reports/validation/published_memory.csv`` that state both (``bench validate --published --fit``).
+
+The workspaces: neither cuDNN nor PyTorch documents a workspace size per algorithm. What PyTorch
+documents and does (``aten/src/ATen/native/cudnn/Conv_v7.cpp`` / ``Conv_v8.cpp``): with
+``torch.backends.cudnn.benchmark`` off, cuDNN's heuristics pick the engine (for 3D convolutions the
+implicit-GEMM engines, whose workspace is negligible: modelled as 0); with it on, every candidate
+algorithm is tried once per shape (the first step) and the fastest kept, each candidate's workspace
+allocated through the caching allocator, up to the largest block the allocator could give
+(``CUDACachingAllocator::cacheInfo``: the free device memory or the largest cached free block, whichever
+is larger); ``CUDNN_CONV_WSCAP_DBG`` (MiB) caps it further. The size of the workspace an algorithm asks
+is modelled as ``WORKSPACE_FACTOR`` times the convolution's largest operand (input, output, or the
+gradient of either), *fitted* on the ``fit`` rows of the published table.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .allocator import AllocatorOOM, AllocatorSettings, CachingAllocatorModel
+
+MiB = 2**20
+
+#: GPU family of each catalogue entry (bench.measure.gpus), from NVIDIA's architecture whitepapers
+FAMILY = {
+    "A100-40GB": "Ampere", "A100-80GB": "Ampere", "RTX-3090": "Ampere-GA102", "H100-SXM": "Hopper",
+    "H100-PCIe": "Hopper", "H200": "Hopper", "L40S": "Ada", "RTX-4090": "Ada", "V100-SXM2": "Volta",
+    "V100-SXM3": "Volta", "V100-PCIe": "Volta", "Quadro-RTX-6000": "Turing", "Titan-RTX": "Turing",
+    "RTX-2080-Ti": "Turing", "Titan-Xp": "Pascal", "P100": "Pascal",
+    "RTX-4070": "Ada",  # not in the catalogue; a published figure's GPU (reports/validation/published_memory.csv)
+}
+
+
+@dataclass(frozen=True)
+class ContextFigure:
+    family: str  # a FAMILY value, or "*" for any
+    lazy: bool  # CUDA >= 11.7 with lazy module loading
+    nbytes: int
+    source: str
+
+
+PR86509 = ("pytorch/pytorch#86509 (CUDA 11.7; cudaMemGetInfo after one small tensor op: 287,047,680 B with "
+           "CUDA_MODULE_LOADING=LAZY, 666,632,192 B with DEFAULT)")
+CONTEXT = (
+    ContextFigure("Ampere-GA102", True, 256 * MiB, "invoke-ai/InvokeAI#9413 (RTX 3090, torch 2.7.1+cu128: 256 MiB "
+                                                   "bare context in nvidia-smi)"),
+    ContextFigure("Ada", True, 426 * MiB, "unslothai/unsloth-zoo#1053 (RTX 6000 Ada, torch 2.10.0+cu130: 426 MiB in "
+                                          "nvidia-smi after torch.cuda.mem_get_info)"),
+    ContextFigure("*", True, 287_047_680, PR86509),
+    ContextFigure("*", False, 666_632_192, PR86509),
+)
+
+# ---- fitted on the fit rows of reports/validation/published_memory.csv (bench validate --published --fit) ----
+#: kernels a training step of a convolutional network loads into the context (lazy loading), bytes
+TRAINING_KERNELS = 648 * MiB
+#: workspace an algorithm asks, as a multiple of the convolution's largest operand (benchmark on / off)
+WORKSPACE_FACTOR = {True: 2.5, False: 0.0}
+
+
+def lazy_loading(cuda: str | None) -> bool:
+    """Whether kernels load lazily: CUDA >= 11.7 (unknown version: assume a current one) unless
+    ``CUDA_MODULE_LOADING`` says otherwise."""
+    env = os.environ.get("CUDA_MODULE_LOADING")
+    if env:
+        return env.upper() == "LAZY"
+    if not cuda:
+        return True
+    major, minor, *_ = (int(p) if p.isdigit() else 0 for p in (cuda.split(".") + ["0"])[:2])
+    return (major, minor) >= (11, 7)
+
+
+def context_figure(gpu: str | None, cuda: str | None = None) -> ContextFigure:
+    """The bare context figure for a catalogue GPU name (or None) and a CUDA version."""
+    family, lazy = FAMILY.get(gpu or "", "*"), lazy_loading(cuda)
+    for f in CONTEXT:
+        if f.lazy == lazy and f.family in (family, "*"):
+            return f
+    raise AssertionError("CONTEXT has a '*' figure for both loading modes")
+
+
+def context_bytes(gpu: str | None, cuda: str | None = None, training: bool = True,
+                  kernels: int | None = None) -> int:
+    """The CUDA context a process shows in nvidia-smi: bare context plus, for a training step, the kernels
+    it loads (``kernels``: that figure, default the fitted TRAINING_KERNELS)."""
+    k = TRAINING_KERNELS if kernels is None else kernels
+    return context_figure(gpu, cuda).nbytes + (k if training else 0)
+
+
+def workspace_cap() -> int | None:
+    """``CUDNN_CONV_WSCAP_DBG`` (MiB) in bytes, or None."""
+    v = os.environ.get("CUDNN_CONV_WSCAP_DBG", "")
+    return int(v) * MiB if v.isdigit() else None
+
+
+@dataclass
+class DeviceReplay:
+    model: CachingAllocatorModel
+    largest_workspace: int
+
+
+def replay_device(tracker, exclude: set[int], reset_at: int, benchmark: bool, factor: float | None = None,  # noqa: ANN001
+                  settings: AllocatorSettings | None = None, capacity: int | None = None) -> DeviceReplay:
+    """Replay the traced events with cuDNN's workspaces inserted (see the module docstring): each convolution
+    allocates ``factor`` (benchmark on; default the fitted WORKSPACE_FACTOR) x its largest operand right after its
+    outputs and frees it when it returns; the
+    candidate is left out where PyTorch leaves it out: a workspace over CUDNN_CONV_WSCAP_DBG or, with a
+    ``capacity``, over the largest block the allocator could give, and one whose allocation fails. Raises
+    :class:`bench.measure.allocator.AllocatorOOM` where the model at ``capacity`` cannot hold the step."""
+    from .predict import replay
+
+    f = (WORKSPACE_FACTOR[True] if factor is None else factor) if benchmark else WORKSPACE_FACTOR[False]
+    at: dict[int, list[int]] = {}
+    if f > 0:
+        for index, operand in tracker.convs:
+            at.setdefault(index, []).append(int(f * operand))
+    cap, largest = workspace_cap(), [0]
+
+    def workspaces(i: int, model: CachingAllocatorModel) -> None:
+        for size in at.get(i, ()):
+            room = None if capacity is None else max(capacity - model.reserved, model.largest_free_block())
+            if size <= 0 or (cap is not None and size > cap) or (room is not None and size > room):
+                continue  # PyTorch leaves out candidates whose workspace passes the cap or the room
+            try:
+                model.malloc(-1, size)
+            except AllocatorOOM:  # and skips one whose workspace allocation fails
+                continue
+            model.free(-1)
+            largest[0] = max(largest[0], size)
+
+    model = replay(tracker, exclude, reset_at, settings, capacity, before=workspaces if at else None)
+    return DeviceReplay(model, largest[0])
