@@ -84,6 +84,8 @@ class Cascade(nn.Module):
         prior_per_model: see :class:`PriorUNet`.
         stage1_checkpointing / stage2_checkpointing: gradient checkpointing per stage (meU-net's
             default on; the stage-2 U-net's off).
+        stage1_checkpoint_scope: what the stage-1 meU-nets checkpoint (:class:`architectures.meunet.MeUNet`'s
+            ``checkpoint_scope``: all, encoder, expanded).
     """
 
     def __init__(
@@ -95,12 +97,14 @@ class Cascade(nn.Module):
         prior_per_model: bool = True,
         stage1_checkpointing: bool = True,
         stage2_checkpointing: bool = False,
+        stage1_checkpoint_scope: Literal["all", "encoder", "expanded"] = "all",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.prior_per_model = prior_per_model
         self.stage1 = nn.ModuleList(
-            meunet_mod.MeUNet(in_channels, num_classes, expansion=k, checkpointing=stage1_checkpointing)
+            meunet_mod.MeUNet(in_channels, num_classes, expansion=k, checkpointing=stage1_checkpointing,
+                              checkpoint_scope=stage1_checkpoint_scope)
             for k in expansions
         )
         self.stage2 = PriorUNet(in_channels, num_classes, len(self.stage1), prior_per_model, prior_mode,
@@ -119,9 +123,10 @@ class Cascade(nn.Module):
 def _stages(mode: str):
     def stages(hp: Mapping[str, Any]) -> tuple[Stage, ...]:
         ks = tuple(hp["expansions"])
+        scope = {} if hp["stage1_checkpoint_scope"] == "all" else {"checkpoint_scope": hp["stage1_checkpoint_scope"]}
         s1 = tuple(
-            Stage(f"stage1_k{k:g}", meunet_mod.SPEC, {"expansion": k, "checkpointing": hp["stage1_checkpointing"]},
-                  module=f"stage1.{i}")
+            Stage(f"stage1_k{k:g}", meunet_mod.SPEC,
+                  {"expansion": k, "checkpointing": hp["stage1_checkpointing"], **scope}, module=f"stage1.{i}")
             for i, k in enumerate(ks)
         )
         s2 = Stage("stage2", STAGE2_SPECS[mode], {"stage1_models": len(ks), "prior_per_model": hp["prior_per_model"],
@@ -140,9 +145,10 @@ def _cascade_builder(mode: str):
         prior_per_model: bool = True,
         stage1_checkpointing: bool = True,
         stage2_checkpointing: bool = False,
+        stage1_checkpoint_scope: Literal["all", "encoder", "expanded"] = "all",
     ) -> Cascade:
         return Cascade(in_channels, num_classes, expansions, mode, prior_per_model, stage1_checkpointing,
-                       stage2_checkpointing)
+                       stage2_checkpointing, stage1_checkpoint_scope)
 
     build.__doc__ = Cascade.__doc__
     return build

@@ -42,6 +42,9 @@ class MeUNet(nn.Module):
             :class:`UNet`.
         expansion: k, the expanded patch's edge over the standard one (paper default here 1.5).
         checkpointing: gradient checkpointing of every encoder/decoder level (paper: on).
+        checkpoint_scope: what ``checkpointing`` covers, a reading of the paper's memory tables (``bench
+            paper``): ``all`` levels of both paths (default), the ``encoder`` levels only, or the
+            ``expanded`` branch only (the standard path then keeps its activations, as a plain U-net).
         size_refers_to: ``standard`` or ``expanded``: which patch a run's size names.
         no_grad_levels: encoder levels of the expanded branch run without autograd (paper: 1).
     """
@@ -59,8 +62,11 @@ class MeUNet(nn.Module):
         checkpointing: bool = True,
         size_refers_to: Literal["standard", "expanded"] = "standard",
         no_grad_levels: int = 1,
+        checkpoint_scope: Literal["all", "encoder", "expanded"] = "all",
     ) -> None:
         super().__init__()
+        if checkpoint_scope not in ("all", "encoder", "expanded"):
+            raise ValueError(f"checkpoint_scope must be 'all', 'encoder' or 'expanded'; got {checkpoint_scope!r}")
         if expansion < 1:
             raise ValueError(f"expansion must be >= 1; got {expansion}")
         if size_refers_to not in ("standard", "expanded"):
@@ -68,9 +74,11 @@ class MeUNet(nn.Module):
         self.expansion = expansion
         self.size_refers_to = size_refers_to
         self.no_grad_levels = no_grad_levels
+        self.checkpoint_expanded = checkpointing
         self.backbone = UNet(
             in_channels, num_classes, encoder_channels, decoder_channels, conv_bias, norm, act,
-            checkpointing=checkpointing,
+            checkpointing=checkpointing and checkpoint_scope != "expanded",
+            checkpoint_scope="encoder" if checkpoint_scope == "encoder" else "all",
         )
         # the decoder level at P/2 is the second last one
         self.aux_head = nn.Conv3d(tuple(decoder_channels)[-2], num_classes, 1)
@@ -81,8 +89,9 @@ class MeUNet(nn.Module):
 
     def forward_expanded(self, x: torch.Tensor) -> torch.Tensor:
         """The expanded branch: logits at half resolution, decoded only to level 2."""
-        feats = self.backbone.encode(x, no_grad_levels=self.no_grad_levels)
-        return self.aux_head(self.backbone.decode(feats, levels=len(self.backbone.decoder) - 1))
+        ckpt = self.checkpoint_expanded
+        feats = self.backbone.encode(x, no_grad_levels=self.no_grad_levels, checkpointing=ckpt)
+        return self.aux_head(self.backbone.decode(feats, levels=len(self.backbone.decoder) - 1, checkpointing=ckpt))
 
     def forward_train(self, standard: torch.Tensor, expanded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.backbone(standard), self.forward_expanded(expanded)

@@ -48,6 +48,8 @@ class UNet(nn.Module):
         upsample: interpolation mode of the up steps (paper: ``nearest``).
         checkpointing: recompute each encoder and decoder level in backward (torch.utils.checkpoint,
             non-reentrant). Off for the plain U-net rows of the paper; meU-net turns it on.
+        checkpoint_scope: which levels ``checkpointing`` recomputes: ``all`` (default) or ``encoder`` only
+            (a reading of the paper's memory tables, ``bench paper``).
         prior_channels: channels of the stage-1 one-hot prediction (0: single-stage network).
         prior_mode: ``post`` (decoder levels) or ``pre`` (input channels); see the module docstring.
     """
@@ -65,6 +67,7 @@ class UNet(nn.Module):
         checkpointing: bool = False,
         prior_channels: int = 0,
         prior_mode: Literal["post", "pre"] = "post",
+        checkpoint_scope: Literal["all", "encoder"] = "all",
     ) -> None:
         super().__init__()
         enc, dec = tuple(encoder_channels), tuple(decoder_channels)
@@ -72,7 +75,10 @@ class UNet(nn.Module):
             raise ValueError(f"need one decoder level fewer than encoder levels; got {len(enc)} and {len(dec)}")
         if prior_mode not in ("post", "pre"):
             raise ValueError(f"prior_mode must be 'post' or 'pre'; got {prior_mode!r}")
+        if checkpoint_scope not in ("all", "encoder"):
+            raise ValueError(f"checkpoint_scope must be 'all' or 'encoder'; got {checkpoint_scope!r}")
         self.checkpointing = checkpointing
+        self.checkpoint_decoder = checkpoint_scope == "all"
         self.upsample = upsample
         self.prior_channels = prior_channels
         self.prior_mode = prior_mode
@@ -95,8 +101,10 @@ class UNet(nn.Module):
     def depth(self) -> int:
         return len(self.encoder)
 
-    def encode(self, x: torch.Tensor, no_grad_levels: int = 0) -> list[torch.Tensor]:
-        """Encoder features, finest first; the first ``no_grad_levels`` levels run without autograd."""
+    def encode(self, x: torch.Tensor, no_grad_levels: int = 0, checkpointing: bool | None = None) -> list[torch.Tensor]:
+        """Encoder features, finest first; the first ``no_grad_levels`` levels run without autograd.
+        ``checkpointing`` overrides the module's for this call (meU-net checkpoints one path only)."""
+        ckpt = self.checkpointing if checkpointing is None else checkpointing
         feats: list[torch.Tensor] = []
         for i, level in enumerate(self.encoder):
             if i > 0:
@@ -105,19 +113,21 @@ class UNet(nn.Module):
                 with torch.no_grad():
                     x = level(x)
             else:
-                x = run_stage(level, x, checkpointing=self.checkpointing)
+                x = run_stage(level, x, checkpointing=ckpt)
             feats.append(x)
         return feats
 
-    def decode(self, feats: list[torch.Tensor], prior: torch.Tensor | None = None, levels: int | None = None) -> torch.Tensor:
+    def decode(self, feats: list[torch.Tensor], prior: torch.Tensor | None = None, levels: int | None = None,
+               checkpointing: bool | None = None) -> torch.Tensor:
         """Decode ``levels`` decoder levels (all by default) and return the last one's features."""
+        ckpt = (self.checkpointing if checkpointing is None else checkpointing) and self.checkpoint_decoder
         x = feats[-1]
         for i, level in enumerate(self.decoder[: levels if levels is not None else len(self.decoder)]):
             skip = feats[-2 - i]
             parts = [F.interpolate(x, size=skip.shape[2:], mode=self.upsample), skip]
             if prior is not None and self.prior_mode == "post":
                 parts.append(resize_onehot(prior, skip.shape[2:]).to(skip.dtype))
-            x = run_stage(_cat_then(level), *parts, checkpointing=self.checkpointing)
+            x = run_stage(_cat_then(level), *parts, checkpointing=ckpt)
         return x
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:

@@ -194,13 +194,15 @@ def _predict(job: tuple[Part, str]) -> int:
 
 
 def table(rows: Sequence[Row] | None = None, progress: Callable[[tuple[Part, str]], None] | None = None,
-          measured: pd.DataFrame | None = None, jobs: int | None = None) -> pd.DataFrame:
+          measured: pd.DataFrame | None = None, jobs: int | None = None,
+          peaks: dict[tuple[Part, str], int] | None = None) -> pd.DataFrame:
     """One line per row: the paper's GB, our predicted reserved/allocated GiB, measured GiB (if
     ``measured`` records are given), and the paper's and our ratios. The predictions run on ``jobs``
-    processes (default: every core); ``progress`` is called as each of :func:`predictions` ends."""
+    processes (default: every core); ``progress`` is called as each of :func:`predictions` ends.
+    ``peaks``: those predictions, made already (:func:`as_built_peaks`)."""
     rows = paper_rows() if rows is None else rows
     work = predictions(rows)
-    peak = dict(zip(work, pmap(_predict, work, jobs, progress)))
+    peak = dict(zip(work, pmap(_predict, work, jobs, progress))) if peaks is None else peaks
     out = []
     for row in rows:
         rec: dict[str, Any] = {"table": row.table, "configuration": row.label, "paper_gb": row.paper_gb,
@@ -254,3 +256,228 @@ def markdown(df: pd.DataFrame, device_note: str) -> str:
     for t, part in df.groupby("table", sort=True):
         lines += [f"## Table {t}", "", markdown_table(part.drop(columns=["table"])), ""]
     return "\n".join(lines)
+
+
+# ----- readings: what the paper leaves unstated, each a parameter, every row under each ---------------------
+#
+# What the paper states: AMP, gradient checkpointing "on" for meU-net, one 16 GB P100, GB read off the GPU, and
+# (its notebook) ``cudnn.benchmark = True``. What it does not state, and so is a parameter here: which modules
+# meU-net checkpoints (every level of both paths, the encoder only, the expanded branch only, or none), whether
+# its plain U-net (Table 2's k = 1.0 "is the same network and code") checkpoints too, whether its GB include
+# cuDNN's benchmark workspaces and the CUDA context (nvidia-smi's figure), and the precision.
+
+#: meU-net's checkpoint scopes (``none`` switches checkpointing off)
+SCOPES = ("all", "encoder", "expanded", "none")
+#: the CUDA context of the paper's setup as a labelled constant: PyTorch 1.x before CUDA 11.7 loaded every kernel
+#: at start-up, about 1 GB (pytorch/pytorch#28394: 1008 MB after the first tensor on a Titan V, PyTorch 1.3;
+#: #107667: "before CUDA 11.7 all kernels were loaded into the context ... which took >1000MB"; #28113:
+#: 200-700 MB on other machines). Not a P100 measurement: no P100 trace exists here.
+CONTEXT_GIB = 1.0
+#: the CUDA version assumed for the paper's P100 when the device model gives the context: one before 11.7 (kernels
+#: loaded eagerly), as PyTorch builds of 2021-2022 shipped (an assumption: the paper does not say)
+PAPER_CUDA = "11.3"
+#: the paper's GPU (bench.measure.gpus): its memory bounds cudnn.benchmark's workspaces
+PAPER_GPU = "P100"
+
+
+def context_gib() -> float:
+    """The context a reading adds: the device model's P100 figure (bare context with eager loading plus a training
+    step's kernels, ``bench.measure.device``) where it exists, else the labelled constant CONTEXT_GIB."""
+    try:
+        from ..measure.device import context_bytes
+    except ImportError:
+        return CONTEXT_GIB
+    return context_bytes(PAPER_GPU, PAPER_CUDA, training=True) / GiB
+
+
+#: rows whose GB the paper estimated rather than measured (left out of every reading's worst error)
+ESTIMATED = frozenset({("1", "U-net, 240^3 b4")})
+#: rows of architectures that are not the paper's own code (nnU-Net's cascade, run by nnunetv2); reported, and
+#: the best reading is also named without them
+FOREIGN = frozenset({"nnunet", "nnunet_cascade"})
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One reading of the paper's memory setup; the default is what ``table`` predicts (as built)."""
+
+    scope: str = "all"  # what meU-net (and the cascade's stage-1 meU-nets) checkpoint: SCOPES
+    unet_checkpointing: bool = False  # the plain U-nets (k = 1.0, Tables 1 and 4, the cascade's stage 2) too
+    workspace: bool = False  # cudnn.benchmark's workspaces on the P100 (needs the device model, bench.measure.device)
+    context: bool = False  # nvidia-smi's figure: + the CUDA context (context_gib())
+    precision: str = PRECISION.value
+
+    def label(self) -> str:
+        return (f"meU-net ckpt {self.scope}, U-net ckpt {'on' if self.unet_checkpointing else 'off'}, "
+                f"{self.precision}{', cudnn.benchmark workspace' if self.workspace else ''}"
+                f"{f', + {context_gib():.2f} GiB context' if self.context else ''}")
+
+    def overrides(self, arch: str) -> dict[str, Any]:
+        """The architecture overrides that make this reading (none where it is the architecture's default)."""
+        ckpt: dict[str, Any] = {} if self.scope == "all" else (
+            {"checkpoint_scope": self.scope} if self.scope != "none" else {"checkpointing": False})
+        unet = {"checkpointing": True} if self.unet_checkpointing else {}
+        if arch == "meunet":
+            return ckpt
+        if arch == "unet":
+            return unet
+        if arch == "cascade":
+            return ({f"stage1_{k}": v for k, v in ckpt.items()}
+                    | ({"stage2_checkpointing": True} if self.unet_checkpointing else {}))
+        return {}
+
+
+def workspace_model_available() -> bool:
+    """Whether cuDNN's workspaces can be predicted (the device model, ``bench.measure.device``)."""
+    try:
+        from ..measure import device  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def readings(precision: str = PRECISION.value) -> list[Reading]:
+    """Every combination of the parameters at ``precision`` (the workspace only where it can be predicted)."""
+    workspaces = (False, True) if workspace_model_available() else (False,)
+    return [Reading(s, u, w, c, precision) for s in SCOPES for u in (False, True) for w in workspaces for c in (False, True)]
+
+
+Job = tuple[str, str, tuple[tuple[str, Any], ...], tuple[int, int, int], int, str]
+
+
+def _stage_jobs(part: Part, reading: Reading) -> list[tuple[tuple, Job]]:
+    """(dedup key, job) per trained stage of ``part`` under ``reading``: the key names the network that is
+    traced (its spec and the overrides that differ from its defaults), so that Table 2's k = 1.75 row and the
+    cascade's k = 1.75 stage are one prediction."""
+    spec = architectures.spec(part.arch)
+    ov = dict(part.overrides) | reading.overrides(part.arch)
+    stages = [part.stage] if part.stage else ([s.name for s in spec.train_stages(**ov)] if spec.stages else [""])
+    out = []
+    for st in stages:
+        sp, sov = spec.stage(st, **ov)
+        defaults = sp.hparams()
+        # the sample's tensors, not the size's name: meU-net's 240^3 expanded and 160^3 standard are one network
+        shapes = tuple((t.name, t.crop, t.stride) for t in sp.layout(part.size, 1, 3, sp.hparams(**sov)))
+        named = tuple(sorted((k, v) for k, v in sov.items() if defaults.get(k) != v and k != "size_refers_to"))
+        key = (sp.name, named, shapes, part.batch, reading.precision)
+        out.append((key, (part.arch, st, tuple(sorted(ov.items())), part.size, part.batch, reading.precision)))
+    return out
+
+
+def predict_job(job: Job) -> tuple[int, int, float | None]:
+    """One traced training step: (peak allocated, peak reserved, peak reserved with cudnn.benchmark's
+    workspaces on the P100, inf where that runs out of its memory, or None where the device model is missing)."""
+    from ..measure.predict import replay, trace
+
+    arch, stage, ov, size, batch, precision = job
+    sp, sov = architectures.spec(arch).stage(stage, **dict(ov))
+    tracker, host, _ = trace(sp, sov, size, batch, "train", precision)
+    start = tracker.marks["measured"]
+    alloc = replay(tracker, host, start)
+    with_ws = None
+    if workspace_model_available():
+        from ..measure.allocator import AllocatorOOM
+        from ..measure.device import replay_device
+        from ..measure.gpus import lookup
+
+        room = lookup(PAPER_GPU).memory_bytes - int(context_gib() * GiB)
+        try:  # the workspaces bounded by what the P100 has left, as cuDNN's search is
+            with_ws = replay_device(tracker, host, start, True, capacity=room).model.peak_reserved
+        except AllocatorOOM:  # the reading says the step runs out of the P100's memory: infinitely far off a
+            with_ws = math.inf  # figure the paper measured (and "did not fit" where it estimated one)
+    return alloc.peak_allocated, alloc.peak_reserved, with_ws
+
+
+def reading_jobs(rows: Sequence[Row], reads: Sequence[Reading]) -> dict[tuple, Job]:
+    return {k: j for r in reads for row in rows for p in row.parts for k, j in _stage_jobs(p, r)}
+
+
+def predict_readings(rows: Sequence[Row], reads: Sequence[Reading], jobs: int | None = None,
+                     progress: Callable[[Job], None] | None = None) -> dict[tuple, tuple[int, int, int | None]]:
+    """Every distinct traced step the readings need, once each, on ``jobs`` processes."""
+    work = reading_jobs(rows, reads)
+    return dict(zip(work, pmap(predict_job, list(work.values()), jobs, progress)))
+
+
+def reading_figure(row: Row, reading: Reading, peaks: dict[tuple, tuple[int, int, int | None]]) -> float:
+    """The row's predicted GiB under ``reading``: its largest stage's reserved peak (with workspaces), plus the
+    context."""
+    idx = 2 if reading.workspace else 1
+    stage_peaks = [peaks[k][idx] for p in row.parts for k, _ in _stage_jobs(p, reading)]
+    return combine(stage_peaks) / GiB + (context_gib() if reading.context else 0.0)
+
+
+def readings_table(rows: Sequence[Row], reads: Sequence[Reading],
+                   peaks: dict[tuple, tuple[int, int, int | None]]) -> pd.DataFrame:
+    """Long format: one line per reading and row, the predicted GiB and the error against the paper's GB."""
+    out = []
+    for i, reading in enumerate(reads):
+        for row in rows:
+            fig = reading_figure(row, reading, peaks)
+            out.append({"reading": i, "reading_label": reading.label(), "table": row.table, "configuration": row.label,
+                        "paper_gb": row.paper_gb, "predicted_gib": fig, "error": fig / row.paper_gb - 1,
+                        "measured_by_paper": (row.table, row.label) not in ESTIMATED,
+                        "paper_code": not any(p.arch in FOREIGN for p in row.parts)})
+    return pd.DataFrame(out)
+
+
+def reading_scores(long: pd.DataFrame) -> pd.DataFrame:
+    """Per reading: the worst and median |error| over the rows the paper measured, with and without the rows
+    of code that is not the paper's; sorted best first (by the worst error over the paper's own rows)."""
+    rows = []
+    for (i, label), part in long.groupby(["reading", "reading_label"], sort=False):
+        measured = part[part["measured_by_paper"]]
+        own = measured[measured["paper_code"]]
+        worst = own.loc[own["error"].abs().idxmax()]
+        rows.append({"reading": i, "reading_label": label,
+                     "worst_abs_error_own_rows": worst["error"], "worst_row": f"T{worst['table']} {worst['configuration']}",
+                     "median_abs_error_own_rows": own["error"].abs().median(),
+                     "rows_within_10pct": f"{int((own['error'].abs() <= 0.10).sum())}/{len(own)}",
+                     "worst_abs_error_all_measured": measured["error"].abs().max()})
+    df = pd.DataFrame(rows)
+    return df.iloc[df["worst_abs_error_own_rows"].abs().argsort()].reset_index(drop=True)
+
+
+def readings_markdown(long: pd.DataFrame, scores: pd.DataFrame) -> str:
+    """The readings as Markdown: the scores, then every row's figure and error under each reading (one column
+    per reading, best first)."""
+    from .report import markdown_table
+
+    best = scores.iloc[0]
+    wide = long.assign(cell=[f"{g:.2f} ({e:+.0%})" for g, e in zip(long["predicted_gib"], long["error"])])
+    wide = wide.pivot_table(index=["table", "configuration", "paper_gb"], columns="reading", values="cell",
+                            aggfunc="first", sort=False)
+    order = [c for c in scores["reading"] if c in wide.columns]
+    wide = wide[order].rename(columns=lambda c: f"R{c}").reset_index()
+    legend = [f"- R{r.reading}: {r.reading_label}" for r in scores.itertuples()]
+    return "\n".join([
+        "## Readings: which unstated settings reproduce the paper's memory",
+        "",
+        "Each reading is one choice of what the paper leaves open (meU-net's checkpoint scope, the U-net's "
+        "checkpointing, cuDNN's benchmark workspaces, the CUDA context in nvidia-smi's figure, precision); every "
+        "row is predicted under each. Errors: predicted GiB over the paper's GB, minus 1. The worst error is "
+        "over the rows the paper measured (not its estimated 30 GB) of its own code (the nnU-Net cascade row is "
+        "reported beside).",
+        "",
+        f"Best single reading: R{best.reading} ({best.reading_label}): worst error {best.worst_abs_error_own_rows:+.0%} "
+        f"({best.worst_row}), {best.rows_within_10pct} rows within 10%; with the nnU-Net cascade row "
+        f"{best.worst_abs_error_all_measured:.0%}.",
+        "",
+        markdown_table(scores),
+        "",
+        *legend,
+        "",
+        markdown_table(wide),
+        "",
+    ])
+
+
+def as_built_peaks(rows: Sequence[Row], peaks: dict[tuple, tuple[int, int, int | None]]) -> dict[tuple[Part, str], int]:
+    """:func:`table`'s predictions taken from the readings' (the default reading is the suite as built), so that
+    ``bench paper`` traces each step once."""
+    out = {}
+    for part in {p for r in rows for p in r.parts}:
+        stage = [peaks[k] for k, _ in _stage_jobs(part, Reading())]
+        out[(part, "allocated")] = int(combine(s[0] for s in stage))
+        out[(part, "reserved")] = int(combine(s[1] for s in stage))
+    return out

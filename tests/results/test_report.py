@@ -253,8 +253,10 @@ def test_the_nnunet_cascade_is_read_both_ways_and_the_verdict_names_the_nearer(m
 
 
 def test_paper_console_table_shows_the_notes(monkeypatch, tmp_path):
-    monkeypatch.setattr(paper, "predict_part", lambda part, figure: part.batch * part.size[0] ** 3 * 1000)
-    res = runner.invoke(app, ["paper", "--out", str(tmp_path)], env={"COLUMNS": "250"})
+    monkeypatch.setattr(paper, "predict_job", lambda job: (job[4] * job[3][0] ** 3 * 1000,) * 3)
+    # the paper's reading of the nnU-Net cascade only: the planned one needs reports/plans/, which no branch commits
+    res = runner.invoke(app, ["paper", "--out", str(tmp_path), "--jobs", "1", "--cascade-reading", "paper"],
+                        env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert "note" in res.output and "padded to" in res.output and "k = 1.43" in res.output
 
