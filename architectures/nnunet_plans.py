@@ -268,6 +268,10 @@ def run_archs(plans_file: str | Path, archs: list[str] | None, configurations: l
     if other:
         raise ValueError(f"--plans builds the network the plans name: use --arch {' or '.join(FAMILY)} (or no --arch); "
                          f"got {', '.join(other)}")
+    if configurations and "nnunet_cascade" in (archs or []):
+        raise ValueError("--arch nnunet_cascade --plans runs the cascade the plans name (its 3d_lowres, then "
+                         f"{CASCADE}): leave --configuration out, or leave --arch nnunet_cascade out to run "
+                         f"{', '.join(configurations)} alone")
     if not configurations:
         if "nnunet_cascade" in (archs or []):
             if CASCADE not in data["configurations"]:

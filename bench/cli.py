@@ -964,8 +964,9 @@ def plan_(
     = Planner.DEFAULT,
     gpu_memory_target: Annotated[float | None, typer.Option(help="GB the planner targets [default: the planner's: "
                                                                  "8, 8, 24, 40]")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the plans JSON here (and nnU-Net's "
-                                                                       "dataset.json beside it)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the plans here: FILE.json, or a folder "
+                                                                       "(DIR/<plans name>.json); nnU-Net's dataset.json "
+                                                                       "beside it")] = None,
 ) -> None:
     """nnU-Net's own plans for a dataset fingerprint (nnunetv2's planners; no data is preprocessed): each 3D
     configuration's patch, batch, network and stages; `bench run --plans FILE` runs them."""
@@ -987,8 +988,10 @@ def plan_(
         fp = _validated(NP.Fingerprint.from_json, fingerprint, None, names, classes)
     else:
         fp = _validated(NP.Fingerprint.from_raw, dataset)
+    folder = None  # -o DIR (an existing folder, or a path not ending in .json): DIR/<plans name>.json
     if output is not None:
-        _writable_dir(output.parent if str(output.parent) else Path("."))
+        folder = output if output.is_dir() or output.suffix.lower() != ".json" else None
+        _writable_dir(folder or (output.parent if str(output.parent) else Path(".")))
     with console.status(f"planning with nnunetv2's {NP.PLANNERS[planner.value][1]}"):
         plans, ds = _validated(NP.plan_files, fp, planner.value, gpu_memory_target)
     table = Table(title=f"{plans['plans_name']} ({plans['experiment_planner_used']}, "
@@ -1003,6 +1006,8 @@ def plan_(
     if output is None:
         console.print("(not written: -o FILE writes the plans, and nnU-Net's dataset.json beside them)")
         return
+    if folder is not None:
+        output = folder / f"{plans['plans_name']}.json"
     NPL.save(plans, output)
     beside = output.with_name("dataset.json")
     text = json.dumps(ds, indent=4)

@@ -65,6 +65,8 @@ def test_run_takes_network_patch_batch_and_data_shape_from_the_plans(tmp_path):
     (["--configuration", "3d_fullres"], "give it with --plans FILE"),
     (["--plans", "{plans}", "--arch", "unet"], "--plans builds the network the plans name"),
     (["--plans", "{plans}", "--dice"], "--dice does not take --plans yet"),
+    (["--plans", "{plans}", "--arch", "nnunet_cascade", "--configuration", "3d_fullres"],
+     "--arch nnunet_cascade --plans runs the cascade the plans name"),
 ])
 def test_bad_plans_runs_fail_in_one_line_before_anything_runs(tmp_path, args, message):
     paths = {"plans": str(PAPER_PLANS), "dataset": str(PAPER_PLANS.with_name("dataset.json"))}
@@ -95,3 +97,12 @@ def test_the_committed_paper_plans_are_what_nnunetv2_plans_now():
     committed = json.loads(PAPER_PLANS.read_text())
     for name in ("3d_lowres", "3d_fullres"):
         assert nnunet_plans.configuration(plans, name) == nnunet_plans.configuration(committed, name)
+
+
+def test_plan_into_a_folder_names_the_file_after_the_plans(tmp_path):
+    """``-o DIR`` (an existing folder, or a path that is not a .json file) writes DIR/<plans name>.json beside
+    dataset.json, as nnU-Net lays out a preprocessed dataset, instead of a file named like the folder."""
+    res = runner.invoke(app, ["plan", "--shape", "64x64x64", "--spacing", "1x1x1", "--channels", "CT",
+                              "-o", str(tmp_path / "out")], env=WIDE)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dataset.json", "nnUNetPlans.json"]
