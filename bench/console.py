@@ -101,7 +101,11 @@ def summary_line(label: str, rec: dict[str, Any]) -> str:
         meas = f"CPU live peak {gib(rec.get(R.CPU_LIVE_PEAK))}"
     else:
         meas = ""
-    pred = f"predicted CUDA {gib(rec.get(R.PRED_ALLOCATED))}"
+    # the three figures a user compares with a GPU: what torch allocates, what its cache reserves (what
+    # reports and plots show) and what nvidia-smi would show (context and cuDNN workspaces added)
+    smi = rec.get(R.PRED_NVIDIA_SMI)
+    pred = (f"predicted CUDA allocated {gib(rec.get(R.PRED_ALLOCATED))}, reserved {gib(rec.get(R.PRED_RESERVED))}"
+            + (f", nvidia-smi {gib(smi)}" if smi else ""))
     speed = f", {step_time(rec)}" if rec.get(R.STEP_TIME_MEDIAN) else ""
     pt = rec.get(R.PRED_STEP_TIME)
     if pt:
