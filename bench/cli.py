@@ -1222,7 +1222,8 @@ def _validate_published_memory(fit: bool, to: Path) -> None:
     used = factor if factor is not None else device.WORKSPACE_FACTOR[True]
     table = Table(title=f"predicted vs published GPU memory (GiB; nnU-Net's training: {M.NNUNET_RECIPE}; "
                         f"workspace factor {used:g})")
-    shown = pred[["id", "gpu", "measured", "split", "network", "patch", "batch", "published_gib", "pred_gib", "error"]]
+    shown = pred[["id", "gpu", "measured", "split", "network", "patch", "batch", "published_gib", "pred_gib", "error",
+                  "verdict"]]
     for col in shown.columns:
         table.add_column(col)
     for r in shown.itertuples(index=False):
