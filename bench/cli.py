@@ -1099,15 +1099,18 @@ def paper(
 def _print_readings(long, scores, workspace: bool) -> None:
     """Every row's error under each reading (one column per reading, best first), the readings' legend and
     the best one's figures."""
-    matrix = Table(title="error of every row under each reading (predicted GiB / paper GB - 1; best reading first)")
-    matrix.add_column("row", overflow="fold", max_width=34)
+    # as many reading columns as the terminal shows whole (best first); every reading is in paper_readings.csv
+    shown = list(scores["reading"])[:max(1, (console.width - 36) // 8)]
+    cut = f"; the best {len(shown)} of {len(scores)}, all in paper_readings.csv" if len(shown) < len(scores) else ""
+    matrix = Table(title=f"error of every row under each reading (predicted GiB / paper GB - 1; best reading first{cut})")
+    matrix.add_column("row", overflow="fold", min_width=24, max_width=34)
     matrix.add_column("GB")
-    for r in scores["reading"]:
-        matrix.add_column(f"R{r}", justify="right")
+    for r in shown:
+        matrix.add_column(f"R{r}", justify="right", no_wrap=True)
     for (t, conf, gb), part in long.groupby(["table", "configuration", "paper_gb"], sort=False):
         err = dict(zip(part["reading"], part["error"]))
         mark = "" if part["measured_by_paper"].iloc[0] else " (estimated)"
-        matrix.add_row(escape(f"T{t} {conf}{mark}"), f"{gb:g}", *(f"{err[r]:+.0%}" for r in scores["reading"]))
+        matrix.add_row(escape(f"T{t} {conf}{mark}"), f"{gb:g}", *(f"{err[r]:+.0%}" for r in shown))
     console.print(matrix)
     for r in scores.itertuples():
         console.print(f"  R{r.reading}: {escape(r.reading_label)}: worst {r.worst_abs_error_own_rows:+.0%} "
