@@ -156,7 +156,8 @@ def run(
     jobs: Annotated[int | None, typer.Option(help="configurations at once on this machine [default: one per visible GPU "
                                                   "for cuda, one per core for cpu and predict]")] = None,
     gpu_memory: Annotated[str | None, typer.Option(help="predict each configuration first and record those that cannot "
-                                                        "fit this GPU memory (80GB, a GPU such as A100-40GB, or auto: the "
+                                                        "fit this GPU memory (80GB = 80e9 bytes, 80GiB = 80 x 2^30, a GPU such "
+                                                        "as A100-40GB: its catalogue memory, or auto: the "
                                                         "GPU's) as predicted_oom without running them [default: auto on "
                                                         "cuda]; with --backend predict: predict at that capacity (an oom "
                                                         "record where a real GPU would run out)")] = None,
@@ -542,8 +543,8 @@ def _alloc_conf(conf: str | None) -> str:
     except ValueError as exc:
         if "is not modelled" not in str(exc):
             fail(f"--alloc-conf: {exc}")
-        console.print(f"[yellow]note:[/] {escape(str(exc))}: a CUDA run uses it, the prediction leaves it out",
-                      highlight=False)
+        console.print(f"[yellow]note:[/] {escape(str(exc))}: the prediction leaves it out; a CUDA run passes it to "
+                      "PyTorch as given (PyTorch says there whether it knows it)", highlight=False)
         return ",".join(s.strip() for s in text.split(",") if s.strip())
     return AllocatorSettings.parse(text).conf()
 

@@ -71,7 +71,10 @@ def _variant(df: pd.DataFrame) -> pd.Series:
     shape = data_shape(df)
     data = (shape[R.IN_CHANNELS].astype(str) + "ch " + shape[R.NUM_CLASSES].astype(str) + "cls").where(
         (shape[R.IN_CHANNELS] != 1) | (shape[R.NUM_CLASSES] != 3), "")
-    return df[R.PRECISION].fillna("") + opts.map(lambda o: f" {o}" if o else "") + data.map(lambda d: f" {d}" if d else "")
+    # the allocator's settings make another configuration of the same network: its own line
+    alloc = df.get(R.ALLOC_CONF, pd.Series([""] * len(df), index=df.index)).fillna("")
+    return (df[R.PRECISION].fillna("") + opts.map(lambda o: f" {o}" if o else "") + data.map(lambda d: f" {d}" if d else "")
+            + alloc.map(lambda a: f" alloc({a})" if a else ""))
 
 
 def _save(fig, reports: Path, name: str) -> list[Path]:
