@@ -539,14 +539,13 @@ def _alloc_conf(conf: str | None) -> str:
     from .measure.allocator import AllocatorSettings  # (torch-free, but a sweep's parent imports it only when asked)
 
     try:
-        AllocatorSettings.parse(text)
+        return AllocatorSettings.parse(text).conf()
     except ValueError as exc:
         if "is not modelled" not in str(exc):
             fail(f"--alloc-conf: {exc}")
         console.print(f"[yellow]note:[/] {escape(str(exc))}: the prediction leaves it out; a CUDA run passes it to "
                       "PyTorch as given (PyTorch says there whether it knows it)", highlight=False)
         return ",".join(s.strip() for s in text.split(",") if s.strip())
-    return AllocatorSettings.parse(text).conf()
 
 
 def _load_trace(path: Path, device: int):
@@ -1209,7 +1208,6 @@ def _validate_published(fit: bool, to: Path) -> None:
 
 def _validate_published_memory(fit: bool, to: Path) -> None:
     """Predicted against published GPU memory figures (bench/results/published_memory.py); errors by split."""
-    import pandas as pd
 
     from .measure import device
     from .results import published_memory as M
@@ -1224,21 +1222,34 @@ def _validate_published_memory(fit: bool, to: Path) -> None:
     with bar(len(M.FIGURES), "predicting published GPU memory figures") as b:
         pred = M.predict_rows(factor=factor, kernels=kernels, progress=lambda i: (b.start(i), b.advance()))
     used = factor if factor is not None else device.WORKSPACE_FACTOR[True]
-    table = Table(title=f"predicted vs published GPU memory (GiB; nnU-Net's training: {M.NNUNET_RECIPE}; "
-                        f"workspace factor {used:g})")
-    shown = pred[["id", "gpu", "measured", "split", "network", "patch", "batch", "published_gib", "pred_gib", "error",
-                  "verdict"]]
+    _errors_table(f"predicted vs published GPU memory (GiB; nnU-Net's training: {M.NNUNET_RECIPE}; "
+                  f"workspace factor {used:g})",
+                  pred[["id", "gpu", "measured", "split", "network", "patch", "batch", "published_gib", "pred_gib",
+                        "error", "verdict"]], "{:.2f}")
+    console.print(escape(M.summary(pred).to_string(index=False, float_format="{:.1%}".format)), highlight=False)
+    _write_table(pred.round({"pred_gib": 3, "error": 4}), to / M.TABLE.name)
+
+
+def _errors_table(title: str, shown, number: str) -> None:
+    """A validation table on the console: errors as signed percentages, other numbers as ``number`` formats
+    them, a missing prediction (the model ran out of memory) as OOM."""
+    import pandas as pd
+
+    table = Table(title=title)
     for col in shown.columns:
         table.add_column(col)
     for r in shown.itertuples(index=False):
         table.add_row(*("OOM" if isinstance(v, float) and pd.isna(v) else f"{v:+.1%}" if k == "error"
-                        else f"{v:.2f}" if isinstance(v, float) else escape(str(v))
+                        else number.format(v) if isinstance(v, float) else escape(str(v))
                         for k, v in zip(shown.columns, r, strict=True)))
     console.print(table)
-    console.print(escape(M.summary(pred).to_string(index=False, float_format="{:.1%}".format)), highlight=False)
-    to.mkdir(parents=True, exist_ok=True)
-    pred.round({"pred_gib": 3, "error": 4}).to_csv(to / M.TABLE.name, index=False)
-    console.print(f"written: {escape(str(to / M.TABLE.name))}", highlight=False)
+
+
+def _write_table(df, dest: Path) -> None:
+    """A validation table's CSV, and a line saying where it went."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(dest, index=False)
+    console.print(f"written: {escape(str(dest))}", highlight=False)
 
 
 def _validate_published_times(fit: bool, to: Path) -> None:
@@ -1252,21 +1263,13 @@ def _validate_published_times(fit: bool, to: Path) -> None:
     if scales:
         console.print(f"fitted scales (tensor-core compute, CUDA-core compute, bandwidth, launch s): {scales}; "
                       "put them in bench/measure/roofline.py FITTED_SCALES to use them", highlight=False)
-    table = Table(title="predicted vs published nnU-Net v1 epoch times (3d_fullres dummy, s)")
-    shown = pred[["task", "gpu", "split", "published_epoch_s", "pred_epoch_s", "error"]]
-    for col in shown.columns:
-        table.add_column(col)
-    for r in shown.itertuples(index=False):
-        table.add_row(*(f"{v:+.1%}" if k == "error" else f"{v:.1f}" if isinstance(v, float) else str(v)
-                        for k, v in zip(shown.columns, r, strict=True)))
-    console.print(table)
+    _errors_table("predicted vs published nnU-Net v1 epoch times (3d_fullres dummy, s)",
+                  pred[["task", "gpu", "split", "published_epoch_s", "pred_epoch_s", "error"]], "{:.1f}")
     with pd.option_context("display.width", 200, "display.max_colwidth", 120):
         console.print(escape(P.summary(pred).to_string(index=False, float_format="{:.1%}".format)), highlight=False)
         console.print(escape(P.ranking(pred)[["task", "pairs", "misordered", "which"]].to_string(index=False)),
                       highlight=False)
-    to.mkdir(parents=True, exist_ok=True)
-    pred.round({"pred_epoch_s": 2, "error": 4}).to_csv(to / P.TABLE.name, index=False)
-    console.print(f"written: {escape(str(to / P.TABLE.name))}", highlight=False)
+    _write_table(pred.round({"pred_epoch_s": 2, "error": 4}), to / P.TABLE.name)
 
 
 def main() -> None:  # pragma: no cover - console entry point
