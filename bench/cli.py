@@ -288,6 +288,8 @@ def run(
                            on_start=lambda cfg: b.start(label(cfg)), on_done=_recorder(b, counts, label), on_skip=skip,
                            no_skip=no_skip, budget_bytes=budget)
         b.done("sweep done")
+    if snapshot is not None:
+        _draw_timelines(snapshot)
     parts = ", ".join(f"{v} {k}" for k, v in counts.items())
     console.print(f"{len(configs)} configuration(s): {parts}. Results: {escape(str(out / 'results.jsonl'))}",
                   highlight=False)
@@ -310,6 +312,24 @@ def _plans_run(plans: Path | None, arch: list[str] | None, configuration: list[s
     names = _validated(nnunet_plans.run_archs, plans, arch, configuration)
     ds = nnunet_plans.data_shape(plans) or (1, 3)
     return names, (in_channels or ds[0], classes or ds[1])
+
+
+def _draw_timelines(folder: Path) -> None:
+    """The timeline plot of each snapshot in ``folder`` that has none yet (or an older one), drawn here after
+    the sweep rather than in the workers (see :mod:`bench.results.timeline`)."""
+    from .results import timeline
+
+    todo = timeline.pending(folder)
+    if not todo:
+        return
+    with bar(len(todo), "drawing snapshot timelines") as b:
+        def done(path: Path, error: str | None) -> None:
+            if error:
+                b.print(f"[yellow]note:[/] no timeline for {escape(path.name)}: {escape(error)}", highlight=False)
+            b.advance()
+
+        timeline.draw_snapshots(todo, done)
+        b.done(f"timelines beside the snapshots in {escape(str(folder))}")
 
 
 def _recorder(b, counts: dict[str, int], label):
@@ -549,15 +569,16 @@ def _alloc_conf(conf: str | None) -> str:
 
 
 def _load_trace(path: Path, device: int):
-    """A snapshot pickle or an ``.events.csv`` file as a trace, or one clear line."""
+    """A snapshot pickle or an ``.events.csv`` file as (trace, the snapshot dict or None), or one clear line."""
     from .measure import traces
 
     if not path.exists():
         fail(f"no such file: {path}")
     try:
         if path.name.endswith(".events.csv"):
-            return traces.read_events(path)
-        return traces.snapshot_trace(traces.load_snapshot(path), device)
+            return traces.read_events(path), None
+        data = traces.load_snapshot(path)
+        return traces.snapshot_trace(data, device), data
     except ValueError as exc:  # SnapshotError included
         fail(str(exc))
 
@@ -568,13 +589,21 @@ def replay(
     device: Annotated[int, typer.Option(help="which device's trace")] = 0,
     gpu_memory: Annotated[str | None, typer.Option(help="the device's capacity (e.g. 80GB), for the model's "
                                                         "free-and-retry")] = None,
+    plot: Annotated[Path | None, typer.Option(help="also draw the snapshot's timeline (allocated and reserved over "
+                                                   "its trace, the largest tensors live at the peak) into this PNG")] = None,
 ) -> None:
     """Your own snapshot's real peak allocated / reserved / fragmentation beside the allocator model's on
     the same events, and under expandable_segments. Read safely: no class is loaded from the pickle."""
     from .measure import traces
 
     capacity = _validated(parse_bytes, gpu_memory) if gpu_memory is not None else None
-    trace = _load_trace(snapshot, device)
+    if plot is not None:
+        if plot.suffix.lower() != ".png":
+            fail(f"--plot writes a PNG: give a name ending in .png; got {plot.name}")
+        if snapshot.name.endswith(".events.csv"):
+            fail("--plot draws a snapshot pickle (its frames name the tensors); an event file has none")
+        _writable_dir(plot.parent)
+    trace, data = _load_trace(snapshot, device)
     if not any(e.action == traces.ALLOC for e in trace.events):
         fail(f"{snapshot}: the trace holds no allocation to replay")
     rows = traces.compare_rows(trace, capacity)
@@ -592,6 +621,11 @@ def replay(
     if not trace.whole_run:
         console.print("[yellow]The trace starts mid-run: the blocks live at its start are allocated first in the model "
                       "(in address order), which the real allocator may have laid out differently.[/]")
+    if plot is not None:
+        from .results import timeline
+
+        timeline.draw(timeline.timeline(data, device, snapshot.name), plot)
+        console.print(f"timeline: {escape(str(plot))}", highlight=False)
 
 
 @app.command("trace2events")

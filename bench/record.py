@@ -196,8 +196,9 @@ MEMTRACKER_PEAK = _col("memtracker_peak_bytes", "int", "bytes", G,
 MEMTRACKER_NOTE = _col("memtracker_note", "str", "", G, "why memtracker_peak_bytes is empty")
 MEMTRACKER_TIME = _col("memtracker_time_s", "float", "s", G, "time MemTracker took")
 SNAPSHOT_PATH = _col("snapshot_path", "str", "", G, "the predicted step's PyTorch memory snapshot pickle "
-                     "(bench run --snapshot DIR; its timeline plot beside it as .png)")
-SNAPSHOT_TIME = _col("snapshot_time_s", "float", "s", G, "time writing the snapshot and its plot took")
+                     "(bench run --snapshot DIR; bench run then draws its timeline plot beside it as .png)")
+SNAPSHOT_TIME = _col("snapshot_time_s", "float", "s", G, "time building and writing the snapshot took (in the worker; "
+                     "its plot is drawn after the sweep)")
 PRED_DEVICE_ALLOCATED = _col("pred_device_allocated_bytes", "int", "bytes", G,
                              "predicted max_memory_allocated with cuDNN's convolution workspaces (bench.measure.device; "
                              "pred_peak_allocated_bytes leaves them out)")

@@ -41,7 +41,7 @@ from .autocast import EmulatedCudaAutocast
 from .device import context_bytes, replay_device
 from .gpus import GPU
 from .roofline import Work, WorkCounter, step_time, work_to_json
-from .snapshot import deepest, timeline_plot, write
+from .snapshot import build, deepest, write
 from .step import DTYPES, StepRunner
 from .tracker import CATEGORIES, AllocationTracker
 
@@ -224,8 +224,9 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
             cuda: str | None = None) -> dict[str, Any]:
     """The prediction record fields for one configuration (see the module docstring); ``settings``
     and ``capacity`` as for :func:`replay`. ``snapshot_to``: also write the step as a PyTorch memory
-    snapshot (``<snapshot_to>.pickle``, the path a stem) and its timeline (``<snapshot_to>.png``), titled
-    ``label``. With ``gpu``, also its predicted step time there (throughput on ``voxels`` per step).
+    snapshot (``<snapshot_to>.pickle``, the path a stem) labelled ``label``; its timeline plot is drawn
+    from the pickle afterwards (:mod:`bench.results.timeline`), outside the prediction. With ``gpu``, also
+    its predicted step time there (throughput on ``voxels`` per step).
 
     What the device shows (:func:`device_columns`): allocated and reserved with cuDNN's workspaces for
     ``cudnn_benchmark``, the CUDA context of ``gpu``'s family and ``cuda``, and their nvidia-smi sum; with
@@ -261,8 +262,7 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
         t1 = time.perf_counter()
         settings = settings if settings is not None else AllocatorSettings.from_env()
         stem = str(snapshot_to)
-        snap = timeline_plot(tracker, host, start, Path(stem + ".png"), label or snapshot_to.name, settings, capacity)
-        write(snap, Path(stem + ".pickle"))
+        write(build(tracker, host, settings, capacity, label or snapshot_to.name, start), Path(stem + ".pickle"))
         rec[R.SNAPSHOT_PATH] = stem + ".pickle"
         rec[R.SNAPSHOT_TIME] = time.perf_counter() - t1
     if with_memtracker:

@@ -19,7 +19,7 @@ import csv
 import io
 import pickle
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ from typing import Any
 from .allocator import POWER2_INTERVALS, AllocatorOOM, AllocatorSettings, CachingAllocatorModel, round_size
 
 MiB = 1 << 20
-TOP_KEYS = {"segments", "device_traces", "allocator_settings", "external_annotations"}
+TOP_KEYS = {"segments", "device_traces", "allocator_settings", "external_annotations",
+            "segmem"}  # segmem's own: a prediction's label and where its measured step starts (bench.measure.snapshot)
 ENTRY_KEYS = {"action", "addr", "size", "stream", "frames", "time_us", "device_free", "compile_context",
               "user_metadata", "device"}
 ALLOC, FREE, LIVE = "alloc", "free", "live"
@@ -77,6 +78,8 @@ class TraceEvent:
     block: int
     size: int
     stream: int = 0
+    #: its entry's index in the snapshot's device trace (for its frames); -1: none (event files, live blocks)
+    at: int = field(default=-1, compare=False)
 
 
 @dataclass
@@ -140,22 +143,22 @@ def snapshot_trace(data: dict, device: int = 0) -> Trace:
     before: dict[int, TraceEvent] = {}  # live at the start
     unknown: set[str] = set()
     net_reserved = 0
-    for e in traces[device]:
+    for at, e in enumerate(traces[device]):
         unknown |= set(e) - ENTRY_KEYS
         action, addr, size, stream = e.get("action"), e.get("addr", 0), int(e.get("size", 0)), int(e.get("stream", 0))
         if action == "alloc":
             live[addr] = size
-            events.append(TraceEvent(ALLOC, block(addr), size, stream))
+            events.append(TraceEvent(ALLOC, block(addr), size, stream, at))
         elif action in ("free_completed", "free"):
             if addr not in live:
                 before.setdefault(addr, TraceEvent(LIVE, block(addr), size, stream))
             live.pop(addr, None)
-            events.append(TraceEvent(FREE, block(addr), size, stream))
+            events.append(TraceEvent(FREE, block(addr), size, stream, at))
         elif action in SEG_GROW or action in SEG_SHRINK:
             net_reserved += size if action in SEG_GROW else -size
-            events.append(TraceEvent(action, block(addr), size, stream))
+            events.append(TraceEvent(action, block(addr), size, stream, at))
         elif action == "oom":
-            events.append(TraceEvent("oom", -1, size, stream))
+            events.append(TraceEvent("oom", -1, size, stream, at))
         elif action not in SILENT:
             unknown.add(f"action {action}")
     if unknown:
@@ -217,12 +220,12 @@ class Peaks:
     segments: int | None
 
 
-def real_peaks(trace: Trace) -> Peaks:
-    """What the trace itself records: reserved from its segment events, allocated as its blocks'
-    bytes (requests rounded to 512 B; the real figure also counts unsplit remainders)."""
+def levels(trace: Trace) -> Iterator[tuple[TraceEvent, int, int]]:
+    """Each event with the allocated and reserved bytes the trace itself records after it: reserved from
+    its segment events, allocated as its blocks' bytes (requests rounded to 512 B; the real figure also
+    counts unsplit remainders). ``live`` events (blocks allocated before the trace starts) come first."""
     alloc = sum(round_size(e.size) for e in trace.events if e.action == LIVE)
     reserved = trace.initial_reserved
-    peak_a, peak_r, frag = alloc, reserved, 1 - alloc / reserved if reserved else 0.0
     for e in trace.events:
         if e.action == ALLOC:
             alloc += round_size(e.size)
@@ -232,20 +235,25 @@ def real_peaks(trace: Trace) -> Peaks:
             reserved += e.size
         elif e.action in SEG_SHRINK:
             reserved -= e.size
-        peak_a = max(peak_a, alloc)
-        if reserved > peak_r:
-            peak_r, frag = reserved, 1 - alloc / reserved
-    return Peaks(peak_a, peak_r, frag, trace.final_segments)
+        yield e, alloc, reserved
 
 
-def model_peaks(trace: Trace, settings: AllocatorSettings | None = None, capacity: int | None = None,
-                follow_releases: bool = True) -> Peaks:
-    """The allocator model on the trace's own alloc/free sequence. With ``follow_releases`` the model
-    empties its cache where the real allocator released segments (``empty_cache()`` or a free-and-retry
-    the model cannot see without the device's ``capacity``)."""
+def real_peaks(trace: Trace) -> Peaks:
+    """What the trace itself records (:func:`levels`): peak allocated and reserved, fragmentation there."""
+    return _peaks(levels(trace), trace.final_segments)
+
+
+def model_levels(trace: Trace, settings: AllocatorSettings | None = None, capacity: int | None = None,
+                 follow_releases: bool = True) -> Iterator[tuple[TraceEvent, int, int]]:
+    """Each event with the allocated and reserved bytes of the allocator model replaying the trace's own
+    alloc/free sequence. With ``follow_releases`` the model empties its cache where the real allocator
+    released segments (``empty_cache()`` or a free-and-retry the model cannot see without the device's
+    ``capacity``)."""
     model = CachingAllocatorModel(settings or trace.settings, capacity)
-    peak_a = peak_r = 0
-    frag = 0.0
+    yield from _replay(trace, model, follow_releases)
+
+
+def _replay(trace: Trace, model: CachingAllocatorModel, follow_releases: bool) -> Iterator[tuple[TraceEvent, int, int]]:
     releasing = False
     for e in trace.events:
         if e.action in (ALLOC, LIVE):
@@ -261,10 +269,25 @@ def model_peaks(trace: Trace, settings: AllocatorSettings | None = None, capacit
         if shrink and follow_releases and not releasing:
             model.empty_cache()
         releasing = shrink
-        peak_a = max(peak_a, model.allocated)
-        if model.reserved > peak_r:
-            peak_r, frag = model.reserved, 1 - model.allocated / model.reserved
-    return Peaks(peak_a, peak_r, frag, model.segments)
+        yield e, model.allocated, model.reserved
+
+
+def model_peaks(trace: Trace, settings: AllocatorSettings | None = None, capacity: int | None = None,
+                follow_releases: bool = True) -> Peaks:
+    """The allocator model's peaks on the trace's own alloc/free sequence (:func:`model_levels`)."""
+    model = CachingAllocatorModel(settings or trace.settings, capacity)
+    peaks = _peaks(_replay(trace, model, follow_releases))
+    return Peaks(peaks.allocated, peaks.reserved, peaks.fragmentation, model.segments)
+
+
+def _peaks(levels: Iterable[tuple[TraceEvent, int, int]], segments: int | None = None) -> Peaks:
+    peak_a = peak_r = 0
+    frag = 0.0
+    for _, alloc, reserved in levels:
+        peak_a = max(peak_a, alloc)
+        if reserved > peak_r:
+            peak_r, frag = reserved, 1 - alloc / reserved
+    return Peaks(peak_a, peak_r, frag, segments)
 
 
 def baseline_peak(trace: Trace) -> int:

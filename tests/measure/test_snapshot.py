@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from bench import record as R
 from bench.cli import app
 from bench.measure import traces
+from bench.results import timeline
 from bench.sweep import store
 
 
@@ -40,6 +41,10 @@ def test_bench_run_predict_writes_a_snapshot_pytorch_reads(tmp_path):
     trace = traces.snapshot_trace(data)
     assert traces.real_peaks(trace).reserved == rec[R.PRED_RESERVED] == traces.model_peaks(trace).reserved
     assert sum(s["total_size"] for s in data["segments"]) == rec[R.PRED_RESERVED]
+    # its timeline (drawn by bench run from the pickle) shows the record's figures
+    tl = timeline.timeline(data)
+    assert (tl.allocated[tl.peak], max(tl.reserved)) == (rec[R.PRED_ALLOCATED], rec[R.PRED_RESERVED])
+    assert tl.label.startswith("unet train 32x32x32 b1")
 
 
 def test_snapshot_folder_must_be_writable(tmp_path):
