@@ -124,6 +124,18 @@ def recorded_divisions(value: object) -> tuple[int, ...]:
     return ()
 
 
+def held_at_snapshot(data: dict, device: int = 0) -> str:
+    """What a snapshot's segments held when it was taken (all a snapshot without history can tell), as a
+    clause for the message that says so; empty when it has no segment on ``device``."""
+    segs = [s for s in data.get("segments", []) if s.get("device", device) == device]
+    if not segs:
+        return ""
+    reserved = sum(int(s.get("total_size", 0)) for s in segs)
+    allocated = sum(int(s.get("allocated_size", 0)) for s in segs)
+    return (f"; when it was taken, {len(segs)} segment(s) held {reserved / MiB:,.1f} MiB reserved, "
+            f"{allocated / MiB:,.1f} MiB allocated")
+
+
 def snapshot_trace(data: dict, device: int = 0) -> Trace:
     """The device trace of a loaded snapshot as :class:`TraceEvent` s (addresses numbered as blocks).
 
@@ -131,7 +143,7 @@ def snapshot_trace(data: dict, device: int = 0) -> Trace:
     allocated in it, were live when the trace started: they come first as ``live`` events."""
     traces = data.get("device_traces") or []
     if device >= len(traces) or not traces[device]:
-        raise SnapshotError(f"the snapshot has no trace for device {device} (record one with "
+        raise SnapshotError(f"the snapshot has no trace for device {device}{held_at_snapshot(data, device)} (record one with "
                             "torch.cuda.memory._record_memory_history() before the run)")
     ids: dict[int, int] = {}
 

@@ -162,3 +162,14 @@ def test_prediction_replay_follows_pytorch_cuda_alloc_conf(monkeypatch):
     assert expandable.peak_reserved < default.peak_reserved and expandable.segments == 2  # large + small pool
     with pytest.raises(MemoryError, match="out of memory"):
         replay(t, set(), 0, AllocatorSettings(), capacity=100 * MiB)  # 102 MiB live at once
+
+
+def test_a_snapshot_without_history_says_what_its_segments_held(tmp_path):
+    data = snapshot.build(synthetic_tracker())
+    data["device_traces"] = [[]]  # _snapshot() taken without _record_memory_history()
+    path = tmp_path / "nohistory.pickle"
+    snapshot.write(data, path)
+    res = CliRunner().invoke(app, ["replay", str(path)])
+    reserved = sum(s["total_size"] for s in data["segments"]) / MiB
+    assert res.exit_code == 2 and "no trace for device 0" in res.output
+    assert f"{len(data['segments'])} segment(s) held {reserved:,.1f} MiB reserved" in res.output
