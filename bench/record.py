@@ -210,7 +210,8 @@ PRED_CONTEXT = _col("pred_cuda_context_bytes", "int", "bytes", G,
                     "training step loads (sources in bench.measure.device)")
 PRED_NVIDIA_SMI = _col("pred_nvidia_smi_bytes", "int", "bytes", G,
                        "predicted device memory of the process as nvidia-smi shows it: pred_device_reserved_bytes + "
-                       "pred_cuda_context_bytes (what nvml_peak_bytes measures)")
+                       "pred_cuda_context_bytes (what nvml_peak_bytes measures); above pred_capacity_bytes exactly where "
+                       "the step does not fit there (oom, predicted_oom: what it needs)")
 PRED_CAPACITY = _col("pred_capacity_bytes", "int", "bytes", G,
                      "the GPU memory the prediction ran against (--gpu-memory): the allocator model may reserve it "
                      "less the context, frees its cache and retries past it, then records oom")
