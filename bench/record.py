@@ -64,6 +64,9 @@ ARCH = _col("arch", "str", "", G, "architecture name (`bench list`)")
 ARCH_KEY = _col("arch_key", "str", "", G, "what the key holds for the architecture when arch holds a file's path: "
                 "an nnU-Net plans configuration (`--plans`) is arch nnunet-plans:<configuration>@<plans file>, "
                 "keyed as nnunet-plans:<configuration>@sha256:<the file's content digest>")
+ARCH_LABEL = _col("arch_label", "str", "", G, "what the console, report tables and plots call the architecture when "
+                  "arch holds a file's path (ArchSpec.display_name): nnunet-plans:<configuration>@<plans file's "
+                  "stem>#<first 6 hex of its digest>; empty where it is arch")
 STAGE = _col("stage", "str", "", G, "a cascade's separately trained stage; empty for the whole architecture")
 MODE = _col("mode", "str", "", G, "train (forward, loss, backward, optimizer step) or infer (the inference path)")
 BACKEND = _col("backend", "str", "", G, "cuda or cpu (measured, and predicted), predict (predicted only)")
@@ -303,7 +306,7 @@ def config_columns(cfg: RunConfig) -> dict[str, Any]:
         TRAIN_BUDGET: cfg.train_budget() if cfg.dice else None,
         INFER_WEIGHTING: cfg.weighting if cfg.dice else None, SEED: cfg.seed if cfg.dice else None,
         INFERER: cfg.inferer if cfg.dice else None,
-        ARCH_KEY: cfg.arch_key or None,
+        ARCH_KEY: cfg.arch_key or None, ARCH_LABEL: cfg.arch_label or None,
     }
 
 
