@@ -82,6 +82,21 @@ def test_visible_gpus_and_their_memory_come_from_the_cuda_backend(monkeypatch):
     assert gpu_memory("a100 40gb") == 40 * 2**30  # a GPU of the catalogue: its memory
 
 
+def test_the_screen_takes_the_context_of_the_named_or_visible_gpu(monkeypatch):
+    """--gpu-memory A100-40GB names the GPU whose CUDA context the screen predicts with; otherwise a local cuda
+    run's visible GPU (as that run's own prediction takes it); else none: the generic figure."""
+    from bench.cli import _screen_gpu
+    from bench.options import Backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H100 80GB HBM3")
+    assert _screen_gpu("A100-40GB", Backend.CUDA) == _screen_gpu("a100 40gb", Backend.CPU) == "A100-40GB"
+    assert _screen_gpu("auto", Backend.CUDA) == _screen_gpu("80GB", Backend.CUDA) == "H100-SXM"
+    assert _screen_gpu("80GB", Backend.CPU) == ""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a SLURM login node
+    assert _screen_gpu("80GB", Backend.CUDA) == ""
+
+
 def test_gpu_memory_auto_without_a_gpu_is_one_line(tmp_path, cpu_only):
     res = CliRunner().invoke(app, ["run", "--arch", "unet", "--size", "32", "--gpu-memory", "auto", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "--gpu-memory auto needs a visible CUDA GPU" in res.output
