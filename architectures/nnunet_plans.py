@@ -15,7 +15,9 @@ How the engine sees it: a plans configuration is an :class:`~architectures.spec.
 ``nnunet-plans:<configuration>@<absolute path>`` (:func:`spec_name`), which :func:`architectures.spec`
 resolves in any process (a sweep's worker rebuilds it from the name, as it does a network by import
 path). Its ``key_name`` puts the file's SHA-256 in place of the path, so the configuration's key
-follows the plans' content, not where the file lies. Its divisor is per axis: the product of the
+follows the plans' content, not where the file lies; its ``short_name`` (:func:`short_name`,
+``nnunet-plans:3d_fullres@nnUNetPlans#3f9a2c``: the file's stem and the digest's first characters) is what
+the console, report tables and plots show. Its divisor is per axis: the product of the
 configuration's strides on each axis (e.g. 32x16x16 for an elongated plan's 224x112x96 patch).
 
 Python API (what ``bench plan`` / ``bench run --plans`` use)::
@@ -175,6 +177,12 @@ def digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def short_name(configuration: str, path: str | Path) -> str:
+    """``nnunet-plans:<configuration>@<file stem>#<first 6 hex of the digest>``: the plans file as a person knows
+    it, and which content (two datasets' nnUNetPlans.json differ there), without the folder."""
+    return f"{PREFIX}{configuration}@{Path(path).stem}#{digest(path)[:6]}"
+
+
 def cache_dir() -> Path:
     """Where a plans dict is written so that a worker can rebuild its spec: ``$SEGMEM_CACHE/plans`` or
     ``~/.cache/segmem/plans``."""
@@ -251,6 +259,7 @@ def from_name(arch: str) -> ArchSpec:
         size_meaning=f"patch (nnU-Net {name}, planned {'x'.join(map(str, patch))})",
         layout=layout,
         key_name=f"{PREFIX}{name}@sha256:{digest(path)[:16]}",
+        short_name=short_name(name, path),
         strides=conf.strides,
     )
 

@@ -173,6 +173,8 @@ class ArchSpec:
             architecture cannot take as named (meU-net: k rounded so that both patches are whole).
         key_name: what identifies the architecture in a configuration's key when its name does not (a
             name that holds a file's path: an nnU-Net plans configuration keys by the file's content digest).
+        short_name: what the console, report tables and plots call it when its name is too long to show (a
+            name holding a file's path; :attr:`display_name`).
         recipe: how it is trained (:class:`architectures.recipe.Recipe`: optimizer, loss, deep supervision,
             precision, scaler, clipping, cudnn.benchmark); default the paper's.
     """
@@ -200,6 +202,12 @@ class ArchSpec:
     size_warning: Callable[[Shape, Mapping[str, Any]], str | None] | None = None
     key_name: str = ""
     recipe: Recipe = PAPER
+    short_name: str = ""
+
+    @property
+    def display_name(self) -> str:
+        """The name shown on the console, in report tables and plots: ``short_name``, else ``name``."""
+        return self.short_name or self.name
 
     @property
     def run_precision(self) -> str:

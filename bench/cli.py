@@ -21,12 +21,10 @@ from typer.core import TyperOption
 from . import record as R
 from .console import bar, console, fail, show_warnings, summary_line
 from .options import (
-    CUDA_OVERHEAD,
     Backend,
     BackendChoice,
     CascadeReading,
     ExecutorKind,
-    Figure,
     Inferer,
     Mode,
     Planner,
@@ -160,7 +158,10 @@ def run(
                                                         "as A100-40GB: its catalogue memory, or auto: the "
                                                         "GPU's) as predicted_oom without running them [default: auto on "
                                                         "cuda]; with --backend predict: predict at that capacity (an oom "
-                                                        "record where a real GPU would run out)")] = None,
+                                                        "record where a real GPU would run out). Both decide by the "
+                                                        "same prediction: the allocator model at this memory less the "
+                                                        "CUDA context of --gpu's family (else the named or visible "
+                                                        "GPU's; else the generic figure)")] = None,
     no_skip: Annotated[bool, typer.Option("--no-skip", help="measure configurations predicted not to fit anyway "
                                                             "(checks the prediction)")] = False,
     executor_kind: Annotated[ExecutorKind, typer.Option("--executor", help="local worker processes, or one SLURM job "
@@ -263,8 +264,8 @@ def run(
     store.begin_sweep(out, configs, executor=executor_kind.value, backend=be.value)
     counts: dict[str, int] = {}
     if budget is not None:
-        overhead = parse_bytes(CUDA_OVERHEAD)
-        screens = [executor.ScreeningExecutor(budget, overhead, ex) for ex in executor.local_pool(
+        screen_gpu = _screen_gpu(gpu_memory, be)
+        screens = [executor.ScreeningExecutor(budget, ex, screen_gpu) for ex in executor.local_pool(
             Backend.PREDICT, cores(), [], cores())]
         with bar(len(configs), f"predicting against {budget / 1e9:g} GB") as b:
             skipped = executor.run_sweep(configs, out, timeout, force, retry_failed, screens,
@@ -360,6 +361,21 @@ def _gpu_budget(text: str | None, be: Backend, kind: ExecutorKind, no_skip: bool
     if text is None:
         return detect("auto") if (be is Backend.CUDA and kind is ExecutorKind.LOCAL) else None
     return _validated(detect, text)
+
+
+def _screen_gpu(text: str | None, be: Backend) -> str:
+    """The GPU whose CUDA context the ``--gpu-memory`` screen predicts with where a configuration names none
+    (``--gpu``): a catalogue GPU given as ``--gpu-memory``, else on CUDA the visible GPU (the one a cuda run's
+    own prediction takes), else none (the generic context figure, bench.measure.device)."""
+    from .measure import gpus
+
+    named = gpus.find(text) if text is not None and text.strip().lower() != "auto" else None
+    if named is not None or be is not Backend.CUDA:
+        return named.name if named else ""
+    import torch
+
+    g = gpus.find(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else None
+    return g.name if g else ""
 
 
 def _slurm_executor(kind: ExecutorKind, jobs: int | None, be: Backend, out: Path, config: Path | None,
@@ -871,8 +887,10 @@ def fit_(
     precision: Annotated[Precision | None, typer.Option(help="default: the arch's")] = None,
     shape_ratio: Annotated[str | None, typer.Option(help="also the largest box of this aspect, e.g. 1072x470x470")] = None,
     size: Annotated[str | None, typer.Option(help="patch at which to find the largest batch; default: the arch's")] = None,
-    overhead: Annotated[str, typer.Option(help="added to every prediction: CUDA context, workspaces")] = CUDA_OVERHEAD,
-    figure: Annotated[Figure, typer.Option(help="reserved (what the allocator takes) or allocated")] = Figure.RESERVED,
+    margin: Annotated[str, typer.Option("--margin", "--overhead", help="extra memory to keep free beyond the device "
+                                        "model's figure (the CUDA context and cuDNN's workspaces are in it already): "
+                                        "fit within the budget less this; --overhead is its old name")] = "0",
+    figure: Annotated[str | None, typer.Option(hidden=True)] = None,
     confirm: Annotated[bool, typer.Option(help="confirm each answer by a real run on CUDA")] = False,
     out: Annotated[Path, typer.Option(help="results directory for the table (and confirmation runs)")] = RESULTS,
     set_: SetOption = None,
@@ -882,7 +900,9 @@ def fit_(
     gpu: GpuOption = None,
 ) -> None:
     """The largest cube, box and batch each architecture fits in a memory budget, by prediction (meunet
-    unless --arch names others)."""
+    unless --arch names others). Fits: as bench run --backend predict --gpu-memory BUDGET decides, the
+    allocator model at the budget less the CUDA context of --gpu's family (without --gpu: the generic
+    context); the GiB shown are the nvidia-smi figure."""
     import pandas as pd
 
     import architectures
@@ -892,8 +912,13 @@ def fit_(
 
     jobs = _jobs(jobs)
     gpu = _gpu(gpu)
+    if figure is not None:
+        fail("bench fit --figure is gone: fit decides by the device model's nvidia-smi figure at the budget, as "
+             "bench run --backend predict --gpu-memory does (--margin keeps extra memory free)")
     budget_b = _validated(parse_bytes, budget)
-    overhead_b = _validated(parse_bytes, overhead, allow_zero=True)
+    margin_b = _validated(parse_bytes, margin, allow_zero=True)
+    if margin_b >= budget_b:
+        fail(f"--margin {margin} leaves nothing of --budget {budget}")
     wanted = arch or ["meunet"]
     names = architectures.names() if "all" in wanted else [a for a in wanted if _validated(architectures.spec, a)]
     if batch < 1:
@@ -915,7 +940,7 @@ def fit_(
             names, progress=lambda name: (b.start(name), b.advance()),
             overrides={n: {k: v for k, v in ov.items() if k in architectures.spec(n).parameters()} for n in names},
             budget_bytes=budget_b, batch=batch, mode=mode, precision=precision, ratio=ratio, size=at,
-            overhead_bytes=overhead_b, figure=figure, jobs=jobs, in_channels=shape[0], num_classes=shape[1])
+            margin_bytes=margin_b, gpu=gpu, jobs=jobs, in_channels=shape[0], num_classes=shape[1])
     for name, r in zip(names, fitted):
         if isinstance(r, str):
             console.print(f"  {escape(r)}", highlight=False)
@@ -931,7 +956,9 @@ def fit_(
     if not rows:
         fail("no architecture could be fitted", code=1)
     df = pd.DataFrame(rows).dropna(axis=1, how="all").convert_dtypes()  # whole numbers stay integers
-    table = Table(title=f"largest {mode} configurations within {budget} (prediction {figure} + {overhead} overhead)")
+    on = f"{gpu}'s" if gpu else "the generic (no --gpu)"
+    table = Table(title=f"largest {mode} configurations within {budget} (predicted nvidia-smi figure, {on} CUDA "
+                        f"context" + (f", {margin} margin)" if margin_b else ")"))
     for col in df.columns:
         table.add_column(col, overflow="fold")
     for r in df.itertuples(index=False):

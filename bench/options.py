@@ -155,9 +155,6 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 GB = 10**9
 GiB = 2**30
-#: added to a predicted peak before it is compared with GPU memory: the CUDA context and cuDNN/cuBLAS
-#: workspaces, which the prediction leaves out (``bench fit --overhead``, ``bench run --gpu-memory``)
-CUDA_OVERHEAD = "0.5GB"
 _UNITS = {"tib": 2**40, "gib": GiB, "mib": 2**20, "kib": 2**10, "tb": 10**12, "gb": GB, "mb": 10**6, "kb": 10**3, "b": 1}
 
 

@@ -64,6 +64,9 @@ ARCH = _col("arch", "str", "", G, "architecture name (`bench list`)")
 ARCH_KEY = _col("arch_key", "str", "", G, "what the key holds for the architecture when arch holds a file's path: "
                 "an nnU-Net plans configuration (`--plans`) is arch nnunet-plans:<configuration>@<plans file>, "
                 "keyed as nnunet-plans:<configuration>@sha256:<the file's content digest>")
+ARCH_LABEL = _col("arch_label", "str", "", G, "what the console, report tables and plots call the architecture when "
+                  "arch holds a file's path (ArchSpec.display_name): nnunet-plans:<configuration>@<plans file's "
+                  "stem>#<first 6 hex of its digest>; empty where it is arch")
 STAGE = _col("stage", "str", "", G, "a cascade's separately trained stage; empty for the whole architecture")
 MODE = _col("mode", "str", "", G, "train (forward, loss, backward, optimizer step) or infer (the inference path)")
 BACKEND = _col("backend", "str", "", G, "cuda or cpu (measured, and predicted), predict (predicted only)")
@@ -211,7 +214,8 @@ PRED_CONTEXT = _col("pred_cuda_context_bytes", "int", "bytes", G,
                     "training step loads (sources in bench.measure.device)")
 PRED_NVIDIA_SMI = _col("pred_nvidia_smi_bytes", "int", "bytes", G,
                        "predicted device memory of the process as nvidia-smi shows it: pred_device_reserved_bytes + "
-                       "pred_cuda_context_bytes (what nvml_peak_bytes measures)")
+                       "pred_cuda_context_bytes (what nvml_peak_bytes measures); above pred_capacity_bytes exactly where "
+                       "the step does not fit there (oom, predicted_oom: what it needs)")
 PRED_CAPACITY = _col("pred_capacity_bytes", "int", "bytes", G,
                      "the GPU memory the prediction ran against (--gpu-memory): the allocator model may reserve it "
                      "less the context, frees its cache and retries past it, then records oom")
@@ -303,7 +307,7 @@ def config_columns(cfg: RunConfig) -> dict[str, Any]:
         TRAIN_BUDGET: cfg.train_budget() if cfg.dice else None,
         INFER_WEIGHTING: cfg.weighting if cfg.dice else None, SEED: cfg.seed if cfg.dice else None,
         INFERER: cfg.inferer if cfg.dice else None,
-        ARCH_KEY: cfg.arch_key or None,
+        ARCH_KEY: cfg.arch_key or None, ARCH_LABEL: cfg.arch_label or None,
     }
 
 

@@ -171,24 +171,33 @@ def test_a_parallel_prediction_sweep_gives_the_sequential_records(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_memory_skips_what_is_predicted_not_to_fit_and_no_skip_measures_it(tmp_path):
-    from bench.results.compare import predict_row
+def test_gpu_memory_skips_what_is_predicted_not_to_fit_and_no_skip_measures_it(tmp_path, monkeypatch):
+    """The screen skips a configuration exactly when the device model's nvidia-smi figure exceeds the GPU
+    memory, the decision of --backend predict --gpu-memory on the same configurations."""
+    from bench.sweep import worker
     from bench.sweep.config import RunConfig
 
-    small, large = (RunConfig("unet", (s, s, s), 1, "train", "cpu") for s in (32, 64))
-    overhead = 5 * 10**8  # the CUDA_OVERHEAD the screen adds
-    need = [predict_row(c)["pred_peak_reserved_bytes"] + overhead for c in (small, large)]
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "")  # restored after the test (the worker sets it)
+    small, large = (RunConfig("unet", (s, s, s), 1, "train", "predict", precision="fp32") for s in (32, 64))
+    need = [worker.run(c, memtracker=False)[record.PRED_NVIDIA_SMI] for c in (small, large)]
     budget = (need[0] + need[1]) // 2
-    args = ["run", "--arch", "unet", "--size", "32", "--size", "64", "--batch", "1", "--backend", "cpu", "--repeats", "1",
-            "--gpu-memory", f"{budget}B", "--out", str(tmp_path)]
-    res = runner.invoke(app, args)
+    args = ["run", "--arch", "unet", "--size", "32", "--size", "64", "--batch", "1", "--precision", "fp32",
+            "--gpu-memory", f"{budget}B"]
+    res = runner.invoke(app, [*args, "--backend", "cpu", "--repeats", "1", "--out", str(tmp_path)])
     assert res.exit_code == 0 and "1 predicted_oom, 1 ok" in res.output, res.output
     df = store.load(tmp_path).set_index("size")
     assert df.loc["64x64x64", "status"] == "predicted_oom" and pd.isna(df.loc["64x64x64", "cpu_live_peak_bytes"])
-    assert df.loc["64x64x64", "gpu_budget_bytes"] == budget
-    assert df.loc["64x64x64", "pred_peak_reserved_bytes"] + overhead == need[1]
+    assert df.loc["64x64x64", "gpu_budget_bytes"] == df.loc["64x64x64", "pred_capacity_bytes"] == budget
+    assert df.loc["64x64x64", "pred_nvidia_smi_bytes"] > budget
     assert df.loc["32x32x32", "status"] == "ok" and df.loc["32x32x32", "cpu_live_peak_bytes"] > 0
-    res = runner.invoke(app, [*args, "--no-skip"])
+    assert df.loc["32x32x32", "pred_nvidia_smi_bytes"] == need[0] <= budget  # the figure the run records
+    # the same decision as the prediction at that GPU memory
+    res = runner.invoke(app, [*args, "--backend", "predict", "--out", str(tmp_path / "predict")])
+    assert res.exit_code == 0, res.output
+    pred = store.load(tmp_path / "predict").set_index("size")
+    assert dict(pred["status"]) == {"32x32x32": "ok", "64x64x64": "oom"}
+    assert pred.loc["64x64x64", "pred_nvidia_smi_bytes"] == df.loc["64x64x64", "pred_nvidia_smi_bytes"]
+    res = runner.invoke(app, [*args, "--backend", "cpu", "--repeats", "1", "--out", str(tmp_path), "--no-skip"])
     assert res.exit_code == 0, res.output
     df = store.load(tmp_path).set_index("size")
     assert df.loc["64x64x64", "status"] == "ok" and df.loc["64x64x64", "cpu_live_peak_bytes"] > 0

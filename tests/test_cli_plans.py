@@ -44,7 +44,7 @@ def test_plan_writes_nnunets_plans_and_dataset_json(written):
                    and "ResidualEncoderUNet" in ln and f" {len(c.strides)} " in ln for ln in shown.splitlines()), shown
 
 
-def test_run_takes_network_patch_batch_and_data_shape_from_the_plans(tmp_path):
+def test_run_takes_network_patch_batch_and_data_shape_from_the_plans(tmp_path, monkeypatch):
     """nnU-Net's elongated microCT plan (224x112x96: per-axis divisors 32x16x16) runs at its own patch."""
     conf = nnunet_plans.configuration(PAPER_PLANS, "3d_fullres")
     res = runner.invoke(app, ["run", "--backend", "predict", "--arch", "nnunet", "--plans", str(PAPER_PLANS),
@@ -56,6 +56,21 @@ def test_run_takes_network_patch_batch_and_data_shape_from_the_plans(tmp_path):
     assert rec["arch_key"] == f"nnunet-plans:3d_fullres@sha256:{nnunet_plans.digest(PAPER_PLANS)[:16]}"
     assert (rec["in_channels"], rec["num_classes"]) == (1, 3)
     assert rec["params"] == sum(p.numel() for p in nnunet_plans.build_network(PAPER_PLANS, "3d_fullres").parameters())
+    # shown by its short name (the file's stem and digest) on the console, in the report's tables and plots;
+    # the record keeps the path (arch) and the digest (arch_key)
+    short = f"nnunet-plans:3d_fullres@{PAPER_PLANS.stem}#{nnunet_plans.digest(PAPER_PLANS)[:6]}"
+    assert rec["arch_label"] == short and f"{short} infer " in res.output and str(PAPER_PLANS) not in res.output
+    from bench.results import plots
+
+    figures = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, reports, name: figures.setdefault(name, fig) and [])
+    res = runner.invoke(app, ["report", "--out", str(tmp_path), "--arch", short], env=WIDE)
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "report.md").read_text()
+    assert f"| {short} |" in md and str(PAPER_PLANS) not in md
+    texts = [t.get_text() for fig in figures.values() for ax in fig.axes
+             for t in [*ax.texts, *ax.get_yticklabels(), *(ax.get_legend().get_texts() if ax.get_legend() else [])]]
+    assert any(short in t for t in texts) and not any(str(PAPER_PLANS) in t for t in texts), texts
 
 
 @pytest.mark.parametrize("args,message", [

@@ -138,7 +138,13 @@ def segment_size(size: int) -> int:
 
 
 class AllocatorOOM(MemoryError):
-    """The model's ``torch.cuda.OutOfMemoryError``: no cached block and no room for a new segment."""
+    """The model's ``torch.cuda.OutOfMemoryError``: no cached block and no room for a new segment. ``needed``:
+    the bytes reserved would have had to reach (reserved after freeing the cache, plus the request), more
+    than the capacity."""
+
+    def __init__(self, message: str, needed: int = 0) -> None:
+        super().__init__(message)
+        self.needed = needed
 
 
 @dataclass(frozen=True)
@@ -288,6 +294,7 @@ class CachingAllocatorModel:
     #: when a list: PyTorch's device-trace entries (``action, addr, size, stream``) are appended to it
     trace: list[dict] | None = None
     requested: dict[int, int] = field(default_factory=dict)  # handle -> requested bytes (for snapshots)
+    _refused: int = 0  # the last reservation the capacity refused, as the reserved total it would have made
 
     def address(self, block: Block) -> int:
         return ADDRESS_BASE + block.segment * EXPANDABLE_SPAN + block.offset
@@ -351,7 +358,10 @@ class CachingAllocatorModel:
 
     # ----- reserving and releasing device memory --------------------------------------------------
     def _fits(self, nbytes: int) -> bool:
-        return self.capacity is None or self.reserved + nbytes <= self.capacity
+        if self.capacity is None or self.reserved + nbytes <= self.capacity:
+            return True
+        self._refused = self.reserved + nbytes  # what reserved would have had to reach (AllocatorOOM.needed)
+        return False
 
     def _reserve(self, nbytes: int) -> None:
         self.reserved += nbytes
@@ -550,7 +560,7 @@ class CachingAllocatorModel:
                 self.num_ooms += 1
                 self._record("oom", 0, size, stream)
                 raise AllocatorOOM(f"out of memory: tried to allocate {size / MiB:.2f} MiB with {self.reserved / MiB:.2f} "
-                                   f"MiB reserved of {(self.capacity or 0) / MiB:.2f} MiB")
+                                   f"MiB reserved of {(self.capacity or 0) / MiB:.2f} MiB", self._refused)
         remaining = block.size - size
         msplit = self.settings.max_split_size
         if small or self.settings.expandable_segments:  # should_split

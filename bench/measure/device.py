@@ -149,3 +149,33 @@ def replay_device(tracker, exclude: set[int], reset_at: int, benchmark: bool, fa
 
     model = replay(tracker, exclude, reset_at, settings, capacity, before=workspaces if at else None)
     return DeviceReplay(model, largest[0])
+
+
+@dataclass
+class DeviceRun:
+    """A step on the device model at a GPU's memory: the one rule of "fits" (``bench run --backend predict
+    --gpu-memory``, the ``--gpu-memory`` screen, ``bench fit``, the published ``oom`` figures). ``replay``: at
+    the capacity where the step fits; where it does not (``oom``), without a capacity, i.e. what it needs."""
+
+    replay: DeviceReplay
+    context: int
+    oom: AllocatorOOM | None = None
+
+    @property
+    def nvidia_smi(self) -> int:
+        """Peak reserved plus the context; where it ran out, at least the reservation that failed, so that it
+        exceeds the GPU's memory exactly when the step does not fit."""
+        return max(self.replay.model.peak_reserved, self.oom.needed if self.oom else 0) + self.context
+
+
+def run_device(tracker, exclude: set[int], reset_at: int, benchmark: bool, context: int,  # noqa: ANN001
+               gpu_memory: int | None = None, settings: AllocatorSettings | None = None,
+               factor: float | None = None) -> DeviceRun:
+    """:func:`replay_device` at ``gpu_memory`` less the ``context`` (None: no capacity), freeing the cache and
+    retrying as PyTorch does; where the model cannot hold the step there, the replay without a capacity and
+    the :class:`AllocatorOOM`."""
+    capacity = None if gpu_memory is None else max(gpu_memory - context, 0)
+    try:
+        return DeviceRun(replay_device(tracker, exclude, reset_at, benchmark, factor, settings, capacity), context)
+    except AllocatorOOM as exc:
+        return DeviceRun(replay_device(tracker, exclude, reset_at, benchmark, factor, settings), context, exc)

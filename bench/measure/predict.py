@@ -38,7 +38,7 @@ from architectures import ArchSpec, Shape
 from .. import record as R
 from .allocator import AllocatorOOM, AllocatorSettings, CachingAllocatorModel
 from .autocast import EmulatedCudaAutocast
-from .device import context_bytes, replay_device
+from .device import context_bytes, run_device
 from .gpus import GPU
 from .roofline import Work, WorkCounter, step_time, work_to_json
 from .snapshot import build, deepest, write
@@ -204,16 +204,19 @@ def device_columns(rec: dict[str, Any], tracker: AllocationTracker, host: set[in
                    cudnn_benchmark: bool, gpu: GPU | None, cuda: str | None, settings: AllocatorSettings | None,
                    gpu_memory: int | None) -> None:
     """Add to ``rec`` the columns of what the device shows beyond the allocator model's peaks
-    (bench.measure.device); context and capacity first, so that they are there when the replay at the
-    capacity raises :class:`AllocatorOOM`."""
+    (bench.measure.device). With ``gpu_memory``, the rule of "fits" (:func:`bench.measure.device.run_device`):
+    raises :class:`AllocatorOOM` where the step does not fit, the columns then saying what it needs, so that
+    ``pred_nvidia_smi_bytes > pred_capacity_bytes`` exactly when it does not fit."""
     context = context_bytes(gpu.name if gpu else None, cuda, training=mode == "train")
-    capacity = None if gpu_memory is None else max(gpu_memory - context, 0)
     rec[R.PRED_CONTEXT] = context
     if gpu_memory is not None:
         rec[R.PRED_CAPACITY] = gpu_memory
-    dev = replay_device(tracker, host, start, cudnn_benchmark, settings=settings, capacity=capacity)
+    run = run_device(tracker, host, start, cudnn_benchmark, context, gpu_memory, settings)
+    dev = run.replay
     rec.update({R.PRED_DEVICE_ALLOCATED: dev.model.peak_allocated, R.PRED_DEVICE_RESERVED: dev.model.peak_reserved,
-                R.PRED_WORKSPACE: dev.largest_workspace, R.PRED_NVIDIA_SMI: dev.model.peak_reserved + context})
+                R.PRED_WORKSPACE: dev.largest_workspace, R.PRED_NVIDIA_SMI: run.nvidia_smi})
+    if run.oom is not None:
+        raise run.oom
 
 
 def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",

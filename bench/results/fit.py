@@ -2,15 +2,19 @@
 
 Answers come from a search over GPU-free predictions (:mod:`bench.measure.predict`): peak memory
 grows monotonically with the patch's edge and with the batch, so a doubling search followed by a
-bisection over multiples of the architecture's divisor finds the largest size whose predicted peak
-(plus ``overhead`` for the CUDA context and cuDNN workspaces, which the prediction leaves out) is
-within the budget, in a handful of predictions. A multi-stage architecture fits when every stage
-does: its memory is its largest stage's (:func:`bench.results.stages.combine`, the rule every table uses).
-Sizes are multiples of what ``bench run`` enforces (:meth:`ArchSpec.size_divisor`). An answer left blank
-is explained in the ``note`` column (e.g. the smallest allowed size does not fit).
+bisection over multiples of the architecture's divisor finds the largest size that fits the budget, in a
+handful of predictions. "Fits" is the one rule of ``bench run --backend predict --gpu-memory`` and of the
+``--gpu-memory`` screen (:func:`bench.measure.device.run_device`): the allocator model, cuDNN's
+workspaces included, runs at the budget less the CUDA context of the GPU's family (``gpu``; none: the generic
+figure of :mod:`bench.measure.device`) and less an optional extra ``margin``, freeing its cache and retrying
+as PyTorch does; the figure shown is the nvidia-smi one (``pred_nvidia_smi_bytes``), within the budget exactly
+when the step fits. A multi-stage architecture fits when every stage does: its memory is its largest
+stage's (:func:`bench.results.stages.combine`, the rule every table uses). Sizes are multiples of what
+``bench run`` enforces (:meth:`ArchSpec.size_divisor`). An answer left blank is explained in the ``note``
+column (e.g. the smallest allowed size does not fit).
 
-Which prediction is compared with the budget: ``reserved`` (default; what the caching allocator
-takes from the device, the figure that decides an out-of-memory) or ``allocated`` (tensors only).
+:func:`predicted_peak` (the allocator model's reserved or allocated peak alone) is what ``bench paper`` and
+the Dice ranking compare at equal memory.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import architectures
 from architectures import ArchSpec, Shape
 
 from .. import record as R
+from ..measure.device import context_bytes, run_device
+from ..measure.gpus import lookup
 from ..measure.predict import replay, trace
 from ..options import Figure, GiB, choice, format_size
 from ..parallel import pmap
@@ -61,22 +67,47 @@ def largest(fits: Callable[[int], bool], start: int = 1, limit: int = 1 << 16) -
     return lo
 
 
-def predicted_peak(spec: ArchSpec, overrides: dict[str, Any], mode: str, precision: str,
-                   figure: str = Figure.RESERVED, in_channels: int = 1, num_classes: int = 3) -> MemoryFn:
-    """size, batch -> predicted peak bytes of the architecture (the largest stage's, for cascades)."""
-    figure = choice(Figure, figure, "figure")
+def _per_stage(spec: ArchSpec, overrides: dict[str, Any], mode: str, precision: str, in_channels: int,
+               num_classes: int, figure: Callable[[ArchSpec, Any, set[int]], int]) -> MemoryFn:
+    """size, batch -> ``figure(stage spec, tracker, host tensors)`` of each trained stage's trace, folded by
+    :func:`combine` (a cascade's memory is its largest stage's)."""
 
     def peak(size: Shape, batch: int) -> int:
         stages = spec.train_stages(**overrides) if (mode == "train" and spec.stages) else None
         parts = [(s.spec, dict(s.overrides)) for s in stages] if stages else [(spec, overrides)]
-        peaks = []
-        for sp, ov in parts:
-            tracker, host, _ = trace(sp, ov, size, batch, mode, precision, False, in_channels, num_classes)
-            alloc = replay(tracker, host, tracker.marks["measured"])
-            peaks.append(alloc.peak_reserved if figure is Figure.RESERVED else alloc.peak_allocated)
-        return int(combine(peaks))
+        return int(combine([figure(sp, *trace(sp, ov, size, batch, mode, precision, False, in_channels,
+                                              num_classes)[:2]) for sp, ov in parts]))
 
     return peak
+
+
+def predicted_peak(spec: ArchSpec, overrides: dict[str, Any], mode: str, precision: str,
+                   figure: str = Figure.RESERVED, in_channels: int = 1, num_classes: int = 3) -> MemoryFn:
+    """size, batch -> the allocator model's predicted peak bytes (the largest stage's, for cascades)."""
+    figure = choice(Figure, figure, "figure")
+
+    def one(sp: ArchSpec, tracker: Any, host: set[int]) -> int:
+        alloc = replay(tracker, host, tracker.marks["measured"])
+        return alloc.peak_reserved if figure is Figure.RESERVED else alloc.peak_allocated
+
+    return _per_stage(spec, overrides, mode, precision, in_channels, num_classes, one)
+
+
+def predicted_device(spec: ArchSpec, overrides: dict[str, Any], mode: str, precision: str, gpu_memory: int,
+                     gpu: str | None = None, in_channels: int = 1, num_classes: int = 3) -> MemoryFn:
+    """size, batch -> the predicted nvidia-smi figure at ``gpu_memory`` bytes on ``gpu`` (a catalogue name; None:
+    the generic context), by the rule of ``bench run --backend predict --gpu-memory``: at most ``gpu_memory``
+    exactly when the step fits (the largest stage's, for cascades). Allocator settings and CUDA version: this
+    process's, as a prediction worker's."""
+    import torch
+
+    context = context_bytes(lookup(gpu).name if gpu else None, torch.version.cuda, training=mode == "train")
+
+    def one(sp: ArchSpec, tracker: Any, host: set[int]) -> int:
+        return run_device(tracker, host, tracker.marks["measured"], sp.recipe.cudnn_benchmark, context,
+                          gpu_memory).nvidia_smi
+
+    return _per_stage(spec, overrides, mode, precision, in_channels, num_classes, one)
 
 
 @dataclass
@@ -122,8 +153,8 @@ def fit(
     precision: str | None = None,
     ratio: Sequence[float] | None = None,
     size: Shape | None = None,
-    overhead_bytes: int = 0,
-    figure: str = Figure.RESERVED,
+    margin_bytes: int = 0,
+    gpu: str | None = None,
     overrides: dict[str, Any] | None = None,
     memory: MemoryFn | None = None,
     max_edge: int = 2048,
@@ -131,19 +162,21 @@ def fit(
     num_classes: int = 3,
 ) -> FitResult:
     """Largest cube (and box of ``ratio``) at ``batch`` and largest batch at ``size`` (default: the
-    architecture's paper patch) that fit ``budget_bytes`` by prediction. ``memory`` replaces the
-    prediction (tests use a synthetic monotone function)."""
+    architecture's paper patch) that fit ``budget_bytes`` by prediction (:func:`predicted_device` at the
+    budget less ``margin_bytes`` on ``gpu``). ``memory`` replaces the prediction (tests use a synthetic
+    monotone function)."""
     spec = architectures.spec(name)
     ov = dict(overrides or {})
     precision = precision or spec.run_precision
-    mem = memory or predicted_peak(spec, ov, mode, precision, figure, in_channels, num_classes)
+    mem = memory or predicted_device(spec, ov, mode, precision, budget_bytes - margin_bytes, gpu, in_channels,
+                                     num_classes)
     div = spec.size_divisor(mode, **ov)
     first = max(1, -(-max(div, spec.min_size) // div))  # smallest multiple count that is allowed
     cache: dict[tuple[Shape, int], int] = {}
 
     def cost(s: Shape, b: int) -> int:
         if (s, b) not in cache:
-            cache[(s, b)] = mem(s, b) + overhead_bytes
+            cache[(s, b)] = mem(s, b) + margin_bytes
         return cache[(s, b)]
 
     def valid(s: Shape, b: int = batch) -> bool:
@@ -168,7 +201,7 @@ def fit(
     def why_not(s: Shape, b: int, what: str) -> str:
         if (s, b) in cache:
             return (f"no {what}: the smallest allowed, {format_size(s)} b{b}, needs "
-                    f"{cache[(s, b)] / GiB:.2f} GiB with the overhead")
+                    f"{cache[(s, b)] / GiB:.2f} GiB" + (" with the margin" if margin_bytes else ""))
         return f"no {what}: {format_size(s)} b{b}, the smallest allowed, cannot be traced"
 
     if edge is None:

@@ -163,7 +163,7 @@ def part_configs(part: Part, backend: str) -> list[RunConfig]:
     ov = dict(part.overrides)
     stages = [part.stage] if part.stage else ([s.name for s in spec.train_stages(**ov)] if spec.stages else [""])
     return [RunConfig(part.arch, part.size, part.batch, Mode.TRAIN, backend, PRECISION, st, part.overrides,
-                      arch_key=spec.key_name) for st in stages]
+                      arch_key=spec.key_name, arch_label=spec.short_name) for st in stages]
 
 
 def patch_label(part: Part) -> str:

@@ -150,10 +150,10 @@ def plot_all(df: pd.DataFrame, reports: str | Path) -> tuple[list[Path], list[st
     """Draw every plot the data allows; returns (files written, notes on what was skipped and why)."""
     reports = Path(reports)
     reports.mkdir(parents=True, exist_ok=True)
+    df = upgrade(df)  # (architectures by the names labels show)
     colours, marks = palette(df[R.ARCH].dropna()), markers(df[R.ARCH].dropna())
     files: list[Path] = []
     notes: list[str] = []
-    df = upgrade(df)
     ok = df[df[R.STATUS] == R.OK].copy()
     if ok.empty:
         return [], ["no successful runs to plot (all rows are oom/error/timeout)"]

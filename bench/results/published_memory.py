@@ -154,25 +154,17 @@ def predict_figure(f: Figure, factor: float | None = None, kernels: int | None =
     GPU's capacity (None where the model runs out of memory there); for an ``oom`` figure the nvidia-smi-level
     need without a capacity, and ``oom`` whether the model runs out at the published capacity."""
     from ..measure import gpus
-    from ..measure.allocator import AllocatorOOM
-    from ..measure.device import context_bytes, replay_device
+    from ..measure.device import context_bytes, run_device
 
     tracker, host = _traced(f)
     context = context_bytes(f.gpu, None, training=True, kernels=kernels)
     total = f.published_gib * GiB if f.measured == "oom" else gpus.lookup(f.gpu).memory_bytes
-
-    def at(capacity: int | None):  # noqa: ANN202
-        return replay_device(tracker, host, tracker.marks["measured"], f.cudnn_benchmark, factor, capacity=capacity)
-
-    try:
-        dev = at(int(total) - context)
-        oom = None
-    except AllocatorOOM as exc:
-        if f.measured != "oom":
-            return {"pred_gib": None, "pred_note": str(exc)}
-        dev, oom = at(None), str(exc)
+    run = run_device(tracker, host, tracker.marks["measured"], f.cudnn_benchmark, context, int(total), factor=factor)
+    dev, oom = run.replay, (None if run.oom is None else str(run.oom))
+    if oom is not None and f.measured != "oom":
+        return {"pred_gib": None, "pred_note": oom}
     value = {"allocated": dev.model.peak_allocated, "reserved": dev.model.peak_reserved}.get(
-        f.measured, dev.model.peak_reserved + context)
+        f.measured, run.nvidia_smi)
     note = f"context {context / GiB:.2f} GiB, largest workspace {dev.largest_workspace / GiB:.2f} GiB"
     if f.measured == "oom":
         note = f"predicted {'OOM (' + oom + ')' if oom else 'to fit'}; " + note

@@ -41,8 +41,8 @@ def load(out: str | Path, arch: Sequence[str] = (), backend: Sequence[str] = (),
         raise NothingToShow(f"no results in {store.path(out)}; run `bench run` first")
     filters = ((R.ARCH, arch), (R.BACKEND, backend), (R.MODE, mode))
     for col, values in filters:
-        if values:
-            df = df[df[col].isin(values)]
+        if values:  # an architecture by its name or by the name labels show (a plans file's short name)
+            df = df[df[col].isin(values) | (col == R.ARCH and _col(df, R.ARCH_LABEL).isin(values))]
     if df.empty:
         filters = ", ".join(f"{c}={'/'.join(v)}" for c, v in filters if v)
         raise NothingToShow(f"no results in {store.path(out)} match {filters}")
@@ -63,7 +63,9 @@ def upgrade(df: pd.DataFrame) -> pd.DataFrame:
     """Records written before the throughput was defined on labelled voxels (no ``labelled_voxels_per_step``)
     read as new ones: their ``throughput_voxels_per_s`` counted input voxels, so it moves to
     ``throughput_input_voxels_per_s``, and the labelled figures follow from ``input_shape`` (the first
-    image tensor: the full-resolution patch). Their patch label is made from the spec."""
+    image tensor: the full-resolution patch). Their patch label is made from the spec. Then ``arch`` becomes
+    the name labels show (``arch_label`` where the record has one: a plans file's short name, not its path),
+    for every table and plot made from the result."""
     df = df.copy()
     for c in (R.LABELLED_VOXELS_PER_STEP, R.THROUGHPUT_INPUT_VOXELS):
         if c not in df:
@@ -76,6 +78,7 @@ def upgrade(df: pd.DataFrame) -> pd.DataFrame:
         df.loc[old, R.THROUGHPUT_VOXELS] = df.loc[old, R.LABELLED_VOXELS_PER_STEP] / _col(df, R.STEP_TIME_MEDIAN)[old]
     if R.PATCH not in df or df[R.PATCH].isna().any():
         df[R.PATCH] = [p if isinstance(p, str) else patch_of(r) for p, r in zip(_col(df, R.PATCH), df.to_dict("records"))]
+    df[R.ARCH] = _col(df, R.ARCH_LABEL).where(_col(df, R.ARCH_LABEL).notna() & (_col(df, R.ARCH_LABEL) != ""), df[R.ARCH])
     return df
 
 

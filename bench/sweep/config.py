@@ -57,6 +57,8 @@ class RunConfig:
     #: changes to the architecture's training recipe (``--set recipe.KEY=VALUE``, keys without ``recipe.``);
     #: in the key only when given, so that configurations on the spec's own recipe keep their keys
     recipe: tuple[tuple[str, Any], ...] = ()
+    #: the architecture as labels show it (ArchSpec.display_name) when that is not ``arch``; not in the key
+    arch_label: str = field(default="", compare=False)
 
     DICE_FIELDS = ("dice", "data", "train_minutes", "train_iterations", "weighting", "seed", "inferer")
     #: fields added after records existed: left out of the key at these values, so that old keys stay valid
@@ -76,6 +78,7 @@ class RunConfig:
         d = asdict(self)
         d.pop("repeats")
         d.pop("snapshot_dir")
+        d.pop("arch_label")
         if not self.cudnn_benchmark:  # keys from before the option existed stay
             d.pop("cudnn_benchmark")
         # keys are frozen: the backend was called "device" when the first records were written
@@ -136,7 +139,7 @@ class RunConfig:
         bench = " cudnn.benchmark" if self.cudnn_benchmark else ""
         alloc = f" alloc({self.alloc_conf})" if self.alloc_conf else ""
         cap = f" at {self.gpu_memory / 2**30:.3g} GiB" if self.gpu_memory else ""
-        return (f"{self.arch}{stage} {self.mode} {patch or format_size(self.size)} b{self.batch}{shape} "
+        return (f"{self.arch_label or self.arch}{stage} {self.mode} {patch or format_size(self.size)} b{self.batch}{shape} "
                 f"{self.precision} {self.backend}{' ' + opts if opts else ''}{bench}{cap}{alloc}{dice}")
 
     @property
@@ -146,5 +149,5 @@ class RunConfig:
     def slug(self) -> str:
         """A file name for this configuration's artefacts (snapshots): readable, and unique by the key."""
         stage = f"-{self.stage}" if self.stage else ""
-        return (f"{self.arch}{stage}-{self.mode}-{format_size(self.size)}-b{self.batch}-{self.precision}"
+        return (f"{self.arch_label or self.arch}{stage}-{self.mode}-{format_size(self.size)}-b{self.batch}-{self.precision}"
                 f"{'-cudnnbench' if self.cudnn_benchmark else ''}-{self.key()[:8]}")

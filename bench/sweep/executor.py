@@ -202,28 +202,30 @@ def failed(cfg: RunConfig, status: str, error: str, stderr_tail: str = "") -> di
 
 @dataclass
 class ScreeningExecutor:
-    """Predicts a configuration first (in a worker, backend ``predict``: on the CPU, no GPU time) and
-    returns a ``predicted_oom`` record when its predicted peak reserved plus ``overhead_bytes`` (the
-    CUDA context and workspaces the prediction leaves out) exceeds ``budget_bytes``; None when it fits,
-    or when the prediction itself failed (the measurement then says what happens)."""
+    """Predicts a configuration first (in a worker, backend ``predict``: on the CPU, no GPU time) at the GPU's
+    memory, by the rule of ``bench run --backend predict --gpu-memory`` (the device model:
+    :func:`bench.measure.device.run_device`, with the CUDA context of ``gpu``'s family where the
+    configuration names none), and returns a ``predicted_oom`` record where that prediction runs out of
+    memory, i.e. where its ``pred_nvidia_smi_bytes`` exceeds ``budget_bytes``; None when it fits, or when the
+    prediction itself failed (the measurement then says what happens)."""
 
     budget_bytes: int
-    overhead_bytes: int
     inner: LocalExecutor = field(default_factory=LocalExecutor)
+    gpu: str = ""  # a catalogue GPU name: its family's context (the configuration's own --gpu wins)
 
     def cancel(self) -> None:
         self.inner.cancel()
 
     def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any] | None:
-        pred = self.inner.run(replace(cfg, backend=Backend.PREDICT), timeout_s)
-        if pred.get(R.STATUS) != R.OK or pred.get(R.PRED_RESERVED) is None:
+        pred = self.inner.run(replace(cfg, backend=Backend.PREDICT, gpu_memory=self.budget_bytes,
+                                      gpu=cfg.gpu or self.gpu), timeout_s)
+        if pred.get(R.STATUS) != R.OOM or pred.get(R.PRED_NVIDIA_SMI) is None:
             return None
-        need = int(pred[R.PRED_RESERVED]) + self.overhead_bytes
-        if need <= self.budget_bytes:
-            return None
+        need = int(pred[R.PRED_NVIDIA_SMI])
         rec = failed(cfg, R.PREDICTED_OOM,
-                     f"predicted {need / GiB:.2f} GiB (peak reserved + {self.overhead_bytes / GiB:.2f} GiB overhead) "
-                     f"> GPU memory {self.budget_bytes / GiB:.2f} GiB; not run (--no-skip measures it)")
+                     f"predicted {need / GiB:.2f} GiB as nvidia-smi shows it (peak reserved with workspaces + "
+                     f"{int(pred.get(R.PRED_CONTEXT) or 0) / GiB:.2f} GiB CUDA context) > GPU memory "
+                     f"{self.budget_bytes / GiB:.2f} GiB; not run (--no-skip measures it)")
         derived = {R.SIZE_MEANING, R.INPUT_SHAPE, R.INPUT_SHAPES, R.PARAMS, R.VOXELS_PER_STEP}
         rec.update({k: v for k, v in pred.items()
                     if k in derived or ((col := R.column(k)) is not None and col.group == "prediction")})

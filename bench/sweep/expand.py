@@ -35,7 +35,7 @@ def size_warnings(configs: Sequence[RunConfig]) -> list[str]:
         msg = spec.size_warning(cfg.size, spec.hparams(**ov)) if spec.size_warning else None
         if msg:
             stage = f" [{cfg.stage}]" if cfg.stage else ""
-            out.append(f"{cfg.arch}{stage} {format_size(cfg.size)}: {msg}")
+            out.append(f"{cfg.arch_label or cfg.arch}{stage} {format_size(cfg.size)}: {msg}")
     return list(dict.fromkeys(out))
 
 
@@ -188,5 +188,5 @@ def expand(
                 configs.append(RunConfig(name, size, batch, mode, backend, prec, stage,
                                          tuple(sorted(ov.items())), channels_last, repeats, **extra,
                                          in_channels=in_channels, num_classes=num_classes, arch_key=spec.key_name,
-                                         recipe=recipe))
+                                         recipe=recipe, arch_label=spec.short_name))
     return configs

@@ -77,7 +77,7 @@ def test_a_network_by_import_path_is_predicted_run_fitted_and_reported(tmp_path)
     assert rec["pred_peak_live_bytes"] == pytest.approx(rec["cpu_live_peak_bytes"], rel=0.01)
     assert not record.undeclared(rec.dropna().to_dict())
 
-    res, _ = _run(["fit", "--arch", arch, "--budget", "0.05GB", "--overhead", "0", "--batch", "1", "--size", "16"],
+    res, _ = _run(["fit", "--arch", arch, "--budget", "1.02GB", "--overhead", "0", "--batch", "1", "--size", "16"],
                   tmp_path)
     assert res.exit_code == 0, res.output
     fit = pd.read_csv(tmp_path / "fit.csv").iloc[0]

@@ -1,5 +1,6 @@
 """nnU-Net plans in and out: nnunetv2's planners on a fingerprint, and the network a plans file names."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -101,6 +102,20 @@ def test_the_key_follows_the_plans_content_not_the_path(plans_file, tmp_path):
     cfg = expand([N.spec_name(changed, "3d_fullres")], backend="predict")[0]
     assert cfg.batch == 3 and cfg.key() != key[plans_file]
     assert cfg.arch_key.startswith("nnunet-plans:3d_fullres@sha256:") and str(changed) in cfg.arch
+
+
+def test_a_plans_configuration_is_shown_by_its_file_stem_and_digest_not_its_path(plans_file, tmp_path):
+    """One short name from the spec (labels, tables, plots); out of the key, so keys stay what they were."""
+    moved = tmp_path / "elsewhere" / "plans.json"
+    moved.parent.mkdir()
+    shutil.copy(plans_file, moved)
+    cfgs = {p: expand([N.spec_name(p, "3d_fullres")], backend="predict")[0] for p in (plans_file, moved)}
+    short = f"nnunet-plans:3d_fullres@plans#{N.digest(plans_file)[:6]}"
+    assert {c.arch_label for c in cfgs.values()} == {short} == {architectures.spec(N.spec_name(moved, "3d_fullres")).display_name}
+    assert all(c.label().startswith(short + " train ") and str(tmp_path) not in c.label() + c.slug()
+               for c in cfgs.values())
+    assert dataclasses.replace(cfgs[moved], arch_label="").key() == cfgs[moved].key()
+    assert architectures.spec("unet").display_name == "unet"  # a registered name is its own
 
 
 def test_an_elongated_plans_patch_is_accepted_per_axis(microct_plans):

@@ -79,3 +79,20 @@ def test_at_a_capacity_workspaces_that_do_not_fit_are_left_out_and_a_step_that_d
     assert none.largest_workspace == 0 and none.model.peak_allocated == plain.peak_allocated
     with pytest.raises(AllocatorOOM, match="tried to allocate"):
         device.replay_device(tr, host, start, benchmark=False, capacity=plain.peak_allocated // 2)
+
+
+def test_at_a_gpu_memory_the_nvidia_smi_figure_exceeds_it_exactly_when_the_step_runs_out(unet_step):
+    """run_device, the one rule of "fits" (--backend predict --gpu-memory, the screen, bench fit): over GPU
+    memories around the step's need, out of memory <=> its nvidia-smi figure > that memory; where it fits, the
+    free-and-retry can hold the step below the figure without a capacity (never above it)."""
+    tr, host, start = unet_step
+    context = 100 * MiB
+    free = device.run_device(tr, host, start, True, context, factor=2.0)
+    assert free.oom is None and free.nvidia_smi == free.replay.model.peak_reserved + context
+    outcomes = set()
+    for gpu_memory in range(context, free.nvidia_smi + 4 * MiB, MiB):
+        run = device.run_device(tr, host, start, True, context, gpu_memory, factor=2.0)
+        assert (run.oom is not None) == (run.nvidia_smi > gpu_memory), gpu_memory
+        assert run.nvidia_smi <= free.nvidia_smi if run.oom is None else run.nvidia_smi >= free.nvidia_smi
+        outcomes.add(run.oom is None)
+    assert outcomes == {True, False}  # the range crosses the edge

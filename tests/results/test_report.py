@@ -1,6 +1,7 @@
 """Report, plots, fit and paper tables from a fixture of results (ok, oom and error rows)."""
 
 import math
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -119,6 +120,10 @@ def test_fit_judges_a_cascade_by_its_largest_stage(monkeypatch):
     monkeypatch.setattr(fitmod, "combine", lambda values: folded.append(list(values)) or stages.combine(folded[-1]))
     assert fitmod.predicted_peak(architectures.spec("nnunet_cascade"), {}, "train", "fp16")((128,) * 3, 2) == 80
     assert folded == [[10, 80]]
+    # and the device figure bench fit decides by (each stage at the budget)
+    monkeypatch.setattr(fitmod, "run_device", lambda tracker, *a: SimpleNamespace(nvidia_smi=peaks[tracker.name] + 5))
+    assert fitmod.predicted_device(architectures.spec("nnunet_cascade"), {}, "train", "fp16", 100)((128,) * 3, 2) == 85
+    assert folded[-1] == [15, 85]
 
 
 def test_throughput_counts_labelled_voxels_not_both_meunet_patches(results):
@@ -196,13 +201,34 @@ def test_largest_is_exact():
     assert fit.largest(lambda n: True, 1, 50) == 50
 
 
-def test_fit_a_real_architecture_at_a_small_budget():
-    budget = 300 * 2**20
+def test_fit_a_real_architecture_at_a_small_budget(monkeypatch):
+    """fit's answer is the largest size whose nvidia-smi figure fits the budget and the next one's does not,
+    by the rule of --backend predict --gpu-memory: the worker's prediction at that memory agrees."""
+    from bench import record as R
+    from bench.sweep import worker
+    from bench.sweep.config import RunConfig
+
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "")  # restored after the test (the worker sets it)
+    budget = 1_300_000_000  # the generic CUDA context and a training step's kernels take 0.97 GB of it
     r = fit.fit("unet", budget, batch=1, precision="fp32", size=(32, 32, 32))
     assert r.edge is not None and r.edge % 16 == 0
-    peak = fit.predicted_peak(__import__("architectures").spec("unet"), {}, "train", "fp32")
-    assert peak((r.edge,) * 3, 1) <= budget < peak((r.edge + 16,) * 3, 1)
-    assert peak((32,) * 3, r.max_batch) <= budget < peak((32,) * 3, r.max_batch + 1)
+    need = fit.predicted_device(architectures.spec("unet"), {}, "train", "fp32", budget)
+    assert need((r.edge,) * 3, 1) == round(r.edge_bytes) <= budget < need((r.edge + 16,) * 3, 1)
+    assert need((32,) * 3, r.max_batch) <= budget < need((32,) * 3, r.max_batch + 1)
+    fits, over = (worker.run(RunConfig("unet", (e,) * 3, 1, backend="predict", gpu_memory=budget), memtracker=False)
+                  for e in (r.edge, r.edge + 16))
+    assert fits[R.STATUS] == "ok" and fits[R.PRED_NVIDIA_SMI] == need((r.edge,) * 3, 1)
+    assert over[R.STATUS] == "oom" and over[R.PRED_NVIDIA_SMI] == need((r.edge + 16,) * 3, 1)
+
+
+def test_fit_margin_keeps_memory_free_and_figure_is_gone(tmp_path):
+    mem = lambda size, batch: 1000 * batch * size[0] * size[1] * size[2]  # noqa: E731
+    r = fit.fit("unet", 100_000_000, batch=2, memory=mem, margin_bytes=40_000_000)
+    assert r.edge == 16  # 2 x 16^3 x 1000 + 40 MB margin = 48 MB fits; 2 x 32^3 x 1000 + 40 MB = 106 MB does not
+    res = runner.invoke(app, ["fit", "--arch", "unet", "--figure", "allocated", "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "--figure is gone" in res.output and not (tmp_path / "fit.csv").exists()
+    res = runner.invoke(app, ["fit", "--arch", "unet", "--budget", "1GB", "--margin", "2GB", "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "leaves nothing of --budget 1GB" in res.output
 
 
 def test_paper_rows_and_ratios(monkeypatch):
@@ -266,7 +292,7 @@ def test_fit_explains_a_blank_and_prints_whole_numbers(monkeypatch, tmp_path):
     mem = lambda size, batch: 1000 * batch * size[0] * size[1] * size[2]  # noqa: E731
     r = fit.fit("nnunet_cascade", 100_000_000, batch=2, memory=mem)
     assert r.edge is None and "no cube: the smallest allowed, 128x128x128 b2, needs 3.91 GiB" in r.row()["note"]
-    monkeypatch.setattr(fit, "predicted_peak", lambda *a, **k: mem)
+    monkeypatch.setattr(fit, "predicted_device", lambda *a, **k: mem)
     res = runner.invoke(app, ["fit", "--arch", "unet", "--arch", "nnunet_cascade", "--budget", "100MB", "--batch", "2",
                               "--overhead", "0", "--jobs", "1", "--out", str(tmp_path)], env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output  # (one job: the patched prediction lives in this process)

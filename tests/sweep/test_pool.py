@@ -2,6 +2,7 @@
 directory run each configuration once, prediction screening (``--gpu-memory``) and ``bench status``.
 Workers are small Python programs (``LocalExecutor(command=...)``) or fakes; CUDA is a fake backend."""
 
+import dataclasses
 import json
 import os
 import sys
@@ -81,6 +82,21 @@ def test_visible_gpus_and_their_memory_come_from_the_cuda_backend(monkeypatch):
     assert gpu_memory("a100 40gb") == 40 * 2**30  # a GPU of the catalogue: its memory
 
 
+def test_the_screen_takes_the_context_of_the_named_or_visible_gpu(monkeypatch):
+    """--gpu-memory A100-40GB names the GPU whose CUDA context the screen predicts with; otherwise a local cuda
+    run's visible GPU (as that run's own prediction takes it); else none: the generic figure."""
+    from bench.cli import _screen_gpu
+    from bench.options import Backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H100 80GB HBM3")
+    assert _screen_gpu("A100-40GB", Backend.CUDA) == _screen_gpu("a100 40gb", Backend.CPU) == "A100-40GB"
+    assert _screen_gpu("auto", Backend.CUDA) == _screen_gpu("80GB", Backend.CUDA) == "H100-SXM"
+    assert _screen_gpu("80GB", Backend.CPU) == ""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a SLURM login node
+    assert _screen_gpu("80GB", Backend.CUDA) == ""
+
+
 def test_gpu_memory_auto_without_a_gpu_is_one_line(tmp_path, cpu_only):
     res = CliRunner().invoke(app, ["run", "--arch", "unet", "--size", "32", "--gpu-memory", "auto", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "--gpu-memory auto needs a visible CUDA GPU" in res.output
@@ -105,11 +121,19 @@ def test_two_parallel_sweeps_on_one_directory_run_each_configuration_once(tmp_pa
 
 
 class FakePredictor:
-    """A prediction worker: peak reserved = 1 MB per voxel edge (no torch)."""
+    """A prediction worker (no torch): nvidia-smi figure = 1 MB per voxel edge + a 10 MB context; at a
+    capacity (``gpu_memory``) an ``oom`` record where that figure exceeds it, as the device model's rule gives."""
+
+    def __init__(self):
+        self.asked = []
 
     def run(self, cfg, timeout_s):
-        return {**R.config_columns(cfg), R.STATUS: R.OK, R.PRED_RESERVED: cfg.size[0] * 10**6,
-                R.PRED_ALLOCATED: cfg.size[0] * 9 * 10**5, R.FLOPS_PER_STEP: 7, R.PARAMS: 11}
+        self.asked.append(cfg)
+        smi = cfg.size[0] * 10**6 + 10 * 10**6
+        status = R.OOM if cfg.gpu_memory and smi > cfg.gpu_memory else R.OK
+        return {**R.config_columns(cfg), R.STATUS: status, R.PRED_RESERVED: cfg.size[0] * 10**6,
+                R.PRED_NVIDIA_SMI: smi, R.PRED_CONTEXT: 10 * 10**6, R.PRED_CAPACITY: cfg.gpu_memory,
+                R.FLOPS_PER_STEP: 7, R.PARAMS: 11}
 
     def cancel(self):
         pass
@@ -117,13 +141,21 @@ class FakePredictor:
 
 def test_screening_records_what_cannot_fit_without_running_it(tmp_path):
     cfgs = [RunConfig("unet", (s, s, s), 1, backend="cuda") for s in (32, 64)]
-    screen = ScreeningExecutor(budget_bytes=50 * 10**6, overhead_bytes=10 * 10**6, inner=FakePredictor())
+    inner = FakePredictor()
+    screen = ScreeningExecutor(budget_bytes=50 * 10**6, inner=inner, gpu="A100-40GB")
     assert screen.run(cfgs[0], 60) is None  # 32 MB + 10 MB fits in 50 MB
+    # the screen asks the prediction at the GPU's memory, for its GPU, and keeps the configuration's key
+    asked = inner.asked[-1]
+    assert (asked.backend, asked.gpu_memory, asked.gpu) == ("predict", 50 * 10**6, "A100-40GB")
     rec = screen.run(cfgs[1], 60)
     assert rec[R.STATUS] == R.PREDICTED_OOM and rec[R.BACKEND] == "cuda" and rec[R.KEY] == cfgs[1].key()
-    assert rec[R.PRED_RESERVED] == 64 * 10**6 and rec[R.GPU_BUDGET] == 50 * 10**6 and rec[R.PARAMS] == 11
+    assert rec[R.PRED_NVIDIA_SMI] == 74 * 10**6 and rec[R.GPU_BUDGET] == 50 * 10**6 and rec[R.PARAMS] == 11
+    assert rec[R.PRED_CAPACITY] == 50 * 10**6
     assert "0.07 GiB" in rec[R.ERROR] and "--no-skip" in rec[R.ERROR]
     assert not R.undeclared(rec)
+    # a configuration's own --gpu wins over the screen's
+    screen.run(dataclasses.replace(cfgs[0], gpu="H100-SXM"), 60)
+    assert inner.asked[-1].gpu == "H100-SXM"
     skipped = run_sweep(cfgs, tmp_path, 60, executor=[screen, screen], budget_bytes=50 * 10**6)
     assert [r[R.KEY] for r in skipped] == [cfgs[1].key()] and len(store.load(tmp_path)) == 1
     # the record stands for the same GPU; a larger GPU screens it again; --no-skip measures it
