@@ -23,6 +23,7 @@ starts (as ``torch.cuda.reset_peak_memory_stats``). The result gives:
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -91,17 +92,28 @@ def _runner(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
     )
 
 
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a block that makes many objects without cycles."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
           precision: str = "fp32", channels_last: bool = False, in_channels: int = 1,
           num_classes: int = 3, modules: bool = False) -> tuple[AllocationTracker, set[int], StepRunner]:
     """Trace build + warm-up + measured step on fake tensors; returns the tracker (mark ``measured``
     where the measured step starts), the host-resident storages to leave out, and the runner.
-    ``modules``: also name the module that made each storage (``tracker.modules``, for snapshots)."""
+    ``modules``: also name the module that made each storage of the measured step (``tracker.modules``,
+    for snapshots). Only that step: the build runs no module and the warm-up's tensors are named by the
+    measured step's twins, while torch's ModuleTracker hooks every module call (a snapshot's main cost)."""
     tracker = AllocationTracker()
-    names = ModuleTracker() if modules else contextlib.nullcontext()
-    if modules:
-        tracker.where = lambda: deepest(names.parents)
-    with fake_step(precision, tracker) as emul, names:
+    with fake_step(precision, tracker) as emul:
         runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul, in_channels, num_classes)
 
         def phase(name: str) -> None:
@@ -114,8 +126,13 @@ def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int,
         tracker.set_phase("setup")
         tracker.label_training_state(runner.model, runner.optimizer)
         tracker.mark("measured")
-        out = runner.step(phase)
-        del out
+        names = ModuleTracker() if modules else contextlib.nullcontext()
+        with names:
+            if modules:
+                tracker.where = lambda: deepest(names.parents)
+            out = runner.step(phase)
+            del out
+        tracker.where = None
         tracker.label_training_state(runner.model, runner.optimizer)
         host = tracker.host_sids(runner.optimizer)
     return tracker, host, runner
@@ -265,7 +282,8 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
         t1 = time.perf_counter()
         settings = settings if settings is not None else AllocatorSettings.from_env()
         stem = str(snapshot_to)
-        write(build(tracker, host, settings, capacity, label or snapshot_to.name, start), Path(stem + ".pickle"))
+        with no_gc():  # tens of thousands of acyclic dicts: the cyclic collector would scan the whole heap for them
+            write(build(tracker, host, settings, capacity, label or snapshot_to.name, start), Path(stem + ".pickle"))
         rec[R.SNAPSHOT_PATH] = stem + ".pickle"
         rec[R.SNAPSHOT_TIME] = time.perf_counter() - t1
     if with_memtracker:
