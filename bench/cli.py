@@ -603,16 +603,17 @@ def _load_trace(path: Path, device: int):
 def replay(
     snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle (or a .events.csv fixture)")],
     device: Annotated[int, typer.Option(help="which device's trace")] = 0,
-    gpu_memory: Annotated[str | None, typer.Option(help="the device's capacity (e.g. 80GB), for the model's "
-                                                        "free-and-retry")] = None,
+    gpu_memory: Annotated[str | None, typer.Option(help="the device's capacity (e.g. 80GB, or a GPU: A100-40GB), for "
+                                                        "the model's free-and-retry")] = None,
     plot: Annotated[Path | None, typer.Option(help="also draw the snapshot's timeline (allocated and reserved over "
                                                    "its trace, the largest tensors live at the peak) into this PNG")] = None,
 ) -> None:
     """Your own snapshot's real peak allocated / reserved / fragmentation beside the allocator model's on
     the same events, and under expandable_segments. Read safely: no class is loaded from the pickle."""
     from .measure import traces
+    from .sweep.expand import gpu_memory as detect_gpu_memory
 
-    capacity = _validated(parse_bytes, gpu_memory) if gpu_memory is not None else None
+    capacity = _validated(detect_gpu_memory, gpu_memory) if gpu_memory is not None else None
     if plot is not None:
         if plot.suffix.lower() != ".png":
             fail(f"--plot writes a PNG: give a name ending in .png; got {plot.name}")
@@ -624,6 +625,8 @@ def replay(
         fail(f"{snapshot}: the trace holds no allocation to replay")
     rows = traces.compare_rows(trace, capacity)
     real = rows[0]
+    if data is not None and "segmem" in data:  # a prediction's snapshot: its trace is the model's own, not a GPU's
+        real["source"] = "the prediction's trace"
     table = Table(title=f"{escape(snapshot.name)}: {sum(e.action == traces.ALLOC for e in trace.events):,} allocations"
                         f"{'' if trace.whole_run else ' (starts mid-run)'}; settings: {trace.settings.conf() or 'default'}")
     for col in ("", "peak allocated", "peak reserved", "reserved vs real", "fragmentation at peak", "segments at end"):
@@ -634,6 +637,14 @@ def replay(
         table.add_row(escape(r["source"]), f"{r['peak_allocated'] / 2**20:,.1f} MiB", f"{r['peak_reserved'] / 2**20:,.1f} MiB",
                       err, frag, "-" if r["segments"] is None else str(r["segments"]))
     console.print(table)
+    short = [r for r in rows if r["ooms"]]
+    if short:
+        console.print(f"[yellow]note:[/] at --gpu-memory {escape(str(gpu_memory))} the model ran out of memory: "
+                      + "; ".join(f"{escape(r['source'])} on {r['ooms']:,} allocation(s)" for r in short)
+                      + ". Its peaks stop short there (a real run would raise torch.OutOfMemoryError), so their "
+                      "errors are not the model's error.", highlight=False)
+    console.print("[dim]Allocated from a trace counts each request rounded to 512 B; the model's also counts the "
+                  "remainders of blocks too small to split, as torch.cuda.max_memory_allocated does.[/]")
     if not trace.whole_run:
         console.print("[yellow]The trace starts mid-run: the blocks live at its start are allocated first in the model "
                       "(in address order), which the real allocator may have laid out differently.[/]")

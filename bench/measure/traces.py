@@ -142,6 +142,9 @@ def snapshot_trace(data: dict, device: int = 0) -> Trace:
     Blocks freed in the trace but not allocated in it, and blocks active at the end that were not
     allocated in it, were live when the trace started: they come first as ``live`` events."""
     traces = data.get("device_traces") or []
+    if 0 < len(traces) <= device:
+        held = "device 0 only" if len(traces) == 1 else f"devices 0 to {len(traces) - 1}"
+        raise SnapshotError(f"the snapshot has a device trace for {held}; --device {device} is not one of them")
     if device >= len(traces) or not traces[device]:
         raise SnapshotError(f"the snapshot has no trace for device {device}{held_at_snapshot(data, device)} (record one with "
                             "torch.cuda.memory._record_memory_history() before the run)")
@@ -230,6 +233,7 @@ class Peaks:
     reserved: int
     fragmentation: float  # 1 - allocated / reserved when reserved peaked
     segments: int | None
+    ooms: int = 0  # allocations the model could not make at the device's capacity (its peaks stop short there)
 
 
 def levels(trace: Trace) -> Iterator[tuple[TraceEvent, int, int]]:
@@ -265,7 +269,8 @@ def model_levels(trace: Trace, settings: AllocatorSettings | None = None, capaci
     yield from _replay(trace, model, follow_releases)
 
 
-def _replay(trace: Trace, model: CachingAllocatorModel, follow_releases: bool) -> Iterator[tuple[TraceEvent, int, int]]:
+def _replay(trace: Trace, model: CachingAllocatorModel, follow_releases: bool,
+            ooms: list[TraceEvent] | None = None) -> Iterator[tuple[TraceEvent, int, int]]:
     releasing = False
     for e in trace.events:
         if e.action in (ALLOC, LIVE):
@@ -274,6 +279,8 @@ def _replay(trace: Trace, model: CachingAllocatorModel, follow_releases: bool) -
             try:
                 model.malloc(e.block, e.size, e.stream)
             except AllocatorOOM:
+                if ooms is not None:
+                    ooms.append(e)
                 continue
         elif e.action == FREE and e.block in model._handles:
             model.free(e.block)
@@ -288,8 +295,9 @@ def model_peaks(trace: Trace, settings: AllocatorSettings | None = None, capacit
                 follow_releases: bool = True) -> Peaks:
     """The allocator model's peaks on the trace's own alloc/free sequence (:func:`model_levels`)."""
     model = CachingAllocatorModel(settings or trace.settings, capacity)
-    peaks = _peaks(_replay(trace, model, follow_releases))
-    return Peaks(peaks.allocated, peaks.reserved, peaks.fragmentation, model.segments)
+    ooms: list[TraceEvent] = []
+    peaks = _peaks(_replay(trace, model, follow_releases, ooms))
+    return Peaks(peaks.allocated, peaks.reserved, peaks.fragmentation, model.segments, len(ooms))
 
 
 def _peaks(levels: Iterable[tuple[TraceEvent, int, int]], segments: int | None = None) -> Peaks:
@@ -316,9 +324,9 @@ def compare_rows(trace: Trace, capacity: int | None = None) -> list[dict[str, An
         exp = AllocatorSettings(True, trace.settings.max_split_size, trace.settings.garbage_collection_threshold)
         rows.append(("model, expandable_segments:True", model_peaks(trace, exp, capacity)))
     out = [{"source": name, "peak_allocated": p.allocated, "peak_reserved": p.reserved,
-            "fragmentation": p.fragmentation, "segments": p.segments} for name, p in rows]
+            "fragmentation": p.fragmentation, "segments": p.segments, "ooms": p.ooms} for name, p in rows]
     out.append({"source": "peak allocated rounded up to 2 MiB", "peak_allocated": real.allocated,
-                "peak_reserved": baseline_peak(trace), "fragmentation": None, "segments": None})
+                "peak_reserved": baseline_peak(trace), "fragmentation": None, "segments": None, "ooms": 0})
     return out
 
 

@@ -197,11 +197,12 @@ def markdown_table(df: pd.DataFrame) -> str:
 MEMORY_COLUMNS = """## What the memory columns mean
 
 - **measured_allocated_gib** (CUDA): `torch.cuda.max_memory_allocated`, the peak of bytes held by live
-  tensors during the measured training step (after a warm-up step, so Adam's state exists). It is what the
+  tensors during the measured training step (after a warm-up step, so the optimizer's state exists). It is what the
   network itself needs, without the allocator's cache or the CUDA context.
 - **measured_reserved_gib** (CUDA): `torch.cuda.max_memory_reserved`, the peak the caching allocator took
-  from the GPU (allocated plus cached free blocks and rounding). It decides an out-of-memory error, so the
-  fit and equal-memory tables use it.
+  from the GPU (allocated plus cached free blocks and rounding). It decides an out-of-memory error; the
+  equal-memory table and the largest-patch plot compare it, without the CUDA context, with the budget
+  (`bench fit` and the `--gpu-memory` screen decide by the nvidia-smi-level figure at the GPU's memory).
 - **measured_device_gib** (CUDA): the process's device memory as NVML (nvidia-smi) sees it, sampled during
   the step. It adds the CUDA context and cuDNN/cuBLAS workspaces to the reserved figure: what a GPU's
   capacity must hold.

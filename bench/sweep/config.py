@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -149,5 +150,6 @@ class RunConfig:
     def slug(self) -> str:
         """A file name for this configuration's artefacts (snapshots): readable, and unique by the key."""
         stage = f"-{self.stage}" if self.stage else ""
-        return (f"{self.arch_label or self.arch}{stage}-{self.mode}-{format_size(self.size)}-b{self.batch}-{self.precision}"
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", self.arch_label or self.arch)  # no ':', '@', '#', '/' in file names
+        return (f"{name}{stage}-{self.mode}-{format_size(self.size)}-b{self.batch}-{self.precision}"
                 f"{'-cudnnbench' if self.cudnn_benchmark else ''}-{self.key()[:8]}")

@@ -113,6 +113,7 @@ def test_a_plans_configuration_is_shown_by_its_file_stem_and_digest_not_its_path
     short = f"nnunet-plans:3d_fullres@plans#{N.digest(plans_file)[:6]}"
     assert {c.arch_label for c in cfgs.values()} == {short} == {architectures.spec(N.spec_name(moved, "3d_fullres")).display_name}
     assert all(c.label().startswith(short + " train ") and str(tmp_path) not in c.label() + c.slug()
+               and not set(":@#/") & set(c.slug())
                for c in cfgs.values())
     assert dataclasses.replace(cfgs[moved], arch_label="").key() == cfgs[moved].key()
     assert architectures.spec("unet").display_name == "unet"  # a registered name is its own

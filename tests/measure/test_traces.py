@@ -133,7 +133,7 @@ def test_bench_replay_and_trace2events(snap_file, tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["replay", str(snap_file)])
     assert res.exit_code == 0, res.output
-    assert "real (from the trace)" in res.output and "expandable_segments:True" in res.output
+    assert "the prediction's trace" in res.output and "expandable_segments:True" in res.output  # segmem's own snapshot
     assert "+0.00%" in res.output  # the model on its own trace
     evil = tmp_path / "evil.pickle"
     evil.write_bytes(pickle.dumps(Boom()))
@@ -173,3 +173,15 @@ def test_a_snapshot_without_history_says_what_its_segments_held(tmp_path):
     reserved = sum(s["total_size"] for s in data["segments"]) / MiB
     assert res.exit_code == 2 and "no trace for device 0" in res.output
     assert f"{len(data['segments'])} segment(s) held {reserved:,.1f} MiB reserved" in res.output
+
+
+def test_replay_says_when_the_model_runs_out_at_the_given_capacity(snap_file):
+    runner = CliRunner()
+    res = runner.invoke(app, ["replay", str(snap_file), "--gpu-memory", "40MB"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    assert "the model ran out of memory" in res.output and "torch.OutOfMemoryError" in res.output
+    res = runner.invoke(app, ["replay", str(snap_file), "--gpu-memory", "A100-40GB"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and "ran out" not in res.output  # a GPU of the catalogue is a capacity too
+    assert traces.model_peaks(traces.snapshot_trace(traces.load_snapshot(snap_file)), capacity=40 * 10**6).ooms > 0
+    res = runner.invoke(app, ["replay", str(snap_file), "--device", "3"])
+    assert res.exit_code == 2 and "a device trace for device 0 only; --device 3" in res.output

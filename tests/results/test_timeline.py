@@ -71,8 +71,9 @@ def test_bench_replay_plot(tmp_path):
     snap.write_bytes(pickle.dumps(real_like()))
     runner = CliRunner()
     png = tmp_path / "out" / "t.png"
-    res = runner.invoke(app, ["replay", str(snap), "--plot", str(png)])
+    res = runner.invoke(app, ["replay", str(snap), "--plot", str(png)], env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output
+    assert "real (from the trace)" in res.output  # not segmem's: a GPU's own figures
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     res = runner.invoke(app, ["replay", str(snap), "--plot", str(tmp_path / "t.svg")])
     assert res.exit_code == 2 and "ending in .png" in res.output
