@@ -110,8 +110,9 @@ def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int,
     """Trace build + warm-up + measured step on fake tensors; returns the tracker (mark ``measured``
     where the measured step starts), the host-resident storages to leave out, and the runner.
     ``modules``: also name the module that made each storage of the measured step (``tracker.modules``,
-    for snapshots). Only that step: the build runs no module and the warm-up's tensors are named by the
-    measured step's twins, while torch's ModuleTracker hooks every module call (a snapshot's main cost)."""
+    for snapshots), and parameters, gradients and optimizer state by their parameter. ModuleTracker runs
+    over the measured step only: it hooks every module call (a snapshot's main cost), and the build and the
+    warm-up's optimizer make their tensors outside any module."""
     tracker = AllocationTracker()
     with fake_step(precision, tracker) as emul:
         runner = _runner(spec, overrides, size, batch, mode, precision, channels_last, emul, in_channels, num_classes)
@@ -119,6 +120,8 @@ def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int,
         def phase(name: str) -> None:
             if name == "optimizer":
                 tracker.label_gradients(runner.model)
+                if modules:
+                    tracker.name_training_state(runner.model, gradients=True)
             tracker.set_phase(name)
 
         out = runner.step(phase)
@@ -134,6 +137,8 @@ def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int,
             del out
         tracker.where = None
         tracker.label_training_state(runner.model, runner.optimizer)
+        if modules:
+            tracker.name_training_state(runner.model, runner.optimizer)
         host = tracker.host_sids(runner.optimizer)
     return tracker, host, runner
 

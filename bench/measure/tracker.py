@@ -25,6 +25,8 @@ from torch.utils._pytree import tree_leaves
 
 _CONVS = (torch.ops.aten.convolution, torch.ops.aten._convolution, torch.ops.aten.convolution_backward,
           torch.ops.aten.cudnn_convolution)
+#: what torch.utils.module_tracker.ModuleTracker calls the place outside every module
+UNNAMED = "Global"
 CATEGORIES = ("parameter", "gradient", "optimizer", "input", "activation", "temporary")
 
 
@@ -117,6 +119,26 @@ class AllocationTracker(TorchDispatchMode):
         if optimizer is not None:
             self.label((v for s in optimizer.state.values() for v in s.values()
                         if isinstance(v, torch.Tensor) and v.numel() > 1), "optimizer")
+
+    def name_training_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                            gradients: bool = False) -> None:
+        """Name parameters, buffers and optimizer state (with ``gradients``: the live gradients instead) by
+        their parameter's name where no module named them (``modules``, for snapshots): they are made
+        outside any module's forward, at build time or in the optimizer."""
+        root = type(model).__name__
+        params = [(f"{root}.{n}", p) for n, p in model.named_parameters()]
+        if gradients:
+            pairs = [(f"{n}.grad", p.grad) for n, p in params if p.grad is not None]
+        else:
+            of = {id(p): n for n, p in params}
+            pairs = params + [(f"{root}.{n}", b) for n, b in model.named_buffers()]
+            if optimizer is not None:
+                pairs += [(f"{of.get(id(p), '?')} ({k})", v) for p, s in optimizer.state.items() for k, v in s.items()
+                          if isinstance(v, torch.Tensor) and v.numel() > 1]
+        for name, t in pairs:
+            sid = self.sid_of(t)
+            if sid is not None and self.modules.get(sid, UNNAMED) == UNNAMED:
+                self.modules[sid] = name
 
     def label_gradients(self, model: torch.nn.Module) -> None:
         self.label((p.grad for p in model.parameters() if p.grad is not None), "gradient")

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from bench import record as R
 from bench.cli import app
-from bench.measure import traces
+from bench.measure import snapshot, traces
 from bench.results import timeline
 from bench.sweep import store
 
@@ -37,6 +37,11 @@ def test_bench_run_predict_writes_a_snapshot_pytorch_reads(tmp_path):
     assert {"forward", "backward", "optimizer"} <= phases
     modules = {e["frames"][0]["filename"] for e in entries if e["action"] == "alloc" and e["frames"][0]["name"] == "forward"}
     assert any(m.startswith("UNet.") for m in modules), modules
+    # parameters, made outside any module's forward, are named by their parameter, and their optimizer state too
+    named = {snapshot.frame_category(e["frames"]): e["frames"][0]["filename"] for e in entries if e["action"] == "alloc"
+             and snapshot.frame_category(e["frames"]) in ("parameter", "optimizer")}
+    assert named["parameter"].startswith("UNet.") and named["parameter"].endswith((".weight", ".bias")), named
+    assert named["optimizer"].startswith("UNet.") and named["optimizer"].endswith(")"), named
     # the snapshot is the prediction: its reserved peak is the record's, and replaying it reproduces it
     trace = traces.snapshot_trace(data)
     assert traces.real_peaks(trace).reserved == rec[R.PRED_RESERVED] == traces.model_peaks(trace).reserved
