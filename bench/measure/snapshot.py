@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .allocator import AllocatorSettings, CachingAllocatorModel
-from .tracker import AllocationTracker
+from .tracker import UNNAMED, AllocationTracker
 
 
 def deepest(parents: set[str]) -> str:
@@ -33,7 +33,7 @@ LABEL, MEASURED_FROM = "label", "measured_from_us"
 
 
 def _frames(module: str, phase: str, category: str, label: str) -> list[dict[str, Any]]:
-    return [{"filename": module or "<no module>", "line": 0, "name": phase},
+    return [{"filename": module if module and module != UNNAMED else "<no module>", "line": 0, "name": phase},
             {"filename": "segmem", "line": 0, "name": f"{category}: {label}"}]
 
 

@@ -19,7 +19,10 @@ from typing import Any
 from ..measure import snapshot as S
 from ..measure import traces as T
 
-PHASE_COLOURS = {"setup": "#eeeeee", "forward": "#d6eaf8", "backward": "#fdebd0", "optimizer": "#d5f5e3"}
+#: the step's phases (bench.measure.step: "done" is after the optimizer, when the step's leftovers go)
+PHASE_COLOURS = {"setup": "#eeeeee", "forward": "#d6eaf8", "backward": "#fdebd0", "optimizer": "#d5f5e3",
+                 "done": "#e5e5e5"}
+PHASE_NAMES = {"done": "after the step"}
 #: frames from these files say where torch allocated, not whose code asked: a real snapshot's tensor is
 #: named by its first frame outside them
 LIBRARY_FRAMES = ("/torch/", "<frozen", "/site-packages/")
@@ -109,7 +112,7 @@ def draw(tl: Timeline, dest: Path, title: str | None = None, top: int = 6) -> No
             i0 = i
     shown = [p for p in PHASE_COLOURS if p in set(tl.phases)]
     for phase in shown:
-        ax.fill_between([], [], color=PHASE_COLOURS[phase], label=phase)
+        ax.fill_between([], [], color=PHASE_COLOURS[phase], label=PHASE_NAMES.get(phase, phase))
     kind = "model" if any(p is not None for p in tl.phases) else "trace"
     ax.step(tl.x, [r / gib for r in tl.reserved], where="post", color="#c0392b", label=f"reserved ({kind})")
     ax.step(tl.x, [a / gib for a in tl.allocated], where="post", color="#1f4e79", label=f"allocated ({kind})")
@@ -117,7 +120,8 @@ def draw(tl: Timeline, dest: Path, title: str | None = None, top: int = 6) -> No
         peak = tl.allocated[tl.peak]
         ax.plot([tl.x[tl.peak]], [peak / gib], "v", color="black", ms=9)
         text = f"peak {peak / gib:.2f} GiB" if peak >= gib else f"peak {peak / 2**20:.1f} MiB"
-        ax.annotate(text, (tl.x[tl.peak], peak / gib), xytext=(5, 8), textcoords="offset points")
+        ax.annotate(text, (tl.x[tl.peak], peak / gib), xytext=(5, 8), textcoords="offset points",
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})  # over the reserved line
     lines = [f"{n / 2**20:8.1f} MiB  {where}" + (f" ({cat})" if cat else "") for n, where, cat in tl.live_at_peak[:top]]
     ax.text(0.01, 0.98, "largest tensors live at the peak:\n" + "\n".join(lines), transform=ax.transAxes,
             va="top", ha="left", family="monospace", fontsize=7,

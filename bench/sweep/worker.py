@@ -35,6 +35,7 @@ from ..options import Backend, Mode
 from ..version import code_version
 from . import wire
 from .config import RunConfig
+from .expand import label
 
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
@@ -101,7 +102,7 @@ def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
     try:
         rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last,
                            with_memtracker=memtracker, in_channels=cfg.in_channels, num_classes=cfg.num_classes,
-                           snapshot_to=snap.with_name(snap.name + ".predicted") if snap else None, label=cfg.label(),
+                           snapshot_to=snap.with_name(snap.name + ".predicted") if snap else None, label=label(cfg),
                            gpu=gpu, voxels=rec[R.LABELLED_VOXELS_PER_STEP], cudnn_benchmark=rec[R.CUDNN_BENCHMARK],
                            gpu_memory=cfg.gpu_memory or None, cuda=rec.get(R.ENV_CUDA)))
     except AllocatorOOM as exc:  # the prediction at --gpu-memory: the record a real GPU would give

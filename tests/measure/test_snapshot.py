@@ -49,7 +49,7 @@ def test_bench_run_predict_writes_a_snapshot_pytorch_reads(tmp_path):
     # its timeline (drawn by bench run from the pickle) shows the record's figures
     tl = timeline.timeline(data)
     assert (tl.allocated[tl.peak], max(tl.reserved)) == (rec[R.PRED_ALLOCATED], rec[R.PRED_RESERVED])
-    assert tl.label.startswith("unet train 32x32x32 b1")
+    assert tl.label.startswith("unet train 32^3 b1")  # as the console names it
 
 
 def test_snapshot_folder_must_be_writable(tmp_path):
