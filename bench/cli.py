@@ -892,7 +892,8 @@ def _plot(df, dest: Path) -> None:
 @app.command("fit")
 def fit_(
     arch: ArchOption = None,
-    budget: Annotated[str, typer.Option(help="GPU memory, e.g. 16GB, 16GiB, 500MB")] = "16GB",
+    budget: Annotated[str, typer.Option(help="GPU memory, e.g. 16GB, 16GiB, 500MB, or a GPU of the catalogue "
+                                             "(A100-40GB: its memory and CUDA context)")] = "16GB",
     batch: Annotated[int, typer.Option(help="batch for the largest cube/box")] = 4,
     mode: Annotated[Mode, typer.Option(help="what to fit")] = Mode.TRAIN,
     precision: Annotated[Precision | None, typer.Option(help="default: the arch's")] = None,
@@ -926,7 +927,18 @@ def fit_(
     if figure is not None:
         fail("bench fit --figure is gone: fit decides by the device model's nvidia-smi figure at the budget, as "
              "bench run --backend predict --gpu-memory does (--margin keeps extra memory free)")
-    budget_b = _validated(parse_bytes, budget)
+    if _is_gpu_name(budget):  # a GPU of the catalogue: its memory, and its context unless --gpu names another
+        from .measure.gpus import find
+
+        budget_b = find(budget).memory_bytes
+        gpu = gpu or _gpu(budget)
+    else:
+        from .measure.gpus import known
+
+        try:
+            budget_b = parse_bytes(budget)
+        except ValueError as exc:
+            fail(f"--budget {budget!r} is neither a memory size ({exc}) nor a GPU of the catalogue ({known()})")
     margin_b = _validated(parse_bytes, margin, allow_zero=True)
     if margin_b >= budget_b:
         fail(f"--margin {margin} leaves nothing of --budget {budget}")

@@ -40,12 +40,14 @@ def load(out: str | Path, arch: Sequence[str] = (), backend: Sequence[str] = (),
     if df.empty:
         raise NothingToShow(f"no results in {store.path(out)}; run `bench run` first")
     filters = ((R.ARCH, arch), (R.BACKEND, backend), (R.MODE, mode))
+    shown = _col(df, R.ARCH_LABEL).astype(object)
+    names = sorted(set(shown.where(shown.fillna("") != "", df[R.ARCH])))  # as labels show them
     for col, values in filters:
         if values:  # an architecture by its name or by the name labels show (a plans file's short name)
             df = df[df[col].isin(values) | (col == R.ARCH and _col(df, R.ARCH_LABEL).isin(values))]
     if df.empty:
         filters = ", ".join(f"{c}={'/'.join(v)}" for c, v in filters if v)
-        raise NothingToShow(f"no results in {store.path(out)} match {filters}")
+        raise NothingToShow(f"no results in {store.path(out)} match {filters} (architectures there: {', '.join(names)})")
     return df.reset_index(drop=True)
 
 

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 import architectures
 from bench.cli import app
+from bench.measure.gpus import find
 from bench.results import fit, paper, report, stages
 from bench.sweep import store
 
@@ -181,6 +182,8 @@ def test_report_and_plots_are_written(results, tmp_path):
 def test_nothing_to_show(results, tmp_path):
     res = runner.invoke(app, ["report", "--out", str(results), "--arch", "nnunet"])
     assert res.exit_code == 1 and "match arch=nnunet" in res.output
+    there = sorted(set(store.load(results)["arch"]))
+    assert f"(architectures there: {', '.join(there)})" in " ".join(res.output.split())  # what would match
     res = runner.invoke(app, ["plot", "--out", str(tmp_path / "empty")])
     assert res.exit_code == 1 and "no results" in res.output
 
@@ -302,6 +305,21 @@ def test_fit_explains_a_blank_and_prints_whole_numbers(monkeypatch, tmp_path):
     assert unet["largest_cube"] == 32 and unet["cube_patch"] == "32^3"
     assert "no cube" in table[table["arch"] == "nnunet_cascade"].iloc[0]["note"]
     assert "| 32 |" in (tmp_path / "fit.md").read_text()
+
+
+def test_fit_takes_a_gpu_as_its_budget(monkeypatch, tmp_path):
+    mem = lambda size, batch: 1000 * batch * size[0] * size[1] * size[2]  # noqa: E731
+    seen = {}
+    monkeypatch.setattr(fit, "predicted_device", lambda *a, **k: seen.update(capacity=a[4], gpu=a[5]) or mem)
+    res = runner.invoke(app, ["fit", "--arch", "unet", "--budget", "a100-40gb", "--jobs", "1", "--out", str(tmp_path)],
+                        env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    a100 = find("A100-40GB")
+    assert seen == {"capacity": a100.memory_bytes, "gpu": a100.name}  # its memory (nvidia-smi's), and its context
+    assert "A100-40GB's CUDA context" in " ".join(res.output.split())
+    assert pd.read_csv(tmp_path / "fit.csv").iloc[0]["budget_gib"] == round(a100.memory_bytes / 2**30, 2)
+    res = runner.invoke(app, ["fit", "--budget", "lots"])
+    assert res.exit_code == 2 and "neither a memory size" in res.output and "A100-40GB" in res.output
 
 
 def test_plots_read_at_a_glance(results, tmp_path, monkeypatch):
