@@ -64,16 +64,10 @@ def timeline(data: dict[str, Any], device: int = 0, label: str = "") -> Timeline
     alloc: list[int] = []
     resv: list[int] = []
     phases: list[str | None] = []
-    live: dict[int, T.TraceEvent] = {}
-    at_peak: dict[int, T.TraceEvent] = {}
-    best = -1
+    drawn: list[T.TraceEvent] = []  # the event of each point
     # a prediction is drawn as its allocator model gives it (the record's figures, unsplit remainders counted in
     # allocated); a real snapshot as its own trace records it
     for e, a, r in T.model_levels(trace) if own else T.levels(trace):
-        if e.action in (T.ALLOC, T.LIVE):
-            live[e.block] = e
-        elif e.action == T.FREE:
-            live.pop(e.block, None)
         entry = entries[e.at] if e.at >= 0 else {}
         if e.at < 0 or entry.get("time_us", 0) < start_us:
             continue
@@ -82,11 +76,18 @@ def timeline(data: dict[str, Any], device: int = 0, label: str = "") -> Timeline
         alloc.append(a)
         resv.append(r)
         phases.append(str(frames[0].get("name")) if own and frames else None)
-        if a > best:
-            best, at_peak = a, dict(live)
-    peak = alloc.index(best) if alloc else 0
+        drawn.append(e)
+    peak = alloc.index(max(alloc)) if alloc else 0
+    live: dict[int, T.TraceEvent] = {}  # the blocks live at the peak: one pass up to its event
+    for e in trace.events if drawn else ():
+        if e.action in (T.ALLOC, T.LIVE):
+            live[e.block] = e
+        elif e.action == T.FREE:
+            live.pop(e.block, None)
+        if e is drawn[peak]:
+            break
     named = []
-    for e in at_peak.values():
+    for e in live.values():
         frames = (entries[e.at].get("frames") or []) if e.at >= 0 else []
         named.append((e.size, _where(frames), S.frame_category(frames)))
     named.sort(key=lambda t: -t[0])
