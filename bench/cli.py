@@ -927,18 +927,11 @@ def fit_(
     if figure is not None:
         fail("bench fit --figure is gone: fit decides by the device model's nvidia-smi figure at the budget, as "
              "bench run --backend predict --gpu-memory does (--margin keeps extra memory free)")
-    if _is_gpu_name(budget):  # a GPU of the catalogue: its memory, and its context unless --gpu names another
-        from .measure.gpus import find
+    from .sweep.expand import gpu_memory as detect_gpu_memory
 
-        budget_b = find(budget).memory_bytes
+    budget_b = _validated(detect_gpu_memory, budget, option="--budget")
+    if _is_gpu_name(budget):  # a GPU of the catalogue: its context too, unless --gpu names another
         gpu = gpu or _gpu(budget)
-    else:
-        from .measure.gpus import known
-
-        try:
-            budget_b = parse_bytes(budget)
-        except ValueError as exc:
-            fail(f"--budget {budget!r} is neither a memory size ({exc}) nor a GPU of the catalogue ({known()})")
     margin_b = _validated(parse_bytes, margin, allow_zero=True)
     if margin_b >= budget_b:
         fail(f"--margin {margin} leaves nothing of --budget {budget}")

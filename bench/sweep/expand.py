@@ -65,9 +65,9 @@ def visible_gpus() -> list[str]:
     return named[:n] if named else [str(i) for i in range(n)]
 
 
-def gpu_memory(text: str) -> int:
-    """``--gpu-memory``: a size (80GB, 80GiB), a GPU of the catalogue (A100-40GB: its memory) or ``auto``: the
-    smallest visible GPU's memory."""
+def gpu_memory(text: str, option: str = "--gpu-memory") -> int:
+    """``--gpu-memory`` (or another ``option`` that takes a GPU's memory, e.g. ``bench fit --budget``): a size
+    (80GB, 80GiB), a GPU of the catalogue (A100-40GB: its memory) or ``auto``: the smallest visible GPU's memory."""
     from ..measure import gpus
     from ..options import parse_bytes
 
@@ -78,12 +78,12 @@ def gpu_memory(text: str) -> int:
         try:
             return parse_bytes(text)
         except ValueError as exc:
-            raise ValueError(f"--gpu-memory {text!r} is neither a size ({exc}) nor a GPU of the catalogue "
+            raise ValueError(f"{option} {text!r} is neither a size ({exc}) nor a GPU of the catalogue "
                              f"({gpus.known()})") from None
     import torch
 
     if not torch.cuda.is_available():
-        raise ValueError("--gpu-memory auto needs a visible CUDA GPU; give a size such as 80GB")
+        raise ValueError(f"{option} auto needs a visible CUDA GPU; give a size such as 80GB")
     return min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
 
 
