@@ -367,12 +367,13 @@ def _screen_gpu(text: str | None, be: Backend) -> str:
     """The GPU whose CUDA context the ``--gpu-memory`` screen predicts with where a configuration names none
     (``--gpu``): a catalogue GPU given as ``--gpu-memory``, else on CUDA the visible GPU (the one a cuda run's
     own prediction takes), else none (the generic context figure, bench.measure.device)."""
-    from .measure import gpus
-
-    named = gpus.find(text) if text is not None and text.strip().lower() != "auto" else None
-    if named is not None or be is not Backend.CUDA:
-        return named.name if named else ""
+    if text is not None and _is_gpu_name(text):
+        return _gpu(text)
+    if be is not Backend.CUDA:
+        return ""
     import torch
+
+    from .measure import gpus
 
     g = gpus.find(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else None
     return g.name if g else ""
@@ -892,8 +893,9 @@ def _plot(df, dest: Path) -> None:
 @app.command("fit")
 def fit_(
     arch: ArchOption = None,
-    budget: Annotated[str, typer.Option(help="GPU memory, e.g. 16GB, 16GiB, 500MB, or a GPU of the catalogue "
-                                             "(A100-40GB: its memory and CUDA context)")] = "16GB",
+    budget: Annotated[str, typer.Option(help="GPU memory, e.g. 16GB, 16GiB, 500MB, a GPU of the catalogue "
+                                             "(A100-40GB: its memory and CUDA context), or auto: the smallest "
+                                             "visible GPU's")] = "16GB",
     batch: Annotated[int, typer.Option(help="batch for the largest cube/box")] = 4,
     mode: Annotated[Mode, typer.Option(help="what to fit")] = Mode.TRAIN,
     precision: Annotated[Precision | None, typer.Option(help="default: the arch's")] = None,
