@@ -40,8 +40,7 @@ def load(out: str | Path, arch: Sequence[str] = (), backend: Sequence[str] = (),
     if df.empty:
         raise NothingToShow(f"no results in {store.path(out)}; run `bench run` first")
     filters = ((R.ARCH, arch), (R.BACKEND, backend), (R.MODE, mode))
-    shown = _col(df, R.ARCH_LABEL).astype(object)
-    names = sorted(set(shown.where(shown.fillna("") != "", df[R.ARCH])))  # as labels show them
+    names = sorted(set(shown_arch(df)))
     for col, values in filters:
         if values:  # an architecture by its name or by the name labels show (a plans file's short name)
             df = df[df[col].isin(values) | (col == R.ARCH and _col(df, R.ARCH_LABEL).isin(values))]
@@ -53,6 +52,13 @@ def load(out: str | Path, arch: Sequence[str] = (), backend: Sequence[str] = (),
 
 def _col(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df else pd.Series([np.nan] * len(df), index=df.index)
+
+
+def shown_arch(df: pd.DataFrame) -> pd.Series:
+    """Each record's architecture as labels show it: ``arch_label`` where it has one (a plans file's short
+    name), else ``arch``."""
+    label = _col(df, R.ARCH_LABEL).astype(object)
+    return label.where(label.notna() & (label != ""), df[R.ARCH])
 
 
 def data_shape(df: pd.DataFrame) -> pd.DataFrame:
@@ -80,7 +86,7 @@ def upgrade(df: pd.DataFrame) -> pd.DataFrame:
         df.loc[old, R.THROUGHPUT_VOXELS] = df.loc[old, R.LABELLED_VOXELS_PER_STEP] / _col(df, R.STEP_TIME_MEDIAN)[old]
     if R.PATCH not in df or df[R.PATCH].isna().any():
         df[R.PATCH] = [p if isinstance(p, str) else patch_of(r) for p, r in zip(_col(df, R.PATCH), df.to_dict("records"))]
-    df[R.ARCH] = _col(df, R.ARCH_LABEL).where(_col(df, R.ARCH_LABEL).notna() & (_col(df, R.ARCH_LABEL) != ""), df[R.ARCH])
+    df[R.ARCH] = shown_arch(df)
     return df
 
 
