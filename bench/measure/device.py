@@ -178,4 +178,7 @@ def run_device(tracker, exclude: set[int], reset_at: int, benchmark: bool, conte
     try:
         return DeviceRun(replay_device(tracker, exclude, reset_at, benchmark, factor, settings, capacity), context)
     except AllocatorOOM as exc:
+        if capacity == 0:  # the context alone fills the GPU: say so, not "tried to allocate ... of 0.00 MiB"
+            exc = AllocatorOOM(f"out of memory: the CUDA context alone ({context / MiB:,.0f} MiB) fills the GPU memory "
+                               f"({gpu_memory / MiB:,.0f} MiB)", exc.needed)
         return DeviceRun(replay_device(tracker, exclude, reset_at, benchmark, factor, settings), context, exc)

@@ -96,3 +96,7 @@ def test_at_a_gpu_memory_the_nvidia_smi_figure_exceeds_it_exactly_when_the_step_
         assert run.nvidia_smi <= free.nvidia_smi if run.oom is None else run.nvidia_smi >= free.nvidia_smi
         outcomes.add(run.oom is None)
     assert outcomes == {True, False}  # the range crosses the edge
+    # a GPU the context alone fills: the message says that, not an allocation out of 0 MiB
+    tiny = device.run_device(tr, host, start, True, context, context // 2, factor=2.0)
+    assert "the CUDA context alone (100 MiB) fills the GPU memory (50 MiB)" in str(tiny.oom)
+    assert tiny.nvidia_smi > context // 2
