@@ -604,8 +604,9 @@ def _load_trace(path: Path, device: int):
 def replay(
     snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle (or a .events.csv fixture)")],
     device: Annotated[int, typer.Option(help="which device's trace")] = 0,
-    gpu_memory: Annotated[str | None, typer.Option(help="the device's capacity (e.g. 80GB, or a GPU: A100-40GB), for "
-                                                        "the model's free-and-retry")] = None,
+    gpu_memory: Annotated[str | None, typer.Option(help="the allocator's capacity (e.g. 80GB, or a GPU: A100-40GB), for "
+                                                        "the model's free-and-retry; taken whole: give the GPU's "
+                                                        "memory less the CUDA context to match a run")] = None,
     plot: Annotated[Path | None, typer.Option(help="also draw the snapshot's timeline (allocated and reserved over "
                                                    "its trace, the largest tensors live at the peak) into this PNG")] = None,
 ) -> None:
@@ -629,7 +630,8 @@ def replay(
     if data is not None and "segmem" in data:  # a prediction's snapshot: its trace is the model's own, not a GPU's
         real["source"] = "the prediction's trace"
     table = Table(title=f"{escape(snapshot.name)}: {sum(e.action == traces.ALLOC for e in trace.events):,} allocations"
-                        f"{'' if trace.whole_run else ' (starts mid-run)'}; settings: {trace.settings.conf() or 'default'}")
+                        f"{'' if trace.whole_run else ' (starts mid-run)'}; settings: {trace.settings.conf() or 'default'}"
+                        + (f"; the model's capacity: {capacity / 2**20:,.0f} MiB" if capacity is not None else ""))
     for col in ("", "peak allocated", "peak reserved", "reserved vs real", "fragmentation at peak", "segments at end"):
         table.add_column(col)
     for r in rows:
