@@ -709,6 +709,7 @@ def validate(
         return
     import torch
 
+    from .parallel import cores
     from .results import validate as V
     from .sweep import executor, store
     from .version import code_version
@@ -725,8 +726,11 @@ def validate(
         fail(str(exc))
     snaps = _writable_dir(runs / "snapshots")
     configs = [dataclasses.replace(c, snapshot_dir=str(snaps)) for c in configs]
+    # the GPU measures one configuration at a time while every other core predicts ahead of it
+    ahead = executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True), jobs=cores() - 1,
+                                          live_gpu=torch.cuda.get_device_name(0))
     with bar(len(configs), "validating") as b:
-        executor.run_sweep(configs, runs, timeout, False, True, executor.LocalExecutor(),
+        executor.run_sweep(configs, runs, timeout, False, True, ahead,
                            on_start=lambda cfg: b.start(cfg.label()),
                            on_done=lambda cfg, rec: (b.print(summary_line(cfg.label(), rec), markup=True), b.advance()),
                            on_skip=lambda cfg, why: b.advance())

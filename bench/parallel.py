@@ -2,8 +2,9 @@
 
 A prediction is single-threaded Python work (tracing fake tensors, replaying an allocator model), so
 ``bench compare``, ``baseline``, ``fit`` and ``paper`` spread their independent predictions over one
-process per core. Results come back in the order of the inputs, and a prediction is deterministic, so
-the output is the same as a sequential run's (a test checks this). Processes are started by ``spawn``
+process per core (and ``bench validate`` predicts ahead of its GPU in such a pool:
+:func:`process_pool`). Results come back in the order of the inputs, and a prediction is deterministic,
+so the output is the same as a sequential run's (a test checks this). Processes are started by ``spawn``
 (never ``fork``: the parent may hold torch's thread pools, which do not survive a fork) and each runs
 one intra-op thread, as the cores are already shared out between processes.
 
@@ -12,6 +13,7 @@ Imports nothing heavy: the function given is imported by name in the children.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable
@@ -30,9 +32,26 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def _one_thread() -> None:
+def _one_thread(hide_gpus: bool = False) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
+    if hide_gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def process_pool(jobs: int, hide_gpus: bool = False) -> ProcessPoolExecutor:
+    """``jobs`` processes started by ``spawn``, one intra-op thread each; ``hide_gpus``: they see no GPU
+    (``CUDA_VISIBLE_DEVICES`` empty before torch loads), so that none makes a CUDA context beside a
+    measurement."""
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread,
+                               initargs=(hide_gpus,))
+
+
+def call(target: str, *args: Any) -> Any:
+    """``target`` (``module:function``) imported and called here: a pool's task whose module the parent
+    never imports (the sweep's parent loads no torch)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)(*args)
 
 
 def pmap(fn: Callable[[T], U], items: Iterable[T], jobs: int | None = None,
@@ -49,7 +68,7 @@ def pmap(fn: Callable[[T], U], items: Iterable[T], jobs: int | None = None,
             if progress:
                 progress(x)
         return out
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool:
+    with process_pool(jobs) as pool:
         futures = {pool.submit(fn, x): i for i, x in enumerate(items)}
         results: list[Any] = [None] * len(items)
         try:

@@ -287,6 +287,11 @@ def column(name: str) -> Column | None:
     return next((c for c in SCHEMA.values() if "{" in c.name and c.regex.match(name)), None)
 
 
+def prediction_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """The columns of ``record`` that its prediction made (the schema's "prediction" group)."""
+    return {k: v for k, v in record.items() if (col := column(k)) is not None and col.group == "prediction"}
+
+
 def undeclared(record: dict[str, Any]) -> list[str]:
     """Columns of ``record`` that this schema does not declare (a test keeps this empty)."""
     return sorted(k for k in record if column(k) is None)

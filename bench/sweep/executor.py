@@ -8,7 +8,8 @@ record. Given several executors (``--jobs``: one per GPU, each pinned by ``CUDA_
 one per core), it runs that many configurations at once, each executor one at a time, so two
 measurements never share a GPU. A :class:`BatchExecutor` (SLURM through submitit,
 :mod:`bench.sweep.slurm`) is given every configuration to run at once instead. A
-:class:`ScreeningExecutor` predicts first and records ``predicted_oom`` for what cannot fit.
+:class:`ScreeningExecutor` predicts first and records ``predicted_oom`` for what cannot fit. A
+:class:`PredictAheadExecutor` predicts on the CPU cores ahead of a GPU's measurements (``bench validate``).
 
 A worker's life is tied to the sweep's: it runs in a process group of its own (a timeout kills the
 group), it is killed by the kernel when its parent dies (``PR_SET_PDEATHSIG`` on Linux) and it watches
@@ -33,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +81,22 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 
 
 @dataclass
+class _Started:
+    """A worker process and what the parent keeps of it: its stderr file, the record it sent, its reader."""
+
+    proc: subprocess.Popen
+    errfile: Any
+    got: dict[str, Any] = field(default_factory=dict)
+    received: threading.Event = field(default_factory=threading.Event)
+    reader: threading.Thread | None = None
+
+    def discard(self) -> None:
+        if self.proc.poll() is None:
+            _kill_group(self.proc)
+        self.errfile.close()
+
+
+@dataclass
 class LocalExecutor:
     """One fresh worker process per configuration (see the module docstring).
 
@@ -87,46 +104,72 @@ class LocalExecutor:
     ``on_log`` as they come; its stderr goes to a temporary file, whose tail a failed record keeps.
     ``command`` is the worker's command line (tests put a misbehaving worker there); ``env`` is added
     to the worker's environment (a ``--jobs`` slot's ``CUDA_VISIBLE_DEVICES``, its share of threads).
+
+    ``prestart``: start the next configuration's worker as soon as this one starts, so that its imports
+    (about 4 s of torch and segmem on a small CPU) are done while this one runs; it then waits for its
+    configuration on stdin, still a fresh process. For a GPU measurement, whose worker mostly waits on the
+    GPU; not for a CPU one, whose times the importing process would disturb. :meth:`close` stops the spare.
     """
 
     command: Sequence[str] = field(default_factory=lambda: (sys.executable, *WORKER))
     on_log: Callable[[str], None] | None = None
     exit_grace_s: float = EXIT_GRACE_S
     env: Mapping[str, str] = field(default_factory=dict)
+    prestart: bool = False
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _spare: _Started | None = field(default=None, repr=False)
 
     def cancel(self) -> None:
-        """Kill the running worker (the sweep was interrupted in another thread)."""
+        """Kill the running worker (the sweep was interrupted in another thread), and the spare."""
         self._stop.set()
+        self.close()
 
-    def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any]:
+    def close(self) -> None:
+        """Stop the spare worker, if one was started ahead."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.discard()
+
+    def _start(self) -> _Started:
         envvars = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         root = str(Path(__file__).resolve().parents[2])
         envvars["PYTHONPATH"] = root + os.pathsep + envvars.get("PYTHONPATH", "")
-        got: dict[str, Any] = {}
-        received = threading.Event()
-        with tempfile.TemporaryFile("w+") as errfile:
-            proc = subprocess.Popen(list(self.command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=errfile, text=True, env=envvars, process_group=0,
-                                    preexec_fn=_die_with_parent(os.getpid()))
-            reader = threading.Thread(target=self._read, args=(proc, got, received), daemon=True)
-            reader.start()
-            killed = False
+        errfile = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen(list(self.command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=errfile, text=True, env=envvars, process_group=0,
+                                preexec_fn=_die_with_parent(os.getpid()))
+        w = _Started(proc, errfile)
+        w.reader = threading.Thread(target=self._read, args=(proc, w.got, w.received), daemon=True)
+        w.reader.start()
+        return w
+
+    def run(self, cfg: RunConfig, timeout_s: float, how: wire.Instructions | None = None) -> dict[str, Any]:
+        """``cfg``'s record from a fresh worker; ``how``: instructions beyond the configuration (:mod:`.wire`)."""
+        w, self._spare = self._spare, None
+        if w is None or w.proc.poll() is not None:  # none started ahead, or it died waiting
+            if w is not None:
+                w.discard()
+            w = self._start()
+        if self.prestart:
+            self._spare = self._start()
+        proc = w.proc
+        killed = False
+        try:
             try:
-                try:
-                    proc.stdin.write(cfg.to_json())  # type: ignore[union-attr]
-                    proc.stdin.close()  # type: ignore[union-attr]
-                except BrokenPipeError:  # the worker died before reading its configuration
-                    pass
-                killed = self._wait(proc, timeout_s, received)
-            finally:
-                if proc.poll() is None:  # interrupted (Ctrl-C): take the worker down with us
-                    _kill_group(proc)
-            reader.join(5)
-            errfile.seek(0)
-            stderr = errfile.read()
-        if "record" in got:
-            rec = got["record"]
+                proc.stdin.write(wire.stdin_text(cfg.to_json(), how))  # type: ignore[union-attr]
+                proc.stdin.close()  # type: ignore[union-attr]
+            except BrokenPipeError:  # the worker died before reading its configuration
+                pass
+            killed = self._wait(proc, timeout_s, w.received)
+        finally:
+            if proc.poll() is None:  # interrupted (Ctrl-C): take the worker down with us
+                _kill_group(proc)
+        w.reader.join(5)  # type: ignore[union-attr]
+        w.errfile.seek(0)
+        stderr = w.errfile.read()
+        w.errfile.close()
+        if "record" in w.got:
+            rec = w.got["record"]
         elif killed:
             rec = failed(cfg, R.TIMEOUT_STATUS, f"no result within {timeout_s:g} s", _tail(stderr))
         else:
@@ -134,8 +177,9 @@ class LocalExecutor:
             rec = failed(cfg, status, error, _tail(stderr))
         rec[R.TIMEOUT] = timeout_s
         rec[R.NODE] = socket.gethostname()
-        if "CUDA_VISIBLE_DEVICES" in envvars and cfg.backend == Backend.CUDA:
-            rec[R.CUDA_DEVICES] = envvars["CUDA_VISIBLE_DEVICES"]
+        cuda_devices = self.env.get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if cuda_devices is not None and cfg.backend == Backend.CUDA:
+            rec[R.CUDA_DEVICES] = cuda_devices
         return rec
 
     def _wait(self, proc: subprocess.Popen, timeout_s: float, received: threading.Event) -> bool:
@@ -227,24 +271,99 @@ class ScreeningExecutor:
                      f"{int(pred.get(R.PRED_CONTEXT) or 0) / GiB:.2f} GiB CUDA context) > GPU memory "
                      f"{self.budget_bytes / GiB:.2f} GiB; not run (--no-skip measures it)")
         derived = {R.SIZE_MEANING, R.INPUT_SHAPE, R.INPUT_SHAPES, R.PARAMS, R.VOXELS_PER_STEP}
-        rec.update({k: v for k, v in pred.items()
-                    if k in derived or ((col := R.column(k)) is not None and col.group == "prediction")})
+        rec.update({k: v for k, v in pred.items() if k in derived})
+        rec.update(R.prediction_columns(pred))
         rec.update({R.GPU_BUDGET: self.budget_bytes, R.TIMEOUT: timeout_s, R.NODE: pred.get(R.NODE)})
         return rec
+
+
+def _prediction_pool(jobs: int) -> Any:
+    from ..parallel import process_pool
+
+    return process_pool(jobs, hide_gpus=True)
+
+
+@dataclass
+class PredictAheadExecutor:
+    """Measures each configuration in a fresh worker (``measure``) while ``jobs`` CPU processes predict the
+    configurations ahead of it, the prediction and the measurement of a configuration in two processes
+    (:class:`wire.Instructions`): a predicting process sees no GPU, the measuring worker takes the
+    prediction's columns instead of predicting again. The record is the one a single worker would have
+    written. For a GPU measured one configuration at a time (``bench validate``): its worker would otherwise
+    spend seconds of CPU on each prediction while the GPU waits. ``live_gpu``: the GPU's name, whose catalogue
+    entry the predictions use as the measuring worker would.
+
+    The predictions run in a process pool (:func:`bench.parallel.process_pool`), each process predicting
+    many configurations, as ``bench compare`` does: a prediction is deterministic CPU work that leaves
+    nothing behind that the next one reads, and an import per prediction would cost as much as the
+    prediction. Predicting ahead is only a head start: a prediction that fails, breaks its pool or is not
+    done within the configuration's time limit is not passed on, and the measuring worker predicts itself,
+    its record saying what went wrong. ``pool``: the pool's factory (tests give a thread pool and their own
+    ``predictor``).
+
+    :func:`run_sweep` calls :meth:`plan` with the configurations it will run, so that their predictions start
+    at once, in that order; a configuration it was not told of is predicted when it comes."""
+
+    measure: LocalExecutor
+    jobs: int = 1
+    live_gpu: str = ""
+    pool: Callable[[int], Any] = _prediction_pool
+    #: ``module:function`` called in the pool's processes (:func:`bench.parallel.call`), or a function (tests)
+    predictor: str | Callable[[str, str], dict[str, Any]] = "bench.sweep.worker:prediction"
+    _futures: dict[str, Future] = field(default_factory=dict, repr=False)
+    _pool: Any = field(default=None, repr=False)
+
+    def plan(self, cfgs: Iterable[RunConfig], timeout_s: float) -> None:
+        for cfg in cfgs:
+            self._prediction(cfg)
+
+    def _prediction(self, cfg: RunConfig) -> Future:
+        from ..parallel import call
+
+        if self._pool is None:
+            self._pool = self.pool(max(1, self.jobs))
+        key = cfg.key()
+        if key not in self._futures:
+            fn, args = (call, (self.predictor,)) if isinstance(self.predictor, str) else (self.predictor, ())
+            self._futures[key] = self._pool.submit(fn, *args, cfg.to_json(), self.live_gpu)
+        return self._futures[key]
+
+    def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any]:
+        future = self._prediction(cfg)
+        try:
+            pred = future.result(timeout=timeout_s)
+        except Exception:  # failed, broke its pool, or too slow: the measuring worker predicts itself
+            pred = {}
+        self._futures.pop(cfg.key(), None)
+        how = wire.Instructions(prediction=R.prediction_columns(pred)) if pred.get(R.STATUS) == R.OK else None
+        return self.measure.run(cfg, timeout_s, how)
+
+    def cancel(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.measure.cancel()
+
+    def close(self) -> None:
+        """Drop the predictions not asked for (a configuration another sweep ran), stop the spare worker."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self.measure.close()
 
 
 def local_pool(backend: str, jobs: int, gpus: Sequence[str], cores: int,
                on_log: Callable[[str], None] | None = None) -> list[LocalExecutor]:
     """``jobs`` executors for :func:`run_sweep`: on CUDA each pinned to its own GPU
     (``CUDA_VISIBLE_DEVICES``; more jobs than GPUs is a ValueError, as two measurements must never share
-    one); otherwise each given its share of the ``cores`` as threads."""
+    one) and starting its next worker ahead (``prestart``); otherwise each given its share of the ``cores``
+    as threads."""
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1; got {jobs}")
     if backend == Backend.CUDA:
         if jobs > len(gpus):
             raise ValueError(f"--jobs {jobs} but {len(gpus)} GPU(s) visible: one measurement per GPU at a time; "
                              f"use --jobs {len(gpus)} or fewer")
-        return [LocalExecutor(on_log=on_log, env={"CUDA_VISIBLE_DEVICES": g}) for g in gpus[:jobs]]
+        return [LocalExecutor(on_log=on_log, env={"CUDA_VISIBLE_DEVICES": g}, prestart=True) for g in gpus[:jobs]]
     env = {"OMP_NUM_THREADS": str(max(1, cores // jobs)), "CUDA_VISIBLE_DEVICES": ""} if jobs > 1 else {}
     return [LocalExecutor(on_log=on_log, env=env) for _ in range(jobs)]
 
@@ -298,6 +417,31 @@ def run_sweep(
     pool = list(executor) if isinstance(executor, Sequence) else [executor or LocalExecutor()]
     if not pool:
         raise ValueError("run_sweep needs at least one executor")
+    configs = list(configs)
+    try:
+        return _run_pool(pool, configs, out, timeout_s, force, retry_failed, on_start, on_done, on_skip, no_skip,
+                         budget_bytes)
+    except BaseException:  # Ctrl-C or a store error: take running workers down (work ahead included)
+        for ex in pool:
+            if hasattr(ex, "cancel"):
+                ex.cancel()
+        raise
+    finally:
+        for ex in pool:
+            if hasattr(ex, "close"):
+                ex.close()
+
+
+def _run_pool(pool: list[Executor], configs: list[RunConfig], out: str | Path, timeout_s: float, force: bool,
+              retry_failed: bool, on_start, on_done, on_skip, no_skip: bool, budget_bytes: int | None) -> list[dict[str, Any]]:
+    """:func:`run_sweep` on executors that run one configuration at a time each."""
+    planners = [ex for ex in pool if hasattr(ex, "plan")]
+    if planners:  # what will be run, so that work ahead of it (predictions) can start
+        recorded = store.latest(out)
+        todo = [c for c in configs if (rec := recorded.get(c.key())) is None
+                or rerun_reason(rec, timeout_s, force, retry_failed, no_skip, budget_bytes) is not None]
+        for ex in planners:
+            ex.plan(todo, timeout_s)
     idle: queue.SimpleQueue = queue.SimpleQueue()
     for ex in pool:
         idle.put(ex)

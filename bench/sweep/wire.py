@@ -1,10 +1,13 @@
-"""What a worker says on its stdout, and how the parent reads it: a ``RECORD:`` line with the record's
-JSON (the result), ``LOG:`` lines with progress of long work. Anything else (a library's print) is
-ignored. Shared by :mod:`bench.sweep.worker` and :mod:`bench.sweep.executor`; imports nothing heavy."""
+"""How the parent and a worker talk. On the worker's stdin: its configuration's JSON on the first
+line, optionally :class:`Instructions` on the second. On its stdout: a ``RECORD:`` line with the
+record's JSON (the result), ``LOG:`` lines with progress of long work; anything else (a library's
+print) is ignored. Shared by :mod:`bench.sweep.worker` and :mod:`bench.sweep.executor`; imports
+nothing heavy."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from typing import Any
 
 RECORD = "RECORD:"
@@ -26,3 +29,37 @@ def parse(line: str) -> tuple[str, Any] | None:
     if line.startswith(LOG):
         return "log", line[len(LOG):]
     return None
+
+
+@dataclass(frozen=True)
+class Instructions:
+    """How a worker runs its configuration, beyond what the configuration is (so never in its key): the
+    prediction and the measurement of one CUDA configuration made by two workers, as ``bench validate``
+    does to predict on the CPU cores while the GPU measures (:class:`bench.sweep.executor.PredictAheadExecutor`).
+
+    ``predict_only``: the prediction alone, touching no GPU; ``live_gpu`` names the device the
+    configuration will be measured on (its catalogue entry predicts the step time, as the measuring worker
+    would from the live device). ``prediction``: the prediction's columns, made by such a worker, which the
+    measuring worker takes instead of predicting again."""
+
+    predict_only: bool = False
+    live_gpu: str = ""
+    prediction: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> Instructions:
+        return cls(**json.loads(text))
+
+
+def stdin_text(config_json: str, how: Instructions | None = None) -> str:
+    """What the parent writes to a worker's stdin."""
+    return config_json if how is None else config_json + "\n" + how.to_json()
+
+
+def read_stdin(text: str) -> tuple[str, Instructions]:
+    """(the configuration's JSON, the instructions) from what a worker read on its stdin."""
+    first, _, rest = text.partition("\n")
+    return first, Instructions.from_json(rest) if rest.strip() else Instructions()

@@ -1,10 +1,12 @@
 """The isolated worker: a pure function from one :class:`RunConfig` to one record.
 
-Run as ``python -m bench.sweep.worker`` with the config's JSON on stdin; it prints the record as one
-``RECORD:`` line on stdout (:mod:`bench.sweep.wire`). A fresh process per configuration keeps
-allocator state, cuDNN autotuning and an out-of-memory error from leaking into the next. Running out
-of memory, on CUDA or on the CPU, is a record with status ``oom`` (and the requested bytes the error
-names); any other failure exits non-zero and the parent turns it into an ``error`` record.
+Run as ``python -m bench.sweep.worker`` with the config's JSON on stdin (and optionally, on a second
+line, :class:`~bench.sweep.wire.Instructions`: the prediction alone, or the measurement with a
+prediction made elsewhere); it prints the record as one ``RECORD:`` line on stdout
+(:mod:`bench.sweep.wire`). A fresh process per configuration keeps allocator state, cuDNN autotuning and
+an out-of-memory error from leaking into the next. Running out of memory, on CUDA or on the CPU, is a
+record with status ``oom`` (and the requested bytes the error names); any other failure exits non-zero
+and the parent turns it into an ``error`` record.
 """
 
 from __future__ import annotations
@@ -78,9 +80,11 @@ def live_gpu(backend: Backend) -> gpus.GPU | None:
     return gpus.find(torch.cuda.get_device_name(0)) if backend is Backend.CUDA else None
 
 
-def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
-    """One configuration's record (``memtracker``: also torch's MemTracker figure, as every sweep has)."""
+def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.Instructions()) -> dict[str, Any]:
+    """One configuration's record (``memtracker``: also torch's MemTracker figure, as every sweep has).
+    ``how``: the prediction alone, or the measurement with a prediction made elsewhere (:class:`wire.Instructions`)."""
     backend = cfg.backend_kind
+    measures = backend.measures and not how.predict_only
     # before CUDA initialises (the worker is a fresh process): the real allocator reads it there, and the
     # prediction's allocator model reads it too, so that both run under the configuration's settings
     os.environ["PYTORCH_CUDA_ALLOC_CONF"] = cfg.alloc_conf
@@ -96,20 +100,25 @@ def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
     rec[R.TIMESTAMP] = datetime.now(UTC).isoformat(timespec="seconds")
     rec[R.DEVICE_NAME] = {Backend.CUDA: None, Backend.CPU: "cpu",
                           Backend.PREDICT: "prediction (CUDA caching-allocator model)"}[backend]
-    rec.update(env.capture(cuda=backend is Backend.CUDA))
-    gpu = gpus.lookup(cfg.gpu) if cfg.gpu else live_gpu(backend)
+    rec.update(env.capture(cuda=backend is Backend.CUDA and measures))
+    gpu = (gpus.lookup(cfg.gpu) if cfg.gpu else gpus.find(how.live_gpu) if how.live_gpu
+           else None if how.predict_only else live_gpu(backend))
     snap = Path(cfg.snapshot_dir) / cfg.slug() if cfg.snapshot_dir else None
     try:
-        rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last,
-                           with_memtracker=memtracker, in_channels=cfg.in_channels, num_classes=cfg.num_classes,
-                           snapshot_to=snap.with_name(snap.name + ".predicted") if snap else None, label=label(cfg),
-                           gpu=gpu, voxels=rec[R.LABELLED_VOXELS_PER_STEP], cudnn_benchmark=rec[R.CUDNN_BENCHMARK],
-                           gpu_memory=cfg.gpu_memory or None, cuda=rec.get(R.ENV_CUDA)))
+        if how.prediction is not None:
+            rec.update(how.prediction)
+        else:
+            rec.update(predict(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last,
+                               with_memtracker=memtracker, in_channels=cfg.in_channels, num_classes=cfg.num_classes,
+                               snapshot_to=snap.with_name(snap.name + ".predicted") if snap else None,
+                               label=label(cfg), gpu=gpu, voxels=rec[R.LABELLED_VOXELS_PER_STEP],
+                               cudnn_benchmark=rec[R.CUDNN_BENCHMARK], gpu_memory=cfg.gpu_memory or None,
+                               cuda=rec.get(R.ENV_CUDA)))
     except AllocatorOOM as exc:  # the prediction at --gpu-memory: the record a real GPU would give
         rec.update(getattr(exc, "record", {}))
         rec.update(oom_columns(exc))
         return rec
-    if not backend.measures:
+    if not measures:
         rec[R.STATUS] = R.OK
         return rec
     factory = partial(StepRunner, stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision,
@@ -139,6 +148,12 @@ def run(cfg: RunConfig, memtracker: bool = True) -> dict[str, Any]:
         del runner  # free the measured step's model and batch before training
         rec.update(dice(cfg, spec))
     return rec
+
+
+def prediction(config_json: str, live_gpu: str = "") -> dict[str, Any]:
+    """The prediction alone of one configuration, as a measuring worker would make it for the GPU named
+    ``live_gpu``, touching no GPU (:class:`bench.sweep.executor.PredictAheadExecutor` calls it in a pool)."""
+    return run(RunConfig.from_json(config_json), how=wire.Instructions(predict_only=True, live_gpu=live_gpu))
 
 
 def log(message: str) -> None:
@@ -185,10 +200,11 @@ def watch_parent(interval_s: float = 1.0) -> None:
 
 def main() -> int:
     watch_parent()
-    cfg = RunConfig.from_json(sys.stdin.read())
+    text, how = wire.read_stdin(sys.stdin.read())
+    cfg = RunConfig.from_json(text)
     t0 = time.perf_counter()
     try:
-        rec = run(cfg)
+        rec = run(cfg, how=how)
     except Exception as exc:
         if not out_of_memory(exc):
             raise

@@ -16,7 +16,8 @@ import fake_cuda  # noqa: E402
 from bench.cli import app  # noqa: E402
 from bench.measure import traces  # noqa: E402
 from bench.results import validate as V  # noqa: E402
-from bench.sweep import executor  # noqa: E402
+from bench import record as R  # noqa: E402
+from bench.sweep import executor, store  # noqa: E402
 
 
 def test_the_grid_covers_every_architecture_two_sizes_modes_precisions_and_cudnn():
@@ -51,6 +52,9 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     df = pd.read_csv(tmp_path / "v" / f"{name}.csv")
     assert len(df) == 4 and set(df["status"]) == {"ok"} and set(df["mode"]) == {"train", "infer"}
     assert df["measured_allocated_bytes"].gt(0).all() and df["allocated_error"].notna().all()
+    # predicted ahead, apart from the measuring workers, for the live GPU as a measuring worker would
+    recs = store.load(tmp_path / "v" / V.report_name(fake_cuda.NAME, __import__("torch").__version__))
+    assert recs[R.PRED_STEP_TIME].gt(0).all() and recs[R.PEAK_ALLOCATED].gt(0).all()
     passed, med, worst = V.verdict(df["allocated_error"])
     assert res.exit_code == (0 if passed else 1), res.output
     assert ("validation passed" if passed else "validation failed") in res.output

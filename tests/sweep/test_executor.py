@@ -163,3 +163,52 @@ def test_a_cpu_run_out_of_memory_is_an_oom_row(tmp_path):
     rec = LocalExecutor(command=worker(code)).run(cfg, 300)
     assert rec["status"] == "oom", rec.get("error")
     assert rec["size"] == "256x256x256" and rec.get("oom_requested_bytes", 0) > 0
+
+
+# a worker that takes a second to "import", then sends its start time, when it read its stdin, and that stdin
+SLOW_START = """
+import json, os, sys, time
+started = time.time()
+time.sleep(1)
+text = sys.stdin.read()
+print("RECORD:" + json.dumps({"status": "ok", "pid": os.getpid(), "started": started, "read": time.time(),
+                              "stdin": text}), flush=True)
+"""
+
+
+def test_prestart_starts_the_next_worker_while_one_runs_and_close_stops_it():
+    ex = LocalExecutor(command=worker(SLOW_START), prestart=True)
+    first = ex.run(CFG, 60)
+    called = time.time()
+    second = ex.run(CFG, 60)
+    assert second["pid"] != first["pid"]  # still a fresh process per configuration
+    assert second["started"] < first["read"] < called  # it was started while the first one ran ...
+    assert second["read"] - called < 0.9  # ... so its second of imports was over before it was asked
+    spare = ex._spare.proc
+    assert spare.poll() is None
+    ex.close()
+    assert spare.poll() is not None and ex._spare is None
+
+
+def test_a_spare_that_died_waiting_is_replaced():
+    ex = LocalExecutor(command=worker(SLOW_START), prestart=True)
+    ex.run(CFG, 60)
+    _kill_group_of(ex._spare.proc)
+    rec = ex.run(CFG, 60)
+    assert rec["status"] == "ok" and json.loads(rec["stdin"])["arch"] == "unet"
+    ex.close()
+
+
+def _kill_group_of(proc):
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_instructions_go_on_the_second_stdin_line_and_the_worker_reads_them():
+    from bench.sweep import wire
+
+    how = wire.Instructions(predict_only=True, live_gpu="H100-SXM")
+    rec = LocalExecutor(command=worker(SLOW_START)).run(CFG, 60, how)
+    text, got = wire.read_stdin(rec["stdin"])
+    assert RunConfig.from_json(text) == CFG and got == how
+    assert wire.read_stdin(CFG.to_json()) == (CFG.to_json(), wire.Instructions())
