@@ -94,6 +94,14 @@ def _validated(fn, *args, **kwargs) -> Any:
         fail(str(exc))
 
 
+def _named(option: str, fn, *args, **kwargs) -> Any:
+    """``fn(...)``, its ValueError's message prefixed by the option it is about."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+
+
 @app.command("list")
 def list_() -> None:
     """Every architecture with its parameter count (1 input channel, 3 classes), the sizes `bench run`
@@ -235,12 +243,6 @@ def run(
         configs = [dataclasses.replace(c, alloc_conf=conf) for c in configs]
     if timeout <= 0:
         fail(f"timeout must be positive; got {timeout:g}")
-    try:
-        check_writable(out)
-    except OSError as exc:
-        fail(str(exc))
-    if snapshot is not None:
-        configs = [dataclasses.replace(c, snapshot_dir=str(_writable_dir(snapshot))) for c in configs]
     if dice_opts is not None and timeout == DEFAULT_TIMEOUT:
         timeout = _dice_timeout(configs)
     if be is Backend.PREDICT and gpu_memory is not None:
@@ -256,6 +258,13 @@ def run(
     n_jobs = jobs or (len(gpus) if be is Backend.CUDA else cores())
     log = None  # set once the bar exists
     pool = None if slurm else _validated(executor.local_pool, be, n_jobs, gpus, cores(), lambda line: log and log(line))
+    # every option is checked: now the folders (nothing is created for a command refused above)
+    try:
+        check_writable(out)
+    except OSError as exc:
+        fail(str(exc))
+    if snapshot is not None:
+        configs = [dataclasses.replace(c, snapshot_dir=str(_writable_dir(snapshot))) for c in configs]
     for warning in size_warnings(configs):
         console.print(f"[yellow]note:[/] {escape(warning)}", highlight=False)
     if be is Backend.CPU:
@@ -940,7 +949,7 @@ def fit_(
     budget_b = _validated(detect_gpu_memory, budget, option="--budget")
     if _is_gpu_name(budget):  # a GPU of the catalogue: its context too, unless --gpu names another
         gpu = gpu or _gpu(budget)
-    margin_b = _validated(parse_bytes, margin, allow_zero=True)
+    margin_b = _validated(lambda: _named("--margin", parse_bytes, margin, allow_zero=True))
     if margin_b >= budget_b:
         fail(f"--margin {margin} leaves nothing of --budget {budget}")
     wanted = arch or ["meunet"]

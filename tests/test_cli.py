@@ -66,10 +66,11 @@ def test_predict_device_on_any_machine(tmp_path):
     (["--arch", "unet", "--alloc-conf", "expandable_segments"], "is not key:value"),
 ])
 def test_bad_arguments_fail_before_anything_runs(tmp_path, args, message):
-    res = runner.invoke(app, ["run", *args, "--backend", "cpu", "--out", str(tmp_path)])
+    res = runner.invoke(app, ["run", *args, "--backend", "cpu", "--out", str(tmp_path / "out"),
+                              "--snapshot", str(tmp_path / "snaps")])
     assert res.exit_code == 2
     assert message in " ".join(res.output.replace("│", " ").split())
-    assert not store.path(tmp_path).exists()
+    assert not any(tmp_path.iterdir())  # no results folder, lock or snapshot folder made
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, cpu_only):
