@@ -13,10 +13,10 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 import fake_cuda  # noqa: E402
 
+from bench import record as R  # noqa: E402
 from bench.cli import app  # noqa: E402
 from bench.measure import traces  # noqa: E402
 from bench.results import validate as V  # noqa: E402
-from bench import record as R  # noqa: E402
 from bench.sweep import executor, store  # noqa: E402
 
 
