@@ -258,6 +258,11 @@ def run(
     n_jobs = jobs or (len(gpus) if be is Backend.CUDA else cores())
     log = None  # set once the bar exists
     pool = None if slurm else _validated(executor.local_pool, be, n_jobs, gpus, cores(), lambda line: log and log(line))
+    if pool is not None and be is Backend.CUDA:  # the GPUs measure while the other cores predict ahead of them
+        import torch
+
+        ahead = executor.Predictions(cores() - len(pool))
+        pool = [executor.PredictAheadExecutor(ex, ahead, torch.cuda.get_device_name(i)) for i, ex in enumerate(pool)]
     # every option is checked: now the folders (nothing is created for a command refused above)
     try:
         check_writable(out)
@@ -736,7 +741,7 @@ def validate(
     snaps = _writable_dir(runs / "snapshots")
     configs = [dataclasses.replace(c, snapshot_dir=str(snaps)) for c in configs]
     # the GPU measures one configuration at a time while every other core predicts ahead of it
-    ahead = executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True), jobs=cores() - 1,
+    ahead = executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True), executor.Predictions(cores() - 1),
                                           live_gpu=torch.cuda.get_device_name(0))
     with bar(len(configs), "validating") as b:
         executor.run_sweep(configs, runs, timeout, False, True, ahead,

@@ -284,70 +284,94 @@ def _prediction_pool(jobs: int) -> Any:
 
 
 @dataclass
-class PredictAheadExecutor:
-    """Measures each configuration in a fresh worker (``measure``) while ``jobs`` CPU processes predict the
-    configurations ahead of it, the prediction and the measurement of a configuration in two processes
-    (:class:`wire.Instructions`): a predicting process sees no GPU, the measuring worker takes the
-    prediction's columns instead of predicting again. The record is the one a single worker would have
-    written. For a GPU measured one configuration at a time (``bench validate``): its worker would otherwise
-    spend seconds of CPU on each prediction while the GPU waits. ``live_gpu``: the GPU's name, whose catalogue
-    entry the predictions use as the measuring worker would.
+class Predictions:
+    """Predictions of CUDA configurations made ahead of their measurements, in a pool of ``jobs`` processes
+    that see no GPU (:func:`bench.parallel.process_pool`), each predicting many configurations, as ``bench
+    compare`` does: a prediction is deterministic CPU work that leaves nothing behind that the next one
+    reads, and an import per prediction would cost as much as the prediction. One per sweep, shared by its
+    :class:`PredictAheadExecutor` (one per GPU); a configuration is predicted once per GPU name.
 
-    The predictions run in a process pool (:func:`bench.parallel.process_pool`), each process predicting
-    many configurations, as ``bench compare`` does: a prediction is deterministic CPU work that leaves
-    nothing behind that the next one reads, and an import per prediction would cost as much as the
-    prediction. Predicting ahead is only a head start: a prediction that fails, breaks its pool or is not
-    done within the configuration's time limit is not passed on, and the measuring worker predicts itself,
-    its record saying what went wrong. ``pool``: the pool's factory (tests give a thread pool and their own
-    ``predictor``).
+    ``pool``: the pool's factory; ``predictor``: ``module:function`` called in its processes
+    (:func:`bench.parallel.call`), or a function (tests give both, with a thread pool)."""
+
+    jobs: int = 1
+    pool: Callable[[int], Any] = _prediction_pool
+    predictor: str | Callable[[str, str], dict[str, Any]] = "bench.sweep.worker:prediction"
+    _futures: dict[tuple[str, str], Future] = field(default_factory=dict, repr=False)
+    _pool: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def submit(self, cfg: RunConfig, live_gpu: str) -> Future:
+        """The prediction of ``cfg`` for the GPU named ``live_gpu``, started now unless it already was."""
+        from ..parallel import call
+
+        with self._lock:
+            if self._pool is None:
+                self._pool = self.pool(max(1, self.jobs))
+            key = (cfg.key(), live_gpu)
+            if key not in self._futures:
+                fn, args = (call, (self.predictor,)) if isinstance(self.predictor, str) else (self.predictor, ())
+                self._futures[key] = self._pool.submit(fn, *args, cfg.to_json(), live_gpu)
+            return self._futures[key]
+
+    def take(self, cfg: RunConfig, live_gpu: str, timeout_s: float) -> dict[str, Any] | None:
+        """The prediction's columns, or None where it failed, broke its pool or is not done in ``timeout_s``."""
+        future = self.submit(cfg, live_gpu)
+        try:
+            pred = future.result(timeout=timeout_s)
+        except Exception:
+            pred = {}
+        with self._lock:
+            self._futures.pop((cfg.key(), live_gpu), None)
+        return R.prediction_columns(pred) if pred.get(R.STATUS) == R.OK else None
+
+    def cancel(self) -> None:
+        """Drop the predictions not started; those running finish (a few seconds) as their processes exit."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Drop the predictions not asked for (configurations another sweep ran) and stop the pool."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class PredictAheadExecutor:
+    """Measures each configuration in a fresh worker (``measure``) while :class:`Predictions` are made ahead
+    of it on the CPU cores: the prediction and the measurement of a configuration in two processes
+    (:class:`wire.Instructions`), the measuring worker taking the prediction's columns instead of predicting
+    again. The record is the one a single worker would have written. For a GPU measured one configuration
+    at a time (``bench validate``, ``bench run`` on CUDA): its worker would otherwise spend seconds of CPU
+    on each prediction while the GPU waits. ``live_gpu``: the GPU's name, whose catalogue entry the
+    prediction uses as the measuring worker would. Predicting ahead is only a head start: a prediction
+    that is not ready and sound within the configuration's time limit is not passed on, and the measuring
+    worker predicts itself, its record saying what went wrong.
 
     :func:`run_sweep` calls :meth:`plan` with the configurations it will run, so that their predictions start
     at once, in that order; a configuration it was not told of is predicted when it comes."""
 
     measure: LocalExecutor
-    jobs: int = 1
+    ahead: Predictions = field(default_factory=Predictions)
     live_gpu: str = ""
-    pool: Callable[[int], Any] = _prediction_pool
-    #: ``module:function`` called in the pool's processes (:func:`bench.parallel.call`), or a function (tests)
-    predictor: str | Callable[[str, str], dict[str, Any]] = "bench.sweep.worker:prediction"
-    _futures: dict[str, Future] = field(default_factory=dict, repr=False)
-    _pool: Any = field(default=None, repr=False)
 
     def plan(self, cfgs: Iterable[RunConfig], timeout_s: float) -> None:
         for cfg in cfgs:
-            self._prediction(cfg)
-
-    def _prediction(self, cfg: RunConfig) -> Future:
-        from ..parallel import call
-
-        if self._pool is None:
-            self._pool = self.pool(max(1, self.jobs))
-        key = cfg.key()
-        if key not in self._futures:
-            fn, args = (call, (self.predictor,)) if isinstance(self.predictor, str) else (self.predictor, ())
-            self._futures[key] = self._pool.submit(fn, *args, cfg.to_json(), self.live_gpu)
-        return self._futures[key]
+            self.ahead.submit(cfg, self.live_gpu)
 
     def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any]:
-        future = self._prediction(cfg)
-        try:
-            pred = future.result(timeout=timeout_s)
-        except Exception:  # failed, broke its pool, or too slow: the measuring worker predicts itself
-            pred = {}
-        self._futures.pop(cfg.key(), None)
-        how = wire.Instructions(prediction=R.prediction_columns(pred)) if pred.get(R.STATUS) == R.OK else None
-        return self.measure.run(cfg, timeout_s, how)
+        pred = self.ahead.take(cfg, self.live_gpu, timeout_s)
+        return self.measure.run(cfg, timeout_s, None if pred is None else wire.Instructions(prediction=pred))
 
     def cancel(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.ahead.cancel()
         self.measure.cancel()
 
     def close(self) -> None:
-        """Drop the predictions not asked for (a configuration another sweep ran), stop the spare worker."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        self.ahead.close()
         self.measure.close()
 
 

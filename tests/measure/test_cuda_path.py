@@ -73,6 +73,8 @@ def test_bench_run_on_cuda_through_isolated_workers_with_dice(monkeypatch, tmp_p
     rec = store.load(tmp_path).iloc[0]
     assert rec[R.BACKEND] == "cuda" and rec[R.STATUS] == R.OK and rec[R.DICE_STATUS] == R.OK, rec.get(R.DICE_ERROR)
     assert rec[R.PRECISION] == "fp32" and rec[R.PEAK_ALLOCATED] > 0 and rec[R.INFER_VOLUME_PEAK_ALLOCATED] > 0
+    # predicted ahead of the measurement, in a process without the GPU, for the live GPU all the same
+    assert rec[R.PRED_ALLOCATED] > 0 and rec[R.PRED_GPU] == "H100-SXM" and rec[R.PRED_STEP_TIME] > 0
     assert "max allocated" in res.output
 
 

@@ -9,7 +9,7 @@ import pytest
 from bench import record as R
 from bench.sweep import wire, worker
 from bench.sweep.config import RunConfig
-from bench.sweep.executor import PredictAheadExecutor, run_sweep
+from bench.sweep.executor import PredictAheadExecutor, Predictions, run_sweep
 from bench.version import code_version
 
 CFGS = [RunConfig("unet", (s, s, s), 1, backend="cuda") for s in (32, 48, 64)]
@@ -50,7 +50,8 @@ def ahead(log, fail=(), hang=(), **kw):
             time.sleep(5)
         return record(cfg)
 
-    return PredictAheadExecutor(Measure(log, kw.pop("delay", 0.0)), pool=ThreadPoolExecutor, predictor=predictor, **kw)
+    predictions = Predictions(kw.pop("jobs", 1), pool=ThreadPoolExecutor, predictor=predictor)
+    return PredictAheadExecutor(Measure(log, kw.pop("delay", 0.0)), predictions, **kw)
 
 
 def test_every_prediction_starts_before_the_first_measurement_and_is_handed_to_it(tmp_path):
@@ -78,6 +79,15 @@ def test_recorded_configurations_are_not_predicted_again(tmp_path):
     log.clear()
     run_sweep(CFGS, tmp_path, 60, executor=ahead(log))
     assert sorted(e[1] for e in log if e[0] == "predict") == [48, 64]
+
+
+def test_the_executors_of_one_sweep_share_the_predictions(tmp_path):
+    log = []
+    one = ahead(log, jobs=2, live_gpu="H100-SXM")
+    two = PredictAheadExecutor(Measure(log), one.ahead, "H100-SXM")  # a second GPU of the same kind
+    run_sweep(CFGS, tmp_path, 60, executor=[one, two])
+    assert sorted(e[1] for e in log if e[0] == "predict") == [32, 48, 64]  # each predicted once
+    assert sorted(e[1] for e in log if e[0] == "measure") == [32, 48, 64]
 
 
 def test_a_predicting_worker_touches_no_gpu(monkeypatch):
