@@ -728,10 +728,10 @@ def validate(
     from .sweep import executor, store
     from .version import code_version
 
+    configs = _validated(V.grid, arch)
     if not torch.cuda.is_available():
         fail("bench validate measures on a CUDA GPU and this machine has none (bench validate --published holds the "
              "prediction against published GPU figures without one)")
-    configs = _validated(V.grid, arch)
     name = V.report_name(torch.cuda.get_device_name(0), torch.__version__)
     runs = out / name
     try:
@@ -743,11 +743,14 @@ def validate(
     # the GPU measures one configuration at a time while every other core predicts ahead of it
     ahead = executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True), executor.Predictions(cores() - 1),
                                           live_gpu=torch.cuda.get_device_name(0))
+    kept: list[str] = []
     with bar(len(configs), "validating") as b:
         executor.run_sweep(configs, runs, timeout, False, True, ahead,
                            on_start=lambda cfg: b.start(cfg.label()),
                            on_done=lambda cfg, rec: (b.print(summary_line(cfg.label(), rec), markup=True), b.advance()),
-                           on_skip=lambda cfg, why: b.advance())
+                           on_skip=lambda cfg, why: (kept.append(why), b.advance()))
+    if kept:
+        console.print(f"{len(kept)} configuration(s) already measured in {escape(str(runs))}: kept", highlight=False)
     keys = {c.key() for c in configs}
     records = store.load(runs)
     df = V.table(records[records[R.KEY].isin(keys)].drop_duplicates(R.KEY, keep="last"))

@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
+from torch.autograd.graph import register_multi_grad_hook
+from torch.utils._pytree import tree_flatten
 from torch.utils.module_tracker import ModuleTracker
 
 from architectures import ArchSpec, Shape
@@ -104,6 +106,32 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
+class LifetimeNeutralModuleTracker(ModuleTracker):
+    """torch's ModuleTracker, without changing when the step's tensors are freed.
+
+    ModuleTracker follows the backward pass through multi-grad hooks in their ``"all"`` mode, which hold
+    every gradient of a module's inputs (or outputs) until the last of them is computed. Where a module's
+    inputs get their gradients at different times (meU-net's backbone, called on two patches; checkpointed
+    stages), that keeps gradients alive that the real step has already freed: a snapshot's trace then
+    peaked 23% above the same step's trace without it (meU-net, 32^3, batch 4, fp32). The ``"any"``
+    mode calls the hook at the first gradient and holds none; the module is then named from the first
+    gradient that reaches it (entering its backward) and left at the first gradient of its inputs."""
+
+    def _fw_pre_hook(self, mod, input) -> None:
+        name = self._get_mod_name(mod)
+        self._get_append_fn(name, False)()
+        tensors = [a for a in tree_flatten(input)[0] if isinstance(a, torch.Tensor) and a.requires_grad]
+        if tensors:
+            self._hooks.append(register_multi_grad_hook(tensors, self._get_pop_fn(name, True), mode="any"))
+
+    def _fw_post_hook(self, mod, input, output) -> None:
+        name = self._get_mod_name(mod)
+        self._get_pop_fn(name, False)()
+        tensors = [a for a in tree_flatten(output)[0] if isinstance(a, torch.Tensor) and a.requires_grad]
+        if tensors:
+            self._hooks.append(register_multi_grad_hook(tensors, self._get_append_fn(name, True), mode="any"))
+
+
 def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str = "train",
           precision: str = "fp32", channels_last: bool = False, in_channels: int = 1,
           num_classes: int = 3, modules: bool = False) -> tuple[AllocationTracker, set[int], StepRunner]:
@@ -129,7 +157,7 @@ def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int,
         tracker.set_phase("setup")
         tracker.label_training_state(runner.model, runner.optimizer)
         tracker.mark("measured")
-        names = ModuleTracker() if modules else contextlib.nullcontext()
+        names = LifetimeNeutralModuleTracker() if modules else contextlib.nullcontext()
         with names:
             if modules:
                 tracker.where = lambda: deepest(names.parents)

@@ -143,8 +143,10 @@ class LocalExecutor:
         w.reader.start()
         return w
 
-    def run(self, cfg: RunConfig, timeout_s: float, how: wire.Instructions | None = None) -> dict[str, Any]:
-        """``cfg``'s record from a fresh worker; ``how``: instructions beyond the configuration (:mod:`.wire`)."""
+    def run(self, cfg: RunConfig, timeout_s: float, how: wire.Instructions | None = None) -> dict[str, Any] | None:
+        """``cfg``'s record from a fresh worker; ``how``: instructions beyond the configuration (:mod:`.wire`).
+        None when the sweep was interrupted (:meth:`cancel`) before the record came: nothing is recorded, so
+        that the next sweep runs the configuration again."""
         w, self._spare = self._spare, None
         if w is None or w.proc.poll() is not None:  # none started ahead, or it died waiting
             if w is not None:
@@ -170,6 +172,8 @@ class LocalExecutor:
         w.errfile.close()
         if "record" in w.got:
             rec = w.got["record"]
+        elif self._stop.is_set():
+            return None
         elif killed:
             rec = failed(cfg, R.TIMEOUT_STATUS, f"no result within {timeout_s:g} s", _tail(stderr))
         else:
@@ -263,7 +267,7 @@ class ScreeningExecutor:
     def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any] | None:
         pred = self.inner.run(replace(cfg, backend=Backend.PREDICT, gpu_memory=self.budget_bytes,
                                       gpu=cfg.gpu or self.gpu), timeout_s)
-        if pred.get(R.STATUS) != R.OOM or pred.get(R.PRED_NVIDIA_SMI) is None:
+        if pred is None or pred.get(R.STATUS) != R.OOM or pred.get(R.PRED_NVIDIA_SMI) is None:
             return None
         need = int(pred[R.PRED_NVIDIA_SMI])
         rec = failed(cfg, R.PREDICTED_OOM,

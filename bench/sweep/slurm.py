@@ -135,6 +135,7 @@ def run_job(cfg_json: str, timeout_s: float, out: str, command: Sequence[str] | 
 
     cfg = RunConfig.from_json(cfg_json)
     rec = LocalExecutor(**({"command": tuple(command)} if command else {})).run(cfg, timeout_s)
+    assert rec is not None  # only a cancelled executor returns none, and nothing cancels a job's
     try:
         rec[R.JOB_ID] = submitit.JobEnvironment().job_id
     except RuntimeError:  # submitit's debug executor runs the call in-process, outside a job

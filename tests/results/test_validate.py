@@ -65,6 +65,9 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     assert len([p for p in snaps if p.name.endswith(".predicted.pickle")]) == 4
     made = sorted((tmp_path / "fx" / name).glob("*.events.csv"))
     assert len(made) == 4
+    again = CliRunner().invoke(app, ["validate", "--arch", "unet", "--out", str(tmp_path / "v"),
+                                     "--fixtures", str(tmp_path / "fx")])  # resumes: nothing left to measure
+    assert again.exit_code == res.exit_code and "4 configuration(s) already measured" in again.output
     for f in made:  # each recorded snapshot replays to its own recorded peak
         trace = traces.read_events(f)
         assert traces.model_peaks(trace).reserved == int(trace.header["real_peak_reserved"])
@@ -73,6 +76,8 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
 def test_bench_validate_bad_input(monkeypatch):
     res = CliRunner().invoke(app, ["validate"])
     assert res.exit_code == 2 and "measures on a CUDA GPU" in res.output
+    res = CliRunner().invoke(app, ["validate", "--arch", "nope"])  # the bad name is said first, GPU or not
+    assert res.exit_code == 2 and "nope" in res.output
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     res = CliRunner().invoke(app, ["validate", "--arch", "nope"])
     assert res.exit_code == 2 and "nope" in res.output

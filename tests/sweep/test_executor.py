@@ -212,3 +212,18 @@ def test_instructions_go_on_the_second_stdin_line_and_the_worker_reads_them():
     text, got = wire.read_stdin(rec["stdin"])
     assert RunConfig.from_json(text) == CFG and got == how
     assert wire.read_stdin(CFG.to_json()) == (CFG.to_json(), wire.Instructions())
+
+
+def test_an_interrupted_sweep_records_nothing_for_the_configuration_it_was_running():
+    """Ctrl-C in a --jobs sweep cancels the executors from another thread: the running configuration gets
+    no record (it was neither a timeout nor a failure), so the next sweep runs it again."""
+    import threading
+
+    ex = LocalExecutor(command=worker("import sys, time; sys.stdin.read(); time.sleep(600)"))
+    got = []
+    t = threading.Thread(target=lambda: got.append(ex.run(CFG, 900)))
+    t.start()
+    time.sleep(1)
+    ex.cancel()
+    t.join(30)
+    assert got == [None]
