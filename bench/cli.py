@@ -261,7 +261,7 @@ def run(
     if pool is not None and be is Backend.CUDA:  # the GPUs measure while the other cores predict ahead of them
         import torch
 
-        ahead = executor.Predictions(cores() - len(pool))
+        ahead = executor.Predictions(executor.ahead_jobs(cores(), len(pool)))
         pool = [executor.PredictAheadExecutor(ex, ahead, torch.cuda.get_device_name(i)) for i, ex in enumerate(pool)]
     # every option is checked: now the folders (nothing is created for a command refused above)
     try:
@@ -741,7 +741,7 @@ def validate(
     snaps = _writable_dir(runs / "snapshots")
     configs = [dataclasses.replace(c, snapshot_dir=str(snaps)) for c in configs]
     # the GPU measures one configuration at a time while every other core predicts ahead of it
-    ahead = executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True), executor.Predictions(cores() - 1),
+    ahead = executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True), executor.Predictions(executor.ahead_jobs(cores(), 1)),
                                           live_gpu=torch.cuda.get_device_name(0))
     kept: list[str] = []
     with bar(len(configs), "validating") as b:

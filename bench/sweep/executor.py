@@ -287,6 +287,18 @@ def _prediction_pool(jobs: int) -> Any:
     return process_pool(jobs, hide_gpus=True)
 
 
+#: processes predicting ahead, at most, per GPU measuring: a prediction takes a few seconds of one core
+#: (median 2.7 s over bench validate's grid on this repository's CPU), about as long as a measurement, and
+#: a predicting process holds about 0.4 GB; more would hold memory without keeping further ahead
+AHEAD_PER_GPU = 8
+
+
+def ahead_jobs(cores: int, gpus: int) -> int:
+    """How many processes predict ahead of ``gpus`` measuring workers: the cores those leave, at most
+    :data:`AHEAD_PER_GPU` per GPU, at least one."""
+    return max(1, min(cores - gpus, AHEAD_PER_GPU * gpus))
+
+
 @dataclass
 class Predictions:
     """Predictions of CUDA configurations made ahead of their measurements, in a pool of ``jobs`` processes

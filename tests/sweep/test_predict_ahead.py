@@ -109,3 +109,11 @@ def test_a_measuring_worker_takes_the_prediction_it_is_given(monkeypatch):
     rec = worker.run(cfg, how=wire.Instructions(prediction=given))
     assert rec[R.STATUS] == R.OK and rec[R.STEP_TIME_MEDIAN] > 0  # measured
     assert R.prediction_columns(rec) == given
+
+
+def test_how_many_processes_predict_ahead():
+    from bench.sweep.executor import AHEAD_PER_GPU, ahead_jobs
+
+    assert ahead_jobs(2, 1) == 1 and ahead_jobs(1, 1) == 1  # the core the GPU's worker leaves, at least one
+    assert ahead_jobs(16, 1) == AHEAD_PER_GPU  # not every core for one GPU
+    assert ahead_jobs(64, 4) == 4 * AHEAD_PER_GPU and ahead_jobs(16, 4) == 12
