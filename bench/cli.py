@@ -740,8 +740,9 @@ def validate(
         fail(str(exc))
     snaps = _writable_dir(runs / "snapshots")
     configs = [dataclasses.replace(c, snapshot_dir=str(snaps)) for c in configs]
-    # the GPU measures one configuration at a time while every other core predicts ahead of it
-    ahead = executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True), executor.Predictions(executor.ahead_jobs(cores(), 1)),
+    # the GPU measures one configuration at a time while the other cores predict ahead of it
+    ahead = executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True),
+                                          executor.Predictions(executor.ahead_jobs(cores(), 1)),
                                           live_gpu=torch.cuda.get_device_name(0))
     kept: list[str] = []
     with bar(len(configs), "validating") as b:

@@ -146,6 +146,8 @@ PEAK_RESERVED = _col("peak_reserved_bytes", "int", "bytes", G, "torch.cuda.max_m
 NVML_PEAK = _col("nvml_peak_bytes", "int", "bytes", G,
                  "the process's device memory (NVML) sampled during the step: context, workspaces and cache included")
 CUDA_CONTEXT = _col("cuda_context_bytes", "int", "bytes", G, "the process's device memory right after CUDA initialised")
+CUDA_SNAPSHOT_PATH = _col("cuda_snapshot_path", "str", "", G, "the recorded step's torch.cuda.memory._snapshot() "
+                          "pickle (--snapshot DIR on CUDA; bench replay reads it)")
 
 # ----- CPU measurement ----------------------------------------------------------------------------
 G = "CPU measurement"

@@ -68,7 +68,7 @@ def table(records: pd.DataFrame) -> pd.DataFrame:
             "allocated_error": r[R.PRED_ALLOCATED] / meas_a - 1 if ok and meas_a else None,
             "measured_reserved_bytes": meas_r if ok else None, "predicted_reserved_bytes": r.get(R.PRED_RESERVED),
             "reserved_error": r[R.PRED_RESERVED] / meas_r - 1 if ok and meas_r else None,
-            "snapshot": r.get(R.SNAPSHOT_PATH),
+            "snapshot": r.get(R.SNAPSHOT_PATH), "measured_snapshot": r.get(R.CUDA_SNAPSHOT_PATH),
         })
     return pd.DataFrame(rows)
 

@@ -128,8 +128,10 @@ def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.I
             from ..measure import cuda
 
             rec[R.DEVICE_NAME] = torch.cuda.get_device_name(0)
-            meas, runner = cuda.measure(factory, cfg.repeats, rec[R.CUDNN_BENCHMARK],
-                                        snap.with_name(snap.name + ".cuda.pickle") if snap else None)
+            recorded = snap.with_name(snap.name + ".cuda.pickle") if snap else None
+            meas, runner = cuda.measure(factory, cfg.repeats, rec[R.CUDNN_BENCHMARK], recorded)
+            if recorded is not None:
+                rec[R.CUDA_SNAPSHOT_PATH] = str(recorded)
         else:
             from ..measure import cpu
 

@@ -51,6 +51,7 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     name = V.report_name(fake_cuda.NAME, __import__("torch").__version__)
     df = pd.read_csv(tmp_path / "v" / f"{name}.csv")
     assert len(df) == 4 and set(df["status"]) == {"ok"} and set(df["mode"]) == {"train", "infer"}
+    assert all(Path(p).exists() and p.endswith(".cuda.pickle") for p in df["measured_snapshot"])
     assert df["measured_allocated_bytes"].gt(0).all() and df["allocated_error"].notna().all()
     # predicted ahead, apart from the measuring workers, for the live GPU as a measuring worker would
     recs = store.load(tmp_path / "v" / V.report_name(fake_cuda.NAME, __import__("torch").__version__))
