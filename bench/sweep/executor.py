@@ -327,14 +327,17 @@ class Predictions:
             key = (cfg.key(), live_gpu)
             if key not in self._futures:
                 fn, args = (call, (self.predictor,)) if isinstance(self.predictor, str) else (self.predictor, ())
-                self._futures[key] = self._pool.submit(fn, *args, cfg.to_json(), live_gpu)
+                try:
+                    self._futures[key] = self._pool.submit(fn, *args, cfg.to_json(), live_gpu)
+                except Exception as exc:  # a broken pool (a process killed) refuses new work: no head start
+                    self._futures[key] = Future()
+                    self._futures[key].set_exception(exc)
             return self._futures[key]
 
     def take(self, cfg: RunConfig, live_gpu: str, timeout_s: float) -> dict[str, Any] | None:
         """The prediction's columns, or None where it failed, broke its pool or is not done in ``timeout_s``."""
-        future = self.submit(cfg, live_gpu)
         try:
-            pred = future.result(timeout=timeout_s)
+            pred = self.submit(cfg, live_gpu).result(timeout=timeout_s)
         except Exception:
             pred = {}
         with self._lock:

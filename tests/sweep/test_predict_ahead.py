@@ -117,3 +117,16 @@ def test_how_many_processes_predict_ahead():
     assert ahead_jobs(2, 1) == 1 and ahead_jobs(1, 1) == 1  # the core the GPU's worker leaves, at least one
     assert ahead_jobs(16, 1) == AHEAD_PER_GPU  # not every core for one GPU
     assert ahead_jobs(64, 4) == 4 * AHEAD_PER_GPU and ahead_jobs(16, 4) == 12
+
+
+def test_a_broken_pool_leaves_the_measuring_workers_to_predict(tmp_path):
+    """A pool whose process died (the kernel's out-of-memory killer) refuses new work: the sweep goes on."""
+    log = []
+
+    class Broken(ThreadPoolExecutor):
+        def submit(self, *a, **k):
+            raise RuntimeError("A process in the process pool was terminated abruptly")
+
+    ex = PredictAheadExecutor(Measure(log), Predictions(1, pool=Broken))
+    recs = run_sweep(CFGS, tmp_path, 60, executor=ex)
+    assert len(recs) == 3 and [e[2] for e in log] == [None, None, None]
