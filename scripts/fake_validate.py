@@ -29,8 +29,8 @@ from bench.sweep import executor  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", type=Path)
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    ap.add_argument("out", type=Path, help="where bench validate writes (OUT/v) and its fixtures go (OUT/fx)")
     ap.add_argument("--arch", action="append", default=None, help="architectures (default: unet and vnet)")
     ap.add_argument("--size", type=int, default=32, help="the cube's edge (default 32)")
     a = ap.parse_args()
