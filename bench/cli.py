@@ -958,7 +958,7 @@ def fit_(
     budget_b = _validated(detect_gpu_memory, budget, option="--budget")
     if _is_gpu_name(budget):  # a GPU of the catalogue: its context too, unless --gpu names another
         gpu = gpu or _gpu(budget)
-    margin_b = _validated(lambda: _named("--margin", parse_bytes, margin, allow_zero=True))
+    margin_b = _validated(_named, "--margin", parse_bytes, margin, allow_zero=True)
     if margin_b >= budget_b:
         fail(f"--margin {margin} leaves nothing of --budget {budget}")
     wanted = arch or ["meunet"]

@@ -37,11 +37,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from .. import record as R
 from ..options import Backend, GiB
+from ..parallel import call, process_pool
 from ..version import code_version
 from . import store, wire
 from .config import RunConfig
@@ -130,10 +132,15 @@ class LocalExecutor:
         if spare is not None:
             spare.discard()
 
-    def _start(self) -> _Started:
+    def _environment(self) -> dict[str, str]:
+        """The worker's environment: this process's, with ``env`` and the path to segmem added."""
         envvars = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         root = str(Path(__file__).resolve().parents[2])
         envvars["PYTHONPATH"] = root + os.pathsep + envvars.get("PYTHONPATH", "")
+        return envvars
+
+    def _start(self) -> _Started:
+        envvars = self._environment()
         errfile = tempfile.TemporaryFile("w+")
         proc = subprocess.Popen(list(self.command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=errfile, text=True, env=envvars, process_group=0,
@@ -181,7 +188,7 @@ class LocalExecutor:
             rec = failed(cfg, status, error, _tail(stderr))
         rec[R.TIMEOUT] = timeout_s
         rec[R.NODE] = socket.gethostname()
-        cuda_devices = self.env.get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
+        cuda_devices = self._environment().get("CUDA_VISIBLE_DEVICES")
         if cuda_devices is not None and cfg.backend == Backend.CUDA:
             rec[R.CUDA_DEVICES] = cuda_devices
         return rec
@@ -281,12 +288,6 @@ class ScreeningExecutor:
         return rec
 
 
-def _prediction_pool(jobs: int) -> Any:
-    from ..parallel import process_pool
-
-    return process_pool(jobs, hide_gpus=True)
-
-
 #: processes predicting ahead, at most, per GPU measuring: a prediction takes a few seconds of one core
 #: (median 2.7 s over bench validate's grid on this repository's CPU), about as long as a measurement, and
 #: a predicting process holds about 0.4 GB; more would hold memory without keeping further ahead
@@ -311,7 +312,7 @@ class Predictions:
     (:func:`bench.parallel.call`), or a function (tests give both, with a thread pool)."""
 
     jobs: int = 1
-    pool: Callable[[int], Any] = _prediction_pool
+    pool: Callable[[int], Any] = partial(process_pool, hide_gpus=True)
     predictor: str | Callable[[str, str], dict[str, Any]] = "bench.sweep.worker:prediction"
     _futures: dict[tuple[str, str], Future] = field(default_factory=dict, repr=False)
     _pool: Any = field(default=None, repr=False)
@@ -319,8 +320,6 @@ class Predictions:
 
     def submit(self, cfg: RunConfig, live_gpu: str) -> Future:
         """The prediction of ``cfg`` for the GPU named ``live_gpu``, started now unless it already was."""
-        from ..parallel import call
-
         with self._lock:
             if self._pool is None:
                 self._pool = self.pool(max(1, self.jobs))

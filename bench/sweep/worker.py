@@ -74,10 +74,13 @@ def oom_columns(exc: BaseException) -> dict[str, Any]:
     return {R.STATUS: R.OOM, R.ERROR: message.splitlines()[0][:500], R.OOM_REQUESTED: requested_bytes(message)}
 
 
-def live_gpu(backend: Backend) -> gpus.GPU | None:
+def live_gpu(backend: Backend, how: wire.Instructions = wire.Instructions()) -> gpus.GPU | None:
     """The catalogue entry of the CUDA device a cuda run measures on (so that its measured step time sits
-    beside the predicted one), or None."""
-    return gpus.find(torch.cuda.get_device_name(0)) if backend is Backend.CUDA else None
+    beside the predicted one), or None. A prediction made apart from its measurement takes the device the
+    parent names (``how.live_gpu``) and never asks CUDA."""
+    if how.live_gpu:
+        return gpus.find(how.live_gpu)
+    return gpus.find(torch.cuda.get_device_name(0)) if backend is Backend.CUDA and not how.predict_only else None
 
 
 def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.Instructions()) -> dict[str, Any]:
@@ -101,8 +104,7 @@ def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.I
     rec[R.DEVICE_NAME] = {Backend.CUDA: None, Backend.CPU: "cpu",
                           Backend.PREDICT: "prediction (CUDA caching-allocator model)"}[backend]
     rec.update(env.capture(cuda=backend is Backend.CUDA and measures))
-    gpu = (gpus.lookup(cfg.gpu) if cfg.gpu else gpus.find(how.live_gpu) if how.live_gpu
-           else None if how.predict_only else live_gpu(backend))
+    gpu = gpus.lookup(cfg.gpu) if cfg.gpu else live_gpu(backend, how)
     snap = Path(cfg.snapshot_dir) / cfg.slug() if cfg.snapshot_dir else None
     try:
         if how.prediction is not None:
