@@ -264,6 +264,8 @@ def run(
         ahead = executor.Predictions(executor.ahead_jobs(cores(), len(pool)))
         pool = [executor.PredictAheadExecutor(ex, ahead, torch.cuda.get_device_name(i)) for i, ex in enumerate(pool)]
     # every option is checked: now the folders (nothing is created for a command refused above)
+    if snapshot is not None:
+        _check_writable_dir(snapshot)
     try:
         check_writable(out)
     except OSError as exc:
@@ -423,6 +425,17 @@ def _divisor_notes(configs) -> None:
         note = architectures.spec(name).divisor_note(**dict(ov))
         if note:
             console.print(f"[yellow]{escape(note)}[/]", highlight=False)
+
+
+def _check_writable_dir(folder: Path) -> None:
+    """One clear line unless ``folder`` could be made and written into (see :func:`_writable_dir`), creating
+    nothing: checked before another option's folder is created, so that a refused command leaves none."""
+    target = folder.absolute()
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        fail(f"cannot write into {folder}: Not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"cannot write into {folder}: Permission denied")
 
 
 def _writable_dir(folder: Path) -> Path:

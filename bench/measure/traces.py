@@ -142,7 +142,7 @@ def snapshot_trace(data: dict, device: int = 0) -> Trace:
     Blocks freed in the trace but not allocated in it, and blocks active at the end that were not
     allocated in it, were live when the trace started: they come first as ``live`` events."""
     traces = data.get("device_traces") or []
-    if 0 < len(traces) <= device:
+    if device < 0 or 0 < len(traces) <= device:  # (a negative index would read another device's trace)
         held = "device 0 only" if len(traces) == 1 else f"devices 0 to {len(traces) - 1}"
         raise SnapshotError(f"the snapshot has a device trace for {held}; --device {device} is not one of them")
     if device >= len(traces) or not traces[device]:

@@ -55,9 +55,11 @@ def test_bench_run_predict_writes_a_snapshot_pytorch_reads(tmp_path):
 def test_snapshot_folder_must_be_writable(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    res = CliRunner().invoke(app, ["run", "--arch", "unet", "--size", "32", "--batch", "1", "--backend", "predict",
-                                   "--out", str(tmp_path), "--snapshot", str(blocker / "snaps")])
-    assert res.exit_code == 2 and "cannot write into" in res.output
+    for snaps in (blocker / "snaps", blocker):
+        res = CliRunner().invoke(app, ["run", "--arch", "unet", "--size", "32", "--batch", "1", "--backend", "predict",
+                                       "--out", str(tmp_path / "out"), "--snapshot", str(snaps)])
+        assert res.exit_code == 2 and "cannot write into" in res.output
+        assert not (tmp_path / "out").exists()  # refused before the results folder (and its lock) was made
 
 
 def test_writing_a_snapshot_leaves_the_prediction_as_it_is(tmp_path):

@@ -185,3 +185,5 @@ def test_replay_says_when_the_model_runs_out_at_the_given_capacity(snap_file):
     assert traces.model_peaks(traces.snapshot_trace(traces.load_snapshot(snap_file)), capacity=40 * 10**6).ooms > 0
     res = runner.invoke(app, ["replay", str(snap_file), "--device", "3"])
     assert res.exit_code == 2 and "a device trace for device 0 only; --device 3" in res.output
+    res = runner.invoke(app, ["replay", str(snap_file), "--device", "-1"])  # not the last device's, by Python's index
+    assert res.exit_code == 2 and "--device -1 is not one of them" in res.output
