@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -716,6 +717,9 @@ def validate(
     fixtures: Annotated[Path, typer.Option(help="where the recorded snapshots become event-file fixtures")] = Path(
         "tests/fixtures/traces/validation"),
     timeout: Annotated[float, typer.Option(help="seconds per configuration")] = DEFAULT_TIMEOUT,
+    time_limit: Annotated[float | None, typer.Option(
+        "--time-limit", help="seconds, for a GPU lent for a while: start no configuration after them, write the "
+                             "summary of those measured; the same command later measures the rest")] = None,
     published: Annotated[bool, typer.Option("--published", help="no GPU needed: predict every published GPU figure "
                                             "(memory: reports/validation/published_memory.csv; nnU-Net's epoch times: "
                                             "published_epoch_times.csv) and print the errors by fit / held-out split")] = False,
@@ -729,9 +733,13 @@ def validate(
     With --published: the prediction against every published GPU figure instead (no GPU needed)."""
     if fit and not published:
         fail("--fit re-fits the constants on the published figures: add --published")
+    if time_limit is not None and not time_limit > 0:
+        fail(f"--time-limit is in seconds and must be positive; got {time_limit:g}")
     if published:
         if arch:
             fail("--arch narrows the GPU grid; --published predicts every published figure")
+        if time_limit is not None:
+            fail("--time-limit bounds the GPU grid's measurements; --published measures nothing")
         _validate_published(fit, out)
         return
     import torch
@@ -758,13 +766,20 @@ def validate(
                                           executor.Predictions(executor.ahead_jobs(cores(), 1)),
                                           live_gpu=torch.cuda.get_device_name(0))
     kept: list[str] = []
+    left: list[str] = []
+    deadline = time.monotonic() + time_limit if time_limit is not None else None
     with bar(len(configs), "validating") as b:
         executor.run_sweep(configs, runs, timeout, False, True, ahead,
                            on_start=lambda cfg: b.start(cfg.label()),
                            on_done=lambda cfg, rec: (b.print(summary_line(cfg.label(), rec), markup=True), b.advance()),
-                           on_skip=lambda cfg, why: (kept.append(why), b.advance()))
+                           on_skip=lambda cfg, why: ((left if why == executor.TIME_LIMIT else kept).append(why),
+                                                     b.advance()),
+                           deadline=deadline)
     if kept:
         console.print(f"{len(kept)} configuration(s) already measured in {escape(str(runs))}: kept", highlight=False)
+    if left:
+        console.print(f"[yellow]{len(left)} configuration(s) not started[/]: --time-limit reached; the same command "
+                      "measures them, keeping those measured", highlight=False)
     keys = {c.key() for c in configs}
     records = store.load(runs)
     df = V.table(records[records[R.KEY].isin(keys)].drop_duplicates(R.KEY, keep="last"))

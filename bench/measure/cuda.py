@@ -87,7 +87,9 @@ def measure(runner_factory, repeats: int, cudnn_benchmark: bool = False,
     sampler = NvmlSampler(torch.cuda.current_device())
     context = sampler.read()
     if snapshot_to is not None:
-        torch.cuda.memory._record_memory_history(max_entries=1_000_000)
+        # Python frames only: C++ frames cost an unwind per allocation and a symbolisation pass in
+        # _snapshot() that can take minutes, and nothing here reads them
+        torch.cuda.memory._record_memory_history(max_entries=1_000_000, stacks="python")
     runner: StepRunner = runner_factory()
     runner.step()  # warm-up
     torch.cuda.synchronize()

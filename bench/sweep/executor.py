@@ -50,6 +50,8 @@ from .config import RunConfig
 
 #: seconds a worker may take to exit after it sent its record, before it is killed (the record is kept)
 EXIT_GRACE_S = 10.0
+#: why :func:`run_sweep` left a configuration alone after its deadline (``on_skip``'s reason)
+TIME_LIMIT = "time limit reached"
 WORKER = ("-m", "bench.sweep.worker")
 
 
@@ -444,6 +446,7 @@ def run_sweep(
     on_skip: Callable[[RunConfig, str], None] | None = None,
     no_skip: bool = False,
     budget_bytes: int | None = None,
+    deadline: float | None = None,
 ) -> list[dict[str, Any]]:
     """Run every configuration whose record is missing or must be re-run (:func:`rerun_reason`);
     append each record as it comes. Returns the new records. ``on_skip(cfg, why)`` reports a
@@ -452,8 +455,14 @@ def run_sweep(
     ``executor``: one executor (one configuration at a time), a sequence of them (as many at once,
     each executor busy with one configuration at a time: a GPU each), or a :class:`BatchExecutor`.
     An executor that returns None for a configuration (a screen that lets it through) stores nothing.
+
+    ``deadline`` (a :func:`time.monotonic` time; executors that run one configuration at a time): no
+    configuration starts after it, and each one left is reported to ``on_skip`` as :data:`TIME_LIMIT`
+    (a GPU lent for a while: what was measured is stored, a later sweep goes on from there).
     """
     if isinstance(executor, BatchExecutor):
+        if deadline is not None:
+            raise ValueError("a batch executor hands every configuration over at once: no deadline")
         return _run_batch(executor, list(configs), out, timeout_s, force, retry_failed, on_start, on_done, on_skip,
                           no_skip, budget_bytes)
     pool = list(executor) if isinstance(executor, Sequence) else [executor or LocalExecutor()]
@@ -462,7 +471,7 @@ def run_sweep(
     configs = list(configs)
     try:
         return _run_pool(pool, configs, out, timeout_s, force, retry_failed, on_start, on_done, on_skip, no_skip,
-                         budget_bytes)
+                         budget_bytes, deadline)
     except BaseException:  # Ctrl-C or a store error: take running workers down (work ahead included)
         for ex in pool:
             if hasattr(ex, "cancel"):
@@ -475,7 +484,8 @@ def run_sweep(
 
 
 def _run_pool(pool: list[Executor], configs: list[RunConfig], out: str | Path, timeout_s: float, force: bool,
-              retry_failed: bool, on_start, on_done, on_skip, no_skip: bool, budget_bytes: int | None) -> list[dict[str, Any]]:
+              retry_failed: bool, on_start, on_done, on_skip, no_skip: bool, budget_bytes: int | None,
+              deadline: float | None = None) -> list[dict[str, Any]]:
     """:func:`run_sweep` on executors that run one configuration at a time each."""
     planners = [ex for ex in pool if hasattr(ex, "plan")]
     if planners:  # what will be run, so that work ahead of it (predictions) can start
@@ -502,6 +512,11 @@ def _run_pool(pool: list[Executor], configs: list[RunConfig], out: str | Path, t
                     on_skip(cfg, "recorded")
                 return
             ex = idle.get()
+            if deadline is not None and time.monotonic() >= deadline:
+                idle.put(ex)
+                if on_skip:
+                    on_skip(cfg, TIME_LIMIT)
+                return
             try:
                 if on_start:
                     on_start(cfg)

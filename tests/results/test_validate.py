@@ -82,3 +82,8 @@ def test_bench_validate_bad_input(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     res = CliRunner().invoke(app, ["validate", "--arch", "nope"])
     assert res.exit_code == 2 and "nope" in res.output
+    for bad in ("0", "-5"):
+        res = CliRunner().invoke(app, ["validate", "--time-limit", bad])
+        assert res.exit_code == 2 and "--time-limit" in res.output and "positive" in res.output
+    res = CliRunner().invoke(app, ["validate", "--published", "--time-limit", "60"])
+    assert res.exit_code == 2 and "--time-limit" in res.output

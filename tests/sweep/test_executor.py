@@ -139,6 +139,32 @@ def test_resume_skips_records_reruns_failed_on_request_and_other_code_versions(t
     assert len(calls) == 3  # recorded by another version of the code
 
 
+def test_no_configuration_starts_after_the_deadline_and_a_later_sweep_goes_on(tmp_path):
+    from bench.sweep.executor import TIME_LIMIT
+    from bench.version import code_version
+
+    configs = [RunConfig("unet", (32, 32, 32), b, "train", "predict", "fp32") for b in (1, 2, 3)]
+    clock = iter([0.0, 5.0, 11.0, 12.0])  # read once before each start: the third comes after the deadline
+    ran, skipped = [], []
+
+    class Fake:
+        def run(self, cfg, timeout_s):
+            ran.append(cfg.batch)
+            return {"key": cfg.key(), "status": "ok", "code_version": code_version()}
+
+    import bench.sweep.executor as E
+
+    real = E.time.monotonic
+    E.time.monotonic = lambda: next(clock)
+    try:
+        run_sweep(configs, tmp_path, 10, executor=Fake(), deadline=10.0, on_skip=lambda cfg, why: skipped.append(why))
+    finally:
+        E.time.monotonic = real
+    assert ran == [1, 2] and skipped == [TIME_LIMIT] and len(store.load(tmp_path)) == 2
+    run_sweep(configs, tmp_path, 10, executor=Fake(), on_skip=lambda cfg, why: skipped.append(why))
+    assert ran == [1, 2, 3] and skipped == [TIME_LIMIT, "recorded", "recorded"]
+
+
 def test_out_of_memory_is_recognised_on_the_cpu_too():
     import torch
 

@@ -1,0 +1,62 @@
+#!/bin/bash
+# bench validate on a GPU machine lent for a few minutes, with no network: Python 3.12 and its own torch,
+# segmem run from this checkout, nnU-Net's pure-Python wheels carried in .whl (made here with
+# ../shared/gpu/prepare-wheels.sh .whl). One call does it all, failing fast:
+#   1. one small CUDA configuration (bench run); if it is not ok, stop there (a fixed rerun keeps the lease);
+#   2. bench validate, cheapest architectures first, starting no configuration after LIMIT seconds;
+#   3. its CSV, Markdown, results store and fixtures packed in $OUT/results.tar.gz, recorded snapshots
+#      in $OUT/snapshots.tar.gz (at most 40 MB: a call brings back 64 MB at most).
+#
+#   bash scripts/device_validate.sh [LIMIT_S=420]
+# Resumes: carry reports/validation (unpacked from an earlier results.tar.gz) and the measured
+# configurations are kept.
+set -u
+export PYTHONUNBUFFERED=1
+limit=${1:-420}
+out=${OUT:-/tmp/segmem-out}
+mkdir -p "$out"
+t0=$(date +%s)
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD
+bench() { python3 -c 'import sys; from bench.cli import app; sys.argv[0] = "bench"; app()' "$@"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c 'import torch, os; print("torch", torch.__version__, torch.cuda.get_device_name(0), "cudnn",
+torch.backends.cudnn.version(), "cpus", os.cpu_count())'
+
+echo "== smoke ($(( $(date +%s) - t0 )) s)"
+bench run --arch unet --device cuda --size 32 --batch 1 --repeats 1 --out /tmp/smoke 2>&1 | tee "$out/smoke.log"
+python3 - <<'EOF' || { echo "smoke failed: stopping before the grid"; exit 3; }
+import sys
+from bench.sweep import store
+df = store.load("/tmp/smoke")
+print(df.reindex(columns=["arch", "status", "error", "peak_allocated_bytes", "pred_peak_allocated_bytes"]).to_string())
+sys.exit(0 if len(df) and (df["status"] == "ok").all() else 1)
+EOF
+
+echo "== validate ($(( $(date +%s) - t0 )) s)"
+archs=(unet meunet vnet unet3d nnunet nnunet_resenc cascade cascade_pre nnunet_cascade)
+start=$(date +%s)
+bench validate $(printf -- '--arch %s ' "${archs[@]}") --timeout 180 --time-limit "$limit" 2>&1 | tee "$out/validate.log"
+echo "validate: exit ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s wall"
+
+echo "== pack ($(( $(date +%s) - t0 )) s)"
+tar czf "$out/results.tar.gz" --exclude='*.pickle' reports/validation tests/fixtures/traces/validation
+# the recorded snapshots, one per architecture first, up to 40 MB compressed (the predicted ones are made
+# again anywhere with bench run --device predict --snapshot)
+python3 - "$out/snapshots.tar.gz" <<'EOF'
+import sys, tarfile
+from pathlib import Path
+snaps = sorted(Path("reports/validation").rglob("*.cuda.pickle"))
+firsts = {p.name.split("-")[0]: p for p in reversed(snaps)}
+order = list(dict.fromkeys([*firsts.values(), *snaps]))
+with open(sys.argv[1], "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+    for n, p in enumerate(order):
+        if raw.tell() > 40e6:
+            print(f"snapshots: {n} of {len(order)} packed (40 MB)")
+            break
+        tar.add(p)
+    else:
+        print(f"snapshots: all {len(order)} packed")
+EOF
+ls -l "$out"
+echo "== done ($(( $(date +%s) - t0 )) s)"
