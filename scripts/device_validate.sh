@@ -18,25 +18,28 @@ mkdir -p "$out"
 t0=$(date +%s)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
-bench() { python3 -c 'import sys; from bench.cli import app; sys.argv[0] = "bench"; app()' "$@"; }
+bench=(python3 -c 'import sys; from bench.cli import app; sys.argv[0] = "bench"; app()')
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch, os; print("torch", torch.__version__, torch.cuda.get_device_name(0), "cudnn",
 torch.backends.cudnn.version(), "cpus", os.cpu_count())'
 
 echo "== smoke ($(( $(date +%s) - t0 )) s)"
-bench run --arch unet --device cuda --size 32 --batch 1 --repeats 1 --out /tmp/smoke 2>&1 | tee "$out/smoke.log"
+rm -rf /tmp/smoke
+"${bench[@]}" run --arch unet --device cuda --size 32 --batch 1 --repeats 1 --out /tmp/smoke 2>&1 | tee "$out/smoke.log"
 python3 - <<'EOF' || { echo "smoke failed: stopping before the grid"; exit 3; }
 import sys
 from bench.sweep import store
 df = store.load("/tmp/smoke")
 print(df.reindex(columns=["arch", "status", "error", "peak_allocated_bytes", "pred_peak_allocated_bytes"]).to_string())
-sys.exit(0 if len(df) and (df["status"] == "ok").all() else 1)
+sys.exit(0 if len(df) and (df["status"] == "ok").all() and (df["backend"] == "cuda").all() else 1)
 EOF
 
 echo "== validate ($(( $(date +%s) - t0 )) s)"
 archs=(unet meunet vnet unet3d nnunet nnunet_resenc cascade cascade_pre nnunet_cascade)
 start=$(date +%s)
-bench validate $(printf -- '--arch %s ' "${archs[@]}") --timeout 180 --time-limit "$limit" 2>&1 | tee "$out/validate.log"
+# a hard stop too (Ctrl-C's path: the records stay), so that the packing below always runs
+timeout -s INT $((limit + 140)) "${bench[@]}" validate $(printf -- '--arch %s ' "${archs[@]}") --timeout 180 \
+    --time-limit "$limit" 2>&1 | tee "$out/validate.log"
 echo "validate: exit ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s wall"
 
 echo "== pack ($(( $(date +%s) - t0 )) s)"
