@@ -43,8 +43,10 @@ def _flags_without_type(self, ctx) -> str | None:
     return None if self.is_flag else _display_type(self, ctx)
 
 
-_display_type = TyperOption.display_type_rich
-TyperOption.display_type_rich = _flags_without_type
+# older typer (the declared floor is 0.12) has no such method and prints no type beside a flag
+_display_type = getattr(TyperOption, "display_type_rich", None)
+if _display_type is not None:
+    TyperOption.display_type_rich = _flags_without_type
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="segmem: peak memory, throughput and Dice of 3D segmentation networks.")
