@@ -20,8 +20,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 export PYTHONPATH=/tmp/site:$PWD
 bench=(python3 -c 'import sys; from bench.cli import app; sys.argv[0] = "bench"; app()')
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c 'import torch, os; print("torch", torch.__version__, torch.cuda.get_device_name(0), "cudnn",
-torch.backends.cudnn.version(), "cpus", os.cpu_count())'
+python3 -c 'import torch, os; from importlib.metadata import version; print("torch", torch.__version__, torch.cuda.get_device_name(0), "cudnn",
+torch.backends.cudnn.version(), "cpus", os.cpu_count(), *(f"{m} {version(m)}" for m in ("typer", "click", "pandas")))'
 
 echo "== smoke ($(( $(date +%s) - t0 )) s)"
 rm -rf /tmp/smoke
