@@ -727,6 +727,11 @@ def validate(
                                             "published_epoch_times.csv) and print the errors by fit / held-out split")] = False,
     fit: Annotated[bool, typer.Option("--fit", help="with --published: re-fit the fitted constants on the fit rows "
                                                     "(else: those in bench/measure/device.py and roofline.py)")] = False,
+    recorded: Annotated[Path | None, typer.Option(
+        "--recorded", help="no GPU needed: predict again, with this code, the configurations measured in a folder "
+                           "bench validate wrote (e.g. reports/validation/nvidia-h200-2.11.0+cu130), and write the "
+                           "errors beside it (NAME.repredicted.csv/.md)")] = None,
+    jobs: JobsOption = None,
 ) -> None:
     """Measure the fixed grid on this CUDA GPU beside its prediction (every architecture, two sizes, train/infer,
     fp32/AMP, cudnn.benchmark off/on), a memory snapshot each; exit 1 when the median error of peak allocated
@@ -735,6 +740,13 @@ def validate(
     With --published: the prediction against every published GPU figure instead (no GPU needed)."""
     if fit and not published:
         fail("--fit re-fits the constants on the published figures: add --published")
+    if recorded is not None and (published or arch or time_limit is not None):
+        fail("--recorded predicts a recorded run again: no --published, --arch or --time-limit with it")
+    if jobs is not None and recorded is None:
+        fail("--jobs sets the prediction processes of --recorded")
+    if recorded is not None:
+        _validate_recorded(recorded, _jobs(jobs))
+        return
     if time_limit is not None and not time_limit > 0:
         fail(f"--time-limit is in seconds and must be positive; got {time_limit:g}")
     if published:
@@ -785,7 +797,7 @@ def validate(
     keys = {c.key() for c in configs}
     records = store.load(runs)
     df = V.table(records[records[R.KEY].isin(keys)].drop_duplicates(R.KEY, keep="last"))
-    csv, md = V.write(df, out, name)
+    csv, md = V.write(df, out, name, len(configs))
     made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {torch.cuda.get_device_name(0)}",
                                                 "commit": code_version(), "license": "segmem's own recording"})
     passed, med, worst = V.verdict(df["allocated_error"])
@@ -1333,6 +1345,27 @@ def validate_published(
     _validate_published(fit, to)
 
 
+def _validate_recorded(runs: Path, jobs: int | None) -> None:
+    """``bench validate --recorded RUNS``: the measured configurations of a recorded run predicted again here."""
+    from .results import validate as V
+    from .sweep import store
+    from .sweep.config import RunConfig
+    from .version import code_version
+
+    if not store.path(runs).exists():
+        fail(f"no bench validate records in {runs} (expected {store.path(runs)})")
+    try:
+        n = len(store.load(runs))
+        with bar(n, f"predicting again the configurations measured in {runs.name}") as b:
+            df = V.repredict(runs, jobs, progress=lambda job: (b.start(RunConfig.from_json(job[0]).label()), b.advance()))
+    except ValueError as exc:
+        fail(str(exc))
+    csv, md = V.write(df, runs.parent, f"{runs.name}.repredicted", len(V.grid()),
+                      title=f"{runs.name}, predicted again by segmem {code_version()}")
+    console.print(escape(md.read_text()), highlight=False)
+    console.print(f"{escape(str(csv))}, {escape(str(md))}", highlight=False)
+
+
 def _validate_published(fit: bool, to: Path) -> None:
     """``bench validate --published``: the memory figures, then nnU-Net's epoch times; tables written to ``to``."""
     _validate_published_memory(fit, to)
@@ -1354,7 +1387,7 @@ def _validate_published_memory(fit: bool, to: Path) -> None:
                       "to use them", highlight=False)
     with bar(len(M.FIGURES), "predicting published GPU memory figures") as b:
         pred = M.predict_rows(factor=factor, kernels=kernels, progress=lambda i: (b.start(i), b.advance()))
-    used = factor if factor is not None else device.WORKSPACE_FACTOR[True]
+    used = factor if factor is not None else device.WORKSPACE_FACTOR
     _errors_table(f"predicted vs published GPU memory (GiB; nnU-Net's training: {M.NNUNET_RECIPE}; "
                   f"workspace factor {used:g})",
                   pred[["id", "gpu", "measured", "split", "network", "patch", "batch", "published_gib", "pred_gib",

@@ -7,7 +7,8 @@
 #   3. its CSV, Markdown, results store and fixtures packed in $OUT/results.tar.gz, recorded snapshots
 #      in $OUT/snapshots.tar.gz (at most 40 MB: a call brings back 64 MB at most).
 #
-#   bash scripts/device_validate.sh [LIMIT_S=420]
+#   [ARCHS="nnunet unet3d"] [SMOKE=0] [GRACE=140] bash scripts/device_validate.sh [LIMIT_S=420]
+# (GRACE: seconds after LIMIT_S before validate is interrupted, so that packing always runs.)
 # Resumes: carry reports/validation (unpacked from an earlier results.tar.gz) and the measured
 # configurations are kept.
 set -u
@@ -23,6 +24,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch, os; from importlib.metadata import version; print("torch", torch.__version__, torch.cuda.get_device_name(0), "cudnn",
 torch.backends.cudnn.version(), "cpus", os.cpu_count(), *(f"{m} {version(m)}" for m in ("typer", "click", "pandas")))'
 
+if [ "${SMOKE:-1}" = 1 ]; then
 echo "== smoke ($(( $(date +%s) - t0 )) s)"
 rm -rf /tmp/smoke
 "${bench[@]}" run --arch unet --device cuda --size 32 --batch 1 --repeats 1 --out /tmp/smoke 2>&1 | tee "$out/smoke.log"
@@ -33,12 +35,13 @@ df = store.load("/tmp/smoke")
 print(df.reindex(columns=["arch", "status", "error", "peak_allocated_bytes", "pred_peak_allocated_bytes"]).to_string())
 sys.exit(0 if len(df) and (df["status"] == "ok").all() and (df["backend"] == "cuda").all() else 1)
 EOF
+fi
 
 echo "== validate ($(( $(date +%s) - t0 )) s)"
-archs=(unet meunet vnet unet3d nnunet nnunet_resenc cascade cascade_pre nnunet_cascade)
+archs=(${ARCHS:-unet meunet vnet unet3d nnunet nnunet_resenc cascade cascade_pre nnunet_cascade})
 start=$(date +%s)
 # a hard stop too (Ctrl-C's path: the records stay), so that the packing below always runs
-timeout -s INT $((limit + 140)) "${bench[@]}" validate $(printf -- '--arch %s ' "${archs[@]}") --timeout 180 \
+timeout -s INT $((limit + ${GRACE:-140})) "${bench[@]}" validate $(printf -- '--arch %s ' "${archs[@]}") --timeout 180 \
     --time-limit "$limit" 2>&1 | tee "$out/validate.log"
 echo "validate: exit ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s wall"
 

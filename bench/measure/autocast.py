@@ -1,17 +1,22 @@
 """CUDA autocast, emulated for tracing on a machine without a GPU.
 
 On a GPU-less machine ``torch.autocast("cuda")`` silently disables itself, and CPU autocast follows
-other rules (it runs pooling, upsampling and losses in float32, where CUDA keeps float16), so neither
-gives CUDA's memory. :class:`EmulatedCudaAutocast` is a ``TorchFunctionMode`` above autograd that
-applies CUDA's rules to the ops these networks use:
+other rules (it runs pooling and some losses in float32, where CUDA keeps float16), so neither gives
+CUDA's memory. :class:`EmulatedCudaAutocast` is a ``TorchFunctionMode`` above autograd that applies
+CUDA's rules to the ops these networks use (the lists: ``AT_FORALL_LOWER_PRECISION_FP`` and
+``AT_FORALL_FP32`` in ATen's ``autocast_mode.h``, which torch's wheel ships under ``torch/include``):
 
 - ops on CUDA's lower-precision list (convolutions, transposed convolutions, PReLU, linear and the
   matmul family) get their floating inputs cast to the autocast dtype;
-- ops on CUDA's float32 list that the suite's losses and norms use get them cast to float32;
+- ops on CUDA's float32 list that the suite's losses, norms and upsampling use get them cast to float32
+  (``F.interpolate``: every ``upsample_*`` op is on that list; a recorded H200 trace shows the cast, a
+  float32 copy of the input, and the float32 output);
 - ``cat``/``stack`` promote to the widest input type;
 - casts of leaf tensors that require grad (weights) are cached until the autocast region ends, as
   CUDA autocast's weight-cast cache does; a cast inside backward (checkpoint recomputation, which on
-  CUDA re-enters autocast for each recomputed region) is not cached.
+  CUDA re-enters autocast for each recomputed region) is not cached, nor one under ``inference_mode``
+  (recorded H200 traces of nnU-Net's and V-Net's inference: each weight's float16 copy is freed right
+  after its convolution).
 
 Everything else runs in the dtype it is given, as on CUDA. Unmodelled: cuDNN/cuBLAS workspaces and
 cuDNN's own algorithm-dependent buffers (they are not tensors), and ops outside the lists below.
@@ -34,7 +39,7 @@ FP32 = {
     torch.rsqrt, torch.reciprocal, F.layer_norm, torch.layer_norm, F.group_norm, torch.group_norm,
     F.nll_loss, F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.kl_div, F.binary_cross_entropy_with_logits,
     torch.logsumexp, torch.cdist, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
-    torch.Tensor.softmax, torch.Tensor.log_softmax, F.cross_entropy,
+    torch.Tensor.softmax, torch.Tensor.log_softmax, F.cross_entropy, F.interpolate,
 }
 BACKWARD = {torch.Tensor.backward, torch.autograd.backward}
 
@@ -80,7 +85,8 @@ class EmulatedCudaAutocast(TorchFunctionMode):
     def _cast(self, x: object, dtype: torch.dtype) -> object:
         if not _is_float(x) or x.dtype == dtype:
             return x
-        cacheable = self.forward_active and x.is_leaf and x.requires_grad and dtype == self.dtype
+        cacheable = (self.forward_active and x.is_leaf and x.requires_grad and dtype == self.dtype
+                     and not torch.is_inference_mode_enabled())
         if cacheable and id(x) in self.cache:
             return self.cache[id(x)]
         y = x.to(dtype)

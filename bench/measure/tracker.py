@@ -18,16 +18,36 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+# with autograd on or under no_grad a convolution reaches the modes as aten.convolution; under inference_mode
+# as the op the network called (conv3d, conv_transpose3d, ...), which is not decomposed there
 _CONVS = (torch.ops.aten.convolution, torch.ops.aten._convolution, torch.ops.aten.convolution_backward,
-          torch.ops.aten.cudnn_convolution)
+          torch.ops.aten.cudnn_convolution, torch.ops.aten.conv1d, torch.ops.aten.conv2d, torch.ops.aten.conv3d,
+          torch.ops.aten.conv_transpose1d, torch.ops.aten.conv_transpose2d, torch.ops.aten.conv_transpose3d)
 #: what torch.utils.module_tracker.ModuleTracker calls the place outside every module
 UNNAMED = "Global"
 CATEGORIES = ("parameter", "gradient", "optimizer", "input", "activation", "temporary")
+
+
+class Conv(NamedTuple):
+    """One convolution op (forward or backward) as cuDNN's workspace models see it (bench.measure.device)."""
+
+    #: the event index right after its outputs: where its workspace goes
+    index: int
+    #: its largest tensor operand's bytes (the benchmark's candidates scale with it)
+    largest: int
+    #: the bytes of its operands that are not channels-last already (one channel is): forward, input + weight +
+    #: output; backward, the output's gradient + input + weight (the data-gradient kernel's operands, and the
+    #: weight-gradient kernel's: the input's gradient is the input's size, the weight's the weight's)
+    operands: int
+    #: what cuDNN's benchmark cache keys its choice on (the op, its operands' shapes and dtypes, its other
+    #: arguments): a convolution with the key of an earlier one runs the algorithm chosen then
+    key: tuple = ()
 
 
 @dataclass
@@ -37,6 +57,28 @@ class Event:
     sid: int
     nbytes: int
     phase: str
+
+
+def _nbytes(t: object) -> int:
+    return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+
+
+def _not_channels_last(t: object) -> int:
+    """The bytes of ``t`` unless its layout is channels-last already: one channel (dim 1) or not a tensor."""
+    return _nbytes(t) if isinstance(t, torch.Tensor) and t.dim() > 2 and t.shape[1] != 1 else 0
+
+
+def _conv(func, args: tuple, kwargs: dict, out: object, index: int) -> Conv:
+    """A convolution op's :class:`Conv`: ``convolution_backward(grad_output, input, weight, ...)`` or a forward
+    ``(input, weight, ...) -> output``."""
+    largest = max((_nbytes(t) for t in tree_leaves((args, kwargs, out))), default=0)
+    if func.overloadpacket is torch.ops.aten.convolution_backward:  # (grad_output, input, weight, ...)
+        operands = sum(_not_channels_last(t) for t in args[:3])
+    else:  # (input, weight, ...) -> output
+        operands = sum(_not_channels_last(t) for t in (*args[:2], *tree_leaves(out)))
+    key = (func.overloadpacket.__name__, *((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else repr(a)
+                                            for a in args))
+    return Conv(index, largest, operands, key)
 
 
 @dataclass
@@ -52,9 +94,9 @@ class AllocationTracker(TorchDispatchMode):
     #: when set, names the module running now; each storage's name is kept in ``modules`` (snapshots)
     where: Callable[[], str] | None = None
     modules: dict[int, str] = field(default_factory=dict)
-    #: each convolution (forward or backward) as (event index right after its outputs, its largest operand's
-    #: bytes): where cuDNN's workspace goes (bench.measure.device); not events, so replays without it are unchanged
-    convs: list[tuple[int, int]] = field(default_factory=list)
+    #: each convolution (forward or backward): where cuDNN's workspace goes and what it scales with
+    #: (bench.measure.device); not events, so replays without workspaces are unchanged
+    convs: list[Conv] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -66,8 +108,7 @@ class AllocationTracker(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 self.see(t)
         if func.overloadpacket in _CONVS:
-            sizes = [t.numel() * t.element_size() for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
-            self.convs.append((len(self.events), max(sizes, default=0)))
+            self.convs.append(_conv(func, args, kwargs or {}, out, len(self.events)))
         return out
 
     def see(self, t: torch.Tensor) -> None:

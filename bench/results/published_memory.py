@@ -159,7 +159,9 @@ def predict_figure(f: Figure, factor: float | None = None, kernels: int | None =
     tracker, host = _traced(f)
     context = context_bytes(f.gpu, None, training=True, kernels=kernels)
     total = f.published_gib * GiB if f.measured == "oom" else gpus.lookup(f.gpu).memory_bytes
-    run = run_device(tracker, host, tracker.marks["measured"], f.cudnn_benchmark, context, int(total), factor=factor)
+    # the peaks over the whole traced run (build, the benchmark's first step, the step after it): a figure read
+    # during training (nvidia-smi, max_memory_* without a reset) counts the first step's candidate workspaces
+    run = run_device(tracker, host, 0, f.cudnn_benchmark, context, int(total), factor=factor)
     dev, oom = run.replay, (None if run.oom is None else str(run.oom))
     if oom is not None and f.measured != "oom":
         return {"pred_gib": None, "pred_note": oom}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ from ..sweep.expand import expand
 MEDIAN_LIMIT = 0.02
 MAX_LIMIT = 0.05
 PRECISIONS = (Precision.FP32, Precision.FP16)
+#: (architecture, mode) whose recorded H200 traces rules of the model were read from (bench.measure.device's
+#: workspaces of benchmark off, bench.measure.autocast's casts under inference_mode): :func:`repredict` reports
+#: their rows apart from the held-out ones
+READ_FROM = frozenset({("unet", "infer"), ("vnet", "infer"), ("nnunet", "infer"), ("unet3d", "train")})
 
 
 def two_sizes(spec: architectures.ArchSpec) -> list[Shape]:
@@ -54,20 +59,30 @@ def report_name(gpu: str, torch_version: str) -> str:
     return f"{re.sub(r'[^a-z0-9]+', '-', gpu.lower()).strip('-')}-{torch_version}"
 
 
+def _device(r: pd.Series, device_col: str, allocator_col: str) -> Any:
+    """The predicted figure with cuDNN's workspaces (what torch.cuda.max_memory_* count), or for a record made
+    before that column existed the allocator model's."""
+    v = r.get(device_col)
+    return r.get(allocator_col) if v is None or pd.isna(v) else v
+
+
 def table(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration: measured and predicted peaks and the prediction's relative errors."""
+    """One row per configuration: measured and predicted peaks (workspaces included, as measured) and the
+    prediction's relative errors."""
     rows = []
     for _, r in records.iterrows():
         ok = r.get(R.STATUS) == R.OK
         meas_a, meas_r = r.get(R.PEAK_ALLOCATED), r.get(R.PEAK_RESERVED)
+        pred_a = _device(r, R.PRED_DEVICE_ALLOCATED, R.PRED_ALLOCATED)
+        pred_r = _device(r, R.PRED_DEVICE_RESERVED, R.PRED_RESERVED)
         rows.append({
             "arch": r[R.ARCH], "stage": r.get(R.STAGE) or "", "size": r[R.SIZE], "batch": r[R.BATCH], "mode": r[R.MODE],
             "precision": r[R.PRECISION], "cudnn_benchmark": bool(r.get(R.CUDNN_BENCHMARK, False)),
             "status": r.get(R.STATUS),
-            "measured_allocated_bytes": meas_a if ok else None, "predicted_allocated_bytes": r.get(R.PRED_ALLOCATED),
-            "allocated_error": r[R.PRED_ALLOCATED] / meas_a - 1 if ok and meas_a else None,
-            "measured_reserved_bytes": meas_r if ok else None, "predicted_reserved_bytes": r.get(R.PRED_RESERVED),
-            "reserved_error": r[R.PRED_RESERVED] / meas_r - 1 if ok and meas_r else None,
+            "measured_allocated_bytes": meas_a if ok else None, "predicted_allocated_bytes": pred_a,
+            "allocated_error": pred_a / meas_a - 1 if ok and meas_a else None,
+            "measured_reserved_bytes": meas_r if ok else None, "predicted_reserved_bytes": pred_r,
+            "reserved_error": pred_r / meas_r - 1 if ok and meas_r else None,
             "snapshot": r.get(R.SNAPSHOT_PATH), "measured_snapshot": r.get(R.CUDA_SNAPSHOT_PATH),
         })
     return pd.DataFrame(rows)
@@ -82,16 +97,22 @@ def verdict(errors: pd.Series) -> tuple[bool, float, float]:
     return med <= MEDIAN_LIMIT and worst <= MAX_LIMIT, med, worst
 
 
-def markdown(df: pd.DataFrame, title: str) -> str:
-    """The summary: verdict, error statistics per architecture, failures."""
+def markdown(df: pd.DataFrame, title: str, grid_size: int | None = None) -> str:
+    """The summary: verdict, error statistics per architecture (and per split where ``df`` has one), failures.
+    ``grid_size``: the configurations of the grid (default: the rows of ``df``)."""
     passed, med, worst = verdict(df["allocated_error"])
     ok = df[df["status"] == R.OK]
     lines = [f"# Validation: {title}", "",
              f"**{'passed' if passed else 'FAILED'}**: median |error| of peak allocated {med:.2%} "
              f"(limit {MEDIAN_LIMIT:.0%}), max {worst:.2%} (limit {MAX_LIMIT:.0%}); "
-             f"{len(ok)} of {len(df)} configurations measured.", "",
-             "| architecture | configurations | median allocated error | max abs allocated error | median reserved error |",
-             "|---|---|---|---|---|"]
+             f"{len(ok)} of {grid_size or len(df)} configurations measured.", ""]
+    if "split" in df:
+        for split, g in ok.groupby("split", sort=False):
+            p, m, w = verdict(g["allocated_error"])
+            lines.append(f"- {split} ({len(g)} configurations): median |error| {m:.2%}, max {w:.2%}")
+        lines.append("")
+    lines += ["| architecture | configurations | median allocated error | max abs allocated error | median reserved error |",
+              "|---|---|---|---|---|"]
     for arch, g in ok.groupby("arch"):
         lines.append(f"| {arch} | {len(g)} | {g['allocated_error'].median():+.2%} | "
                      f"{g['allocated_error'].abs().max():.2%} | {g['reserved_error'].median():+.2%} |")
@@ -102,12 +123,44 @@ def markdown(df: pd.DataFrame, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(df: pd.DataFrame, folder: Path, name: str) -> tuple[Path, Path]:
+def write(df: pd.DataFrame, folder: Path, name: str, grid_size: int | None = None,
+          title: str | None = None) -> tuple[Path, Path]:
+    """``folder/name.csv`` and its summary ``folder/name.md`` (titled ``title``, default ``name``)."""
     folder.mkdir(parents=True, exist_ok=True)
     csv, md = folder / f"{name}.csv", folder / f"{name}.md"
     df.to_csv(csv, index=False)
-    md.write_text(markdown(df, name))
+    md.write_text(markdown(df, title or name, grid_size))
     return csv, md
+
+
+def _predict(job: tuple[str, str]) -> dict[str, Any]:
+    from ..sweep.worker import prediction
+
+    return prediction(*job)
+
+
+def repredict(runs: Path, jobs: int | None = None, progress: Callable[[Any], None] | None = None,
+              where: Callable[[dict[str, Any]], bool] | None = None) -> pd.DataFrame:
+    """The configurations measured in a recorded validation run (a folder ``bench validate`` wrote) predicted
+    again by this code, for the GPU they were measured on, on ``jobs`` processes: :func:`table`'s rows with
+    the new predictions, plus ``split``: ``read`` for an (architecture, mode) of :data:`READ_FROM`, else
+    ``held out``. ``where(record)``: only the records it accepts."""
+    from ..parallel import pmap
+    from ..sweep import store
+
+    recs = store.load(runs)
+    if recs.empty:
+        raise ValueError(f"no records in {runs}")
+    recs = recs[(recs[R.STATUS] == R.OK) & (recs[R.BACKEND] == "cuda")].drop_duplicates(R.KEY, keep="last")
+    by_key = {c.key(): c for c in grid()}
+    rows = [r for r in recs.to_dict("records") if r[R.KEY] in by_key and (where is None or where(r))]
+    if not rows:
+        raise ValueError(f"no configuration of the validation grid was measured on CUDA in {runs}")
+    jobs_ = [(by_key[r[R.KEY]].to_json(), r[R.DEVICE_NAME]) for r in rows]
+    preds = pmap(_predict, jobs_, jobs, progress=progress)
+    df = table(pd.DataFrame([{**r, **R.prediction_columns(p)} for r, p in zip(rows, preds)]))
+    df.insert(0, "split", ["read" if (a, m) in READ_FROM else "held out" for a, m in zip(df["arch"], df["mode"])])
+    return df
 
 
 def fixtures(snapshots: Path, dest: Path, header: dict[str, Any]) -> list[Path]:

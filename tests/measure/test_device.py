@@ -28,16 +28,41 @@ def test_context_follows_the_gpu_family_and_the_cuda_loading_mode(monkeypatch):
     assert device.context_figure("RTX-3090", "12.4").nbytes == 666_632_192
 
 
-def test_each_convolution_is_noted_with_its_largest_operand():
+def test_each_convolution_is_noted_with_its_largest_operand_and_its_activation_operands():
     with FakeTensorMode():
         tr = AllocationTracker()
         with tr:
             conv = torch.nn.Conv3d(2, 4, 3, padding=1)
             x = torch.randn(1, 2, 8, 8, 8, requires_grad=True)
             conv(x).sum().backward()
-    out_bytes = 4 * 8**3 * 4  # the output (and its gradient) is the largest operand
-    assert [n for _, n in tr.convs] == [out_bytes, out_bytes]  # forward, backward
-    assert all(0 < i <= len(tr.events) for i, _ in tr.convs)
+    in_bytes, out_bytes, w_bytes = 2 * 8**3 * 4, 4 * 8**3 * 4, 4 * 2 * 27 * 4
+    assert [c.largest for c in tr.convs] == [out_bytes, out_bytes]  # the output (and its gradient) is the largest
+    # forward: input + weight + output; backward: the output's gradient + the input + the weight
+    assert [c.operands for c in tr.convs] == [in_bytes + w_bytes + out_bytes] * 2
+    assert all(0 < c.index <= len(tr.events) for c in tr.convs)
+
+
+def test_a_convolution_under_inference_mode_is_noted_once():
+    """Under inference_mode the modes see aten.conv3d / aten.conv_transpose3d, not aten.convolution."""
+    with FakeTensorMode():
+        tr = AllocationTracker()
+        conv, up = torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.ConvTranspose3d(4, 2, 2, stride=2)
+        x = torch.randn(1, 2, 8, 8, 8)
+        with torch.inference_mode(), tr:
+            up(conv(x))
+        with torch.no_grad(), tr:
+            up(conv(x))
+    n, w_conv, w_up = 8**3 * 4, 4 * 2 * 27 * 4, 4 * 2 * 8 * 4
+    assert [c.operands for c in tr.convs] == [2 * n + w_conv + 4 * n, 4 * n + w_up + 2 * 8 * n] * 2
+
+
+def test_a_one_channel_operand_is_channels_last_already_and_not_counted():
+    with FakeTensorMode():
+        tr = AllocationTracker()
+        conv = torch.nn.Conv3d(1, 4, 3, padding=1)  # its input and its weight (4, 1, 3, 3, 3) have one channel
+        with torch.inference_mode(), tr:
+            conv(torch.randn(1, 1, 8, 8, 8))
+    assert [c.operands for c in tr.convs] == [4 * 8**3 * 4]  # the output alone
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +71,40 @@ def unet_step():
     return tr, host, tr.marks["measured"]
 
 
-def test_without_workspaces_the_device_replay_is_the_allocator_replay(unet_step):
+def test_without_workspaces_the_device_replay_is_the_allocator_replay(unet_step, monkeypatch):
+    tr, host, start = unet_step
+    plain = replay(tr, host, start)
+    monkeypatch.setattr(device, "HEURISTIC_WORKSPACE", 0.0)
+    dev = device.replay_device(tr, host, start, benchmark=False)
+    assert (dev.model.peak_allocated, dev.model.peak_reserved, dev.largest_workspace) == (
+        plain.peak_allocated, plain.peak_reserved, 0)
+
+
+def test_benchmark_off_each_convolution_asks_its_operands_not_channels_last(unet_step):
+    """As the recorded H200 traces show (bench.measure.device's docstring): input + output in forward."""
     tr, host, start = unet_step
     plain = replay(tr, host, start)
     dev = device.replay_device(tr, host, start, benchmark=False)
-    assert device.WORKSPACE_FACTOR[False] == 0
-    assert (dev.model.peak_allocated, dev.model.peak_reserved, dev.largest_workspace) == (
-        plain.peak_allocated, plain.peak_reserved, 0)
+    assert device.HEURISTIC_WORKSPACE == 1.0
+    assert dev.largest_workspace == max(c.operands for c in tr.convs)
+    assert plain.peak_allocated < dev.model.peak_allocated <= plain.peak_allocated + dev.largest_workspace
 
 
 def test_benchmark_workspaces_add_to_allocated_and_those_over_the_cap_are_left_out(unet_step, monkeypatch):
     tr, host, start = unet_step
     plain = replay(tr, host, start)
     on = device.replay_device(tr, host, start, benchmark=True, factor=2.0)
-    sizes = sorted({2 * n for _, n in tr.convs})
+    sizes = sorted({2 * c.largest for c in tr.convs})
     assert on.largest_workspace == sizes[-1]
+    # a convolution of a kind already benchmarked (the measured step's) runs the chosen algorithm: the
+    # workspace of benchmark off, whatever the candidates' factor
+    warm_up = {c.key for c in tr.convs if c.index < start}
+    assert all(c.key in warm_up for c in tr.convs if c.index >= start)  # the measured step's were all tried before
+    huge = device.replay_device(tr, host, start, benchmark=True, factor=1e6)
+    off = device.replay_device(tr, host, start, benchmark=False)
+    assert huge.largest_workspace > 1e6 * MiB  # tried in the warm-up step ...
+    # ... but not in the measured step (only the blocks' rounding remainders differ: the cache holds other segments)
+    assert huge.model.peak_allocated == pytest.approx(off.model.peak_allocated, rel=0.01)
     assert on.model.peak_allocated > plain.peak_allocated
     assert on.model.peak_reserved >= plain.peak_reserved
     cap_mib = sizes[len(sizes) // 2] // MiB + 1
@@ -69,8 +113,10 @@ def test_benchmark_workspaces_add_to_allocated_and_those_over_the_cap_are_left_o
     assert capped.largest_workspace == max(s for s in sizes if s <= cap_mib * MiB)
 
 
-def test_at_a_capacity_workspaces_that_do_not_fit_are_left_out_and_a_step_that_does_not_fit_runs_out(unet_step):
+def test_at_a_capacity_workspaces_that_do_not_fit_are_left_out_and_a_step_that_does_not_fit_runs_out(unet_step,
+                                                                                                     monkeypatch):
     tr, host, start = unet_step
+    monkeypatch.setattr(device, "HEURISTIC_WORKSPACE", 0.0)  # the benchmark's candidates alone
     plain = replay(tr, host, start)
     capacity = plain.peak_reserved + 8 * MiB
     fits = device.replay_device(tr, host, start, benchmark=True, factor=2.0, capacity=capacity)

@@ -56,8 +56,11 @@ def test_mixed_precision_is_emulated_as_on_cuda():
     spec = architectures.spec("unet")
     fp32 = predict(spec, {}, (64, 64, 64), 2, "infer", "fp32", with_memtracker=False)
     fp16 = predict(spec, {}, (64, 64, 64), 2, "infer", "fp16", with_memtracker=False)
-    # activations in half precision: roughly half the activation bytes
-    assert 0.4 < fp16["pred_activation_bytes"] / fp32["pred_activation_bytes"] < 0.65
+    # convolutions in half precision, but upsampling (and so the decoder's concatenations) in float32, as CUDA
+    # autocast does: more than half the activation bytes (on the H200 the U-net's inference at 80^3, batch 4,
+    # peaked at 0.80 of fp32's allocated bytes)
+    ratio = fp16["pred_activation_bytes"] / fp32["pred_activation_bytes"]
+    assert 0.55 < ratio < 0.85
 
 
 def test_paper_size_meunet_prediction_is_fast_and_allocates_nothing_real():

@@ -45,7 +45,7 @@ def test_repredicting_the_table_makes_no_row_worse():
 @pytest.mark.slow
 def test_the_fitted_constants_are_those_the_fit_rows_give():
     factor, kernels = M.fit()
-    assert factor == device.WORKSPACE_FACTOR[True] and kernels == device.TRAINING_KERNELS
+    assert factor == device.WORKSPACE_FACTOR and kernels == device.TRAINING_KERNELS
 
 
 def test_a_prediction_at_a_gpus_capacity_is_an_oom_record_where_the_gpu_would_run_out():

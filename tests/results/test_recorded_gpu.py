@@ -1,0 +1,43 @@
+"""The prediction against real GPU figures that segmem recorded itself: ``bench validate`` on an H200
+(``reports/validation/nvidia-h200-2.11.0+cu130/``: the records, and the ``torch.cuda.memory._snapshot()`` of
+each measured step). The smaller configurations are predicted again by this code on every run of the tests,
+each within the validation's 5% limit of its measured peak allocated (``bench validate --recorded`` does
+all of them and writes ``NAME.repredicted.csv``)."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bench import record as R
+from bench.cli import app
+from bench.results import validate as V
+
+RUNS = Path(__file__).resolve().parents[2] / "reports" / "validation" / "nvidia-h200-2.11.0+cu130"
+
+
+def small(rec: dict) -> bool:
+    """One configuration of each architecture and mode at the smaller size, benchmark off (2-core CI budget)."""
+    return (rec[R.SIZE] in ("80x80x80", "64x64x32", "64x64x64") and not rec.get(R.CUDNN_BENCHMARK)
+            and rec[R.PRECISION] == ("fp16" if rec[R.MODE] == "infer" else "fp32"))
+
+
+@pytest.mark.slow
+def test_the_recorded_h200_configurations_are_predicted_within_the_validation_limit():
+    df = V.repredict(RUNS, where=small)
+    assert set(df["arch"]) == {"unet", "meunet", "vnet", "nnunet"} and set(df["mode"]) == {"train", "infer"}
+    assert (df["status"] == R.OK).all() and df["measured_allocated_bytes"].gt(0).all()
+    worst = df.loc[df["allocated_error"].abs().idxmax()]
+    assert df["allocated_error"].abs().max() <= V.MAX_LIMIT, worst.to_dict()
+    assert set(df["split"]) == {"read", "held out"}  # rows the rules were read from are told apart
+
+
+def test_bench_validate_recorded_bad_input(tmp_path):
+    res = CliRunner().invoke(app, ["validate", "--recorded", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "no bench validate records" in res.output
+    res = CliRunner().invoke(app, ["validate", "--recorded", str(RUNS), "--arch", "unet"])
+    assert res.exit_code == 2 and "--recorded" in res.output
+    res = CliRunner().invoke(app, ["validate", "--jobs", "2"])
+    assert res.exit_code == 2 and "--jobs" in res.output
+    res = CliRunner().invoke(app, ["validate", "--recorded", str(RUNS), "--jobs", "0"])
+    assert res.exit_code == 2 and "--jobs" in res.output
