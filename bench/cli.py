@@ -720,8 +720,9 @@ def validate(
         "tests/fixtures/traces/validation"),
     timeout: Annotated[float, typer.Option(help="seconds per configuration")] = DEFAULT_TIMEOUT,
     time_limit: Annotated[float | None, typer.Option(
-        "--time-limit", help="seconds, for a GPU lent for a while: start no configuration after them, write the "
-                             "summary of those measured; the same command later measures the rest")] = None,
+        "--time-limit", help="seconds from the command's start, for a GPU lent for a while: start no configuration "
+                             "after them, write the summary of those measured; the same command later measures "
+                             "the rest (--timeout bounds each configuration)")] = None,
     published: Annotated[bool, typer.Option("--published", help="no GPU needed: predict every published GPU figure "
                                             "(memory: reports/validation/published_memory.csv; nnU-Net's epoch times: "
                                             "published_epoch_times.csv) and print the errors by fit / held-out split")] = False,
@@ -731,19 +732,20 @@ def validate(
         "--recorded", help="no GPU needed: predict again, with this code, the configurations measured in a folder "
                            "bench validate wrote (e.g. reports/validation/nvidia-h200-2.11.0+cu130), and write the "
                            "errors beside it (NAME.repredicted.csv/.md)")] = None,
-    jobs: JobsOption = None,
+    jobs: Annotated[int | None, typer.Option(help="with --recorded: prediction processes [default: one per core]")] = None,
 ) -> None:
     """Measure the fixed grid on this CUDA GPU beside its prediction (every architecture, two sizes, train/infer,
     fp32/AMP, cudnn.benchmark off/on), a memory snapshot each; exit 1 when the median error of peak allocated
     exceeds 2% or any exceeds 5%. Interrupted: run it again, measured configurations are kept.
 
-    With --published: the prediction against every published GPU figure instead (no GPU needed)."""
+    With --published: the prediction against every published GPU figure instead (no GPU needed).
+    With --recorded DIR: a recorded run's configurations predicted again by this code (no GPU needed)."""
     if fit and not published:
         fail("--fit re-fits the constants on the published figures: add --published")
     if recorded is not None and (published or arch or time_limit is not None):
         fail("--recorded predicts a recorded run again: no --published, --arch or --time-limit with it")
     if jobs is not None and recorded is None:
-        fail("--jobs sets the prediction processes of --recorded")
+        fail("--jobs applies only with --recorded (its prediction processes)")
     if recorded is not None:
         _validate_recorded(recorded, _jobs(jobs))
         return
@@ -796,7 +798,7 @@ def validate(
                       "measures them, keeping those measured", highlight=False)
     keys = {c.key() for c in configs}
     records = store.load(runs)
-    df = V.table(records[records[R.KEY].isin(keys)].drop_duplicates(R.KEY, keep="last"))
+    df = V.table(records[records[R.KEY].isin(keys)].drop_duplicates(R.KEY, keep="last"), snaps)
     csv, md = V.write(df, out, name, len(configs))
     made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {torch.cuda.get_device_name(0)}",
                                                 "commit": code_version(), "license": "segmem's own recording"})
@@ -1349,15 +1351,15 @@ def _validate_recorded(runs: Path, jobs: int | None) -> None:
     """``bench validate --recorded RUNS``: the measured configurations of a recorded run predicted again here."""
     from .results import validate as V
     from .sweep import store
-    from .sweep.config import RunConfig
     from .version import code_version
 
     if not store.path(runs).exists():
         fail(f"no bench validate records in {runs} (expected {store.path(runs)})")
     try:
-        n = len(store.load(runs))
+        recs = store.load(runs)
+        n = int(((recs[R.STATUS] == R.OK) & (recs[R.BACKEND] == "cuda")).sum()) if len(recs) else 0
         with bar(n, f"predicting again the configurations measured in {runs.name}") as b:
-            df = V.repredict(runs, jobs, progress=lambda job: (b.start(RunConfig.from_json(job[0]).label()), b.advance()))
+            df = V.repredict(runs, jobs, progress=lambda _job: b.advance())
     except ValueError as exc:
         fail(str(exc))
     csv, md = V.write(df, runs.parent, f"{runs.name}.repredicted", len(V.grid()),

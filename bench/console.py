@@ -101,11 +101,11 @@ def summary_line(label: str, rec: dict[str, Any]) -> str:
         meas = f"CPU live peak {gib(rec.get(R.CPU_LIVE_PEAK))}"
     else:
         meas = ""
-    # the three figures a user compares with a GPU: what torch allocates, what its cache reserves (what
-    # reports and plots show) and what nvidia-smi would show (context and cuDNN workspaces added)
+    # the three figures a user compares with a GPU: what torch allocates and what its cache reserves (cuDNN's
+    # workspaces included, as max_memory_* count them) and what nvidia-smi would show (the context added)
     smi = rec.get(R.PRED_NVIDIA_SMI)
-    pred = (f"predicted CUDA allocated {gib(rec.get(R.PRED_ALLOCATED))}, reserved {gib(rec.get(R.PRED_RESERVED))}"
-            + (f", nvidia-smi {gib(smi)}" if smi else ""))
+    pred = (f"predicted CUDA allocated {gib(R.predicted_on_device(rec))}, "
+            f"reserved {gib(R.predicted_on_device(rec, reserved=True))}" + (f", nvidia-smi {gib(smi)}" if smi else ""))
     speed = f", {step_time(rec)}" if rec.get(R.STEP_TIME_MEDIAN) else ""
     pt = rec.get(R.PRED_STEP_TIME)
     if pt:

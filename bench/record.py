@@ -289,6 +289,14 @@ def column(name: str) -> Column | None:
     return next((c for c in SCHEMA.values() if "{" in c.name and c.regex.match(name)), None)
 
 
+def predicted_on_device(record: Any, reserved: bool = False) -> Any:
+    """The predicted peak allocated (or reserved) bytes as ``torch.cuda.max_memory_*`` count them: with cuDNN's
+    workspaces (``pred_device_*``), or the allocator model's alone for a record made before those columns."""
+    device, allocator = (PRED_DEVICE_RESERVED, PRED_RESERVED) if reserved else (PRED_DEVICE_ALLOCATED, PRED_ALLOCATED)
+    v = record.get(device)
+    return record.get(allocator) if v is None or v != v else v  # v != v: NaN (a pandas row)
+
+
 def prediction_columns(record: dict[str, Any]) -> dict[str, Any]:
     """The columns of ``record`` that its prediction made (the schema's "prediction" group)."""
     return {k: v for k, v in record.items() if (col := column(k)) is not None and col.group == "prediction"}

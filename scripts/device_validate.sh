@@ -7,7 +7,7 @@
 #   3. its CSV, Markdown, results store and fixtures packed in $OUT/results.tar.gz, recorded snapshots
 #      in $OUT/snapshots.tar.gz (at most 40 MB: a call brings back 64 MB at most).
 #
-#   [ARCHS="nnunet unet3d"] [SMOKE=0] [GRACE=140] bash scripts/device_validate.sh [LIMIT_S=420]
+#   [ARCHS="nnunet unet3d"] [SMOKE=0] [GRACE=140] [OUT=/tmp/segmem-out] bash scripts/device_validate.sh [LIMIT_S=420]
 # (GRACE: seconds after LIMIT_S before validate is interrupted, so that packing always runs.)
 # Resumes: carry reports/validation (unpacked from an earlier results.tar.gz) and the measured
 # configurations are kept.
@@ -17,6 +17,8 @@ limit=${1:-420}
 out=${OUT:-/tmp/segmem-out}
 mkdir -p "$out"
 t0=$(date +%s)
+ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/: make them with ../shared/gpu/prepare-wheels.sh .whl" \
+    "(on a machine with network, pip install segmem and run bench validate instead)"; exit 2; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 bench=(python3 -c 'import sys; from bench.cli import app; sys.argv[0] = "bench"; app()')

@@ -2,10 +2,12 @@
 
 Tensors asked for on ``cuda`` are made on the CPU (a ``TorchFunctionMode`` rewrites the device of every
 call), and ``torch.cuda``'s memory statistics, events, device properties and NVML answer from what really
-happens: every storage allocation and free is tracked (segmem's own :class:`AllocationTracker`), so
-``max_memory_allocated`` is the true peak of live tensor bytes since ``reset_peak_memory_stats``, and
-``max_memory_reserved`` is that event sequence replayed through the caching-allocator model. Going
-over ``capacity_bytes`` raises ``torch.cuda.OutOfMemoryError`` with CUDA's own wording.
+happens: every storage allocation and free is tracked (segmem's own :class:`AllocationTracker`), and
+``max_memory_allocated`` / ``max_memory_reserved`` since ``reset_peak_memory_stats`` are that event
+sequence replayed through the caching-allocator model with cuDNN's convolution workspaces inserted as a
+real GPU allocates them through the allocator (:func:`bench.measure.device.replay_device`, following
+``torch.backends.cudnn.benchmark``). Going over ``capacity_bytes`` (live tensors) raises
+``torch.cuda.OutOfMemoryError`` with CUDA's own wording.
 
 ``install()`` patches the running process (for a worker subprocess: ``python -c "import fake_cuda;
 fake_cuda.worker()"``); :class:`FakeCuda` used with pytest's ``monkeypatch`` undoes itself.
@@ -104,11 +106,16 @@ class FakeCuda:
     def reset_peak_memory_stats(self, device: Any = None) -> None:
         self.tracker.mark("reset")
 
+    def _device(self):  # noqa: ANN202
+        from bench.measure.device import replay_device
+
+        return replay_device(self.tracker, set(), self.tracker.marks["reset"], torch.backends.cudnn.benchmark).model
+
     def max_memory_allocated(self, device: Any = None) -> int:
-        return self.tracker.live_peak(self.tracker.marks["reset"])[0]
+        return self._device().peak_allocated
 
     def max_memory_reserved(self, device: Any = None) -> int:
-        return replay(self.tracker, set(), self.tracker.marks["reset"]).peak_reserved
+        return self._device().peak_reserved
 
     def memory_reserved(self, device: Any = None) -> int:
         return replay(self.tracker, set(), len(self.tracker.events)).reserved

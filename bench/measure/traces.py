@@ -231,7 +231,9 @@ class Peaks:
 
     allocated: int
     reserved: int
-    fragmentation: float  # 1 - allocated / reserved when reserved peaked
+    #: 1 - allocated / reserved at the reserved peak, allocated at its highest while reserved stays there (a
+    #: real trace records a new segment before the block it was made for)
+    fragmentation: float
     segments: int | None
     ooms: int = 0  # allocations the model could not make at the device's capacity (its peaks stop short there)
 
@@ -307,6 +309,8 @@ def _peaks(levels: Iterable[tuple[TraceEvent, int, int]], segments: int | None =
         peak_a = max(peak_a, alloc)
         if reserved > peak_r:
             peak_r, frag = reserved, 1 - alloc / reserved
+        elif reserved == peak_r and peak_r:
+            frag = min(frag, 1 - alloc / reserved)
     return Peaks(peak_a, peak_r, frag, segments)
 
 

@@ -59,22 +59,24 @@ def report_name(gpu: str, torch_version: str) -> str:
     return f"{re.sub(r'[^a-z0-9]+', '-', gpu.lower()).strip('-')}-{torch_version}"
 
 
-def _device(r: pd.Series, device_col: str, allocator_col: str) -> Any:
-    """The predicted figure with cuDNN's workspaces (what torch.cuda.max_memory_* count), or for a record made
-    before that column existed the allocator model's."""
-    v = r.get(device_col)
-    return r.get(allocator_col) if v is None or pd.isna(v) else v
+def _here(path: Any, snapshots: Path | None) -> str | None:
+    """A recorded snapshot's path as found in ``snapshots`` (a run measured on another machine records that
+    machine's paths), or None where the file is not there."""
+    if not isinstance(path, str) or not path:
+        return None
+    found = snapshots / Path(path).name if snapshots is not None else Path(path)
+    return str(found) if found.exists() else None
 
 
-def table(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration: measured and predicted peaks (workspaces included, as measured) and the
-    prediction's relative errors."""
+def table(records: pd.DataFrame, snapshots: Path | None = None) -> pd.DataFrame:
+    """One row per configuration: measured and predicted peaks (workspaces included, as measured), the
+    prediction's relative errors, and the snapshots' paths where they are (in ``snapshots``, the run's
+    snapshot folder, when given)."""
     rows = []
     for _, r in records.iterrows():
         ok = r.get(R.STATUS) == R.OK
         meas_a, meas_r = r.get(R.PEAK_ALLOCATED), r.get(R.PEAK_RESERVED)
-        pred_a = _device(r, R.PRED_DEVICE_ALLOCATED, R.PRED_ALLOCATED)
-        pred_r = _device(r, R.PRED_DEVICE_RESERVED, R.PRED_RESERVED)
+        pred_a, pred_r = R.predicted_on_device(r), R.predicted_on_device(r, reserved=True)
         rows.append({
             "arch": r[R.ARCH], "stage": r.get(R.STAGE) or "", "size": r[R.SIZE], "batch": r[R.BATCH], "mode": r[R.MODE],
             "precision": r[R.PRECISION], "cudnn_benchmark": bool(r.get(R.CUDNN_BENCHMARK, False)),
@@ -83,7 +85,8 @@ def table(records: pd.DataFrame) -> pd.DataFrame:
             "allocated_error": pred_a / meas_a - 1 if ok and meas_a else None,
             "measured_reserved_bytes": meas_r if ok else None, "predicted_reserved_bytes": pred_r,
             "reserved_error": pred_r / meas_r - 1 if ok and meas_r else None,
-            "snapshot": r.get(R.SNAPSHOT_PATH), "measured_snapshot": r.get(R.CUDA_SNAPSHOT_PATH),
+            "snapshot": _here(r.get(R.SNAPSHOT_PATH), snapshots),
+            "measured_snapshot": _here(r.get(R.CUDA_SNAPSHOT_PATH), snapshots),
         })
     return pd.DataFrame(rows)
 
@@ -158,7 +161,7 @@ def repredict(runs: Path, jobs: int | None = None, progress: Callable[[Any], Non
         raise ValueError(f"no configuration of the validation grid was measured on CUDA in {runs}")
     jobs_ = [(by_key[r[R.KEY]].to_json(), r[R.DEVICE_NAME]) for r in rows]
     preds = pmap(_predict, jobs_, jobs, progress=progress)
-    df = table(pd.DataFrame([{**r, **R.prediction_columns(p)} for r, p in zip(rows, preds)]))
+    df = table(pd.DataFrame([{**r, **R.prediction_columns(p)} for r, p in zip(rows, preds)]), runs / "snapshots")
     df.insert(0, "split", ["read" if (a, m) in READ_FROM else "held out" for a, m in zip(df["arch"], df["mode"])])
     return df
 

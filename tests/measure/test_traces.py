@@ -187,3 +187,15 @@ def test_replay_says_when_the_model_runs_out_at_the_given_capacity(snap_file):
     assert res.exit_code == 2 and "a device trace for device 0 only; --device 3" in res.output
     res = runner.invoke(app, ["replay", str(snap_file), "--device", "-1"])  # not the last device's, by Python's index
     assert res.exit_code == 2 and "--device -1 is not one of them" in res.output
+
+
+def test_fragmentation_at_the_reserved_peak_counts_the_block_its_segment_was_made_for():
+    """A real trace records a new segment before the block it was made for: the fragmentation at the reserved
+    peak is read once that block is allocated (H200 trace of the U-net's fp16 inference: 33.3% before, 14.4%
+    after, as the model's replay of the same events gives)."""
+    mib = 2**20
+    trace = traces.Trace([traces.TraceEvent("segment_alloc", 0, 20 * mib), traces.TraceEvent("alloc", 1, 15 * mib),
+                          traces.TraceEvent("alloc", 2, 5 * mib), traces.TraceEvent("free", 2, 5 * mib)])
+    peaks = traces.real_peaks(trace)
+    assert (peaks.allocated, peaks.reserved) == (20 * mib, 20 * mib)
+    assert peaks.fragmentation == 0.0  # not 1.0 (the segment alone), nor 0.25 (after the first block)

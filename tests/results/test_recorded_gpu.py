@@ -38,6 +38,6 @@ def test_bench_validate_recorded_bad_input(tmp_path):
     res = CliRunner().invoke(app, ["validate", "--recorded", str(RUNS), "--arch", "unet"])
     assert res.exit_code == 2 and "--recorded" in res.output
     res = CliRunner().invoke(app, ["validate", "--jobs", "2"])
-    assert res.exit_code == 2 and "--jobs" in res.output
+    assert res.exit_code == 2 and "--jobs applies only with --recorded" in res.output
     res = CliRunner().invoke(app, ["validate", "--recorded", str(RUNS), "--jobs", "0"])
     assert res.exit_code == 2 and "--jobs" in res.output
