@@ -1353,6 +1353,8 @@ def _validate_recorded(runs: Path, jobs: int | None) -> None:
     from .sweep import store
     from .version import code_version
 
+    if runs.is_file():
+        fail(f"--recorded takes the folder bench validate wrote (holding results.jsonl), not a file; got {runs}")
     if not store.path(runs).exists():
         fail(f"no bench validate records in {runs} (expected {store.path(runs)})")
     try:
