@@ -798,7 +798,7 @@ def validate(
                       "measures them, keeping those measured", highlight=False)
     keys = {c.key() for c in configs}
     records = store.load(runs)
-    df = V.table(records[records[R.KEY].isin(keys)].drop_duplicates(R.KEY, keep="last"), snaps)
+    df = V.table(records[records[R.KEY].isin(keys)], snaps)  # store.load: the latest record per configuration
     csv, md = V.write(df, out, name, len(configs))
     made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {torch.cuda.get_device_name(0)}",
                                                 "commit": code_version(), "license": "segmem's own recording"})
@@ -1357,13 +1357,9 @@ def _validate_recorded(runs: Path, jobs: int | None) -> None:
         fail(f"--recorded takes the folder bench validate wrote (holding results.jsonl), not a file; got {runs}")
     if not store.path(runs).exists():
         fail(f"no bench validate records in {runs} (expected {store.path(runs)})")
-    try:
-        recs = store.load(runs)
-        n = int(((recs[R.STATUS] == R.OK) & (recs[R.BACKEND] == "cuda")).sum()) if len(recs) else 0
-        with bar(n, f"predicting again the configurations measured in {runs.name}") as b:
-            df = V.repredict(runs, jobs, progress=lambda _job: b.advance())
-    except ValueError as exc:
-        fail(str(exc))
+    rows = _validated(V.measured, runs)
+    with bar(len(rows), f"predicting again the configurations measured in {runs.name}") as b:
+        df = V.repredict(runs, rows, jobs, progress=lambda _job: b.advance())
     csv, md = V.write(df, runs.parent, f"{runs.name}.repredicted", len(V.grid()),
                       title=f"{runs.name}, predicted again by segmem {code_version()}")
     console.print(escape(md.read_text()), highlight=False)

@@ -142,25 +142,28 @@ def _predict(job: tuple[str, str]) -> dict[str, Any]:
     return prediction(*job)
 
 
-def repredict(runs: Path, jobs: int | None = None, progress: Callable[[Any], None] | None = None,
-              where: Callable[[dict[str, Any]], bool] | None = None) -> pd.DataFrame:
-    """The configurations measured in a recorded validation run (a folder ``bench validate`` wrote) predicted
-    again by this code, for the GPU they were measured on, on ``jobs`` processes: :func:`table`'s rows with
-    the new predictions, plus ``split``: ``read`` for an (architecture, mode) of :data:`READ_FROM`, else
-    ``held out``. ``where(record)``: only the records it accepts."""
-    from ..parallel import pmap
+def measured(runs: Path, where: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+    """The records of a recorded validation run (a folder ``bench validate`` wrote) measured on CUDA, of
+    configurations of the grid; ``where(record)``: only those it accepts."""
     from ..sweep import store
 
-    recs = store.load(runs)
-    if recs.empty:
-        raise ValueError(f"no records in {runs}")
-    recs = recs[(recs[R.STATUS] == R.OK) & (recs[R.BACKEND] == "cuda")].drop_duplicates(R.KEY, keep="last")
-    by_key = {c.key(): c for c in grid()}
-    rows = [r for r in recs.to_dict("records") if r[R.KEY] in by_key and (where is None or where(r))]
+    keys = {c.key() for c in grid()}
+    rows = [r for r in store.latest(runs).values() if r.get(R.STATUS) == R.OK and r.get(R.BACKEND) == "cuda"
+            and r[R.KEY] in keys and (where is None or where(r))]
     if not rows:
         raise ValueError(f"no configuration of the validation grid was measured on CUDA in {runs}")
-    jobs_ = [(by_key[r[R.KEY]].to_json(), r[R.DEVICE_NAME]) for r in rows]
-    preds = pmap(_predict, jobs_, jobs, progress=progress)
+    return rows
+
+
+def repredict(runs: Path, rows: list[dict[str, Any]], jobs: int | None = None,
+              progress: Callable[[Any], None] | None = None) -> pd.DataFrame:
+    """``rows`` (:func:`measured` in ``runs``) predicted again by this code, for the GPU they were measured on,
+    on ``jobs`` processes: :func:`table`'s rows with the new predictions, plus ``split``: ``read`` for an
+    (architecture, mode) of :data:`READ_FROM`, else ``held out``."""
+    from ..parallel import pmap
+
+    by_key = {c.key(): c for c in grid()}
+    preds = pmap(_predict, [(by_key[r[R.KEY]].to_json(), r[R.DEVICE_NAME]) for r in rows], jobs, progress=progress)
     df = table(pd.DataFrame([{**r, **R.prediction_columns(p)} for r, p in zip(rows, preds)]), runs / "snapshots")
     df.insert(0, "split", ["read" if (a, m) in READ_FROM else "held out" for a, m in zip(df["arch"], df["mode"])])
     return df
