@@ -100,6 +100,7 @@ class FakeCuda:
         self.tracker.capacity_bytes = capacity_bytes
         self.capacity_bytes = capacity_bytes
         self.tracker.mark("reset")
+        self.recorded_from = 0
         self.modes = (CudaOnCpu(), self.tracker)
 
     # ----- torch.cuda -----------------------------------------------------------------------------
@@ -133,16 +134,20 @@ class FakeCuda:
     # ----- memory history: PyTorch's snapshot format, built from the tracked events ------------------
     def record_memory_history(self, enabled: Any = "all", *args: Any, **kwargs: Any) -> None:
         self.recording = enabled is not None
+        self.recorded_from = len(self.tracker.events)  # as the real one, the trace holds what comes after
 
     def snapshot(self, device: Any = None) -> dict:
         """``torch.cuda.memory._snapshot()``: the tracked events through the allocator model (the
         settings of this process's ``PYTORCH_CUDA_ALLOC_CONF``), segments and device trace."""
         from bench.measure import snapshot
         from bench.measure.allocator import AllocatorSettings
+        from bench.measure.device import Workspaces
 
-        data = snapshot.build(self.tracker, settings=AllocatorSettings.from_env(), label="fake cuda")
+        data = snapshot.build(self.tracker, settings=AllocatorSettings.from_env(), label="fake cuda",
+                              before=Workspaces(self.tracker, torch.backends.cudnn.benchmark))
         if not getattr(self, "recording", False):
             data["device_traces"] = [[]]
+        data["device_traces"] = [[e for e in data["device_traces"][0] if e["time_us"] >= self.recorded_from]]
         return data
 
     def patches(self) -> list[tuple[Any, str, Any]]:

@@ -82,14 +82,15 @@ def measure(runner_factory, repeats: int, cudnn_benchmark: bool = False,
     ``torch.cuda.memory._snapshot()`` pickle there (a real trace: ``bench replay`` reads it)."""
     torch.backends.cudnn.benchmark = cudnn_benchmark
     torch.cuda.init()
+    if snapshot_to is not None:
+        # before the first allocation, so that the trace covers the whole run (its replay starts from an empty
+        # allocator). Python frames only: C++ frames cost an unwind per allocation and a symbolisation pass in
+        # _snapshot() that can take minutes, and nothing here reads them
+        torch.cuda.memory._record_memory_history(max_entries=1_000_000, stacks="python")
     torch.empty(1, device="cuda")
     torch.cuda.synchronize()
     sampler = NvmlSampler(torch.cuda.current_device())
     context = sampler.read()
-    if snapshot_to is not None:
-        # Python frames only: C++ frames cost an unwind per allocation and a symbolisation pass in
-        # _snapshot() that can take minutes, and nothing here reads them
-        torch.cuda.memory._record_memory_history(max_entries=1_000_000, stacks="python")
     runner: StepRunner = runner_factory()
     runner.step()  # warm-up
     torch.cuda.synchronize()

@@ -92,6 +92,8 @@ WORKSPACE_FACTOR = 2.5
 # ---- read off recorded traces (see the module docstring) ----
 #: workspace of the engine cuDNN's heuristic picks (benchmark off), as a multiple of its operands not channels-last
 HEURISTIC_WORKSPACE = 1.0
+#: the allocator model's handle of the workspace being allocated (traced storages have ids >= 0)
+WORKSPACE_HANDLE = -1
 
 
 def lazy_loading(cuda: str | None) -> bool:
@@ -129,6 +131,41 @@ def workspace_cap() -> int | None:
     return int(v) * MiB if v.isdigit() else None
 
 
+class Workspaces:
+    """cuDNN's workspaces of ``tracker``'s convolutions as a hook run before each traced event ``i``
+    (:func:`bench.measure.predict.replay`'s ``before``, :func:`bench.measure.snapshot.build`'s): each convolution
+    allocates, right after its outputs, ``factor`` (benchmark on, the first of its key; default the fitted
+    WORKSPACE_FACTOR) x its largest operand, or else HEURISTIC_WORKSPACE x its operands not channels-last, and frees
+    it when it returns. The candidate is left out where PyTorch leaves it out: a workspace over CUDNN_CONV_WSCAP_DBG
+    or, with a ``capacity``, over the largest block the allocator could give, and one whose allocation fails.
+    ``largest``: the largest workspace allocated so far."""
+
+    def __init__(self, tracker, benchmark: bool, factor: float | None = None,  # noqa: ANN001
+                 capacity: int | None = None) -> None:
+        f = WORKSPACE_FACTOR if factor is None else factor
+        self.at: dict[int, list[int]] = {}
+        tried: set[tuple] = set()  # the benchmark cache
+        for conv in tracker.convs:
+            trial = benchmark and conv.key not in tried
+            tried.add(conv.key)
+            size = int(f * conv.largest) if trial else int(HEURISTIC_WORKSPACE * conv.operands)
+            if size > 0:
+                self.at.setdefault(conv.index, []).append(size)
+        self.cap, self.capacity, self.largest = workspace_cap(), capacity, 0
+
+    def __call__(self, i: int, model: CachingAllocatorModel) -> None:
+        for size in self.at.get(i, ()):
+            room = None if self.capacity is None else max(self.capacity - model.reserved, model.largest_free_block())
+            if (self.cap is not None and size > self.cap) or (room is not None and size > room):
+                continue  # PyTorch leaves out candidates whose workspace passes the cap or the room
+            try:
+                model.malloc(WORKSPACE_HANDLE, size)
+            except AllocatorOOM:  # and skips one whose workspace allocation fails
+                continue
+            model.free(WORKSPACE_HANDLE)
+            self.largest = max(self.largest, size)
+
+
 @dataclass
 class DeviceReplay:
     model: CachingAllocatorModel
@@ -137,40 +174,13 @@ class DeviceReplay:
 
 def replay_device(tracker, exclude: set[int], reset_at: int, benchmark: bool, factor: float | None = None,  # noqa: ANN001
                   settings: AllocatorSettings | None = None, capacity: int | None = None) -> DeviceReplay:
-    """Replay the traced events with cuDNN's workspaces inserted (see the module docstring): each convolution
-    allocates, right after its outputs, ``factor`` (benchmark on, the first of its key; default the fitted
-    WORKSPACE_FACTOR) x its largest operand, or else HEURISTIC_WORKSPACE x its operands not channels-last, and frees it
-    when it returns; the
-    candidate is left out where PyTorch leaves it out: a workspace over CUDNN_CONV_WSCAP_DBG or, with a
-    ``capacity``, over the largest block the allocator could give, and one whose allocation fails. Raises
+    """Replay the traced events with cuDNN's :class:`Workspaces` inserted (see the module docstring). Raises
     :class:`bench.measure.allocator.AllocatorOOM` where the model at ``capacity`` cannot hold the step."""
     from .predict import replay
 
-    f = WORKSPACE_FACTOR if factor is None else factor
-    at: dict[int, list[int]] = {}
-    tried: set[tuple] = set()  # the benchmark cache
-    for conv in tracker.convs:
-        trial = benchmark and conv.key not in tried
-        tried.add(conv.key)
-        size = int(f * conv.largest) if trial else int(HEURISTIC_WORKSPACE * conv.operands)
-        if size > 0:
-            at.setdefault(conv.index, []).append(size)
-    cap, largest = workspace_cap(), [0]
-
-    def workspaces(i: int, model: CachingAllocatorModel) -> None:
-        for size in at.get(i, ()):
-            room = None if capacity is None else max(capacity - model.reserved, model.largest_free_block())
-            if size <= 0 or (cap is not None and size > cap) or (room is not None and size > room):
-                continue  # PyTorch leaves out candidates whose workspace passes the cap or the room
-            try:
-                model.malloc(-1, size)
-            except AllocatorOOM:  # and skips one whose workspace allocation fails
-                continue
-            model.free(-1)
-            largest[0] = max(largest[0], size)
-
-    model = replay(tracker, exclude, reset_at, settings, capacity, before=workspaces if at else None)
-    return DeviceReplay(model, largest[0])
+    ws = Workspaces(tracker, benchmark, factor, capacity)
+    model = replay(tracker, exclude, reset_at, settings, capacity, before=ws if ws.at else None)
+    return DeviceReplay(model, ws.largest)
 
 
 @dataclass

@@ -41,7 +41,7 @@ from architectures import ArchSpec, Shape
 from .. import record as R
 from .allocator import AllocatorOOM, AllocatorSettings, CachingAllocatorModel
 from .autocast import EmulatedCudaAutocast
-from .device import context_bytes, run_device
+from .device import Workspaces, context_bytes, run_device
 from .gpus import GPU
 from .roofline import Work, WorkCounter, step_time, work_to_json
 from .snapshot import build, deepest, write
@@ -316,7 +316,10 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
         settings = settings if settings is not None else AllocatorSettings.from_env()
         stem = str(snapshot_to)
         with no_gc():  # tens of thousands of acyclic dicts: the cyclic collector would scan the whole heap for them
-            write(build(tracker, host, settings, capacity, label or snapshot_to.name, start), Path(stem + ".pickle"))
+            # what the device columns count: cuDNN's workspaces, at the capacity of their replay (run_device)
+            at = capacity if gpu_memory is None else max(gpu_memory - rec[R.PRED_CONTEXT], 0)
+            write(build(tracker, host, settings, at, label or snapshot_to.name, start,
+                        before=Workspaces(tracker, cudnn_benchmark, capacity=at)), Path(stem + ".pickle"))
         rec[R.SNAPSHOT_PATH] = stem + ".pickle"
         rec[R.SNAPSHOT_TIME] = time.perf_counter() - t1
     if with_memtracker:

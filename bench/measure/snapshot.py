@@ -15,7 +15,7 @@ same builder answers the fake CUDA backend's ``torch.cuda.memory._snapshot()`` i
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ def deepest(parents: set[str]) -> str:
 
 #: the ``segmem`` entry's keys
 LABEL, MEASURED_FROM = "label", "measured_from_us"
+#: the category in the frames of a cuDNN workspace
+WORKSPACE = "cuDNN workspace"
 
 
 def _frames(module: str, phase: str, category: str, label: str) -> list[dict[str, Any]]:
@@ -45,18 +47,32 @@ def frame_category(frames: list[dict[str, Any]]) -> str | None:
 
 
 def build(tracker: AllocationTracker, exclude: set[int] = frozenset(), settings: AllocatorSettings | None = None,
-          capacity: int | None = None, label: str = "segmem prediction", start: int = 0) -> dict[str, Any]:
+          capacity: int | None = None, label: str = "segmem prediction", start: int = 0,
+          before: Callable[[int, CachingAllocatorModel], None] | None = None) -> dict[str, Any]:
     """The snapshot dict of ``tracker``'s events (see the module docstring); ``start``: the tracker's event
-    where the measured step begins (each trace entry's ``time_us`` is its tracker event's index)."""
+    where the measured step begins (each trace entry's ``time_us`` is its tracker event's index). ``before(i,
+    model)`` runs before event ``i`` as in :func:`bench.measure.predict.replay`: cuDNN's workspaces
+    (:class:`bench.measure.device.Workspaces`), so that the snapshot holds what the device figures count; what it
+    allocates is named by the module and phase of the event before (the convolution's output), category
+    :data:`WORKSPACE`."""
     settings = settings or AllocatorSettings()
     trace: list[dict[str, Any]] = []
     model = CachingAllocatorModel(settings, capacity, trace=trace)
     frames: dict[int, list[dict[str, Any]]] = {}
+    last = _frames("", "setup", WORKSPACE, label)
     for i, e in enumerate(tracker.events):
+        if before is not None:
+            n = len(trace)
+            before(i, model)
+            for entry in trace[n:]:
+                entry["frames"] = last
+                entry["time_us"] = i
         if e.sid not in exclude:
             n = len(trace)
             # an allocation's frames stay with its block; a free's name the tensor and the phase freeing it
-            now = _frames(tracker.modules.get(e.sid, ""), e.phase, tracker.categories.get(e.sid, "temporary"), label)
+            module = tracker.modules.get(e.sid, "")
+            now = _frames(module, e.phase, tracker.categories.get(e.sid, "temporary"), label)
+            last = _frames(module, e.phase, WORKSPACE, label)
             if e.nbytes > 0:
                 frames[e.sid] = now
                 model.malloc(e.sid, e.nbytes)

@@ -8,7 +8,8 @@ events give the real peak allocated and reserved of a run; the same alloc/free s
 the model on their own runs (``bench replay``) and a trace becomes a test fixture (``bench trace2events``).
 
 Event files (``.events.csv``) hold one row per event: ``action,block,size,stream``, where ``block``
-numbers the addresses in order of appearance, ``live`` rows are the blocks already allocated when the
+numbers the addresses in address order (``block_order: address`` in the header; older files numbered them
+in order of appearance), ``live`` rows are the blocks already allocated when the
 trace starts (a trace that begins mid-run), and ``#``-lines on top hold the source, commit, licence,
 the reserved bytes at the start and the expected figures (``key: value``).
 """
@@ -91,11 +92,19 @@ class Trace:
     final_segments: int | None = None
     settings: AllocatorSettings = field(default_factory=AllocatorSettings)
     header: dict[str, str] = field(default_factory=dict)
+    #: block numbers follow the device addresses' order: a replay places the model's segments where the real ones
+    #: were (best fit breaks ties of size by address)
+    address_ordered: bool = False
 
     @property
     def whole_run(self) -> bool:
         """True when the trace starts with nothing allocated or reserved (it covers the whole run)."""
-        return self.initial_reserved == 0 and not any(e.action == LIVE for e in self.events)
+        return self.initial_reserved == 0 and self.starts_empty
+
+    @property
+    def starts_empty(self) -> bool:
+        """True when nothing is allocated as the trace starts (segments may be cached, all free)."""
+        return not any(e.action == LIVE for e in self.events)
 
 
 def recorded_settings(data: dict) -> AllocatorSettings:
@@ -148,10 +157,12 @@ def snapshot_trace(data: dict, device: int = 0) -> Trace:
     if device >= len(traces) or not traces[device]:
         raise SnapshotError(f"the snapshot has no trace for device {device}{held_at_snapshot(data, device)} (record one with "
                             "torch.cuda.memory._record_memory_history() before the run)")
-    ids: dict[int, int] = {}
+    segs = [s for s in data["segments"] if s.get("device", device) == device]
+    addrs = {e.get("addr", 0) for e in traces[device]} | {b.get("address") for s in segs for b in s.get("blocks", [])}
+    ids = {a: i for i, a in enumerate(sorted(a for a in addrs if isinstance(a, int)))}
 
     def block(addr: int) -> int:
-        return ids.setdefault(addr, len(ids))
+        return ids[addr]
 
     events: list[TraceEvent] = []
     live: dict[int, int] = {}  # addr -> size, allocated in the trace
@@ -179,7 +190,6 @@ def snapshot_trace(data: dict, device: int = 0) -> Trace:
     if unknown:
         warnings.warn(f"unknown trace entries {', '.join(sorted(map(str, unknown)))} (newer torch?); ignored",
                       stacklevel=2)
-    segs = [s for s in data["segments"] if s.get("device", device) == device]
     for seg in segs:
         for b in seg.get("blocks", []):
             addr = b.get("address")
@@ -188,7 +198,8 @@ def snapshot_trace(data: dict, device: int = 0) -> Trace:
                                           int(seg.get("stream", 0)))
     final_reserved = sum(int(s.get("total_size", 0)) for s in segs)
     start = sorted(before.values(), key=lambda ev: ev.block)
-    return Trace(start + events, max(0, final_reserved - net_reserved), len(segs), recorded_settings(data))
+    return Trace(start + events, max(0, final_reserved - net_reserved), len(segs), recorded_settings(data),
+                 address_ordered=True)
 
 
 # ----- event files --------------------------------------------------------------------------------
@@ -196,7 +207,7 @@ def write_events(trace: Trace, path: Path, header: dict[str, Any]) -> None:
     """The trace as a small CSV event file with ``header`` (source, commit, licence, expected figures)."""
     with open(path, "w", newline="") as f:
         head = {**header, "initial_reserved": trace.initial_reserved, "final_segments": trace.final_segments,
-                "alloc_conf": trace.settings.conf()}
+                "alloc_conf": trace.settings.conf(), **({"block_order": "address"} if trace.address_ordered else {})}
         for k, v in head.items():
             f.write(f"# {k}: {v}\n")
         w = csv.writer(f)
@@ -221,7 +232,7 @@ def read_events(path: Path) -> Trace:
         events.append(TraceEvent(r["action"], int(r["block"]), int(r["size"]), int(r["stream"])))
     segs = header.get("final_segments")
     return Trace(events, int(header.get("initial_reserved", 0)), int(segs) if segs not in (None, "None") else None,
-                 AllocatorSettings.parse(header.get("alloc_conf", "")), header)
+                 AllocatorSettings.parse(header.get("alloc_conf", "")), header, header.get("block_order") == "address")
 
 
 # ----- replay -------------------------------------------------------------------------------------
@@ -274,7 +285,19 @@ def model_levels(trace: Trace, settings: AllocatorSettings | None = None, capaci
 def _replay(trace: Trace, model: CachingAllocatorModel, follow_releases: bool,
             ooms: list[TraceEvent] | None = None) -> Iterator[tuple[TraceEvent, int, int]]:
     releasing = False
+    made: list[TraceEvent] = []  # the trace's segments made for the allocation that comes next
+
+    def place(size: int) -> int | None:
+        for i, m in enumerate(made):
+            if m.size == size:
+                return made.pop(i).block
+        return None
+
+    if trace.address_ordered:
+        model.placer = place
     for e in trace.events:
+        if e.action == "segment_alloc":
+            made.append(e)
         if e.action in (ALLOC, LIVE):
             if e.block in model._handles:  # a free the trace missed
                 model.free(e.block)
@@ -284,6 +307,8 @@ def _replay(trace: Trace, model: CachingAllocatorModel, follow_releases: bool,
                 if ooms is not None:
                     ooms.append(e)
                 continue
+            finally:
+                made.clear()
         elif e.action == FREE and e.block in model._handles:
             model.free(e.block)
         shrink = e.action in SEG_SHRINK

@@ -42,13 +42,21 @@ def test_bench_run_predict_writes_a_snapshot_pytorch_reads(tmp_path):
              and snapshot.frame_category(e["frames"]) in ("parameter", "optimizer")}
     assert named["parameter"].startswith("UNet.") and named["parameter"].endswith((".weight", ".bias")), named
     assert named["optimizer"].startswith("UNet.") and named["optimizer"].endswith(")"), named
-    # the snapshot is the prediction: its reserved peak is the record's, and replaying it reproduces it
+    # cuDNN's workspaces are in it, each named by its convolution's module and phase
+    measured = data["segmem"][snapshot.MEASURED_FROM]  # (modules are named in the measured step)
+    ws = [e["frames"] for e in entries if e["action"] == "alloc" and e["time_us"] >= measured
+          and snapshot.frame_category(e["frames"]) == snapshot.WORKSPACE]
+    assert {"forward", "backward"} <= {f[0]["name"] for f in ws}
+    assert all(f[0]["filename"].startswith("UNet.") for f in ws), ws
+    # the snapshot is the prediction as the device shows it (workspaces counted): its reserved peak is the record's,
+    # and replaying it reproduces it
     trace = traces.snapshot_trace(data)
-    assert traces.real_peaks(trace).reserved == rec[R.PRED_RESERVED] == traces.model_peaks(trace).reserved
-    assert sum(s["total_size"] for s in data["segments"]) == rec[R.PRED_RESERVED]
+    assert traces.real_peaks(trace).reserved == rec[R.PRED_DEVICE_RESERVED] == traces.model_peaks(trace).reserved
+    assert rec[R.PRED_DEVICE_ALLOCATED] > rec[R.PRED_ALLOCATED]  # (the workspaces make a difference here)
+    assert sum(s["total_size"] for s in data["segments"]) <= rec[R.PRED_DEVICE_RESERVED]
     # its timeline (drawn by bench run from the pickle) shows the record's figures
     tl = timeline.timeline(data)
-    assert (tl.allocated[tl.peak], max(tl.reserved)) == (rec[R.PRED_ALLOCATED], rec[R.PRED_RESERVED])
+    assert (tl.allocated[tl.peak], max(tl.reserved)) == (rec[R.PRED_DEVICE_ALLOCATED], rec[R.PRED_DEVICE_RESERVED])
     assert tl.label.startswith("unet train 32^3 b1")  # as the console names it
 
 

@@ -69,8 +69,9 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     again = CliRunner().invoke(app, ["validate", "--arch", "unet", "--out", str(tmp_path / "v"),
                                      "--fixtures", str(tmp_path / "fx")])  # resumes: nothing left to measure
     assert again.exit_code == res.exit_code and "4 configuration(s) already measured" in again.output
-    for f in made:  # each recorded snapshot replays to its own recorded peak
+    for f in made:  # each recorded snapshot covers the whole run and replays to its own recorded peak
         trace = traces.read_events(f)
+        assert trace.whole_run and trace.address_ordered
         assert traces.model_peaks(trace).reserved == int(trace.header["real_peak_reserved"])
 
 
