@@ -113,6 +113,25 @@ def test_benchmark_workspaces_add_to_allocated_and_those_over_the_cap_are_left_o
     assert capped.largest_workspace == max(s for s in sizes if s <= cap_mib * MiB)
 
 
+def test_the_benchmark_empties_the_cache_after_each_trial_and_then_runs_the_chosen_algorithm(unet_step):
+    """As the H200's traces show: each benchmarked convolution allocates its candidates' workspace once, frees
+    it, and PyTorch empties the allocator's cache (``segment_free``), so the candidates' segments are not held
+    into the steps after; the convolution then runs the chosen algorithm with its own workspace."""
+    tr, host, start = unet_step
+    off = device.replay_device(tr, host, start, benchmark=False)
+    huge = device.replay_device(tr, host, start, benchmark=True, factor=1000.0)
+    assert huge.largest_workspace >= 1000 * max(c.largest for c in tr.convs if c.index < start)
+    # the measured step starts from a cache without the candidates' segments: its peak reserved is benchmark off's
+    assert huge.model.peak_reserved == pytest.approx(off.model.peak_reserved, rel=0.05)
+    ws = device.Workspaces(tr, benchmark=True, factor=2.0)
+    first = next(c for c in tr.convs)
+    assert ws.at[first.index] == [(int(2.0 * first.largest), True), (int(first.operands), False)]
+    model = replay(tr, host, 0, before=None)  # (a model holding cached segments)
+    cached = model.reserved
+    ws(first.index, model)
+    assert model.reserved < cached  # the trial emptied the cache
+
+
 def test_at_a_capacity_workspaces_that_do_not_fit_are_left_out_and_a_step_that_does_not_fit_runs_out(unet_step,
                                                                                                      monkeypatch):
     tr, host, start = unet_step
