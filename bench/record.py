@@ -148,6 +148,13 @@ NVML_PEAK = _col("nvml_peak_bytes", "int", "bytes", G,
 CUDA_CONTEXT = _col("cuda_context_bytes", "int", "bytes", G, "the process's device memory right after CUDA initialised")
 CUDA_SNAPSHOT_PATH = _col("cuda_snapshot_path", "str", "", G, "the recorded step's torch.cuda.memory._snapshot() "
                           "pickle (--snapshot DIR on CUDA; bench replay reads it)")
+CUDA_PHASES = _col("cuda_phase_times_s", "json", "s", G,
+                   "where the measuring worker's time went, seconds per phase (CUDA_PHASE_NAMES): env (the environment "
+                   "capture, CUDA's first calls), init (context, first allocation, NVML), build (network, optimizer, "
+                   "batch), warmup (the first step: cuDNN's benchmark, kernels loaded), memory_step (the measured "
+                   "step), snapshot (the recorded history written), timed_steps")
+#: the phases of cuda_phase_times_s, in order
+CUDA_PHASE_NAMES = ("env", "init", "build", "warmup", "memory_step", "snapshot", "timed_steps")
 
 # ----- CPU measurement ----------------------------------------------------------------------------
 G = "CPU measurement"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,7 @@ def measure(runner_factory, repeats: int, cudnn_benchmark: bool = False,
     """The CUDA columns and times of one configuration; ``snapshot_to``: also record the allocator's
     history from before the model exists to the end of the measured step, and write its
     ``torch.cuda.memory._snapshot()`` pickle there (a real trace: ``bench replay`` reads it)."""
+    clock = Phases()
     torch.backends.cudnn.benchmark = cudnn_benchmark
     torch.cuda.init()
     if snapshot_to is not None:
@@ -91,17 +93,23 @@ def measure(runner_factory, repeats: int, cudnn_benchmark: bool = False,
     torch.cuda.synchronize()
     sampler = NvmlSampler(torch.cuda.current_device())
     context = sampler.read()
+    clock.lap("init")
     runner: StepRunner = runner_factory()
+    torch.cuda.synchronize()
+    clock.lap("build")
     runner.step()  # warm-up
     torch.cuda.synchronize()
+    clock.lap("warmup")
     torch.cuda.reset_peak_memory_stats()
     with sampler:
         runner.step()
         torch.cuda.synchronize()
+    clock.lap("memory_step")
     if snapshot_to is not None:
         with open(snapshot_to, "wb") as f:
             pickle.dump(torch.cuda.memory._snapshot(), f)
         torch.cuda.memory._record_memory_history(enabled=None)
+    clock.lap("snapshot")
     rec: dict[str, Any] = {
         R.PEAK_ALLOCATED: torch.cuda.max_memory_allocated(),
         R.PEAK_RESERVED: torch.cuda.max_memory_reserved(),
@@ -117,5 +125,21 @@ def measure(runner_factory, repeats: int, cudnn_benchmark: bool = False,
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / 1000)
+    clock.lap("timed_steps")
     rec["times_s"] = times
+    rec[R.CUDA_PHASES] = clock.laps
     return rec, runner
+
+
+class Phases:
+    """Seconds between successive :meth:`lap` calls, by phase name (``R.CUDA_PHASE_NAMES``): where a
+    measuring worker's time goes, so that a GPU run says what to speed up."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._t, 4)
+        self._t = now

@@ -10,6 +10,7 @@ error on peak allocated bytes, median within 2% and every one within 5%.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -87,6 +88,7 @@ def table(records: pd.DataFrame, snapshots: Path | None = None) -> pd.DataFrame:
             "reserved_error": pred_r / meas_r - 1 if ok and meas_r else None,
             "snapshot": _here(r.get(R.SNAPSHOT_PATH), snapshots),
             "measured_snapshot": _here(r.get(R.CUDA_SNAPSHOT_PATH), snapshots),
+            "worker_time_s": r.get(R.WORKER_TIME), "cuda_phase_times_s": r.get(R.CUDA_PHASES),
         })
     return pd.DataFrame(rows)
 
@@ -114,6 +116,7 @@ def markdown(df: pd.DataFrame, title: str, grid_size: int | None = None) -> str:
             p, m, w = verdict(g["allocated_error"])
             lines.append(f"- {split} ({len(g)} configurations): median |error| {m:.2%}, max {w:.2%}")
         lines.append("")
+    lines += _time_lines(ok)
     lines += ["| architecture | configurations | median allocated error | max abs allocated error | median reserved error |",
               "|---|---|---|---|---|"]
     for arch, g in ok.groupby("arch"):
@@ -124,6 +127,18 @@ def markdown(df: pd.DataFrame, title: str, grid_size: int | None = None) -> str:
         lines += ["", "Not measured:", ""]
         lines += [f"- {r.arch} {r.stage} {r.mode} {r.size} b{r.batch} {r.precision}: {r.status}" for r in bad.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def _time_lines(ok: pd.DataFrame) -> list[str]:
+    """Where the measuring workers' time went (the grid's run time is what to speed up): medians over the
+    configurations whose records say (``cuda_phase_times_s``, recorded since it was added)."""
+    if "cuda_phase_times_s" not in ok or ok["cuda_phase_times_s"].isna().all():
+        return []
+    phases = pd.DataFrame([json.loads(p) for p in ok["cuda_phase_times_s"].dropna()])
+    parts = ", ".join(f"{name} {phases[name].median():.2f}" for name in R.CUDA_PHASE_NAMES if name in phases)
+    total = ok["worker_time_s"].dropna()
+    head = f"median {total.median():.1f} s, total {total.sum():.0f} s; " if len(total) else ""
+    return [f"Worker time ({head}median seconds by phase over {len(phases)} configurations): {parts}.", ""]
 
 
 def write(df: pd.DataFrame, folder: Path, name: str, grid_size: int | None = None,

@@ -103,7 +103,9 @@ def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.I
     rec[R.TIMESTAMP] = datetime.now(UTC).isoformat(timespec="seconds")
     rec[R.DEVICE_NAME] = {Backend.CUDA: None, Backend.CPU: "cpu",
                           Backend.PREDICT: "prediction (CUDA caching-allocator model)"}[backend]
+    t_env = time.perf_counter()
     rec.update(env.capture(cuda=backend is Backend.CUDA and measures))
+    t_env = time.perf_counter() - t_env
     gpu = gpus.lookup(cfg.gpu) if cfg.gpu else live_gpu(backend, how)
     snap = Path(cfg.snapshot_dir) / cfg.slug() if cfg.snapshot_dir else None
     try:
@@ -132,6 +134,7 @@ def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.I
             rec[R.DEVICE_NAME] = torch.cuda.get_device_name(0)
             recorded = snap.with_name(snap.name + ".cuda.pickle") if snap else None
             meas, runner = cuda.measure(factory, cfg.repeats, rec[R.CUDNN_BENCHMARK], recorded)
+            meas[R.CUDA_PHASES] = json.dumps({"env": round(t_env, 4), **meas[R.CUDA_PHASES]})
             if recorded is not None:
                 rec[R.CUDA_SNAPSHOT_PATH] = str(recorded)
         else:

@@ -2,6 +2,7 @@
 first time it meets a GPU. The fake's memory figures come from the real step (tracked tensor bytes and
 the caching-allocator model over them), so the assertions hold real properties of the run."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def test_the_worker_measures_a_training_step_on_cuda(fake):
     assert rec[R.ENV_GPU_NAME] == fake_cuda.NAME and rec[R.ENV_GPU_MEMORY] == 80 * GiB and rec[R.ENV_DRIVER]
     assert rec[R.STEP_TIME_MEDIAN] > 0 and rec[R.REPEATS] == 2
     assert rec[R.THROUGHPUT_VOXELS] == pytest.approx(rec[R.VOXELS_PER_STEP] / rec[R.STEP_TIME_MEDIAN])
+    phases = json.loads(rec[R.CUDA_PHASES])  # where the worker's time went, phase by phase
+    assert tuple(phases) == R.CUDA_PHASE_NAMES and all(t >= 0 for t in phases.values())
+    assert phases["warmup"] > 0 and phases["build"] > 0
     assert not R.undeclared(rec)
 
 

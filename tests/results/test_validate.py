@@ -61,6 +61,7 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     assert ("validation passed" if passed else "validation failed") in res.output
     summary = (tmp_path / "v" / f"{name}.md").read_text()
     assert f"{med:.2%}" in summary and "| unet | 4 |" in summary
+    assert "Worker time (median" in summary and "by phase over 4 configurations): env " in summary  # where time went
     snaps = sorted((tmp_path / "v" / name / "snapshots").iterdir())
     assert len([p for p in snaps if p.name.endswith(".cuda.pickle")]) == 4
     assert len([p for p in snaps if p.name.endswith(".predicted.pickle")]) == 4
