@@ -660,7 +660,8 @@ def replay(
     if data is not None and "segmem" in data:  # a prediction's snapshot: its trace is the model's own, not a GPU's
         real["source"] = "the prediction's trace"
     table = Table(title=f"{escape(snapshot.name)}: {sum(e.action == traces.ALLOC for e in trace.events):,} allocations"
-                        f"{'' if trace.whole_run else ' (starts mid-run)'}; settings: {trace.settings.conf() or 'default'}"
+                        f"{'' if trace.whole_run else ' (starts mid-run)' if not trace.starts_empty else ' (starts with segments cached)'}"
+                        f"; settings: {trace.settings.conf() or 'default'}"
                         + (f"; the model's capacity: {capacity / 2**20:,.0f} MiB" if capacity is not None else ""))
     for col in ("", "peak allocated", "peak reserved", "reserved vs real", "fragmentation at peak", "segments at end"):
         table.add_column(col)
@@ -678,9 +679,12 @@ def replay(
                       "errors are not the model's error.", highlight=False)
     console.print("[dim]Allocated from a trace counts each request rounded to 512 B; the model's also counts the "
                   "remainders of blocks too small to split, as torch.cuda.max_memory_allocated does.[/]")
-    if not trace.whole_run:
+    if not trace.starts_empty:
         console.print("[yellow]The trace starts mid-run: the blocks live at its start are allocated first in the model "
                       "(in address order), which the real allocator may have laid out differently.[/]")
+    elif not trace.whole_run:
+        console.print(f"[yellow]The trace starts with nothing allocated but {trace.initial_reserved / 2**20:,.0f} MiB "
+                      "reserved (cached segments, free): the model starts with none and makes its own.[/]")
     if plot is not None:
         from .results import timeline
 
