@@ -659,9 +659,9 @@ def replay(
     real = rows[0]
     if data is not None and "segmem" in data:  # a prediction's snapshot: its trace is the model's own, not a GPU's
         real["source"] = "the prediction's trace"
+    start = "" if trace.whole_run else " (starts mid-run)" if not trace.starts_empty else " (starts with segments cached)"
     table = Table(title=f"{escape(snapshot.name)}: {sum(e.action == traces.ALLOC for e in trace.events):,} allocations"
-                        f"{'' if trace.whole_run else ' (starts mid-run)' if not trace.starts_empty else ' (starts with segments cached)'}"
-                        f"; settings: {trace.settings.conf() or 'default'}"
+                        f"{start}; settings: {trace.settings.conf() or 'default'}"
                         + (f"; the model's capacity: {capacity / 2**20:,.0f} MiB" if capacity is not None else ""))
     for col in ("", "peak allocated", "peak reserved", "reserved vs real", "fragmentation at peak", "segments at end"):
         table.add_column(col)
