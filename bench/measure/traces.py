@@ -368,5 +368,21 @@ def convert(snapshot: Path, dest: Path, header: dict[str, Any], device: int = 0)
     return trace
 
 
+def fixture_table(folder: Path) -> str:
+    """The Markdown table of every event file under ``folder`` replayed (the fixtures' README holds it, and
+    ``tests/measure/test_fixtures.py`` keeps the two equal): real and model peak reserved, the model's error,
+    the "peak allocated rounded up to 2 MiB" baseline's error, and the segment counts."""
+    lines = ["| fixture | real peak reserved | model | error | 2 MiB baseline's error | segments real / model |",
+             "|---|---|---|---|---|---|"]
+    for path in sorted(Path(folder).rglob("*.events.csv")):
+        trace = read_events(path)
+        real, model = real_peaks(trace), model_peaks(trace)
+        name = path.relative_to(folder).as_posix().removesuffix(".events.csv")
+        lines.append(f"| `{name}` | {real.reserved / MiB:,.1f} MiB | {model.reserved / MiB:,.1f} MiB | "
+                     f"{model.reserved / real.reserved - 1:+.2%} | {baseline_peak(trace) / real.reserved - 1:+.1%} | "
+                     f"{trace.final_segments} / {model.segments} |")
+    return "\n".join(lines)
+
+
 def iter_fixtures(folder: Path) -> Iterable[Path]:
     return sorted(Path(folder).glob("*.events.csv"))

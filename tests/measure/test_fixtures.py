@@ -54,3 +54,12 @@ def test_replay_without_addresses_guesses_new_segments_below():
     within = {below: sum(e <= 0.01 for e in errs) for below, errs in errors.items()}
     assert within[True] > within[False], within
     assert max(errors[True]) < max(errors[False])
+
+
+def test_the_fixtures_readme_table_is_the_replay():
+    """The table of every fixture in tests/fixtures/traces/README.md (the issue's report of real, model, error and
+    the 2 MiB baseline's error) is what replaying them gives now."""
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
+    text = (folder / "README.md").read_text()
+    table = text.split("<!-- fixtures:start -->\n", 1)[1].split("\n<!-- fixtures:end -->", 1)[0]
+    assert table == traces.fixture_table(folder), "regenerate it from bench.measure.traces.fixture_table"
