@@ -215,7 +215,8 @@ PRED_DEVICE_ALLOCATED = _col("pred_device_allocated_bytes", "int", "bytes", G,
                              "predicted max_memory_allocated with cuDNN's convolution workspaces (bench.measure.device; "
                              "pred_peak_allocated_bytes leaves them out)")
 PRED_DEVICE_RESERVED = _col("pred_device_reserved_bytes", "int", "bytes", G,
-                            "predicted max_memory_reserved with cuDNN's convolution workspaces")
+                            "predicted max_memory_reserved with cuDNN's convolution workspaces (which change how the "
+                            "cache is laid out, so it can come out below pred_peak_reserved_bytes)")
 PRED_WORKSPACE = _col("pred_cudnn_workspace_bytes", "int", "bytes", G,
                       "the largest cuDNN convolution workspace of the step (benchmark on: the largest candidate tried)")
 PRED_CONTEXT = _col("pred_cuda_context_bytes", "int", "bytes", G,

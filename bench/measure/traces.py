@@ -36,6 +36,8 @@ ALLOC, FREE, LIVE = "alloc", "free", "live"
 SEG_GROW = {"segment_alloc", "segment_map"}
 SEG_SHRINK = {"segment_free", "segment_unmap"}
 ACTIONS = {ALLOC, FREE, LIVE, "oom", *SEG_GROW, *SEG_SHRINK}
+#: an event file's columns (its first row after the header lines)
+COLUMNS = ("action", "block", "size", "stream")
 #: trace actions without effect on the figures replayed
 SILENT = {"free_requested", "snapshot", "user_defined"}
 
@@ -211,25 +213,31 @@ def write_events(trace: Trace, path: Path, header: dict[str, Any]) -> None:
         for k, v in head.items():
             f.write(f"# {k}: {v}\n")
         w = csv.writer(f)
-        w.writerow(["action", "block", "size", "stream"])
+        w.writerow(COLUMNS)
         w.writerows([e.action, e.block, e.size, e.stream] for e in trace.events)
 
 
 def read_events(path: Path) -> Trace:
     """An event file written by :func:`write_events`; ValueError with the line at fault."""
     header: dict[str, str] = {}
-    rows: list[str] = []
-    for line in Path(path).read_text().splitlines():
+    rows: list[tuple[int, str]] = []  # (line number, text)
+    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
         if line.startswith("#"):
             k, _, v = line[1:].partition(":")
             header[k.strip()] = v.strip()
         elif line.strip():
-            rows.append(line)
+            rows.append((n, line))
+    if not rows or rows[0][1].replace(" ", "") != ",".join(COLUMNS):
+        raise ValueError(f"{path} is not an event file: its first row after the '#' header lines must be "
+                         f"{','.join(COLUMNS)!r} (make one with bench trace2events)")
     events = []
-    for i, r in enumerate(csv.DictReader(rows), start=2):
+    for (n, line), r in zip(rows[1:], csv.DictReader(text for _, text in rows), strict=True):
         if r.get("action") not in ACTIONS:
-            raise ValueError(f"{path}: row {i}: unknown action {r.get('action')!r}")
-        events.append(TraceEvent(r["action"], int(r["block"]), int(r["size"]), int(r["stream"])))
+            raise ValueError(f"{path}: line {n}: unknown action {r.get('action')!r}")
+        try:
+            events.append(TraceEvent(r["action"], int(r["block"]), int(r["size"]), int(r["stream"])))
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: line {n}: block, size and stream must be whole numbers; got {line!r}") from None
     segs = header.get("final_segments")
     return Trace(events, int(header.get("initial_reserved", 0)), int(segs) if segs not in (None, "None") else None,
                  AllocatorSettings.parse(header.get("alloc_conf", "")), header, header.get("block_order") == "address")

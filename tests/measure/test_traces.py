@@ -103,8 +103,19 @@ def test_event_files_round_trip(snap_file, tmp_path):
     back = traces.read_events(dest)
     assert back.events == trace.events and back.final_segments == trace.final_segments
     assert back.header["source"] == "test" and int(back.header["real_peak_reserved"]) == traces.real_peaks(trace).reserved
-    dest.write_text(dest.read_text().replace("\nalloc,", "\nallocate,", 1))
-    with pytest.raises(ValueError, match="unknown action 'allocate'"):
+    good = dest.read_text()
+    dest.write_text(good.replace("\nalloc,", "\nallocate,", 1))
+    with pytest.raises(ValueError, match="line [0-9]+: unknown action 'allocate'"):
+        traces.read_events(dest)
+    # bad input names the file and the line; a file without the columns row is not taken for an empty trace
+    lines = good.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("alloc,"))
+    lines[at] = "alloc,1,abc,0"
+    dest.write_text("\n".join(lines))
+    with pytest.raises(ValueError, match=f"line {at + 1}: block, size and stream must be whole numbers"):
+        traces.read_events(dest)
+    dest.write_text("hello world\n")
+    with pytest.raises(ValueError, match="is not an event file"):
         traces.read_events(dest)
 
 
