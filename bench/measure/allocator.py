@@ -256,8 +256,8 @@ class Block:
     mapped: bool = True
     gc_base: int = 0
     pooled: bool = False  # in its pool's free list
-    #: its segment's place in device-address order (best fit breaks ties of size by address): the segment's
-    #: number unless :attr:`CachingAllocatorModel.placer` knows where cudaMalloc put it
+    #: its segment's place in device-address order (best fit breaks ties of size by address): where
+    #: :attr:`CachingAllocatorModel.placer` says cudaMalloc put it, else by ``new_segments_below``
     place: int = 0
 
     def key(self) -> tuple[int, int, int]:
@@ -303,9 +303,9 @@ class CachingAllocatorModel:
     requested: dict[int, int] = field(default_factory=dict)  # handle -> requested bytes (for snapshots)
     _refused: int = 0  # the last reservation the capacity refused, as the reserved total it would have made
     #: where ``cudaMalloc`` puts a new segment of the given bytes, as a place in device-address order, or None
-    #: where unknown: then after every segment made so far. A prediction has no addresses (segments in the order
-    #: made); replaying a real trace (:func:`bench.measure.traces.model_levels`) gives the trace's own, as the
-    #: real allocator breaks best fit's ties between blocks of equal size by their address
+    #: where unknown (then ``new_segments_below`` decides). A prediction has no addresses; replaying a real trace
+    #: (:func:`bench.measure.traces.model_levels`) gives the trace's own, as the real allocator breaks best fit's
+    #: ties between blocks of equal size by their address
     placer: Callable[[int], int | None] | None = None
     #: where cudaMalloc puts a segment no placer places: below every segment made before it (True), or above.
     #: The driver decides. On the H200 of ``reports/validation/`` (driver of CUDA 13.0) segments made later mostly got
