@@ -737,17 +737,22 @@ def validate(
                            "bench validate wrote (e.g. reports/validation/nvidia-h200-2.11.0+cu130), and write the "
                            "errors beside it (NAME.repredicted.csv/.md)")] = None,
     jobs: Annotated[int | None, typer.Option(help="with --recorded: prediction processes [default: one per core]")] = None,
+    keep_measured: Annotated[bool, typer.Option(
+        "--keep-measured", help="measure only configurations with no CUDA measurement yet, keeping those another code "
+                                "version measured (GPU time is the scarce part), and predict every measured one again "
+                                "with this code for the summary, as --recorded does")] = False,
 ) -> None:
     """Measure the fixed grid on this CUDA GPU beside its prediction (every architecture, two sizes, train/infer,
     fp32/AMP, cudnn.benchmark off/on), a memory snapshot each; exit 1 when the median error of peak allocated
-    exceeds 2% or any exceeds 5%. Interrupted: run it again, measured configurations are kept.
+    exceeds 2% or any exceeds 5%. Interrupted: run it again, measured configurations are kept (those another code
+    version measured are measured again, unless --keep-measured).
 
     With --published: the prediction against every published GPU figure instead (no GPU needed).
     With --recorded DIR: a recorded run's configurations predicted again by this code (no GPU needed)."""
     if fit and not published:
         fail("--fit re-fits the constants on the published figures: add --published")
-    if recorded is not None and (published or arch or time_limit is not None):
-        fail("--recorded predicts a recorded run again: no --published, --arch or --time-limit with it")
+    if recorded is not None and (published or arch or time_limit is not None or keep_measured):
+        fail("--recorded predicts a recorded run again: no --published, --arch, --time-limit or --keep-measured with it")
     if jobs is not None and recorded is None:
         fail("--jobs applies only with --recorded (its prediction processes)")
     if recorded is not None:
@@ -758,6 +763,8 @@ def validate(
     if published:
         if arch:
             fail("--arch narrows the GPU grid; --published predicts every published figure")
+        if keep_measured:
+            fail("--keep-measured keeps the GPU grid's measurements; --published measures nothing")
         if time_limit is not None:
             fail("--time-limit bounds the GPU grid's measurements; --published measures nothing")
         _validate_published(fit, out)
@@ -781,6 +788,10 @@ def validate(
         fail(str(exc))
     snaps = _writable_dir(runs / "snapshots")
     configs = [dataclasses.replace(c, snapshot_dir=str(snaps)) for c in configs]
+    grid_size = len(configs)
+    if keep_measured:  # measured on CUDA by any code version: not measured again
+        before = {r[R.KEY] for r in store.latest(runs).values() if r.get(R.STATUS) == R.OK and r.get(R.BACKEND) == "cuda"}
+        configs = [c for c in configs if c.key() not in before]
     # the GPU measures one configuration at a time while the other cores predict ahead of it
     ahead = executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True),
                                           executor.Predictions(executor.ahead_jobs(cores(), 1)),
@@ -795,15 +806,23 @@ def validate(
                            on_skip=lambda cfg, why: ((left if why == executor.TIME_LIMIT else kept).append(why),
                                                      b.advance()),
                            deadline=deadline)
-    if kept:
-        console.print(f"{len(kept)} configuration(s) already measured in {escape(str(runs))}: kept", highlight=False)
+    n_kept = len(kept) + grid_size - len(configs)  # (--keep-measured leaves the kept ones out of the sweep)
+    if n_kept:
+        console.print(f"{n_kept} configuration(s) already measured in {escape(str(runs))}: kept", highlight=False)
     if left:
         console.print(f"[yellow]{len(left)} configuration(s) not started[/]: --time-limit reached; the same command "
                       "measures them, keeping those measured", highlight=False)
     keys = {c.key() for c in configs}
-    records = store.load(runs)
-    df = V.table(records[records[R.KEY].isin(keys)], snaps)  # store.load: the latest record per configuration
-    csv, md = V.write(df, out, name, len(configs))
+    if keep_measured:  # records of several code versions: every one predicted again by this code
+        whole = _validated(V.grid, arch)  # (the narrowed grid, kept configurations included)
+        rows = _validated(V.measured, runs, configs=whole)
+        with bar(len(rows), "predicting again the configurations measured") as b:
+            df = V.repredict(runs, rows, _jobs(None), progress=lambda _job: b.advance(), configs=whole)
+        csv, md = V.write(df, out, name, grid_size, title=f"{name}, predicted by segmem {code_version()}")
+    else:
+        records = store.load(runs)
+        df = V.table(records[records[R.KEY].isin(keys)], snaps)  # store.load: the latest record per configuration
+        csv, md = V.write(df, out, name, grid_size)
     made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {torch.cuda.get_device_name(0)}",
                                                 "commit": code_version(), "license": "segmem's own recording"})
     passed, med, worst = V.verdict(df["allocated_error"])

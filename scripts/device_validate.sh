@@ -10,7 +10,8 @@
 #   [ARCHS="nnunet unet3d"] [SMOKE=0] [GRACE=140] [OUT=/tmp/segmem-out] bash scripts/device_validate.sh [LIMIT_S=420]
 # (GRACE: seconds after LIMIT_S before validate is interrupted, so that packing always runs.)
 # Resumes: carry reports/validation (unpacked from an earlier results.tar.gz) and the measured
-# configurations are kept.
+# configurations are kept, whichever code version measured them (--keep-measured: lent GPU time is the
+# scarce part; every kept one is predicted again by this checkout for the summary).
 set -u
 export PYTHONUNBUFFERED=1
 limit=${1:-420}
@@ -44,7 +45,7 @@ archs=(${ARCHS:-unet meunet vnet unet3d nnunet nnunet_resenc cascade cascade_pre
 start=$(date +%s)
 # a hard stop too (Ctrl-C's path: the records stay), so that the packing below always runs
 timeout -s INT $((limit + ${GRACE:-140})) "${bench[@]}" validate $(printf -- '--arch %s ' "${archs[@]}") --timeout 180 \
-    --time-limit "$limit" 2>&1 | tee "$out/validate.log"
+    --time-limit "$limit" --keep-measured 2>&1 | tee "$out/validate.log"
 echo "validate: exit ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s wall"
 
 echo "== pack ($(( $(date +%s) - t0 )) s)"

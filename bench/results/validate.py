@@ -157,12 +157,13 @@ def _predict(job: tuple[str, str]) -> dict[str, Any]:
     return prediction(*job)
 
 
-def measured(runs: Path, where: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+def measured(runs: Path, where: Callable[[dict[str, Any]], bool] | None = None,
+             configs: list[RunConfig] | None = None) -> list[dict[str, Any]]:
     """The records of a recorded validation run (a folder ``bench validate`` wrote) measured on CUDA, of
-    configurations of the grid; ``where(record)``: only those it accepts."""
+    configurations of the grid (``configs``: of those, a part of it); ``where(record)``: only those it accepts."""
     from ..sweep import store
 
-    keys = {c.key() for c in grid()}
+    keys = {c.key() for c in (grid() if configs is None else configs)}
     rows = [r for r in store.latest(runs).values() if r.get(R.STATUS) == R.OK and r.get(R.BACKEND) == "cuda"
             and r[R.KEY] in keys and (where is None or where(r))]
     if not rows:
@@ -171,13 +172,13 @@ def measured(runs: Path, where: Callable[[dict[str, Any]], bool] | None = None) 
 
 
 def repredict(runs: Path, rows: list[dict[str, Any]], jobs: int | None = None,
-              progress: Callable[[Any], None] | None = None) -> pd.DataFrame:
-    """``rows`` (:func:`measured` in ``runs``) predicted again by this code, for the GPU they were measured on,
-    on ``jobs`` processes: :func:`table`'s rows with the new predictions, plus ``split``: ``read`` for an
-    (architecture, mode) of :data:`READ_FROM`, else ``held out``."""
+              progress: Callable[[Any], None] | None = None, configs: list[RunConfig] | None = None) -> pd.DataFrame:
+    """``rows`` (:func:`measured` in ``runs``, of ``configs``: default the whole grid) predicted again by this code,
+    for the GPU they were measured on, on ``jobs`` processes: :func:`table`'s rows with the new predictions, plus
+    ``split``: ``read`` for an (architecture, mode) of :data:`READ_FROM`, else ``held out``."""
     from ..parallel import pmap
 
-    by_key = {c.key(): c for c in grid()}
+    by_key = {c.key(): c for c in (grid() if configs is None else configs)}
     preds = pmap(_predict, [(by_key[r[R.KEY]].to_json(), r[R.DEVICE_NAME]) for r in rows], jobs, progress=progress)
     df = table(pd.DataFrame([{**r, **R.prediction_columns(p)} for r, p in zip(rows, preds)]), runs / "snapshots")
     df.insert(0, "split", ["read" if (a, m) in READ_FROM else "held out" for a, m in zip(df["arch"], df["mode"])])

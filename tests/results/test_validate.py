@@ -2,6 +2,7 @@
 Markdown summary, a recorded and a predicted snapshot per configuration, fixtures made from the
 recorded ones, and the exit code following the error limits."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -70,6 +71,17 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     again = CliRunner().invoke(app, ["validate", "--arch", "unet", "--out", str(tmp_path / "v"),
                                      "--fixtures", str(tmp_path / "fx")])  # resumes: nothing left to measure
     assert again.exit_code == res.exit_code and "4 configuration(s) already measured" in again.output
+    # measured by another code version: measured again, unless --keep-measured (GPU time is the scarce part), which
+    # predicts every kept measurement again with this code for the summary
+    results = store.path(tmp_path / "v" / name)
+    lines = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    results.write_text("".join(json.dumps({**r, R.CODE_VERSION: "0.0.1+older"}) + "\n" for r in lines))
+    kept = CliRunner().invoke(app, ["validate", "--arch", "unet", "--out", str(tmp_path / "v"),
+                                    "--fixtures", str(tmp_path / "fx"), "--keep-measured"])
+    assert kept.exit_code == res.exit_code and "4 configuration(s) already measured" in kept.output, kept.output
+    assert len(results.read_text().splitlines()) == len(lines)  # nothing measured again
+    resummed = (tmp_path / "v" / f"{name}.md").read_text()
+    assert ", predicted by segmem " in resummed and f"{med:.2%}" in resummed and "| unet | 4 |" in resummed
     for f in made:  # each recorded snapshot covers the whole run and replays to its own recorded peak
         trace = traces.read_events(f)
         assert trace.whole_run and trace.address_ordered
@@ -89,3 +101,6 @@ def test_bench_validate_bad_input(monkeypatch):
         assert res.exit_code == 2 and "--time-limit" in res.output and "positive" in res.output
     res = CliRunner().invoke(app, ["validate", "--published", "--time-limit", "60"])
     assert res.exit_code == 2 and "--time-limit" in res.output
+    for other in (["--published"], ["--recorded", "reports/validation/nvidia-h200-2.11.0+cu130"]):
+        res = CliRunner().invoke(app, ["validate", "--keep-measured", *other])
+        assert res.exit_code == 2 and "--keep-measured" in res.output, res.output
