@@ -787,11 +787,10 @@ def validate(
     except OSError as exc:
         fail(str(exc))
     snaps = _writable_dir(runs / "snapshots")
-    configs = [dataclasses.replace(c, snapshot_dir=str(snaps)) for c in configs]
-    grid_size = len(configs)
+    whole = configs = [dataclasses.replace(c, snapshot_dir=str(snaps)) for c in configs]
     if keep_measured:  # measured on CUDA by any code version: not measured again
-        before = {r[R.KEY] for r in store.latest(runs).values() if r.get(R.STATUS) == R.OK and r.get(R.BACKEND) == "cuda"}
-        configs = [c for c in configs if c.key() not in before]
+        before = {r[R.KEY] for r in store.latest(runs).values() if V.measured_on_cuda(r)}
+        configs = [c for c in whole if c.key() not in before]
     # the GPU measures one configuration at a time while the other cores predict ahead of it
     ahead = executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True),
                                           executor.Predictions(executor.ahead_jobs(cores(), 1)),
@@ -806,23 +805,20 @@ def validate(
                            on_skip=lambda cfg, why: ((left if why == executor.TIME_LIMIT else kept).append(why),
                                                      b.advance()),
                            deadline=deadline)
-    n_kept = len(kept) + grid_size - len(configs)  # (--keep-measured leaves the kept ones out of the sweep)
+    n_kept = len(kept) + len(whole) - len(configs)  # (--keep-measured leaves the kept ones out of the sweep)
     if n_kept:
         console.print(f"{n_kept} configuration(s) already measured in {escape(str(runs))}: kept", highlight=False)
     if left:
         console.print(f"[yellow]{len(left)} configuration(s) not started[/]: --time-limit reached; the same command "
                       "measures them, keeping those measured", highlight=False)
-    keys = {c.key() for c in configs}
     if keep_measured:  # records of several code versions: every one predicted again by this code
-        whole = _validated(V.grid, arch)  # (the narrowed grid, kept configurations included)
-        rows = _validated(V.measured, runs, configs=whole)
-        with bar(len(rows), "predicting again the configurations measured") as b:
-            df = V.repredict(runs, rows, _jobs(None), progress=lambda _job: b.advance(), configs=whole)
-        csv, md = V.write(df, out, name, grid_size, title=f"{name}, predicted by segmem {code_version()}")
+        df = _repredicted(runs, _jobs(None), whole)
+        csv, md = V.write(df, out, name, len(whole), title=f"{name}, predicted by segmem {code_version()}")
     else:
         records = store.load(runs)
+        keys = {c.key() for c in whole}
         df = V.table(records[records[R.KEY].isin(keys)], snaps)  # store.load: the latest record per configuration
-        csv, md = V.write(df, out, name, grid_size)
+        csv, md = V.write(df, out, name, len(whole))
     made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {torch.cuda.get_device_name(0)}",
                                                 "commit": code_version(), "license": "segmem's own recording"})
     passed, med, worst = V.verdict(df["allocated_error"])
@@ -1380,13 +1376,21 @@ def _validate_recorded(runs: Path, jobs: int | None) -> None:
         fail(f"--recorded takes the folder bench validate wrote (holding results.jsonl), not a file; got {runs}")
     if not store.path(runs).exists():
         fail(f"no bench validate records in {runs} (expected {store.path(runs)})")
-    rows = _validated(V.measured, runs)
-    with bar(len(rows), f"predicting again the configurations measured in {runs.name}") as b:
-        df = V.repredict(runs, rows, jobs, progress=lambda _job: b.advance())
+    df = _repredicted(runs, jobs)
     csv, md = V.write(df, runs.parent, f"{runs.name}.repredicted", len(V.grid()),
                       title=f"{runs.name}, predicted again by segmem {code_version()}")
     console.print(escape(md.read_text()), highlight=False)
     console.print(f"{escape(str(csv))}, {escape(str(md))}", highlight=False)
+
+
+def _repredicted(runs: Path, jobs: int | None, configs: list | None = None) -> Any:
+    """The configurations measured on CUDA in ``runs`` (of ``configs``, default the whole grid) predicted again by
+    this code on ``jobs`` processes, with a progress bar (:func:`bench.results.validate.repredict`)."""
+    from .results import validate as V
+
+    rows = _validated(V.measured, runs, configs=configs)
+    with bar(len(rows), f"predicting again the configurations measured in {runs.name}") as b:
+        return V.repredict(runs, rows, jobs, progress=lambda _job: b.advance(), configs=configs)
 
 
 def _validate_published(fit: bool, to: Path) -> None:

@@ -157,6 +157,11 @@ def _predict(job: tuple[str, str]) -> dict[str, Any]:
     return prediction(*job)
 
 
+def measured_on_cuda(record: dict[str, Any]) -> bool:
+    """Whether a record is a measurement on CUDA that went through (whatever code version made it)."""
+    return record.get(R.STATUS) == R.OK and record.get(R.BACKEND) == "cuda"
+
+
 def measured(runs: Path, where: Callable[[dict[str, Any]], bool] | None = None,
              configs: list[RunConfig] | None = None) -> list[dict[str, Any]]:
     """The records of a recorded validation run (a folder ``bench validate`` wrote) measured on CUDA, of
@@ -164,8 +169,8 @@ def measured(runs: Path, where: Callable[[dict[str, Any]], bool] | None = None,
     from ..sweep import store
 
     keys = {c.key() for c in (grid() if configs is None else configs)}
-    rows = [r for r in store.latest(runs).values() if r.get(R.STATUS) == R.OK and r.get(R.BACKEND) == "cuda"
-            and r[R.KEY] in keys and (where is None or where(r))]
+    rows = [r for r in store.latest(runs).values() if measured_on_cuda(r) and r[R.KEY] in keys
+            and (where is None or where(r))]
     if not rows:
         raise ValueError(f"no configuration of the validation grid was measured on CUDA in {runs}")
     return rows
