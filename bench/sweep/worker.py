@@ -223,5 +223,15 @@ def main() -> int:
     return 0
 
 
+def leave(code: int) -> None:
+    """Exit at once, without the interpreter's teardown: the record is out and every file is closed, and the
+    parent waits for this process to end before it hands the next configuration on. Tearing down the modules
+    of torch and the objects of the run took 0.8 s on a CPU worker, each configuration, and a CUDA worker
+    would free its allocator's segments one by one besides; the driver takes the context back at exit anyway."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())
