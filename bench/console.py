@@ -17,7 +17,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import record as R
-from .options import GiB
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
@@ -77,10 +76,6 @@ def human_bytes(v: Any) -> str:
     return f"{v:.0f} B" if v else "0"
 
 
-def gib(v: Any) -> str:
-    return "-" if v is None else f"{v / GiB:.2f} GiB"
-
-
 def step_time(rec: dict[str, Any]) -> str:
     """A step time with its spread, the only way a time is shown: ``0.612 s/step (IQR 0.018 s, 7 steps)``."""
     t, iqr, n = rec.get(R.STEP_TIME_MEDIAN), rec.get(R.STEP_TIME_IQR), rec.get(R.REPEATS)
@@ -96,16 +91,17 @@ def summary_line(label: str, rec: dict[str, Any]) -> str:
         return f"  {label}: [red]{status}[/] {escape(str(rec.get(R.ERROR, '')))}"
     backend = rec.get(R.BACKEND)
     if backend == "cuda":
-        meas = f"max allocated {gib(rec.get(R.PEAK_ALLOCATED))}, reserved {gib(rec.get(R.PEAK_RESERVED))}"
+        meas = f"max allocated {human_bytes(rec.get(R.PEAK_ALLOCATED))}, reserved {human_bytes(rec.get(R.PEAK_RESERVED))}"
     elif backend == "cpu":
-        meas = f"CPU live peak {gib(rec.get(R.CPU_LIVE_PEAK))}"
+        meas = f"CPU live peak {human_bytes(rec.get(R.CPU_LIVE_PEAK))}"
     else:
         meas = ""
     # the three figures a user compares with a GPU: what torch allocates and what its cache reserves (cuDNN's
     # workspaces included, as max_memory_* count them) and what nvidia-smi would show (the context added)
     smi = rec.get(R.PRED_NVIDIA_SMI)
-    pred = (f"predicted CUDA allocated {gib(R.predicted_on_device(rec))}, "
-            f"reserved {gib(R.predicted_on_device(rec, reserved=True))}" + (f", nvidia-smi {gib(smi)}" if smi else ""))
+    pred = (f"predicted CUDA allocated {human_bytes(R.predicted_on_device(rec))}, "
+            f"reserved {human_bytes(R.predicted_on_device(rec, reserved=True))}"
+            + (f", nvidia-smi {human_bytes(smi)}" if smi else ""))
     speed = f", {step_time(rec)}" if rec.get(R.STEP_TIME_MEDIAN) else ""
     pt = rec.get(R.PRED_STEP_TIME)
     if pt:
