@@ -3,7 +3,8 @@
 # segmem run from this checkout, nnU-Net's pure-Python wheels carried in .whl (made here with
 # ../shared/gpu/prepare-wheels.sh .whl). One call does it all, failing fast:
 #   1. one small CUDA configuration (bench run); if it is not ok, stop there (a fixed rerun keeps the lease);
-#   2. bench validate, cheapest architectures first, starting no configuration after LIMIT seconds;
+#   2. bench validate, the architectures no GPU has measured yet first (then the cheapest), starting no
+#      configuration after LIMIT seconds;
 #   3. its CSV, Markdown, results store and fixtures packed in $OUT/results.tar.gz, recorded snapshots
 #      in $OUT/snapshots.tar.gz (at most 40 MB: a call brings back 64 MB at most).
 #
@@ -41,7 +42,17 @@ EOF
 fi
 
 echo "== validate ($(( $(date +%s) - t0 )) s)"
-archs=(${ARCHS:-unet meunet vnet unet3d nnunet nnunet_resenc cascade cascade_pre nnunet_cascade})
+# the architectures no GPU has measured yet first (reports/validation holds every committed run), the cheapest
+# first among equals
+cheapest=(unet meunet vnet unet3d nnunet nnunet_resenc cascade cascade_pre nnunet_cascade)
+if [ -n "${ARCHS:-}" ]; then
+    archs=($ARCHS)
+else
+    archs=($(python3 -c 'import sys; from pathlib import Path; from bench.results import validate as V
+print(*V.least_measured_first(sys.argv[1:], Path("reports/validation")))' "${cheapest[@]}"))
+    [ ${#archs[@]} -gt 0 ] || archs=("${cheapest[@]}")
+fi
+echo "architectures in this order: ${archs[*]}"
 start=$(date +%s)
 # a hard stop too (Ctrl-C's path: the records stay), so that the packing below always runs
 timeout -s INT $((limit + ${GRACE:-140})) "${bench[@]}" validate $(printf -- '--arch %s ' "${archs[@]}") --timeout 180 \
@@ -50,12 +61,13 @@ echo "validate: exit ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s wall"
 
 echo "== pack ($(( $(date +%s) - t0 )) s)"
 tar czf "$out/results.tar.gz" --exclude='*.pickle' reports/validation tests/fixtures/traces/validation
-# the recorded snapshots, one per architecture first, up to 40 MB compressed (the predicted ones are made
+# the snapshots recorded in this call, one per architecture first, up to 40 MB compressed (the predicted ones are made
 # again anywhere with bench run --device predict --snapshot)
-python3 - "$out/snapshots.tar.gz" <<'EOF'
+python3 - "$out/snapshots.tar.gz" "$t0" <<'EOF'
 import sys, tarfile
 from pathlib import Path
-snaps = sorted(Path("reports/validation").rglob("*.cuda.pickle"))
+# this call's only (the committed runs' snapshots are in the checkout already)
+snaps = sorted(p for p in Path("reports/validation").rglob("*.cuda.pickle") if p.stat().st_mtime >= float(sys.argv[2]))
 firsts = {p.name.split("-")[0]: p for p in reversed(snaps)}
 order = list(dict.fromkeys([*firsts.values(), *snaps]))
 with open(sys.argv[1], "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:

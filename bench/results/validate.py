@@ -176,6 +176,20 @@ def measured(runs: Path, where: Callable[[dict[str, Any]], bool] | None = None,
     return rows
 
 
+def least_measured_first(archs: list[str], root: Path) -> list[str]:
+    """``archs`` ordered by how many of their grid configurations any validation run under ``root`` measured on
+    CUDA (whichever GPU), fewest first, ties in the given order: a lent GPU's few minutes go to the configurations
+    no GPU has measured yet (the held-out test of the model), not to those another GPU measured already."""
+    seen: set[str] = set()
+    for results in root.glob("*/results.jsonl"):
+        try:
+            seen |= {r[R.KEY] for r in measured(results.parent)}
+        except ValueError:  # a run with no grid configuration measured
+            pass
+    count = {a: sum(c.key() in seen for c in grid([a])) for a in archs}
+    return sorted(archs, key=lambda a: count[a])  # stable: ties keep the given order
+
+
 def repredict(runs: Path, rows: list[dict[str, Any]], jobs: int | None = None,
               progress: Callable[[Any], None] | None = None, configs: list[RunConfig] | None = None) -> pd.DataFrame:
     """``rows`` (:func:`measured` in ``runs``, of ``configs``: default the whole grid) predicted again by this code,

@@ -40,6 +40,24 @@ def test_verdict_limits():
     assert not V.verdict(pd.Series([None, None]))[0]  # nothing measured is no pass
 
 
+def test_a_lent_gpu_measures_what_no_gpu_measured_first(tmp_path):
+    def run(name, records):
+        for r in records:
+            store.append(tmp_path / name, r)
+
+    ok = lambda c, **kw: {**R.config_columns(c), R.STATUS: R.OK, **kw}  # noqa: E731
+    unet, vnet = V.grid(["unet"]), V.grid(["vnet"])
+    run("gpu-a", [ok(c) for c in unet[:10]] + [ok(vnet[0])])
+    run("gpu-b", [ok(c) for c in unet[5:12]]  # the same configurations on another GPU count once
+        + [ok(c, **{R.STATUS: R.OOM}) for c in vnet] + [ok(c, **{R.BACKEND: "predict"}) for c in vnet])
+    (tmp_path / "notes").mkdir()  # a folder that is no run
+    archs = ["unet", "meunet", "vnet", "unet3d"]
+    assert V.least_measured_first(archs, tmp_path) == ["meunet", "unet3d", "vnet", "unet"]
+    assert V.least_measured_first(archs, tmp_path / "nothing") == archs  # no run yet: the given order
+    committed = V.least_measured_first(["unet", "nnunet_resenc", "vnet"], Path("reports/validation"))
+    assert committed == ["nnunet_resenc", "vnet", "unet"]  # the H200 measured 12 of vnet's 16, all of unet's
+
+
 @pytest.mark.slow
 def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     monkeypatch.setattr(executor, "WORKER", fake_cuda.WORKER)
