@@ -19,6 +19,7 @@ limit=${1:-420}
 out=${OUT:-/tmp/segmem-out}
 mkdir -p "$out"
 t0=$(date +%s)
+started=$(date +%s.%N)  # to the nanosecond: what this call wrote is newer
 ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/: make them with ../shared/gpu/prepare-wheels.sh .whl" \
     "(on a machine with network, pip install segmem and run bench validate instead)"; exit 2; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
@@ -63,7 +64,7 @@ echo "== pack ($(( $(date +%s) - t0 )) s)"
 tar czf "$out/results.tar.gz" --exclude='*.pickle' reports/validation tests/fixtures/traces/validation
 # the snapshots recorded in this call, one per architecture first, up to 40 MB compressed (the predicted ones are made
 # again anywhere with bench run --device predict --snapshot)
-python3 - "$out/snapshots.tar.gz" "$t0" <<'EOF'
+python3 - "$out/snapshots.tar.gz" "$started" <<'EOF'
 import sys, tarfile
 from pathlib import Path
 # this call's only (the committed runs' snapshots are in the checkout already)
