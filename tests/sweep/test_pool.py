@@ -85,7 +85,7 @@ def test_visible_gpus_and_their_memory_come_from_the_cuda_backend(monkeypatch):
 def test_the_screen_takes_the_context_of_the_named_or_visible_gpu(monkeypatch):
     """--gpu-memory A100-40GB names the GPU whose CUDA context the screen predicts with; otherwise a local cuda
     run's visible GPU (as that run's own prediction takes it); else none: the generic figure."""
-    from bench.cli import _screen_gpu
+    from bench.cli.run import _screen_gpu
     from bench.options import Backend
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

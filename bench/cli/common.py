@@ -1,0 +1,144 @@
+"""What every command shares: the app, the option types that recur, one-line validation helpers, and the
+run-wide defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperOption
+
+from .. import record as R
+from ..console import console, fail, show_warnings, summary_line
+
+
+def _flags_without_type(self, ctx) -> str | None:
+    """typer >= 0.20 prints ``<bool>`` beside every flag, ``--help`` included: a flag takes no value, so
+    its help shows none (the options that take a value keep their type)."""
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+# older typer (the declared floor is 0.12) has no such method and prints no type beside a flag
+_display_type = getattr(TyperOption, "display_type_rich", None)
+if _display_type is not None:
+    TyperOption.display_type_rich = _flags_without_type
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="segmem: peak memory, throughput and Dice of 3D segmentation networks.")
+show_warnings()
+
+DEFAULT_TIMEOUT = 900.0
+#: a Dice run's time limit per stage and training iteration, when its budget is a number of iterations
+SECONDS_PER_ITERATION = 5.0
+
+RESULTS = Path("reports")
+BASELINE = Path("reports/baseline/memory.csv")
+
+ArchOption = Annotated[list[str] | None, typer.Option("--arch", "-a", metavar="NAME|all",
+                                                     help="architecture name (`bench list`), repeatable, or 'all'; "
+                                                          "without --arch: meunet")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture override key=value, or a training "
+                                                                   "recipe change recipe.KEY=VALUE; repeatable")]
+OutOption = Annotated[Path, typer.Option(help="results directory (its results.jsonl)")]
+Filter = Annotated[list[str] | None, typer.Option(help="keep only these values; repeatable")]
+DeviceAlias = Annotated[str | None, typer.Option("--device", hidden=True, help="old name of --backend")]
+JobsOption = Annotated[int | None, typer.Option(help="prediction processes [default: one per core]")]
+InChannels = Annotated[int | None, typer.Option("--in-channels", help="input channels of the network, e.g. 4 for "
+                                                                      "BraTS [default: 1; a Dice run: its data's]")]
+Classes = Annotated[int | None, typer.Option("--classes", help="output classes, background included [default: 3; "
+                                                               "a Dice run: its data's]")]
+GpuOption = Annotated[str | None, typer.Option("--gpu", help="predict step and epoch time on this GPU of the catalogue "
+                                                             "(e.g. A100-80GB, RTX-4090; an unknown name lists them)")]
+
+
+def catalogue_gpu(name: str | None) -> str | None:
+    """The catalogue name of ``--gpu``, or the one-line list of known GPUs (exit 2)."""
+    from ..measure.gpus import find, known
+
+    if name is None:
+        return None
+    g = find(name)
+    if g is None:
+        fail(f"unknown GPU {name!r}; known: {known()}")
+    return g.name
+
+
+def validated(fn, *args, **kwargs) -> Any:
+    """``fn(...)``, or the one-line error of its ValueError (exit 2)."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def named(option: str, fn, *args, **kwargs) -> Any:
+    """``fn(...)``, its ValueError's message prefixed by the option it is about."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+
+
+def is_gpu_name(text: str) -> bool:
+    from ..measure.gpus import find
+
+    return find(text) is not None
+
+
+def check_writable_dir(folder: Path) -> None:
+    """One clear line unless ``folder`` could be made and written into (see :func:`writable_dir`), creating
+    nothing: checked before another option's folder is created, so that a refused command leaves none."""
+    target = folder.absolute()
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        fail(f"cannot write into {folder}: Not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"cannot write into {folder}: Permission denied")
+
+
+def writable_dir(folder: Path) -> Path:
+    """``folder``, created, or one clear line when files cannot be written there."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        fail(f"cannot write into {folder}: {exc.strerror or exc}")
+    return folder.resolve()
+
+
+def recorder(b, counts: dict[str, int], label):
+    """The ``on_done`` of a sweep's bar: count the record's status and print its summary line (one for the
+    screening pass and the run)."""
+
+    def done(cfg, rec) -> None:
+        counts[rec[R.STATUS]] = counts.get(rec[R.STATUS], 0) + 1
+        b.print(summary_line(label(cfg), rec), markup=True)
+        b.advance()
+
+    return done
+
+
+def dice_timeout(configs) -> float:
+    """A Dice run's time limit: the default plus 1.5 x the training budget of all its stages (a budget
+    of iterations: :data:`SECONDS_PER_ITERATION` each)."""
+    import architectures
+
+    dice = [c for c in configs if c.dice]
+    stages = max(len(architectures.spec(c.arch).train_stages(**c.overrides_dict)) for c in dice)
+    minutes, iterations = dice[0].train_minutes, dice[0].train_iterations
+    per_stage = 60 * minutes if minutes else iterations * SECONDS_PER_ITERATION
+    timeout = DEFAULT_TIMEOUT + 1.5 * stages * per_stage
+    console.print(f"Dice runs: training {dice[0].train_budget()}; timeout per configuration {timeout / 60:.0f} min "
+                  "(--timeout to change)", highlight=False)
+    return timeout
+
+
+def prediction_jobs(jobs: int | None) -> int | None:
+    if jobs is not None and jobs < 1:
+        fail(f"--jobs must be >= 1; got {jobs}")
+    return jobs

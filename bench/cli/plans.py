@@ -1,0 +1,110 @@
+"""``bench plan``: nnU-Net's planner on a dataset fingerprint, the plans segmem runs with ``--plans``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..console import console, fail
+from ..options import (
+    Planner,
+)
+from .common import (
+    app,
+    validated,
+    writable_dir,
+)
+
+
+def _triple(text: str, what: str) -> tuple[float, float, float]:
+    """``500x512x512`` -> three numbers; one line naming the option otherwise."""
+    try:
+        vals = tuple(float(p) for p in text.lower().split("x"))
+    except ValueError:
+        fail(f"{what} {text!r}: give three numbers DxHxW, e.g. 500x512x512")
+    if len(vals) != 3:
+        fail(f"{what} {text!r}: a fingerprint needs three spatial dimensions (DxHxW); got {len(vals)}")
+    return vals  # type: ignore[return-value]
+
+
+@app.command("plan")
+def plan_(
+    shape: Annotated[str | None, typer.Option(help="median image shape DxHxW (nnU-Net's axis order), e.g. 500x512x512",
+                                              rich_help_panel="fingerprint (one of)")] = None,
+    spacing: Annotated[str, typer.Option(help="median spacing DxHxW with --shape, e.g. 1x0.78x0.78",
+                                         rich_help_panel="fingerprint (one of)")] = "1x1x1",
+    channels: Annotated[str, typer.Option(help="input channels with --shape: a count (2) or their names (CT, or "
+                                               "T1,T2: CT gets nnU-Net's CT normalisation)",
+                                          rich_help_panel="fingerprint (one of)")] = "1",
+    classes: Annotated[int, typer.Option(help="classes with --shape, background included",
+                                         rich_help_panel="fingerprint (one of)")] = 3,
+    cases: Annotated[int, typer.Option(help="training cases with --shape (caps the batch: nnU-Net sees at most 5% of "
+                                            "the dataset per step)", rich_help_panel="fingerprint (one of)")] = 100,
+    fingerprint: Annotated[Path | None, typer.Option(help="an nnU-Net dataset_fingerprint.json (channels and classes "
+                                                          "from the dataset.json beside it, else --channels/--classes)",
+                                                     rich_help_panel="fingerprint (one of)")] = None,
+    dataset: Annotated[Path | None, typer.Option(help="a raw nnU-Net dataset folder (dataset.json, imagesTr): only "
+                                                      "image headers are read", rich_help_panel="fingerprint (one of)")] = None,
+    planner: Annotated[Planner, typer.Option(help="nnunetv2's planner: ExperimentPlanner, nnUNetPlannerResEncM / L / XL")]
+    = Planner.DEFAULT,
+    gpu_memory_target: Annotated[float | None, typer.Option(help="GB the planner targets [default: the planner's: "
+                                                                 "8, 8, 24, 40]")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the plans here: FILE.json, or a folder "
+                                                                       "(DIR/<plans name>.json); nnU-Net's dataset.json "
+                                                                       "beside it")] = None,
+) -> None:
+    """nnU-Net's own plans for a dataset fingerprint (nnunetv2's planners; no data is preprocessed): each 3D
+    configuration's patch, batch, network and stages; `bench run --plans FILE` runs them."""
+    from architectures import nnunet_planner as NP
+    from architectures import nnunet_plans as NPL
+
+    given = [n for n, v in (("--shape", shape), ("--fingerprint", fingerprint), ("--dataset", dataset)) if v is not None]
+    if len(given) != 1:
+        fail(f"give one fingerprint: --shape (with --spacing, --channels, --classes), --fingerprint FILE or --dataset "
+             f"FOLDER; got {', '.join(given) or 'none'}")
+    names: list[str] | int = int(channels) if channels.isdigit() else [c.strip() for c in channels.split(",") if c.strip()]
+    if shape is not None:
+        dims = _triple(shape, "--shape")
+        if any(d != int(d) for d in dims):
+            fail(f"--shape {shape!r}: whole voxels, e.g. 500x512x512")
+        fp = validated(NP.Fingerprint.from_median, tuple(int(d) for d in dims), _triple(spacing, "--spacing"), names,
+                        classes, cases)
+    elif fingerprint is not None:
+        fp = validated(NP.Fingerprint.from_json, fingerprint, None, names, classes)
+    else:
+        fp = validated(NP.Fingerprint.from_raw, dataset)
+    folder = None  # -o DIR (an existing folder, or a path not ending in .json): DIR/<plans name>.json
+    if output is not None:
+        folder = output if output.is_dir() or output.suffix.lower() != ".json" else None
+        writable_dir(folder or (output.parent if str(output.parent) else Path(".")))
+    with console.status(f"planning with nnunetv2's {NP.PLANNERS[planner.value][1]}"):
+        plans, ds = validated(NP.plan_files, fp, planner.value, gpu_memory_target)
+    table = Table(title=f"{plans['plans_name']} ({plans['experiment_planner_used']}, "
+                        f"{plans[NP.PROVENANCE]['gpu_memory_target_in_gb']:g} GB target) for "
+                        f"{'x'.join(map(str, fp.median_shape))} at {'x'.join(f'{s:g}' for s in fp.median_spacing)}")
+    rows = NPL.describe(plans)
+    for col in rows[0] if rows else ["configuration"]:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(escape(str(v)) for v in r.values()))
+    console.print(table)
+    if output is None:
+        console.print("(not written: -o FILE writes the plans, and nnU-Net's dataset.json beside them)")
+        return
+    if folder is not None:
+        output = folder / f"{plans['plans_name']}.json"
+    NPL.save(plans, output)
+    beside = output.with_name("dataset.json")
+    text = json.dumps(ds, indent=4)
+    if beside.exists() and beside.read_text() != text:
+        console.print(f"[yellow]note:[/] {escape(str(beside))} exists and differs: left as it is (bench run --plans "
+                      "reads channels and classes from it)", highlight=False)
+    else:
+        beside.write_text(text)
+    console.print(f"written: {escape(str(output))} and {escape(str(beside))}; run it with: bench run --backend predict "
+                  f"--plans {escape(str(output))} --configuration 3d_fullres", highlight=False)

@@ -1,0 +1,347 @@
+"""The prediction held against real GPUs: ``bench replay`` (a real snapshot beside the allocator model),
+``bench trace2events`` (a snapshot as a test fixture), ``bench validate`` (the fixed grid on CUDA, a recorded
+run predicted again, or the published figures)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .. import record as R
+from ..console import bar, console, fail, summary_line
+from .common import (
+    DEFAULT_TIMEOUT,
+    app,
+    prediction_jobs,
+    validated,
+    writable_dir,
+)
+
+
+def _load_trace(path: Path, device: int):
+    """A snapshot pickle or an ``.events.csv`` file as (trace, the snapshot dict or None), or one clear line."""
+    from ..measure import traces
+
+    if not path.exists():
+        fail(f"no such file: {path}")
+    try:
+        if path.name.endswith(".events.csv"):
+            return traces.read_events(path), None
+        data = traces.load_snapshot(path)
+        return traces.snapshot_trace(data, device), data
+    except ValueError as exc:  # SnapshotError included
+        fail(str(exc))
+
+
+@app.command()
+def replay(
+    snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle (or a .events.csv fixture)")],
+    device: Annotated[int, typer.Option(help="which device's trace")] = 0,
+    gpu_memory: Annotated[str | None, typer.Option(help="the allocator's capacity (e.g. 80GB, or a GPU: A100-40GB), for "
+                                                        "the model's free-and-retry; taken whole: give the GPU's "
+                                                        "memory less the CUDA context to match a run")] = None,
+    plot: Annotated[Path | None, typer.Option(help="also draw the snapshot's timeline (allocated and reserved over "
+                                                   "its trace, the largest tensors live at the peak) into this PNG")] = None,
+) -> None:
+    """Your own snapshot's real peak allocated / reserved / fragmentation beside the allocator model's on
+    the same events, and under expandable_segments. Read safely: no class is loaded from the pickle."""
+    from ..measure import traces
+    from ..sweep.expand import gpu_memory as detect_gpu_memory
+
+    capacity = validated(detect_gpu_memory, gpu_memory) if gpu_memory is not None else None
+    if plot is not None:
+        if plot.suffix.lower() != ".png":
+            fail(f"--plot writes a PNG: give a name ending in .png; got {plot.name}")
+        if snapshot.name.endswith(".events.csv"):
+            fail("--plot draws a snapshot pickle (its frames name the tensors); an event file has none")
+        writable_dir(plot.parent)
+    trace, data = _load_trace(snapshot, device)
+    if not any(e.action == traces.ALLOC for e in trace.events):
+        fail(f"{snapshot}: the trace holds no allocation to replay")
+    rows = traces.compare_rows(trace, capacity)
+    real = rows[0]
+    if data is not None and "segmem" in data:  # a prediction's snapshot: its trace is the model's own, not a GPU's
+        real["source"] = "the prediction's trace"
+    start = "" if trace.whole_run else " (starts mid-run)" if not trace.starts_empty else " (starts with segments cached)"
+    table = Table(title=f"{escape(snapshot.name)}: {sum(e.action == traces.ALLOC for e in trace.events):,} allocations"
+                        f"{start}; settings: {trace.settings.conf() or 'default'}"
+                        + (f"; the model's capacity: {capacity / 2**20:,.0f} MiB" if capacity is not None else ""))
+    for col in ("", "peak allocated", "peak reserved", "reserved vs real", "fragmentation at peak", "segments at end"):
+        table.add_column(col)
+    for r in rows:
+        frag = "-" if r["fragmentation"] is None else f"{r['fragmentation']:.1%}"
+        err = "" if r is real else f"{r['peak_reserved'] / real['peak_reserved'] - 1:+.2%}" if real["peak_reserved"] else "-"
+        table.add_row(escape(r["source"]), f"{r['peak_allocated'] / 2**20:,.1f} MiB", f"{r['peak_reserved'] / 2**20:,.1f} MiB",
+                      err, frag, "-" if r["segments"] is None else str(r["segments"]))
+    console.print(table)
+    short = [r for r in rows if r["ooms"]]
+    if short:
+        console.print(f"[yellow]note:[/] at --gpu-memory {escape(str(gpu_memory))} the model ran out of memory: "
+                      + "; ".join(f"{escape(r['source'])} on {r['ooms']:,} allocation(s)" for r in short)
+                      + ". Its peaks stop short there (a real run would raise torch.OutOfMemoryError), so their "
+                      "errors are not the model's error.", highlight=False)
+    console.print("[dim]Allocated from a trace counts each request rounded to 512 B; the model's also counts the "
+                  "remainders of blocks too small to split, as torch.cuda.max_memory_allocated does.[/]")
+    if not trace.starts_empty:
+        console.print("[yellow]The trace starts mid-run: the blocks live at its start are allocated first in the model "
+                      "(in address order), which the real allocator may have laid out differently.[/]")
+    elif not trace.whole_run:
+        console.print(f"[yellow]The trace starts with nothing allocated but {trace.initial_reserved / 2**20:,.0f} MiB "
+                      "reserved (cached segments, free): the model starts with none and makes its own.[/]")
+    if plot is not None:
+        from ..results import timeline
+
+        timeline.draw(timeline.timeline(data, device, snapshot.name), plot)
+        console.print(f"timeline: {escape(str(plot))}", highlight=False)
+
+
+@app.command("trace2events")
+def trace2events(
+    snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle")],
+    dest: Annotated[Path, typer.Argument(help="the event file to write (NAME.events.csv)")],
+    source: Annotated[str, typer.Option(help="where the snapshot comes from (URL)")] = "",
+    commit: Annotated[str, typer.Option(help="the source repository's commit")] = "",
+    license_: Annotated[str, typer.Option("--license", help="the source's licence")] = "",
+    device: Annotated[int, typer.Option(help="which device's trace")] = 0,
+) -> None:
+    """Convert a snapshot into a small event file (a test fixture: tests replay every one in tests/fixtures/traces)."""
+    from ..measure import traces
+
+    if not dest.name.endswith(".events.csv"):
+        fail(f"the event file's name must end in .events.csv; got {dest.name}")
+    if not snapshot.exists():
+        fail(f"no such file: {snapshot}")
+    try:
+        trace = traces.convert(snapshot, dest, {"source": source, "commit": commit, "license": license_}, device)
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"{len(trace.events):,} events written to {escape(str(dest))}", highlight=False)
+
+
+@app.command()
+def validate(
+    arch: Annotated[list[str] | None, typer.Option("--arch", "-a", help="narrow the grid to these architectures "
+                                                                         "[default: all]")] = None,
+    out: Annotated[Path, typer.Option(help="where the CSV and Markdown summary go")] = Path("reports/validation"),
+    fixtures: Annotated[Path, typer.Option(help="where the recorded snapshots become event-file fixtures")] = Path(
+        "tests/fixtures/traces/validation"),
+    timeout: Annotated[float, typer.Option(help="seconds per configuration")] = DEFAULT_TIMEOUT,
+    time_limit: Annotated[float | None, typer.Option(
+        "--time-limit", help="seconds from the command's start, for a GPU lent for a while: start no configuration "
+                             "after them, write the summary of those measured; the same command later measures "
+                             "the rest (--timeout bounds each configuration)")] = None,
+    published: Annotated[bool, typer.Option("--published", help="no GPU needed: predict every published GPU figure "
+                                            "(memory: reports/validation/published_memory.csv; nnU-Net's epoch times: "
+                                            "published_epoch_times.csv) and print the errors by fit / held-out split")] = False,
+    fit: Annotated[bool, typer.Option("--fit", help="with --published: re-fit the fitted constants on the fit rows "
+                                                    "(else: those in bench/measure/device.py and roofline.py)")] = False,
+    recorded: Annotated[Path | None, typer.Option(
+        "--recorded", help="no GPU needed: predict again, with this code, the configurations measured in a folder "
+                           "bench validate wrote (e.g. reports/validation/nvidia-h200-2.11.0+cu130), and write the "
+                           "errors beside it (NAME.repredicted.csv/.md)")] = None,
+    jobs: Annotated[int | None, typer.Option(help="with --recorded: prediction processes [default: one per core]")] = None,
+    keep_measured: Annotated[bool, typer.Option(
+        "--keep-measured", help="measure only configurations with no CUDA measurement yet, keeping those another code "
+                                "version measured (GPU time is the scarce part), and predict every measured one again "
+                                "with this code for the summary, as --recorded does")] = False,
+) -> None:
+    """Measure the fixed grid on this CUDA GPU beside its prediction (every architecture, two sizes, train/infer,
+    fp32/AMP, cudnn.benchmark off/on), a memory snapshot each; exit 1 when the median error of peak allocated
+    exceeds 2% or any exceeds 5%. Interrupted: run it again, measured configurations are kept (those another code
+    version measured are measured again, unless --keep-measured).
+
+    With --published: the prediction against every published GPU figure instead (no GPU needed).
+    With --recorded DIR: a recorded run's configurations predicted again by this code (no GPU needed)."""
+    if fit and not published:
+        fail("--fit re-fits the constants on the published figures: add --published")
+    if recorded is not None and (published or arch or time_limit is not None or keep_measured):
+        fail("--recorded predicts a recorded run again: no --published, --arch, --time-limit or --keep-measured with it")
+    if jobs is not None and recorded is None:
+        fail("--jobs applies only with --recorded (its prediction processes)")
+    if recorded is not None:
+        _validate_recorded(recorded, prediction_jobs(jobs))
+        return
+    if time_limit is not None and not time_limit > 0:
+        fail(f"--time-limit is in seconds and must be positive; got {time_limit:g}")
+    if published:
+        if arch:
+            fail("--arch narrows the GPU grid; --published predicts every published figure")
+        if keep_measured:
+            fail("--keep-measured keeps the GPU grid's measurements; --published measures nothing")
+        if time_limit is not None:
+            fail("--time-limit bounds the GPU grid's measurements; --published measures nothing")
+        _validate_published(fit, out)
+        return
+    import torch
+
+    from ..parallel import cores
+    from ..results import validate as V
+    from ..sweep import executor, store
+    from ..version import code_version
+
+    configs = validated(V.grid, arch)
+    if not torch.cuda.is_available():
+        fail("bench validate measures on a CUDA GPU and this machine has none (bench validate --published holds the "
+             "prediction against published GPU figures without one)")
+    name = V.report_name(torch.cuda.get_device_name(0), torch.__version__)
+    runs = out / name
+    try:
+        store.check_writable(runs)
+    except OSError as exc:
+        fail(str(exc))
+    snaps = writable_dir(runs / "snapshots")
+    whole = configs = [dataclasses.replace(c, snapshot_dir=str(snaps)) for c in configs]
+    if keep_measured:  # measured on CUDA by any code version: not measured again
+        before = {r[R.KEY] for r in store.latest(runs).values() if V.measured_on_cuda(r)}
+        configs = [c for c in whole if c.key() not in before]
+    # the GPU measures one configuration at a time while the other cores predict ahead of it
+    ahead = executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True),
+                                          executor.Predictions(executor.ahead_jobs(cores(), 1)),
+                                          live_gpu=torch.cuda.get_device_name(0))
+    kept: list[str] = []
+    left: list[str] = []
+    deadline = time.monotonic() + time_limit if time_limit is not None else None
+    with bar(len(configs), "validating") as b:
+        executor.run_sweep(configs, runs, timeout, False, True, ahead,
+                           on_start=lambda cfg: b.start(cfg.label()),
+                           on_done=lambda cfg, rec: (b.print(summary_line(cfg.label(), rec), markup=True), b.advance()),
+                           on_skip=lambda cfg, why: ((left if why == executor.TIME_LIMIT else kept).append(why),
+                                                     b.advance()),
+                           deadline=deadline)
+    n_kept = len(kept) + len(whole) - len(configs)  # (--keep-measured leaves the kept ones out of the sweep)
+    if n_kept:
+        console.print(f"{n_kept} configuration(s) already measured in {escape(str(runs))}: kept", highlight=False)
+    if left:
+        console.print(f"[yellow]{len(left)} configuration(s) not started[/]: --time-limit reached; the same command "
+                      "measures them, keeping those measured", highlight=False)
+    if keep_measured:  # records of several code versions: every one predicted again by this code
+        df = _repredicted(runs, prediction_jobs(None), whole)
+        csv, md = V.write(df, out, name, len(whole), title=f"{name}, predicted by segmem {code_version()}")
+    else:
+        records = store.load(runs)
+        keys = {c.key() for c in whole}
+        df = V.table(records[records[R.KEY].isin(keys)], snaps)  # store.load: the latest record per configuration
+        csv, md = V.write(df, out, name, len(whole))
+    made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {torch.cuda.get_device_name(0)}",
+                                                "commit": code_version(), "license": "segmem's own recording"})
+    passed, med, worst = V.verdict(df["allocated_error"])
+    console.print(f"{escape(str(csv))}, {escape(str(md))}; {len(made)} fixture(s) in {escape(str(fixtures / name))}",
+                  highlight=False)
+    if not passed:
+        fail(f"validation failed: median |error| of peak allocated {med:.2%} (limit {V.MEDIAN_LIMIT:.0%}), "
+             f"max {worst:.2%} (limit {V.MAX_LIMIT:.0%})", code=1)
+    console.print(f"[green]validation passed[/]: median |error| {med:.2%}, max {worst:.2%}")
+
+
+@app.command("validate-published", hidden=True)
+def validate_published(
+    fit: Annotated[bool, typer.Option("--fit", help="re-fit the fitted constants on the fit rows")] = False,
+    to: Annotated[Path, typer.Option(help="where the validation tables go")] = Path("reports/validation"),
+) -> None:
+    """The old name of ``bench validate --published``."""
+    _validate_published(fit, to)
+
+
+def _validate_recorded(runs: Path, jobs: int | None) -> None:
+    """``bench validate --recorded RUNS``: the measured configurations of a recorded run predicted again here."""
+    from ..results import validate as V
+    from ..sweep import store
+    from ..version import code_version
+
+    if runs.is_file():
+        fail(f"--recorded takes the folder bench validate wrote (holding results.jsonl), not a file; got {runs}")
+    if not store.path(runs).exists():
+        fail(f"no bench validate records in {runs} (expected {store.path(runs)})")
+    df = _repredicted(runs, jobs)
+    csv, md = V.write(df, runs.parent, f"{runs.name}.repredicted", len(V.grid()),
+                      title=f"{runs.name}, predicted again by segmem {code_version()}")
+    console.print(escape(md.read_text()), highlight=False)
+    console.print(f"{escape(str(csv))}, {escape(str(md))}", highlight=False)
+
+
+def _repredicted(runs: Path, jobs: int | None, configs: list | None = None) -> Any:
+    """The configurations measured on CUDA in ``runs`` (of ``configs``, default the whole grid) predicted again by
+    this code on ``jobs`` processes, with a progress bar (:func:`bench.results.validate.repredict`)."""
+    from ..results import validate as V
+
+    rows = validated(V.measured, runs, configs=configs)
+    with bar(len(rows), f"predicting again the configurations measured in {runs.name}") as b:
+        return V.repredict(runs, rows, jobs, progress=lambda _job: b.advance(), configs=configs)
+
+
+def _validate_published(fit: bool, to: Path) -> None:
+    """``bench validate --published``: the memory figures, then nnU-Net's epoch times; tables written to ``to``."""
+    _validate_published_memory(fit, to)
+    _validate_published_times(fit, to)
+
+
+def _validate_published_memory(fit: bool, to: Path) -> None:
+    """Predicted against published GPU memory figures (bench/results/published_memory.py); errors by split."""
+
+    from ..measure import device
+    from ..results import published_memory as M
+
+    factor, kernels = None, None
+    if fit:
+        with console.status("fitting the workspace factor and the context's kernels on the fit rows"):
+            factor, kernels = M.fit()
+        console.print(f"fitted on the fit rows: workspace factor {factor:g} (benchmark on), training kernels "
+                      f"{kernels // 2**20} MiB; put them in bench/measure/device.py (WORKSPACE_FACTOR, TRAINING_KERNELS) "
+                      "to use them", highlight=False)
+    with bar(len(M.FIGURES), "predicting published GPU memory figures") as b:
+        pred = M.predict_rows(factor=factor, kernels=kernels, progress=lambda i: (b.start(i), b.advance()))
+    used = factor if factor is not None else device.WORKSPACE_FACTOR
+    _errors_table(f"predicted vs published GPU memory (GiB; nnU-Net's training: {M.NNUNET_RECIPE}; "
+                  f"workspace factor {used:g})",
+                  pred[["id", "gpu", "measured", "split", "network", "patch", "batch", "published_gib", "pred_gib",
+                        "error", "verdict"]], "{:.2f}")
+    console.print(escape(M.summary(pred).to_string(index=False, float_format="{:.1%}".format)), highlight=False)
+    _write_table(pred.round({"pred_gib": 3, "error": 4}), to / M.TABLE.name)
+
+
+def _errors_table(title: str, shown, number: str) -> None:
+    """A validation table on the console: errors as signed percentages, other numbers as ``number`` formats
+    them, a missing prediction (the model ran out of memory) as OOM."""
+    import pandas as pd
+
+    table = Table(title=title)
+    for col in shown.columns:
+        table.add_column(col)
+    for r in shown.itertuples(index=False):
+        table.add_row(*("OOM" if isinstance(v, float) and pd.isna(v) else f"{v:+.1%}" if k == "error"
+                        else number.format(v) if isinstance(v, float) else escape(str(v))
+                        for k, v in zip(shown.columns, r, strict=True)))
+    console.print(table)
+
+
+def _write_table(df, dest: Path) -> None:
+    """A validation table's CSV, and a line saying where it went."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(dest, index=False)
+    console.print(f"written: {escape(str(dest))}", highlight=False)
+
+
+def _validate_published_times(fit: bool, to: Path) -> None:
+    """Predicted epoch times against nnU-Net's published ones (7 GPUs x 3 tasks); errors by split."""
+    import pandas as pd
+
+    from ..results import published as P
+
+    with bar(len(P.TASKS), "tracing nnU-Net v1 3d_fullres steps") as b:
+        pred, scales = P.validate(fit, progress=lambda t: (b.start(t), b.advance()))
+    if scales:
+        console.print(f"fitted scales (tensor-core compute, CUDA-core compute, bandwidth, launch s): {scales}; "
+                      "put them in bench/measure/roofline.py FITTED_SCALES to use them", highlight=False)
+    _errors_table("predicted vs published nnU-Net v1 epoch times (3d_fullres dummy, s)",
+                  pred[["task", "gpu", "split", "published_epoch_s", "pred_epoch_s", "error"]], "{:.1f}")
+    with pd.option_context("display.width", 200, "display.max_colwidth", 120):
+        console.print(escape(P.summary(pred).to_string(index=False, float_format="{:.1%}".format)), highlight=False)
+        console.print(escape(P.ranking(pred)[["task", "pairs", "misordered", "which"]].to_string(index=False)),
+                      highlight=False)
+    _write_table(pred.round({"pred_epoch_s": 2, "error": 4}), to / P.TABLE.name)
