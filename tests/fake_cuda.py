@@ -27,8 +27,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.overrides import TorchFunctionMode
 
-from bench.measure.predict import replay
-from bench.measure.tracker import AllocationTracker
+from bench.measure.tracker import AllocationTracker, replay
 
 NAME = "NVIDIA H100 80GB HBM3 (fake)"
 CONTEXT_BYTES = 537 * 2**20

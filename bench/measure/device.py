@@ -58,6 +58,7 @@ import os
 from dataclasses import dataclass
 
 from .allocator import AllocatorOOM, AllocatorSettings, CachingAllocatorModel
+from .tracker import replay
 
 MiB = 2**20
 
@@ -139,7 +140,7 @@ def workspace_cap() -> int | None:
 
 class Workspaces:
     """cuDNN's workspaces of ``tracker``'s convolutions as a hook run before each traced event ``i``
-    (:func:`bench.measure.predict.replay`'s ``before``, :func:`bench.measure.snapshot.build`'s): each convolution
+    (:func:`bench.measure.tracker.replay`'s ``before``, :func:`bench.measure.snapshot.build`'s): each convolution
     allocates, right after its outputs, ``factor`` (benchmark on, the first of its key; default the fitted
     WORKSPACE_FACTOR) x its largest operand, or else HEURISTIC_WORKSPACE x its operands not channels-last, and frees
     it when it returns. The candidate is left out where PyTorch leaves it out: a workspace over CUDNN_CONV_WSCAP_DBG
@@ -189,8 +190,6 @@ def replay_device(tracker, exclude: set[int], reset_at: int, benchmark: bool, fa
                   settings: AllocatorSettings | None = None, capacity: int | None = None) -> DeviceReplay:
     """Replay the traced events with cuDNN's :class:`Workspaces` inserted (see the module docstring). Raises
     :class:`bench.measure.allocator.AllocatorOOM` where the model at ``capacity`` cannot hold the step."""
-    from .predict import replay
-
     ws = Workspaces(tracker, benchmark, factor, capacity)
     model = replay(tracker, exclude, reset_at, settings, capacity, before=ws if ws.at else None)
     return DeviceReplay(model, ws.largest)

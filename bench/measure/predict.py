@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +39,14 @@ from torch.utils.module_tracker import ModuleTracker
 from architectures import ArchSpec, Shape
 
 from .. import record as R
-from .allocator import AllocatorOOM, AllocatorSettings, CachingAllocatorModel
+from .allocator import AllocatorOOM, AllocatorSettings
 from .autocast import EmulatedCudaAutocast
 from .device import Workspaces, context_bytes, run_device
 from .gpus import GPU
 from .roofline import Work, WorkCounter, step_time, work_to_json
 from .snapshot import build, deepest, write
 from .step import DTYPES, StepRunner
-from .tracker import CATEGORIES, AllocationTracker
+from .tracker import CATEGORIES, AllocationTracker, replay
 
 
 class TracedScaler:
@@ -169,32 +169,6 @@ def trace(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int,
             tracker.name_training_state(runner.model, runner.optimizer)
         host = tracker.host_sids(runner.optimizer)
     return tracker, host, runner
-
-
-def replay(tracker: AllocationTracker, exclude: set[int], reset_at: int, settings: AllocatorSettings | None = None,
-           capacity: int | None = None,
-           before: Callable[[int, CachingAllocatorModel], None] | None = None) -> CachingAllocatorModel:
-    """Replay the tracked events through the allocator model, resetting peaks at ``reset_at``.
-
-    ``settings``: the allocator options (default: ``PYTORCH_CUDA_ALLOC_CONF`` of this process);
-    ``capacity``: the device's bytes (None: unlimited), past which the model frees its cache and
-    retries, then raises :class:`bench.measure.allocator.AllocatorOOM`; ``before(i, model)`` runs before
-    event ``i`` (cuDNN's workspaces, :func:`bench.measure.device.replay_device`)."""
-    model = CachingAllocatorModel(settings if settings is not None else AllocatorSettings.from_env(), capacity)
-    for i, e in enumerate(tracker.events):
-        if i == reset_at:
-            model.reset_peak()
-        if before is not None:
-            before(i, model)
-        if e.sid in exclude:
-            continue
-        if e.nbytes > 0:
-            model.malloc(e.sid, e.nbytes)
-        else:
-            model.free(e.sid)
-    if reset_at >= len(tracker.events):
-        model.reset_peak()
-    return model
 
 
 def memtracker_peak(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: int, mode: str,
@@ -332,4 +306,4 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
     return rec
 
 
-__all__ = ["CATEGORIES", "memtracker_peak", "predict", "replay", "trace"]
+__all__ = ["CATEGORIES", "memtracker_peak", "predict", "trace"]

@@ -51,7 +51,7 @@ def build(tracker: AllocationTracker, exclude: set[int] = frozenset(), settings:
           before: Callable[[int, CachingAllocatorModel], None] | None = None) -> dict[str, Any]:
     """The snapshot dict of ``tracker``'s events (see the module docstring); ``start``: the tracker's event
     where the measured step begins (each trace entry's ``time_us`` is its tracker event's index). ``before(i,
-    model)`` runs before event ``i`` as in :func:`bench.measure.predict.replay`: cuDNN's workspaces
+    model)`` runs before event ``i`` as in :func:`bench.measure.tracker.replay`: cuDNN's workspaces
     (:class:`bench.measure.device.Workspaces`), so that the snapshot holds what the device figures count; what it
     allocates is named by the module and phase of the event before (the convolution's output), category
     :data:`WORKSPACE`."""

@@ -11,6 +11,9 @@ Each allocation is tagged with a category, as torch's MemTracker reports: ``para
 ``gradient``, ``optimizer`` (Adam's moments), ``input``, ``activation`` (made in forward) and
 ``temporary`` (made in backward or the optimizer step and not one of the above). Categories of
 parameters, gradients and optimizer state are assigned after the fact from the live objects.
+
+:func:`replay` plays the recorded sequence through the caching-allocator model (:mod:`.allocator`), with a
+hook before each event (where cuDNN's workspaces go, :mod:`.device`): every predicted figure comes from it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import NamedTuple
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from .allocator import AllocatorSettings, CachingAllocatorModel
 
 # with autograd on or under no_grad a convolution reaches the modes as aten.convolution; under inference_mode
 # as the op the network called (conv3d, conv_transpose3d, ...), which is not decomposed there
@@ -225,3 +230,29 @@ class AllocationTracker(TorchDispatchMode):
         for sid, n in self.live_at(index, exclude).items():
             out[self.categories.get(sid, "temporary")] += n
         return out
+
+
+def replay(tracker: AllocationTracker, exclude: set[int], reset_at: int, settings: AllocatorSettings | None = None,
+           capacity: int | None = None,
+           before: Callable[[int, CachingAllocatorModel], None] | None = None) -> CachingAllocatorModel:
+    """Replay the tracked events through the allocator model, resetting peaks at ``reset_at``.
+
+    ``settings``: the allocator options (default: ``PYTORCH_CUDA_ALLOC_CONF`` of this process);
+    ``capacity``: the device's bytes (None: unlimited), past which the model frees its cache and
+    retries, then raises :class:`bench.measure.allocator.AllocatorOOM`; ``before(i, model)`` runs before
+    event ``i`` (cuDNN's workspaces, :func:`bench.measure.device.replay_device`)."""
+    model = CachingAllocatorModel(settings if settings is not None else AllocatorSettings.from_env(), capacity)
+    for i, e in enumerate(tracker.events):
+        if i == reset_at:
+            model.reset_peak()
+        if before is not None:
+            before(i, model)
+        if e.sid in exclude:
+            continue
+        if e.nbytes > 0:
+            model.malloc(e.sid, e.nbytes)
+        else:
+            model.free(e.sid)
+    if reset_at >= len(tracker.events):
+        model.reset_peak()
+    return model

@@ -29,7 +29,8 @@ from architectures import ArchSpec, Shape
 from .. import record as R
 from ..measure.device import context_bytes, run_device
 from ..measure.gpus import lookup
-from ..measure.predict import replay, trace
+from ..measure.predict import trace
+from ..measure.tracker import replay
 from ..options import Figure, GiB, choice, format_size
 from ..parallel import pmap
 from .stages import combine

@@ -367,7 +367,8 @@ def _stage_jobs(part: Part, reading: Reading) -> list[tuple[tuple, Job]]:
 def predict_job(job: Job) -> tuple[int, int, float | None]:
     """One traced training step: (peak allocated, peak reserved, peak reserved with cudnn.benchmark's
     workspaces on the P100, inf where that runs out of its memory, or None where the device model is missing)."""
-    from ..measure.predict import replay, trace
+    from ..measure.predict import trace
+    from ..measure.tracker import replay
 
     arch, stage, ov, size, batch, precision = job
     sp, sov = architectures.spec(arch).stage(stage, **dict(ov))

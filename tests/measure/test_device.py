@@ -9,8 +9,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 import architectures
 from bench.measure import device
 from bench.measure.allocator import AllocatorOOM
-from bench.measure.predict import replay, trace
-from bench.measure.tracker import AllocationTracker
+from bench.measure.predict import trace
+from bench.measure.tracker import AllocationTracker, replay
 
 MiB = 2**20
 

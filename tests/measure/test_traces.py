@@ -163,7 +163,7 @@ def test_bench_replay_and_trace2events(snap_file, tmp_path):
 
 
 def test_prediction_replay_follows_pytorch_cuda_alloc_conf(monkeypatch):
-    from bench.measure.predict import replay
+    from bench.measure.tracker import replay
 
     t = synthetic_tracker()
     default = replay(t, set(), 0)

@@ -8,8 +8,7 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.measure import snapshot
-from bench.measure.predict import replay
-from bench.measure.tracker import AllocationTracker, Event
+from bench.measure.tracker import AllocationTracker, Event, replay
 from bench.results import timeline
 
 MiB = 1 << 20
