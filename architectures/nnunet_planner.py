@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -259,6 +260,8 @@ def plan_files(fingerprint: Fingerprint, planner: str = "default",
     """(plans, dataset.json): what nnU-Net leaves in ``nnUNet_preprocessed/<dataset>/`` after planning."""
     cls = planner_class(planner)
     target = PLANNERS[planner][2] if gpu_memory_gb is None else gpu_memory_gb
+    if not 0 < target < math.inf:  # nnunetv2's planner would shrink the patch forever (a negative target) or fail
+        raise ValueError(f"the GPU memory target must be a positive number of GB; got {target:g}")
     with tempfile.TemporaryDirectory(prefix="segmem-plan-") as tmp:
         raw, pre = Path(tmp, "raw"), Path(tmp, "preprocessed")
         (raw / DATASET).mkdir(parents=True)

@@ -4,11 +4,13 @@
 # ../shared/gpu/prepare-wheels.sh .whl). One call does it all, failing fast:
 #   1. one small CUDA configuration (bench run); if it is not ok, stop there (a fixed rerun keeps the lease);
 #   2. bench validate, the architectures no GPU has measured yet first (then the cheapest), starting no
-#      configuration after LIMIT seconds;
+#      configuration LIMIT_S seconds after it started (the install and the smoke run come before);
 #   3. its CSV, Markdown, results store and fixtures packed in $OUT/results.tar.gz, recorded snapshots
-#      in $OUT/snapshots.tar.gz (at most 40 MB: a call brings back 64 MB at most).
+#      in $OUT/snapshots.tar.gz (about 40 MB at most: a call brings back 64 MB at most).
+# Exits with bench validate's status (1: the verdict failed; 130: interrupted), after packing.
 #
-#   [ARCHS="nnunet unet3d"] [SMOKE=0] [GRACE=140] [OUT=/tmp/segmem-out] bash scripts/device_validate.sh [LIMIT_S=420]
+#   [ARCHS="nnunet unet3d"] [SMOKE=0] [GRACE=140] [OUT=/tmp/segmem-out] bash scripts/device_validate.sh [LIMIT_S]
+# (the variables before are the environment's; LIMIT_S is the argument, in seconds, default 420)
 # (GRACE: seconds after LIMIT_S before validate is interrupted, so that packing always runs.)
 # Resumes: carry reports/validation (unpacked from an earlier results.tar.gz) and the measured
 # configurations are kept, whichever code version measured them (--keep-measured: lent GPU time is the
@@ -58,12 +60,13 @@ start=$(date +%s)
 # a hard stop too (Ctrl-C's path: the records stay), so that the packing below always runs
 timeout -s INT $((limit + ${GRACE:-140})) "${bench[@]}" validate $(printf -- '--arch %s ' "${archs[@]}") --timeout 180 \
     --time-limit "$limit" --keep-measured 2>&1 | tee "$out/validate.log"
-echo "validate: exit ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s wall"
+status=${PIPESTATUS[0]}
+echo "validate: exit $status, $(( $(date +%s) - start )) s wall"
 
 echo "== pack ($(( $(date +%s) - t0 )) s)"
 tar czf "$out/results.tar.gz" --exclude='*.pickle' reports/validation tests/fixtures/traces/validation
 # the snapshots recorded in this call, one per architecture first, up to 40 MB compressed (the predicted ones are made
-# again anywhere with bench run --device predict --snapshot)
+# again anywhere with bench run --backend predict --snapshot)
 python3 - "$out/snapshots.tar.gz" "$started" <<'EOF'
 import sys, tarfile
 from pathlib import Path
@@ -82,3 +85,4 @@ with open(sys.argv[1], "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as t
 EOF
 ls -l "$out"
 echo "== done ($(( $(date +%s) - t0 )) s)"
+exit "$status"

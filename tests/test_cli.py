@@ -60,6 +60,7 @@ def test_predict_device_on_any_machine(tmp_path):
     (["--arch", "nnunet", "--checkpointing"], "no gradient checkpointing option"),
     (["--arch", "unet", "--set", "widht=3"], "unknown override"),
     (["--arch", "unet", "--jobs", "0"], "--jobs must be >= 1; got 0"),
+    (["--arch", "unet", "--timeout", "0"], "--timeout must be a positive number of seconds; got 0"),
     (["--arch", "unet", "--gpu-memory", "lots"], "'lots' is not a memory size"),
     (["--arch", "unet", "--executor", "ray"], "'ray' is not one of 'local', 'slurm'"),
     (["--arch", "unet", "--alloc-conf", "max_split_size_mb:5"], "--alloc-conf: bad value for allocator option max_split_size_mb"),

@@ -96,6 +96,8 @@ def test_bad_plans_runs_fail_in_one_line_before_anything_runs(tmp_path, args, me
     ([], "give one fingerprint"),
     (["--fingerprint", "{plans}"], "not an nnU-Net dataset_fingerprint.json"),
     (["--shape", "64x64x64", "--classes", "1"], "at least 2"),
+    (["--shape", "64x64x64", "--gpu-memory-target", "-8"], "--gpu-memory-target must be a positive number of GB"),
+    (["--shape", "64x64x64", "--gpu-memory-target", "0"], "--gpu-memory-target must be a positive number of GB"),
 ])
 def test_bad_fingerprints_fail_in_one_line(args, message):
     res = runner.invoke(app, ["plan"] + [a.format(plans=PAPER_PLANS) for a in args], env=WIDE)

@@ -3,6 +3,7 @@ run-wide defaults."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,6 +52,12 @@ Classes = Annotated[int | None, typer.Option("--classes", help="output classes, 
                                                                "a Dice run: its data's]")]
 GpuOption = Annotated[str | None, typer.Option("--gpu", help="predict step and epoch time on this GPU of the catalogue "
                                                              "(e.g. A100-80GB, RTX-4090; an unknown name lists them)")]
+
+
+def positive(option: str, value: float | None, unit: str = "") -> None:
+    """One clear line (exit 2) unless ``value`` (None: not given) is a positive, finite number."""
+    if value is not None and not (0 < value < math.inf):
+        fail(f"{option} must be a positive number{f' of {unit}' if unit else ''}; got {value:g}")
 
 
 def catalogue_gpu(name: str | None) -> str | None:

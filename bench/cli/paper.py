@@ -27,6 +27,8 @@ from .common import (
     JobsOption,
     app,
     dice_timeout,
+    named,
+    positive,
     prediction_jobs,
     recorder,
     validated,
@@ -66,6 +68,7 @@ def paper(
     from ..sweep.expand import label, resolve_backend
 
     jobs = prediction_jobs(jobs)
+    positive("--timeout", timeout, "seconds")
     if dice:
         return _paper_dice(out, timeout if timeout != DEFAULT_TIMEOUT else None, jobs, size, batch, train_iterations, seed,
                            data)
@@ -73,7 +76,7 @@ def paper(
                             ("--seed", seed), ("--data", data)) if v]
     if given:
         fail(f"{given[0]} is a --dice option: add --dice")
-    be = Backend(validated(resolve_backend, device or backend))
+    be = Backend(validated(resolve_backend, device or backend, "predict"))
     if be not in (Backend.PREDICT, Backend.CUDA):
         fail(f"backend must be predict or cuda; got {be.value!r}")
     rows = validated(pp.paper_rows, list(dict.fromkeys(cascade_reading or CascadeReading)))
@@ -163,7 +166,7 @@ def _paper_dice(out: Path, timeout: float | None, jobs: int | None, size: int | 
         fail(f"--batch must be >= 1; got {batch}")
     if seeds and len(set(seeds)) != len(seeds):
         fail(f"--seed repeats a seed: {seeds}")
-    if data is not None and phantom_shape(data) is None:
+    if data is not None and validated(named, "--data", phantom_shape, data) is None:
         fail(f"--data must be phantom or phantom:DxHxW (the paper's ranking is measured on the phantom); got {data!r}")
     scale = rk.Scale(edge=size or defaults.edge, batch=batch or defaults.batch,
                      iterations=iterations or defaults.iterations, seeds=tuple(seeds or defaults.seeds),

@@ -16,6 +16,7 @@ from ..options import (
 )
 from .common import (
     app,
+    positive,
     validated,
     writable_dir,
 )
@@ -63,6 +64,7 @@ def plan_(
     from architectures import nnunet_planner as NP
     from architectures import nnunet_plans as NPL
 
+    positive("--gpu-memory-target", gpu_memory_target, "GB")
     given = [n for n, v in (("--shape", shape), ("--fingerprint", fingerprint), ("--dataset", dataset)) if v is not None]
     if len(given) != 1:
         fail(f"give one fingerprint: --shape (with --spacing, --channels, --classes), --fingerprint FILE or --dataset "

@@ -4,6 +4,7 @@ regression check)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -24,11 +25,14 @@ from .common import (
 
 
 def _tolerance(text: str) -> float:
+    """``0.5%`` or ``0.005`` as a fraction, or one clear line: a tolerance is a finite fraction, 0 or more."""
     try:
-        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        tol = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
-        fail(f"tolerance must be like 0.5% or 0.005; got {text!r}")
-        raise
+        tol = math.nan
+    if not 0 <= tol < math.inf:
+        fail(f"--tolerance must be 0 or more, like 0.5% or 0.005; got {text!r}")
+    return tol
 
 
 def _predict_grid(configs, verb: str, jobs: int | None):

@@ -160,7 +160,7 @@ def fit_(
     names = architectures.names() if "all" in wanted else [a for a in wanted if validated(architectures.spec, a)]
     if batch < 1:
         fail(f"batch must be >= 1; got {batch}")
-    ratio = validated(parse_size, shape_ratio) if shape_ratio else None
+    ratio = validated(named, "--shape-ratio", parse_size, shape_ratio) if shape_ratio else None
     at = validated(parse_size, size) if size else None
     ov = validated(parse_overrides, set_ or [])
     if any(k.startswith("recipe.") for k in ov):

@@ -40,6 +40,7 @@ from .common import (
     check_writable_dir,
     dice_timeout,
     is_gpu_name,
+    positive,
     recorder,
     validated,
     writable_dir,
@@ -185,8 +186,7 @@ def run(
     conf = _alloc_conf(alloc_conf)
     if conf:
         configs = [dataclasses.replace(c, alloc_conf=conf) for c in configs]
-    if timeout <= 0:
-        fail(f"timeout must be positive; got {timeout:g}")
+    positive("--timeout", timeout, "seconds")
     if dice_opts is not None and timeout == DEFAULT_TIMEOUT:
         timeout = dice_timeout(configs)
     if be is Backend.PREDICT and gpu_memory is not None:

@@ -117,6 +117,7 @@ def trace2events(
         fail(f"the event file's name must end in .events.csv; got {dest.name}")
     if not snapshot.exists():
         fail(f"no such file: {snapshot}")
+    writable_dir(dest.parent)
     try:
         trace = traces.convert(snapshot, dest, {"source": source, "commit": commit, "license": license_}, device)
     except ValueError as exc:

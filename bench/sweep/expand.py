@@ -39,15 +39,16 @@ def size_warnings(configs: Sequence[RunConfig]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def resolve_backend(name: str) -> Backend:
-    """``auto`` -> cuda when a GPU is visible, else cpu; cuda without a GPU is a ValueError."""
+def resolve_backend(name: str, instead: str = "cpu or predict") -> Backend:
+    """``auto`` -> cuda when a GPU is visible, else cpu; cuda without a GPU is a ValueError, which advises the
+    backends ``instead`` (those the command accepts)."""
     import torch
 
     if name == "auto":
         return Backend.CUDA if torch.cuda.is_available() else Backend.CPU
     backend = choice(Backend, name, "backend")
     if backend is Backend.CUDA and not torch.cuda.is_available():
-        raise ValueError("backend cuda asked for, but this machine has no CUDA GPU; use --backend cpu or predict")
+        raise ValueError(f"backend cuda asked for, but this machine has no CUDA GPU; use --backend {instead}")
     return backend
 
 

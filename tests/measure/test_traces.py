@@ -160,6 +160,10 @@ def test_bench_replay_and_trace2events(snap_file, tmp_path):
     assert res.exit_code == 0 and "+0.00%" in res.output
     res = runner.invoke(app, ["trace2events", str(snap_file), str(tmp_path / "x.csv")])
     assert res.exit_code == 2 and ".events.csv" in res.output
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    res = runner.invoke(app, ["trace2events", str(snap_file), str(blocked / "x.events.csv")])  # no folder to write in
+    assert res.exit_code == 2 and "cannot write into" in res.output
 
 
 def test_prediction_replay_follows_pytorch_cuda_alloc_conf(monkeypatch):

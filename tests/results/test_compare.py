@@ -61,6 +61,9 @@ def test_pytest_benchmark_memory_comparison(tmp_path):
     assert res.exit_code == 1 and "peak_bytes" in res.output
     res = CliRunner().invoke(app, ["compare", "--from-pytest-benchmark", str(b), str(a)])
     assert res.exit_code == 0 and "shrank" in res.output
+    for bad in ("-1%", "nan", "inf", "abc"):  # a tolerance is a fraction, 0 or more
+        res = CliRunner().invoke(app, ["compare", "--tolerance", bad, "--from-pytest-benchmark", str(a), str(b)])
+        assert res.exit_code == 2 and "--tolerance must be 0 or more" in res.output, res.output
 
 
 def test_a_category_that_appears_while_the_totals_fall_is_not_a_regression():

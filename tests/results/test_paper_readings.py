@@ -106,6 +106,15 @@ def test_paper_options_of_dice_need_dice(tmp_path):
     assert res.exit_code != 0 and "16" in res.output
     res = runner.invoke(app, ["paper", "--dice", "--data", "/nowhere", "--out", str(tmp_path)])
     assert res.exit_code != 0 and "phantom" in res.output
+    res = runner.invoke(app, ["paper", "--dice", "--data", "phantom:abc", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--data: phantom size 'abc' must be DxHxW" in res.output
+
+
+def test_bad_paper_arguments_are_one_line(tmp_path):
+    res = runner.invoke(app, ["paper", "--timeout", "-1", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--timeout must be a positive number of seconds; got -1" in res.output
+    res = runner.invoke(app, ["paper", "--backend", "cuda", "--out", str(tmp_path)])  # no GPU here
+    assert res.exit_code == 2 and res.output.strip().endswith("use --backend predict")
 
 
 def test_ranking_tables_hold_every_seed_and_the_papers_figures():

@@ -234,6 +234,8 @@ def test_fit_margin_keeps_memory_free_and_figure_is_gone(tmp_path):
     assert res.exit_code != 0 and "leaves nothing of --budget 1GB" in res.output
     res = runner.invoke(app, ["fit", "--arch", "unet", "--margin", "lots", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "--margin: 'lots' is not a memory size" in res.output
+    res = runner.invoke(app, ["fit", "--arch", "unet", "--shape-ratio", "abc", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--shape-ratio: size 'abc'" in res.output
 
 
 def test_paper_rows_and_ratios(monkeypatch):
