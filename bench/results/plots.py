@@ -38,7 +38,7 @@ from matplotlib.ticker import EngFormatter, FixedLocator, FuncFormatter, NullLoc
 import architectures  # noqa: E402
 
 from .. import record as R  # noqa: E402
-from ..options import GB, Backend, GiB  # noqa: E402
+from ..options import GB, Backend, GiB, Mode  # noqa: E402
 from . import stages  # noqa: E402
 from .report import BUDGETS_GB, data_shape, equal_memory, memory_bytes, upgrade  # noqa: E402
 
@@ -179,7 +179,7 @@ def plot_all(df: pd.DataFrame, reports: str | Path) -> tuple[list[Path], list[st
             notes.append(f"predicted_vs_measured ({tag}): no measured runs")
         eq = equal_memory(g)
         if len(eq):
-            files += _largest(eq, backend, tag, g, reports, f"largest_patch_{mode}_{backend}")
+            files += _largest(eq, backend, mode, tag, g, reports, f"largest_patch_{mode}_{backend}")
     return files, notes
 
 
@@ -269,7 +269,8 @@ def _predicted(pairs, backend, tag, colours, marks, reports, name) -> list[Path]
     return _save(fig, reports, name)
 
 
-def _largest(eq: pd.DataFrame, backend: str, tag: str, g: pd.DataFrame, reports: Path, name: str) -> list[Path]:
+def _largest(eq: pd.DataFrame, backend: str, mode: str, tag: str, g: pd.DataFrame, reports: Path,
+             name: str) -> list[Path]:
     whole = stages.whole_runs(g)
     whole = whole[whole[R.STATUS] == R.OK].assign(memory_gib=memory_bytes(whole) / GiB)
     archs = sorted(set(whole[R.ARCH]))
@@ -298,7 +299,8 @@ def _largest(eq: pd.DataFrame, backend: str, tag: str, g: pd.DataFrame, reports:
     what = "measured reserved" if backend == Backend.CUDA else "predicted CUDA reserved"
     precisions = ", ".join(sorted(set(g[R.PRECISION].dropna())))
     ax.set(xlabel="GPU memory budget (GB)", ylabel="",
-           title=f"Largest input trained within each budget, among the runs ({tag}; {what}; {precisions})")
+           title=f"Largest input {'trained' if mode == Mode.TRAIN else 'inferred'} within each budget, among the runs "
+                 f"({tag}; {what}; {precisions})")
     ax.set_xticklabels([f"{b} GB" for b in budgets])
     ax.tick_params(axis="y", rotation=0)
     return _save(fig, reports, name)

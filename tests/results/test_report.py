@@ -179,6 +179,16 @@ def test_report_and_plots_are_written(results, tmp_path):
             assert (dest / f"{name}.{fmt}").stat().st_size > 1000, name
 
 
+def test_the_largest_input_plot_says_what_was_run(tmp_path):
+    res = runner.invoke(app, ["run", "--arch", "unet", "--backend", "predict", "--size", "32", "--batch", "1",
+                              "--mode", "infer", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["plot", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    svg = (tmp_path / "largest_patch_infer_predict.svg").read_text()
+    assert "Largest input inferred within each budget" in svg and "trained" not in svg
+
+
 def test_nothing_to_show(results, tmp_path):
     res = runner.invoke(app, ["report", "--out", str(results), "--arch", "nnunet"])
     assert res.exit_code == 1 and "match arch=nnunet" in res.output
