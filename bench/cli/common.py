@@ -26,7 +26,7 @@ _display_type = getattr(TyperOption, "display_type_rich", None)
 if _display_type is not None:
     TyperOption.display_type_rich = _flags_without_type
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="segmem: peak memory, throughput and Dice of 3D segmentation networks.")
 show_warnings()
 
