@@ -363,8 +363,7 @@ def _dice_options(data: str, minutes: float | None, iterations: int | None, weig
     from ..train.data.phantom import LABELS
     from ..train.dice_run import budget, open_dataset, phantom_shape
 
-    if minutes is not None and minutes <= 0:
-        fail(f"--train-minutes must be positive; got {minutes:g}")
+    positive("--train-minutes", minutes, "minutes")
     if iterations is not None and iterations < 1:
         fail(f"--train-iterations must be >= 1; got {iterations}")
     try:

@@ -18,6 +18,7 @@ from ..console import bar, console, fail, summary_line
 from .common import (
     DEFAULT_TIMEOUT,
     app,
+    positive,
     prediction_jobs,
     validated,
     writable_dir,
@@ -168,8 +169,7 @@ def validate(
     if recorded is not None:
         _validate_recorded(recorded, prediction_jobs(jobs))
         return
-    if time_limit is not None and not time_limit > 0:
-        fail(f"--time-limit is in seconds and must be positive; got {time_limit:g}")
+    positive("--time-limit", time_limit, "seconds")
     if published:
         if arch:
             fail("--arch narrows the GPU grid; --published predicts every published figure")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -180,13 +181,14 @@ def least_measured_first(archs: list[str], root: Path) -> list[str]:
     """``archs`` ordered by how many of their grid configurations any validation run under ``root`` measured on
     CUDA (whichever GPU), fewest first, ties in the given order: a lent GPU's few minutes go to the configurations
     no GPU has measured yet (the held-out test of the model), not to those another GPU measured already."""
+    configs = grid(archs)
     seen: set[str] = set()
     for results in root.glob("*/results.jsonl"):
         try:
-            seen |= {r[R.KEY] for r in measured(results.parent)}
-        except ValueError:  # a run with no grid configuration measured
+            seen |= {r[R.KEY] for r in measured(results.parent, configs=configs)}
+        except ValueError:  # a run with none of these configurations measured
             pass
-    count = {a: sum(c.key() in seen for c in grid([a])) for a in archs}
+    count = Counter(c.arch for c in configs if c.key() in seen)
     return sorted(archs, key=lambda a: count[a])  # stable: ties keep the given order
 
 
