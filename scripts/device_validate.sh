@@ -20,8 +20,8 @@ export PYTHONUNBUFFERED=1
 limit=${1:-420}
 out=${OUT:-/tmp/segmem-out}
 mkdir -p "$out"
-t0=$(date +%s)
 started=$(date +%s.%N)  # to the nanosecond: what this call wrote is newer
+t0=${started%.*}  # whole seconds, for the elapsed times printed
 ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/: make them with ../shared/gpu/prepare-wheels.sh .whl" \
     "(on a machine with network, pip install segmem and run bench validate instead)"; exit 2; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
