@@ -17,14 +17,20 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import record as R
+from .options import human_bytes
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
+def error_line(message: str) -> None:
+    """The one line on stderr that every error of the CLI is."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> None:
     """One clear line on stderr, then exit (2: bad input; 1: the work itself failed)."""
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    error_line(message)
     raise typer.Exit(code)
 
 
@@ -63,17 +69,6 @@ def bar(total: int, verb: str) -> Iterator[Bar]:
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         yield Bar(progress, total, verb)
-
-
-def human_bytes(v: Any) -> str:
-    """Bytes as a reader scans them: ``1.06 GiB``, ``52.0 MiB``, ``0`` (never a raw 10-digit count)."""
-    if v is None or v != v:
-        return "-"
-    v = float(v)
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(v) >= size:
-            return f"{v / size:.2f} {unit}" if unit == "GiB" else f"{v / size:.1f} {unit}"
-    return f"{v:.0f} B" if v else "0"
 
 
 def step_time(rec: dict[str, Any]) -> str:

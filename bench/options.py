@@ -170,3 +170,14 @@ def parse_bytes(text: str, allow_zero: bool = False) -> int:
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"a memory size must be positive; got {text!r}")
     return int(value)
+
+
+def human_bytes(v: Any) -> str:
+    """Bytes as a reader scans them: ``1.06 GiB``, ``52.0 MiB``, ``0`` (never a raw 10-digit count)."""
+    if v is None or v != v:
+        return "-"
+    v = float(v)
+    for unit, size in (("GiB", GiB), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(v) >= size:
+            return f"{v / size:.2f} {unit}" if unit == "GiB" else f"{v / size:.1f} {unit}"
+    return f"{v:.0f} B" if v else "0"

@@ -219,3 +219,19 @@ def test_allocator_options_are_in_the_key_the_record_and_the_prediction(monkeypa
     rec0, rec1 = worker.run(default, memtracker=False), worker.run(expandable, memtracker=False)
     assert (rec0[R.ALLOC_CONF], rec1[R.ALLOC_CONF]) == ("", "expandable_segments:True")
     assert rec1[R.PRED_RESERVED] < rec0[R.PRED_RESERVED]  # (allocated moves too: a block is handed out unsplit)
+
+
+@pytest.mark.parametrize(("args", "message", "command"), [
+    (["run", "--batch", "x"], "Invalid value for '--batch'", "run"),
+    (["run", "--mode", "bogus"], "'bogus' is not one of 'train', 'infer'", "run"),
+    (["run", "--nope"], "No such option: --nope", "run"),
+    (["runn"], "No such command 'runn'", ""),
+    (["replay"], "Missing argument", "replay"),
+])
+def test_values_typer_parses_are_one_error_line_too(args, message, command):
+    """A value click itself refuses is one line naming the command's help, like every other bad input."""
+    res = runner.invoke(app, args, prog_name="bench")
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert lines[0].endswith(f"(see: {' '.join(['bench', command]).strip()} --help)"), lines[0]

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperOption
+from typer.core import TyperGroup, TyperOption
 
 from .. import record as R
-from ..console import console, fail, show_warnings, summary_line
+from ..console import console, error_line, fail, show_warnings, summary_line
 
 
 def _flags_without_type(self, ctx) -> str | None:
@@ -26,7 +27,38 @@ _display_type = getattr(TyperOption, "display_type_rich", None)
 if _display_type is not None:
     TyperOption.display_type_rich = _flags_without_type
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+# click's exceptions where this typer raises them: typer >= 0.2x carries its own copy of click
+_click_errors = sys.modules[typer.BadParameter.__module__]
+_NoArgsIsHelp = getattr(_click_errors, "NoArgsIsHelpError", ())  # click < 8.2 prints the help and exits 0
+
+
+class OneLineErrors(TyperGroup):
+    """The ``bench`` group, whose usage errors (a value click cannot parse, an unknown option or command, a
+    missing argument) are one ``error:`` line and exit 2, as the commands' own checks are, instead of
+    Typer's boxed panel under a usage line. Help for a bare ``bench`` is left to Typer."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NoArgsIsHelp:
+            return super().main(args, prog_name, complete_var, **extra)  # Typer prints the help
+        except _click_errors.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "bench"
+            error_line(f"{exc.format_message()} (see: {command} --help)")
+            sys.exit(exc.exit_code)
+        except _click_errors.ClickException as exc:  # e.g. a file click could not open
+            error_line(exc.format_message())
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            error_line("aborted")
+            sys.exit(1)
+        # without standalone mode, click returns an Exit's code (fail's 2, --help's 0) or the command's value
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="segmem: peak memory, throughput and Dice of 3D segmentation networks.")
 show_warnings()
 

@@ -129,7 +129,7 @@ def _baseline_table(df, path: Path) -> Table:
     column cut (each is as wide as its widest cell)."""
     from architectures.spec import format_patch
 
-    from ..console import human_bytes
+    from ..options import human_bytes
     from ..results import compare
 
     names = ["arch", "stage", "mode", "precision", "size", "batch", "options"]

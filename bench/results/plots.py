@@ -38,7 +38,7 @@ from matplotlib.ticker import EngFormatter, FixedLocator, FuncFormatter, NullLoc
 import architectures  # noqa: E402
 
 from .. import record as R  # noqa: E402
-from ..options import GB, Backend, GiB, Mode  # noqa: E402
+from ..options import GB, Backend, GiB, Mode, human_bytes  # noqa: E402
 from . import stages  # noqa: E402
 from .report import BUDGETS_GB, data_shape, equal_memory, memory_bytes, upgrade  # noqa: E402
 
@@ -281,15 +281,18 @@ def _largest(eq: pd.DataFrame, backend: str, mode: str, tag: str, g: pd.DataFram
     text = pd.DataFrame("", index=archs, columns=budgets)
     for arch in archs:  # a cell left empty says why: the smallest run of the architecture needs more
         r = smallest.loc[arch]
-        text.loc[arch, :] = f"nothing fitted\n(smallest run {r[R.PATCH]} b{int(r[R.BATCH])}:\n{r['memory_gib']:.1f} GiB)"
+        text.loc[arch, :] = (f"nothing fitted\n(smallest run {r[R.PATCH]} b{int(r[R.BATCH])}:\n"
+                             f"{human_bytes(r['memory_gib'] * GiB)})")
     for r in eq.to_dict("records"):
         stage = f"\n(largest stage: {r[stages.LARGEST_STAGE]})" if r.get(stages.LARGEST_STAGE) else ""
-        text.loc[r[R.ARCH], r["budget_gb"]] = f"{_point_label(r)}\n{r['memory_gib']:.3g} GiB{stage}"
+        text.loc[r[R.ARCH], r["budget_gb"]] = f"{_point_label(r)}\n{human_bytes(r['memory_gib'] * GiB)}{stage}"
     fig, ax = plt.subplots(figsize=(2.6 * len(budgets) + 2.5, 0.75 * len(archs) + 1.8))
+    scale = vox.stack().nunique() > 1  # a colour bar over one value would span an invented range
     sns.heatmap(vox, annot=text.to_numpy(), fmt="", cmap="Blues", norm=LogNorm(), ax=ax, linewidths=0.5,
-                linecolor="white", annot_kws={"fontsize": 7},
-                cbar_kws={"label": "labelled voxels per step" + LOG, "format": EngFormatter(sep="")})
-    ax.collections[0].colorbar.ax.yaxis.set_minor_formatter(EngFormatter(sep=""))
+                linecolor="white", annot_kws={"fontsize": 7}, cbar=scale,
+                cbar_kws={"label": "labelled voxels per step" + LOG, "format": EngFormatter(sep="")} if scale else None)
+    if scale:
+        ax.collections[0].colorbar.ax.yaxis.set_minor_formatter(EngFormatter(sep=""))
     ax.set_facecolor("0.93")
     ax.grid(False)
     for i, arch in enumerate(archs):  # seaborn leaves the text of empty (NaN) cells out

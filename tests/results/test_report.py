@@ -1,6 +1,7 @@
 """Report, plots, fit and paper tables from a fixture of results (ok, oom and error rows)."""
 
 import math
+import re
 from types import SimpleNamespace
 
 import pandas as pd
@@ -187,6 +188,8 @@ def test_the_largest_input_plot_says_what_was_run(tmp_path):
     assert res.exit_code == 0, res.output
     svg = (tmp_path / "largest_patch_infer_predict.svg").read_text()
     assert "Largest input inferred within each budget" in svg and "trained" not in svg
+    assert re.search(r"\b\d+\.\d MiB\b", svg) and "GiB" not in svg  # tens of MiB read so, not as 0.0469 GiB
+    assert "labelled voxels per step" not in svg  # one value: no colour bar spanning an invented range
 
 
 def test_nothing_to_show(results, tmp_path):
