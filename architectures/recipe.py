@@ -21,6 +21,7 @@ recipe.clip=none``: :meth:`Recipe.with_overrides`); the record holds the recipe 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -220,7 +221,7 @@ def _parse(key: str, value: Any) -> Any:
             number = float(value)
         except (TypeError, ValueError):
             raise bad from None
-        if number < 0 or (kind == "clip" and number == 0):
+        if not 0 <= number < math.inf or (kind == "clip" and number == 0):  # nan and inf too
             raise bad
         return number
     if text not in {m.value for m in kind}:

@@ -6,6 +6,7 @@ that the sweep engine can use it in a process that never builds a network.
 from __future__ import annotations
 
 import ast
+import math
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -167,8 +168,8 @@ def parse_bytes(text: str, allow_zero: bool = False) -> int:
         value = float(number) * mult
     except ValueError:
         raise ValueError(f"{text!r} is not a memory size like 16GB, 16GiB or 500MB") from None
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"a memory size must be positive; got {text!r}")
+    if not 0 <= value < math.inf or (value == 0 and not allow_zero):  # nan and inf too
+        raise ValueError(f"a memory size must be a positive, finite number; got {text!r}")
     return int(value)
 
 

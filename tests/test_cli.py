@@ -235,3 +235,8 @@ def test_values_typer_parses_are_one_error_line_too(args, message, command):
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert lines[0].startswith("error: ") and message in lines[0], lines[0]
     assert lines[0].endswith(f"(see: {' '.join(['bench', command]).strip()} --help)"), lines[0]
+
+
+def test_a_bare_bench_prints_its_help_once():
+    res = runner.invoke(app, [], prog_name="bench")
+    assert res.output.count("Usage: bench") == 1 and "validate" in res.output, res.output

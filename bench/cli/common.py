@@ -29,21 +29,19 @@ if _display_type is not None:
 
 # click's exceptions where this typer raises them: typer >= 0.2x carries its own copy of click
 _click_errors = sys.modules[typer.BadParameter.__module__]
-_NoArgsIsHelp = getattr(_click_errors, "NoArgsIsHelpError", ())  # click < 8.2 prints the help and exits 0
 
 
 class OneLineErrors(TyperGroup):
     """The ``bench`` group, whose usage errors (a value click cannot parse, an unknown option or command, a
     missing argument) are one ``error:`` line and exit 2, as the commands' own checks are, instead of
-    Typer's boxed panel under a usage line. Help for a bare ``bench`` is left to Typer."""
+    Typer's boxed panel under a usage line; a file-system error no check foresaw is one line too (exit 1).
+    Help for a bare ``bench`` is left to Typer."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        if not standalone_mode or not (sys.argv[1:] if args is None else args):  # a bare `bench`: Typer's help
+            return super().main(args, prog_name, complete_var, standalone_mode=standalone_mode, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except _NoArgsIsHelp:
-            return super().main(args, prog_name, complete_var, **extra)  # Typer prints the help
         except _click_errors.UsageError as exc:
             command = exc.ctx.command_path if exc.ctx is not None else "bench"
             error_line(f"{exc.format_message()} (see: {command} --help)")
@@ -53,6 +51,9 @@ class OneLineErrors(TyperGroup):
             sys.exit(exc.exit_code)
         except typer.Abort:
             error_line("aborted")
+            sys.exit(1)
+        except OSError as exc:  # a path the file system refused, one no check foresaw: what it said, no traceback
+            error_line(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
             sys.exit(1)
         # without standalone mode, click returns an Exit's code (fail's 2, --help's 0) or the command's value
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -137,10 +138,20 @@ def check_writable_dir(folder: Path) -> None:
         fail(f"cannot write into {folder}: Permission denied")
 
 
+def writable_file(path: Path) -> Path:
+    """``path``, its folder created, or one clear line unless a file can be written there (a folder is not a
+    file name): checked by a command's last check, before the work whose result it is to hold."""
+    if path.is_dir():
+        fail(f"{path} is a folder: give a file name")
+    writable_dir(path.parent)
+    return path
+
+
 def writable_dir(folder: Path) -> Path:
     """``folder``, created, or one clear line when files cannot be written there."""
     import tempfile
 
+    check_writable_dir(folder)  # a file in the way is "Not a directory", not mkdir's "File exists"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

@@ -32,6 +32,7 @@ from .common import (
     prediction_jobs,
     recorder,
     validated,
+    writable_dir,
 )
 
 #: ``bench paper`` predicts, or measures on CUDA
@@ -55,7 +56,7 @@ def paper(
     batch: Annotated[int | None, typer.Option(help="--dice: batch (paper 4) [default: 2]")] = None,
     train_iterations: Annotated[int | None, typer.Option(help="--dice: iterations per stage [default: 200]")] = None,
     data: Annotated[str | None, typer.Option(help="--dice: phantom or phantom:DxHxW [default: phantom:64x48x48]")] = None,
-    seed: Annotated[list[int] | None, typer.Option(help="--dice: seeds, repeatable [default: 0 1 2]")] = None,
+    seed: Annotated[list[int] | None, typer.Option(min=0, help="--dice: seeds, repeatable [default: 0 1 2]")] = None,
     precision: Annotated[Precision, typer.Option(help="precision of the readings (the paper: AMP, fp16)")] = Precision.FP16,
 ) -> None:
     """The paper's Tables 1-4 (training memory) beside its own GB figures, with the ratios; with --dice its
@@ -70,6 +71,10 @@ def paper(
     jobs = prediction_jobs(jobs)
     positive("--timeout", timeout, "seconds")
     if dice:
+        other = [n for n, v in (("--backend", (device or backend) != "predict"), ("--cascade-reading", cascade_reading),
+                                ("--precision", precision is not Precision.FP16)) if v]
+        if other:
+            fail(f"{other[0]} is for the memory tables; --dice trains on the CPU in fp32")
         return _paper_dice(out, timeout if timeout != DEFAULT_TIMEOUT else None, jobs, size, batch, train_iterations, seed,
                            data)
     given = [n for n, v in (("--size", size), ("--batch", batch), ("--train-iterations", train_iterations),
@@ -80,6 +85,7 @@ def paper(
     if be not in (Backend.PREDICT, Backend.CUDA):
         fail(f"backend must be predict or cuda; got {be.value!r}")
     rows = validated(pp.paper_rows, list(dict.fromkeys(cascade_reading or CascadeReading)))
+    writable_dir(out)  # before the measurements and predictions whose tables go there
     measured = None
     if be is Backend.CUDA:
         configs = list(dict.fromkeys(c for r in rows for p in r.parts for c in pp.part_configs(p, Backend.CUDA)))
@@ -96,7 +102,6 @@ def paper(
     long = pp.readings_table(rows, reads, peaks)
     scores = pp.reading_scores(long)
     note = "Measured on CUDA and predicted." if measured is not None else "Predicted (no GPU used)."
-    out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "paper.csv", index=False)
     long.to_csv(out / "paper_readings.csv", index=False)
     (out / "paper.md").write_text(pp.markdown(df, note) + (f"\n{verdict}\n" if verdict else "") + "\n\n"
@@ -168,7 +173,7 @@ def _paper_dice(out: Path, timeout: float | None, jobs: int | None, size: int | 
         fail(f"--seed repeats a seed: {seeds}")
     if data is not None and validated(named, "--data", phantom_shape, data) is None:
         fail(f"--data must be phantom or phantom:DxHxW (the paper's ranking is measured on the phantom); got {data!r}")
-    scale = rk.Scale(edge=size or defaults.edge, batch=batch or defaults.batch,
+    scale = rk.Scale(edge=defaults.edge if size is None else size, batch=batch or defaults.batch,
                      iterations=iterations or defaults.iterations, seeds=tuple(seeds or defaults.seeds),
                      data=data or defaults.data)
     validated(architectures.spec("meunet").check_size, (scale.edge,) * 3, Mode.TRAIN)

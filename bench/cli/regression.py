@@ -21,6 +21,8 @@ from .common import (
     JobsOption,
     app,
     prediction_jobs,
+    validated,
+    writable_file,
 )
 
 
@@ -86,12 +88,9 @@ def compare_(
         for p in from_pytest_benchmark:
             if not p.exists():
                 fail(f"no such pytest-benchmark file: {p}")
-        result = compare.compare_pytest_benchmark(*from_pytest_benchmark, tolerance=tol)
+        result = validated(compare.compare_pytest_benchmark, *from_pytest_benchmark, tolerance=tol)
     else:
-        try:
-            base = compare.read(baseline)
-        except FileNotFoundError as exc:
-            fail(str(exc))
+        base = _read_baseline(baseline)
         result = compare.compare(base, _predict_grid(compare.grid(), "predicting", jobs), tol)
     _print_comparison(result, tol)
     if result.failed:
@@ -109,19 +108,29 @@ def baseline_(
 
     jobs = prediction_jobs(jobs)
     if not update:
-        if not path.exists():
-            fail(f"no baseline at {path}; create it with `bench baseline --update`")
+        base = _read_baseline(path)
         # as wide as the table needs: a squeezed column would cut figures (a narrow terminal wraps whole lines)
         from rich.console import Console
 
-        table = _baseline_table(compare.read(path), path)
+        table = _baseline_table(base, path)
         width = sum(c.min_width or 0 for c in table.columns) + 2 * len(table.columns)
         Console(width=max(console.width, width)).print(table)
         return
+    writable_file(path)  # before minutes of predictions
     df = _predict_grid(compare.grid(), "predicting", jobs)
     compare.write(df, path)
     console.print(f"wrote {len(df)} configurations to {escape(str(path))}; review `git diff {escape(str(path))}` "
                   "and commit it", highlight=False)
+
+
+def _read_baseline(path: Path):
+    """The baseline CSV at ``path``, or one clear line (none there, or not a baseline)."""
+    from ..results import compare
+
+    try:
+        return compare.read(path)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
 
 
 def _baseline_table(df, path: Path) -> Table:

@@ -36,6 +36,7 @@ from .common import (
     named,
     prediction_jobs,
     validated,
+    writable_dir,
 )
 
 #: report's and plot's: where they write, and the old name of --backend as a filter
@@ -59,6 +60,7 @@ def report(
 
     gpu = catalogue_gpu(gpu)
     df = _results(out, arch, backend or device, mode)
+    dest = _destination(to or out)
     if gpu is not None:
         from ..results.throughput import retime
 
@@ -66,7 +68,6 @@ def report(
         if R.PRED_STEP_TIME not in df or df[R.PRED_STEP_TIME].isna().all():
             console.print(f"[yellow]no record has its step's work (pred_work): recorded before step-time prediction; "
                           f"re-run them with --force to predict their time on {gpu}[/]")
-    dest = to or out
     written = rep.write(df, dest)
     console.print(f"report of {len(df)} records: " + escape(", ".join(str(p) for p in written)), highlight=False)
     if plots:
@@ -83,7 +84,14 @@ def plot(
     mode: Filter = None,
 ) -> None:
     """Comparison plots (seaborn, PNG and SVG) from the results store."""
-    _plot(_results(out, arch, backend or device, mode), to or out)
+    df = _results(out, arch, backend or device, mode)
+    _plot(df, _destination(to or out))
+
+
+def _destination(folder: Path) -> Path:
+    """Where report and plot write: ``folder``, made, or one clear line before they start."""
+    writable_dir(folder)
+    return folder
 
 
 def _results(out: Path, arch: list[str] | None, backend: list[str] | None, mode: list[str] | None):
@@ -165,13 +173,16 @@ def fit_(
     ov = validated(parse_overrides, set_ or [])
     if any(k.startswith("recipe.") for k in ov):
         fail("bench fit predicts each architecture with its own training recipe; --set recipe.KEY is for bench run")
-    shape = (in_channels or 1, classes or 3)
+    shape = (1 if in_channels is None else in_channels, 3 if classes is None else classes)
     if shape[0] < 1 or shape[1] < 2:
         fail(f"--in-channels must be >= 1 and --classes >= 2; got {shape[0]} and {shape[1]}")
     if confirm:
-        from ..sweep.expand import resolve_backend
+        import torch
 
-        validated(resolve_backend, Backend.CUDA)
+        if not torch.cuda.is_available():
+            fail("--confirm measures the fitted configurations on a CUDA GPU, and this machine has none; "
+                 "without --confirm, fit predicts only")
+    writable_dir(out)  # before the fitting, whose table goes there
     with bar(len(names), "fitting") as b:
         fitted = fitmod.fit_many(
             names, progress=lambda name: (b.start(name), b.advance()),
@@ -201,7 +212,6 @@ def fit_(
     for r in df.itertuples(index=False):
         table.add_row(*("" if pd.isna(v) else escape(str(v)) for v in r))
     console.print(table)
-    out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "fit.csv", index=False)
     (out / "fit.md").write_text(f"# bench fit: {budget}, {mode}\n\n" + markdown_table(df) + "\n")
     console.print(f"written: {escape(str(out / 'fit.csv'))}, {escape(str(out / 'fit.md'))}", highlight=False)

@@ -101,7 +101,7 @@ def run(
                                                               "(default 1000 on CPU, 20000 on CUDA)")] = None,
     train_minutes: Annotated[float | None, typer.Option(help="Dice training budget per stage in minutes instead "
                                                              "(the Dice then depends on the machine's speed)")] = None,
-    seed: Annotated[int, typer.Option(help="Dice runs: seed of initialisation and patch sampling")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Dice runs: seed of initialisation and patch sampling")] = 0,
     weighting: Annotated[Weighting, typer.Option(help="sliding-window vote: centre (paper), gaussian (nnU-Net), "
                                                       "uniform")] = Weighting.CENTRE,
     jobs: Annotated[int | None, typer.Option(help="configurations at once on this machine [default: one per visible GPU "
@@ -165,7 +165,7 @@ def run(
     if jobs is not None and jobs < 1:
         fail(f"--jobs must be >= 1; got {jobs}")
     be = validated(resolve_backend, device or backend)
-    shape = (in_channels or 1, classes or 3)
+    shape = (1 if in_channels is None else in_channels, 3 if classes is None else classes)
     if plans is not None or configuration:
         if dice:
             fail("--dice does not take --plans yet (a Dice run's sliding window needs one divisor for every axis); "
@@ -272,7 +272,7 @@ def _plans_run(plans: Path | None, arch: list[str] | None, configuration: list[s
         fail("--configuration names a configuration of an nnU-Net plans file: give it with --plans FILE")
     names = validated(nnunet_plans.run_archs, plans, arch, configuration)
     ds = nnunet_plans.data_shape(plans) or (1, 3)
-    return names, (in_channels or ds[0], classes or ds[1])
+    return names, (ds[0] if in_channels is None else in_channels, ds[1] if classes is None else classes)
 
 
 def _draw_timelines(folder: Path) -> None:

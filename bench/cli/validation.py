@@ -18,10 +18,12 @@ from ..console import bar, console, fail, summary_line
 from .common import (
     DEFAULT_TIMEOUT,
     app,
+    check_writable_dir,
     positive,
     prediction_jobs,
     validated,
     writable_dir,
+    writable_file,
 )
 
 
@@ -61,7 +63,7 @@ def replay(
             fail(f"--plot writes a PNG: give a name ending in .png; got {plot.name}")
         if snapshot.name.endswith(".events.csv"):
             fail("--plot draws a snapshot pickle (its frames name the tensors); an event file has none")
-        writable_dir(plot.parent)
+        writable_file(plot)
     trace, data = _load_trace(snapshot, device)
     if not any(e.action == traces.ALLOC for e in trace.events):
         fail(f"{snapshot}: the trace holds no allocation to replay")
@@ -118,7 +120,7 @@ def trace2events(
         fail(f"the event file's name must end in .events.csv; got {dest.name}")
     if not snapshot.exists():
         fail(f"no such file: {snapshot}")
-    writable_dir(dest.parent)
+    writable_file(dest)
     try:
         trace = traces.convert(snapshot, dest, {"source": source, "commit": commit, "license": license_}, device)
     except ValueError as exc:
@@ -130,7 +132,8 @@ def trace2events(
 def validate(
     arch: Annotated[list[str] | None, typer.Option("--arch", "-a", help="narrow the grid to these architectures "
                                                                          "[default: all]")] = None,
-    out: Annotated[Path, typer.Option(help="where the CSV and Markdown summary go")] = Path("reports/validation"),
+    out: Annotated[Path | None, typer.Option(help="where the CSV and Markdown summary go [default: "
+                                                  "reports/validation; with --recorded: beside the recorded folder]")] = None,
     fixtures: Annotated[Path, typer.Option(help="where the recorded snapshots become event-file fixtures")] = Path(
         "tests/fixtures/traces/validation"),
     timeout: Annotated[float, typer.Option(help="seconds per configuration")] = DEFAULT_TIMEOUT,
@@ -166,10 +169,12 @@ def validate(
         fail("--recorded predicts a recorded run again: no --published, --arch, --time-limit or --keep-measured with it")
     if jobs is not None and recorded is None:
         fail("--jobs applies only with --recorded (its prediction processes)")
-    if recorded is not None:
-        _validate_recorded(recorded, prediction_jobs(jobs))
-        return
     positive("--time-limit", time_limit, "seconds")
+    positive("--timeout", timeout, "seconds")
+    if recorded is not None:
+        _validate_recorded(recorded, prediction_jobs(jobs), out)
+        return
+    out = out or Path("reports/validation")
     if published:
         if arch:
             fail("--arch narrows the GPU grid; --published predicts every published figure")
@@ -177,6 +182,7 @@ def validate(
             fail("--keep-measured keeps the GPU grid's measurements; --published measures nothing")
         if time_limit is not None:
             fail("--time-limit bounds the GPU grid's measurements; --published measures nothing")
+        writable_dir(out)
         _validate_published(fit, out)
         return
     import torch
@@ -196,6 +202,7 @@ def validate(
         store.check_writable(runs)
     except OSError as exc:
         fail(str(exc))
+    check_writable_dir(fixtures)
     snaps = writable_dir(runs / "snapshots")
     whole = configs = [dataclasses.replace(c, snapshot_dir=str(snaps)) for c in configs]
     if keep_measured:  # measured on CUDA by any code version: not measured again
@@ -249,8 +256,9 @@ def validate_published(
     _validate_published(fit, to)
 
 
-def _validate_recorded(runs: Path, jobs: int | None) -> None:
-    """``bench validate --recorded RUNS``: the measured configurations of a recorded run predicted again here."""
+def _validate_recorded(runs: Path, jobs: int | None, out: Path | None) -> None:
+    """``bench validate --recorded RUNS``: the measured configurations of a recorded run predicted again here,
+    the summary written into ``out`` (default: beside ``runs``)."""
     from ..results import validate as V
     from ..sweep import store
     from ..version import code_version
@@ -259,8 +267,10 @@ def _validate_recorded(runs: Path, jobs: int | None) -> None:
         fail(f"--recorded takes the folder bench validate wrote (holding results.jsonl), not a file; got {runs}")
     if not store.path(runs).exists():
         fail(f"no bench validate records in {runs} (expected {store.path(runs)})")
+    dest = out or runs.parent
+    writable_dir(dest)
     df = _repredicted(runs, jobs)
-    csv, md = V.write(df, runs.parent, f"{runs.name}.repredicted", len(V.grid()),
+    csv, md = V.write(df, dest, f"{runs.name}.repredicted", len(V.grid()),
                       title=f"{runs.name}, predicted again by segmem {code_version()}")
     console.print(escape(md.read_text()), highlight=False)
     console.print(f"{escape(str(csv))}, {escape(str(md))}", highlight=False)

@@ -77,9 +77,21 @@ def write(df: pd.DataFrame, path: Path = BASELINE) -> None:
 
 
 def read(path: Path = BASELINE) -> pd.DataFrame:
+    """The baseline CSV; FileNotFoundError where there is none, ValueError (one line) where ``path`` is not
+    a baseline (a folder, another CSV, another kind of file): checked before minutes of predictions."""
     if not Path(path).exists():
         raise FileNotFoundError(f"no baseline at {path}; create it with `bench baseline --update`")
-    return pd.read_csv(path, dtype={"stage": str, "options": str}, keep_default_na=False)
+    if Path(path).is_dir():
+        raise ValueError(f"{path} is a folder, not a baseline CSV")
+    try:
+        df = pd.read_csv(path, dtype={"stage": str, "options": str}, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
+        raise ValueError(f"{path} is not a baseline CSV: {str(exc).splitlines()[0]}") from None
+    lacking = [c for c in ID_COLUMNS + FIGURES if c not in df.columns]
+    if lacking:
+        raise ValueError(f"{path} is not a baseline CSV (`bench baseline --update` writes one): it has no "
+                         f"{', '.join(lacking[:4])}{' ...' if len(lacking) > 4 else ''} column")
+    return df
 
 
 @dataclass
@@ -137,9 +149,16 @@ def compare_pytest_benchmark(a: Path, b: Path, tolerance: float = 0.005) -> Comp
     """Compare the ``*_bytes`` figures in ``extra_info`` of two saved pytest-benchmark runs."""
 
     def frame(path: Path) -> pd.DataFrame:
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not a saved pytest-benchmark run (JSON): {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list) or not all(
+                isinstance(bm, dict) and "fullname" in bm and "name" in bm for bm in data["benchmarks"]):
+            raise ValueError(f"{path} is not a saved pytest-benchmark run: no list of benchmarks, each with its "
+                             "name and fullname (pytest --benchmark-json writes one)")
         rows = []
-        for bm in data.get("benchmarks", []):
+        for bm in data["benchmarks"]:
             figs = {k: v for k, v in bm.get("extra_info", {}).items() if k.endswith("_bytes") and v is not None}
             rows.append({"key": bm["fullname"], "arch": bm["name"], "stage": "", "mode": "", "precision": "",
                          "size": "", "batch": "", "options": "", **figs})

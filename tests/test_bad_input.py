@@ -1,0 +1,77 @@
+"""Bad input across the commands: one ``error:`` line before any work, never a traceback. Paths first (a
+folder where a file goes, a file where a folder goes, a file of the wrong kind), then values that used to
+pass the checks (0 channels, an infinite memory size, a learning rate of nan, a negative seed)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import app
+
+runner = CliRunner()
+RECORDED = "reports/validation/nvidia-h200-2.11.0+cu130"
+
+
+@pytest.fixture
+def paths(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not what a command reads\n")
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    events = tmp_path / "folder.events.csv"
+    events.mkdir()
+    store_folder = tmp_path / "run"
+    (store_folder / "results.jsonl").mkdir(parents=True)
+    bench_json = tmp_path / "other.json"
+    bench_json.write_text(json.dumps({"not": "a benchmark"}))
+    return {"TEXT": str(text), "FOLDER": str(folder), "EVENTS_FOLDER": str(events), "STORE_FOLDER": str(store_folder),
+            "JSON": str(bench_json), "UNDER_TEXT": str(text / "sub")}
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["compare", "--baseline", "TEXT"], 2, "is not a baseline CSV"),
+    (["compare", "--baseline", "FOLDER"], 2, "is a folder, not a baseline CSV"),
+    (["compare", "--from-pytest-benchmark", "TEXT", "TEXT"], 2, "is not a saved pytest-benchmark run"),
+    (["compare", "--from-pytest-benchmark", "JSON", "JSON"], 2, "is not a saved pytest-benchmark run"),
+    (["baseline", "--path", "TEXT"], 2, "is not a baseline CSV"),
+    (["baseline", "--update", "--path", "FOLDER"], 2, "is a folder: give a file name"),
+    (["baseline", "--update", "--path", "UNDER_TEXT/m.csv"], 2, "Not a directory"),
+    (["report", "--out", RECORDED, "--to", "UNDER_TEXT"], 2, "Not a directory"),
+    (["fit", "--arch", "unet", "--out", "UNDER_TEXT"], 2, "Not a directory"),
+    (["paper", "--out", "UNDER_TEXT"], 2, "Not a directory"),
+    (["validate", "--published", "--out", "UNDER_TEXT"], 2, "Not a directory"),
+    (["validate", "--recorded", RECORDED, "--out", "UNDER_TEXT"], 2, "Not a directory"),
+    (["replay", "TEXT", "--plot", "FOLDER"], 2, "is a folder: give a file name"),
+    (["trace2events", "TEXT", "EVENTS_FOLDER"], 2, "is a folder: give a file name"),
+    (["status", "--out", "STORE_FOLDER"], 1, "results.jsonl: Is a directory"),
+    (["report", "--out", "STORE_FOLDER"], 1, "results.jsonl: Is a directory"),
+])
+def test_a_path_of_the_wrong_kind_is_one_line(paths, args, code, message):
+    args = [paths.get(a.split("/")[0], a.split("/")[0]) + a[len(a.split("/")[0]):] for a in args]
+    res = runner.invoke(app, args)
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == code and len(lines) == 1, res.output
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "--in-channels", "0"], "--in-channels must be >= 1; got 0"),
+    (["run", "--classes", "0"], "--classes must be >= 2"),
+    (["fit", "--in-channels", "0"], "--in-channels must be >= 1"),
+    (["run", "--gpu-memory", "infGB"], "a memory size must be a positive, finite number"),
+    (["fit", "--budget", "1e400GB"], "a memory size must be a positive, finite number"),
+    (["run", "--set", "recipe.lr=nan"], "recipe.lr='nan' is not valid"),
+    (["run", "--set", "recipe.lr=inf"], "recipe.lr='inf' is not valid"),
+    (["run", "--dice", "--seed", "-1"], "Invalid value for '--seed'"),
+    (["paper", "--dice", "--seed", "-1"], "Invalid value for '--seed'"),
+    (["paper", "--dice", "--precision", "bf16"], "--precision is for the memory tables"),
+    (["paper", "--dice", "--cascade-reading", "paper"], "--cascade-reading is for the memory tables"),
+    (["fit", "--confirm"], "--confirm measures the fitted configurations on a CUDA GPU"),
+])
+def test_values_that_used_to_pass_are_refused(tmp_path, cpu_only, args, message):
+    backend = ["--backend", "predict"] if args[0] == "run" and "--dice" not in args else []
+    res = runner.invoke(app, [*args, *backend, "--out", str(tmp_path / "out")])
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], res.output
+    assert not (tmp_path / "out").exists()  # refused before anything was made
