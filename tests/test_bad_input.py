@@ -68,6 +68,10 @@ def test_a_path_of_the_wrong_kind_is_one_line(paths, args, code, message):
     (["paper", "--dice", "--precision", "bf16"], "--precision is for the memory tables"),
     (["paper", "--dice", "--cascade-reading", "paper"], "--cascade-reading is for the memory tables"),
     (["fit", "--confirm"], "--confirm measures the fitted configurations on a CUDA GPU"),
+    (["run", "--train-iterations", "5"], "--train-iterations is an option of Dice runs: add --dice"),
+    (["run", "--data", "/no/such/data"], "--data is an option of Dice runs: add --dice"),
+    (["run", "--weighting", "gaussian"], "--weighting is an option of Dice runs: add --dice"),
+    (["run", "--no-skip"], "--no-skip measures configurations predicted not to fit"),
 ])
 def test_values_that_used_to_pass_are_refused(tmp_path, cpu_only, args, message):
     backend = ["--backend", "predict"] if args[0] == "run" and "--dice" not in args else []

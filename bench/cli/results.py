@@ -176,6 +176,7 @@ def fit_(
     shape = (1 if in_channels is None else in_channels, 3 if classes is None else classes)
     if shape[0] < 1 or shape[1] < 2:
         fail(f"--in-channels must be >= 1 and --classes >= 2; got {shape[0]} and {shape[1]}")
+    per_arch = _fit_overrides(names, ov, at, mode, shape)
     if confirm:
         import torch
 
@@ -186,7 +187,7 @@ def fit_(
     with bar(len(names), "fitting") as b:
         fitted = fitmod.fit_many(
             names, progress=lambda name: (b.start(name), b.advance()),
-            overrides={n: {k: v for k, v in ov.items() if k in architectures.spec(n).parameters()} for n in names},
+            overrides=per_arch,
             budget_bytes=budget_b, batch=batch, mode=mode, precision=precision, ratio=ratio, size=at,
             margin_bytes=margin_b, gpu=gpu, jobs=jobs, in_channels=shape[0], num_classes=shape[1])
     for name, r in zip(names, fitted):
@@ -223,6 +224,28 @@ def fit_(
             [r["arch"]], [(r["largest_cube"],) * 3], [batch], [mode], [r["precision"]], Backend.CUDA,
             in_channels=shape[0], num_classes=shape[1])]
         run_sweep(configs, out, on_done=lambda cfg, rec: console.print(summary_line(label(cfg), rec), highlight=False))
+
+
+def _fit_overrides(names: list[str], overrides: dict[str, Any], size, mode: Mode,
+                   shape: tuple[int, int]) -> dict[str, dict[str, Any]]:
+    """Each architecture's share of ``--set`` (the keys its constructor takes), checked before any fitting:
+    a key none of them takes, a value one cannot be built with, or a ``--size`` one does not accept is one
+    clear line."""
+    import architectures
+
+    from ..sweep.expand import validated_overrides
+
+    per_arch = {n: {k: v for k, v in overrides.items() if k in architectures.spec(n).parameters()} for n in names}
+    unused = sorted(set(overrides) - {k for o in per_arch.values() for k in o})
+    if unused:
+        fail(f"--set {unused[0]}: no architecture of this fit ({', '.join(names)}) takes it; "
+             f"valid: {', '.join(sorted({k for n in names for k in architectures.spec(n).parameters()})) or 'none'}")
+    for n in names:
+        spec = architectures.spec(n)
+        validated(validated_overrides, spec, per_arch[n], *shape)
+        if size is not None:
+            validated(spec.check_size, size, mode, **per_arch[n])
+    return per_arch
 
 
 def _fit_epochs(r, gpu: str, overrides: dict) -> dict[str, Any]:

@@ -99,8 +99,9 @@ def run(
                                            "TIFF folder (images/, labels/)")] = "phantom",
     train_iterations: Annotated[int | None, typer.Option(help="Dice training budget per stage in iterations "
                                                               "(default 1000 on CPU, 20000 on CUDA)")] = None,
-    train_minutes: Annotated[float | None, typer.Option(help="Dice training budget per stage in minutes instead "
-                                                             "(the Dice then depends on the machine's speed)")] = None,
+    train_minutes: Annotated[float | None, typer.Option(help="Dice training budget per stage in minutes (the Dice "
+                                                             "then depends on the machine's speed; with "
+                                                             "--train-iterations: whichever ends first)")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Dice runs: seed of initialisation and patch sampling")] = 0,
     weighting: Annotated[Weighting, typer.Option(help="sliding-window vote: centre (paper), gaussian (nnU-Net), "
                                                       "uniform")] = Weighting.CENTRE,
@@ -175,7 +176,15 @@ def run(
         dice_opts, shape = _dice_options(data, train_minutes, train_iterations, weighting, seed, be, inferer,
                                          in_channels, classes)
     else:
+        given = [n for n, v in (("--data", data != "phantom"), ("--train-iterations", train_iterations is not None),
+                                ("--train-minutes", train_minutes is not None), ("--seed", seed != 0),
+                                ("--weighting", weighting is not Weighting.CENTRE),
+                                ("--inferer", inferer is not Inferer.SEGMEM)) if v]
+        if given:
+            fail(f"{given[0]} is an option of Dice runs: add --dice")
         dice_opts = None
+    if no_skip and be is Backend.PREDICT:
+        fail("--no-skip measures configurations predicted not to fit: it is for --backend cuda or cpu")
     configs = validated(lambda: expand(
         arch or ["meunet"], [parse_size(s) for s in size or []], batch or [], mode or [Mode.TRAIN], precision or [],
         be, checkpointing, channels_last, parse_overrides(set_ or []), repeats, dice_opts, *shape))

@@ -64,12 +64,14 @@ def replay(
         if snapshot.name.endswith(".events.csv"):
             fail("--plot draws a snapshot pickle (its frames name the tensors); an event file has none")
         writable_file(plot)
+    from ..measure.snapshot import is_prediction as snapshot_of_ours
+
     trace, data = _load_trace(snapshot, device)
     if not any(e.action == traces.ALLOC for e in trace.events):
         fail(f"{snapshot}: the trace holds no allocation to replay")
     rows = traces.compare_rows(trace, capacity)
     real = rows[0]
-    if data is not None and "segmem" in data:  # a prediction's snapshot: its trace is the model's own, not a GPU's
+    if data is not None and snapshot_of_ours(data):  # a prediction's snapshot: its trace is the model's own, not a GPU's
         real["source"] = "the prediction's trace"
     start = "" if trace.whole_run else " (starts mid-run)" if not trace.starts_empty else " (starts with segments cached)"
     table = Table(title=f"{escape(snapshot.name)}: {sum(e.action == traces.ALLOC for e in trace.events):,} allocations"

@@ -28,7 +28,8 @@ def deepest(parents: set[str]) -> str:
     return max(parents, key=lambda n: (n.count("."), n))
 
 
-#: the ``segmem`` entry's keys
+#: the top-level entry of segmem's own in a snapshot it predicted (PyTorch's readers ignore it): its keys
+OWN = "segmem"
 LABEL, MEASURED_FROM = "label", "measured_from_us"
 #: the category in the frames of a cuDNN workspace
 WORKSPACE = "cuDNN workspace"
@@ -36,12 +37,17 @@ WORKSPACE = "cuDNN workspace"
 
 def _frames(module: str, phase: str, category: str, label: str) -> list[dict[str, Any]]:
     return [{"filename": module if module and module != UNNAMED else "<no module>", "line": 0, "name": phase},
-            {"filename": "segmem", "line": 0, "name": f"{category}: {label}"}]
+            {"filename": OWN, "line": 0, "name": f"{category}: {label}"}]
+
+
+def is_prediction(data: Mapping[str, Any]) -> bool:
+    """Whether a loaded snapshot is one segmem predicted (its trace is the model's, not a GPU's)."""
+    return OWN in data
 
 
 def frame_category(frames: list[dict[str, Any]]) -> str | None:
     """The tensor category :func:`build` wrote into an allocation's frames (None: not a segmem frame)."""
-    if len(frames) > 1 and frames[1].get("filename") == "segmem":
+    if len(frames) > 1 and frames[1].get("filename") == OWN:
         return str(frames[1].get("name", "")).partition(":")[0]
     return None
 
@@ -114,7 +120,7 @@ def build(tracker: AllocationTracker, exclude: set[int] = frozenset(), settings:
                                "garbage_collection_threshold": settings.garbage_collection_threshold,
                                "roundup_power2_divisions": {str(1 << i): d for i, d in
                                                             enumerate(settings.roundup_power2_divisions)}},
-        "segmem": {LABEL: label, MEASURED_FROM: start},
+        OWN: {LABEL: label, MEASURED_FROM: start},
     }
 
 

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from .allocator import POWER2_INTERVALS, AllocatorOOM, AllocatorSettings, CachingAllocatorModel, round_size
+from .snapshot import OWN, is_prediction
 
 MiB = 1 << 20
 TOP_KEYS = {"segments", "device_traces", "allocator_settings", "external_annotations",
-            "segmem"}  # segmem's own: a prediction's label and where its measured step starts (bench.measure.snapshot)
+            OWN}  # segmem's own: a prediction's label and where its measured step starts (bench.measure.snapshot)
 ENTRY_KEYS = {"action", "addr", "size", "stream", "frames", "time_us", "device_free", "compile_context",
               "user_metadata", "device"}
 ALLOC, FREE, LIVE = "alloc", "free", "live"
@@ -368,8 +369,13 @@ def compare_rows(trace: Trace, capacity: int | None = None) -> list[dict[str, An
 
 
 def convert(snapshot: Path, dest: Path, header: dict[str, Any], device: int = 0) -> Trace:
-    """Snapshot pickle -> event file whose header also records the real and model figures."""
-    trace = snapshot_trace(load_snapshot(snapshot), device)
+    """Snapshot pickle -> event file whose header also records the real and model figures. A snapshot segmem
+    predicted is refused: a fixture is a real GPU's trace, what the model is tested against."""
+    data = load_snapshot(snapshot)
+    if is_prediction(data):
+        raise SnapshotError(f"{snapshot} is segmem's prediction, not a GPU's trace: a fixture holds real traces "
+                            "(bench replay reads a prediction's)")
+    trace = snapshot_trace(data, device)
     real = real_peaks(trace)
     write_events(trace, dest, {**header, "real_peak_reserved": real.reserved, "real_peak_allocated": real.allocated,
                                "whole_run": trace.whole_run})

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..measure import snapshot as S
 from ..measure import traces as T
+from ..options import human_bytes
 
 #: the step's phases (bench.measure.step: "done" is after the optimizer, when the step's leftovers go)
 PHASE_COLOURS = {"setup": "#eeeeee", "forward": "#d6eaf8", "backward": "#fdebd0", "optimizer": "#d5f5e3",
@@ -58,7 +59,7 @@ def timeline(data: dict[str, Any], device: int = 0, label: str = "") -> Timeline
     """The :class:`Timeline` of a loaded snapshot (:func:`bench.measure.traces.load_snapshot`)."""
     trace = T.snapshot_trace(data, device)
     entries = data["device_traces"][device]
-    own = data.get("segmem") or {}
+    own = data.get(S.OWN) or {}
     start_us = own.get(S.MEASURED_FROM, 0)
     x: list[int] = []
     alloc: list[int] = []
@@ -100,7 +101,8 @@ def draw(tl: Timeline, dest: Path, title: str | None = None, top: int = 6) -> No
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    gib = 2**30
+    # the axis in the unit of the figures (a small step's 26.7 MiB peak is not 0.026 GiB)
+    scale, unit = (2**30, "GiB") if max(tl.reserved, default=0) >= 2**30 else (2**20, "MiB")
     fig = Figure(figsize=(11, 5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -115,22 +117,21 @@ def draw(tl: Timeline, dest: Path, title: str | None = None, top: int = 6) -> No
     for phase in shown:
         ax.fill_between([], [], color=PHASE_COLOURS[phase], label=PHASE_NAMES.get(phase, phase))
     kind = "model" if any(p is not None for p in tl.phases) else "trace"
-    ax.step(tl.x, [r / gib for r in tl.reserved], where="post", color="#c0392b", label=f"reserved ({kind})")
-    ax.step(tl.x, [a / gib for a in tl.allocated], where="post", color="#1f4e79", label=f"allocated ({kind})")
+    ax.step(tl.x, [r / scale for r in tl.reserved], where="post", color="#c0392b", label=f"reserved ({kind})")
+    ax.step(tl.x, [a / scale for a in tl.allocated], where="post", color="#1f4e79", label=f"allocated ({kind})")
     if tl.allocated:
         peak = tl.allocated[tl.peak]
-        ax.plot([tl.x[tl.peak]], [peak / gib], "v", color="black", ms=9)
-        text = f"peak {peak / gib:.2f} GiB" if peak >= gib else f"peak {peak / 2**20:.1f} MiB"
-        ax.annotate(text, (tl.x[tl.peak], peak / gib), xytext=(5, 8), textcoords="offset points",
+        ax.plot([tl.x[tl.peak]], [peak / scale], "v", color="black", ms=9)
+        ax.annotate(f"peak {human_bytes(peak)}", (tl.x[tl.peak], peak / scale), xytext=(5, 8), textcoords="offset points",
                     bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})  # over the reserved line
     lines = [f"{n / 2**20:8.1f} MiB  {where}" + (f" ({cat})" if cat else "") for n, where, cat in tl.live_at_peak[:top]]
     ax.text(0.01, 0.98, "largest tensors live at the peak:\n" + "\n".join(lines), transform=ax.transAxes,
             va="top", ha="left", family="monospace", fontsize=7,
             bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#999999"})
     ax.set_xlabel("allocation / free event of the measured step" if kind == "model" else "allocation / free event")
-    ax.set_ylabel("GiB")
+    ax.set_ylabel(unit)
     ax.set_title(title or tl.label or dest.stem)
-    ax.set_ylim(0, max(tl.reserved, default=1) / gib * 1.45 or 1)
+    ax.set_ylim(0, max(tl.reserved, default=1) / scale * 1.45 or 1)
     ax.legend(loc="upper right", fontsize=8, ncol=2)
     # fixed margins (the labels are known): tight_layout would lay the text out a second time
     fig.subplots_adjust(left=0.055, right=0.99, bottom=0.1, top=0.93)

@@ -72,12 +72,13 @@ def check_writable(out: str | Path) -> None:
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:
-    """The record on a line, or None when the line is not a JSON object."""
+    """The record on a line, or None when the line is not one (not a JSON object, or one without a key:
+    foreign to the store)."""
     try:
         rec = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return rec if isinstance(rec, dict) else None
+    return rec if isinstance(rec, dict) and R.KEY in rec else None
 
 
 def _heal(p: Path) -> int:
@@ -154,7 +155,7 @@ def records(out: str | Path) -> Iterator[dict[str, Any]]:
                 continue
             rec = _parse(line)
             if rec is None:
-                what = "torn (no end of line)" if not line.endswith(b"\n") else "not a JSON object"
+                what = "torn (no end of line)" if not line.endswith(b"\n") else "not a record (a JSON object with a key)"
                 warnings.warn(f"{p}:{n}: skipped a line that is {what}; `bench repair` moves it aside",
                               StoreWarning, stacklevel=2)
                 continue

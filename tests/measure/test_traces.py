@@ -41,6 +41,24 @@ def snap_file(tmp_path):
     return path
 
 
+@pytest.fixture
+def real_snap_file(tmp_path):
+    """The same snapshot without segmem's own key: it reads as a GPU's (trace2events refuses predictions)."""
+    data = snapshot.build(synthetic_tracker())
+    data.pop(snapshot.OWN)
+    path = tmp_path / "real.pickle"
+    snapshot.write(data, path)
+    return path
+
+
+def test_a_prediction_is_not_made_a_fixture(tmp_path):
+    path = tmp_path / "predicted.pickle"
+    snapshot.write(snapshot.build(synthetic_tracker()), path)
+    res = CliRunner().invoke(app, ["trace2events", str(path), str(tmp_path / "p.events.csv")])
+    assert res.exit_code == 2 and "is segmem's prediction, not a GPU's trace" in " ".join(res.output.split())
+    assert not (tmp_path / "p.events.csv").exists()
+
+
 class Boom:
     def __reduce__(self):
         return (os.system, ("echo pwned > /dev/null",))
@@ -97,9 +115,9 @@ def test_a_trace_starting_mid_run_starts_from_its_live_blocks(snap_file):
     assert sorted(e.size for e in live) == sorted([33 * MiB, 9 * MiB, 40 * MiB, 12 * MiB, 3 * MiB, 700, 5 * MiB, 2000])
 
 
-def test_event_files_round_trip(snap_file, tmp_path):
+def test_event_files_round_trip(real_snap_file, tmp_path):
     dest = tmp_path / "synthetic.events.csv"
-    trace = traces.convert(snap_file, dest, {"source": "test", "commit": "none", "license": "MIT"})
+    trace = traces.convert(real_snap_file, dest, {"source": "test", "commit": "none", "license": "MIT"})
     back = traces.read_events(dest)
     assert back.events == trace.events and back.final_segments == trace.final_segments
     assert back.header["source"] == "test" and int(back.header["real_peak_reserved"]) == traces.real_peaks(trace).reserved
@@ -141,7 +159,7 @@ def test_roundup_power2_divisions_of_a_snapshot_are_read_and_round_trip(tmp_path
     assert traces.recorded_divisions(8) == (8,) * 16 and traces.recorded_divisions({"1": 0}) == ()
 
 
-def test_bench_replay_and_trace2events(snap_file, tmp_path):
+def test_bench_replay_and_trace2events(snap_file, real_snap_file, tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["replay", str(snap_file)])
     assert res.exit_code == 0, res.output
@@ -154,7 +172,7 @@ def test_bench_replay_and_trace2events(snap_file, tmp_path):
     res = runner.invoke(app, ["replay", str(snap_file), "--gpu-memory", "lots"])
     assert res.exit_code == 2 and "not a memory size" in res.output
     dest = tmp_path / "x.events.csv"
-    res = runner.invoke(app, ["trace2events", str(snap_file), str(dest), "--source", "here", "--license", "MIT"])
+    res = runner.invoke(app, ["trace2events", str(real_snap_file), str(dest), "--source", "here", "--license", "MIT"])
     assert res.exit_code == 0 and dest.exists()
     res = runner.invoke(app, ["replay", str(dest)])
     assert res.exit_code == 0 and "+0.00%" in res.output

@@ -35,17 +35,17 @@ def test_a_record_after_a_torn_line_is_not_lost(tmp_path):
     assert rejected == '{"key": "b", "arch": "un\n'
 
 
-def test_lines_that_are_not_objects_are_skipped_with_their_line_number_and_moved_aside(tmp_path):
+def test_lines_that_are_not_records_are_skipped_with_their_line_number_and_moved_aside(tmp_path):
     store.append(tmp_path, rec("a"))
     with open(store.path(tmp_path), "a") as fh:
-        fh.write("[1, 2, 3]\n42\nnot json at all\n")
+        fh.write('[1, 2, 3]\n42\nnot json at all\n{"a": 1}\n')  # the last: an object, but foreign (no key)
     with pytest.warns(store.StoreWarning) as caught:
         df = store.load(tmp_path)
     assert list(df["key"]) == ["a"]
-    assert [str(w.message).split(": ")[0].rsplit(":", 1)[1] for w in caught] == ["2", "3", "4"]
-    assert store.repair(tmp_path) == 3
+    assert [str(w.message).split(": ")[0].rsplit(":", 1)[1] for w in caught] == ["2", "3", "4", "5"]
+    assert store.repair(tmp_path) == 4
     assert list(read_pandas(tmp_path)["key"]) == ["a"]
-    assert (tmp_path / store.REJECTED).read_text().splitlines() == ["[1, 2, 3]", "42", "not json at all"]
+    assert (tmp_path / store.REJECTED).read_text().splitlines() == ["[1, 2, 3]", "42", "not json at all", '{"a": 1}']
     assert store.repair(tmp_path) == 0
 
 
