@@ -254,5 +254,5 @@ def from_path(path: str) -> ArchSpec:
     if isinstance(obj, ArchSpec):
         return obj
     if not callable(obj):
-        raise ValueError(f"{path} is a {type(obj).__name__}, not a factory function, an nn.Module class or an ArchSpec")
+        raise ValueError(f"{path} is of type {type(obj).__name__}, not a factory function, an nn.Module class or an ArchSpec")
     return factory_spec(path, obj)

@@ -229,6 +229,12 @@ class ArchSpec:
             raise ValueError(
                 f"{self.name}: unknown override(s) {', '.join(unknown)}; valid: {', '.join(params) or 'none'}"
             )
+        for k, v in overrides.items():  # a word for a number (--set expansion=abc): said so, not a TypeError inside
+            default = params[k].default
+            if isinstance(default, int | float) and not isinstance(default, bool) and isinstance(v, str):
+                raise ValueError(f"{self.name}: {k} takes a number (default {default}); got {v!r}")
+            if isinstance(default, tuple | list) and isinstance(v, str):
+                raise ValueError(f"{self.name}: {k} takes a list like its default, {list(default)}; got {v!r}")
         hp = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
         hp.update(overrides)
         return hp

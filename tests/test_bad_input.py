@@ -79,3 +79,15 @@ def test_values_that_used_to_pass_are_refused(tmp_path, cpu_only, args, message)
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], res.output
     assert not (tmp_path / "out").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--shape", "128x128x128", "--channels", "-2"], "--channels is a count of 1 or more"),
+    (["--shape", "128x128x128", "--channels", "0"], "--channels is a count of 1 or more"),
+    (["--fingerprint", "fp.json", "--spacing", "5x5x5"], "--spacing describes a fingerprint given by --shape"),
+    (["--dataset", "raw", "--classes", "4"], "--dataset reads channels and classes from its dataset.json"),
+])
+def test_plan_options_that_would_be_ignored_or_misread_are_refused(args, message):
+    res = CliRunner().invoke(app, ["plan", *args])
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], res.output

@@ -33,6 +33,15 @@ def _triple(text: str, what: str) -> tuple[float, float, float]:
     return vals  # type: ignore[return-value]
 
 
+def _number(text: str) -> bool:
+    """Whether a channel name is a number (-2, 2.5): a count gone wrong, not a channel's name."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 @app.command("plan")
 def plan_(
     shape: Annotated[str | None, typer.Option(help="median image shape DxHxW (nnU-Net's axis order), e.g. 500x512x512",
@@ -56,7 +65,7 @@ def plan_(
     gpu_memory_target: Annotated[float | None, typer.Option(help="GB the planner targets [default: the planner's: "
                                                                  "8, 8, 24, 40]")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write the plans here: FILE.json, or a folder "
-                                                                       "(DIR/<plans name>.json); nnU-Net's dataset.json "
+                                                                       "(DIR/PLANS_NAME.json); nnU-Net's dataset.json "
                                                                        "beside it")] = None,
 ) -> None:
     """nnU-Net's own plans for a dataset fingerprint (nnunetv2's planners; no data is preprocessed): each 3D
@@ -69,7 +78,14 @@ def plan_(
     if len(given) != 1:
         fail(f"give one fingerprint: --shape (with --spacing, --channels, --classes), --fingerprint FILE or --dataset "
              f"FOLDER; got {', '.join(given) or 'none'}")
+    shape_only = [n for n, v in (("--spacing", spacing != "1x1x1"), ("--cases", cases != 100)) if v]
+    if shape is None and shape_only:
+        fail(f"{shape_only[0]} describes a fingerprint given by --shape; {given[0]} has its own")
+    if dataset is not None and (channels != "1" or classes != 3):
+        fail("--dataset reads channels and classes from its dataset.json: no --channels or --classes with it")
     names: list[str] | int = int(channels) if channels.isdigit() else [c.strip() for c in channels.split(",") if c.strip()]
+    if not names or not isinstance(names, int) and any(_number(c) for c in names):
+        fail(f"--channels is a count of 1 or more (2) or the channels' names (CT, or T1,T2); got {channels!r}")
     if shape is not None:
         dims = _triple(shape, "--shape")
         if any(d != int(d) for d in dims):
@@ -108,5 +124,6 @@ def plan_(
                       "reads channels and classes from it)", highlight=False)
     else:
         beside.write_text(text)
-    console.print(f"written: {escape(str(output))} and {escape(str(beside))}; run it with: bench run --backend predict "
-                  f"--plans {escape(str(output))} --configuration 3d_fullres", highlight=False)
+    console.print(f"written: {escape(str(output))} and {escape(str(beside))}; run it with:", highlight=False)
+    console.print(f"  bench run --backend predict --plans {escape(str(output))} --configuration 3d_fullres",
+                  highlight=False, soft_wrap=True)  # one line, whatever the width: it is copied and pasted

@@ -356,7 +356,8 @@ def _divisor_notes(configs) -> None:
     """Say how the suite found the input divisibility of networks that did not declare it (probed)."""
     import architectures
 
-    for name, ov in dict.fromkeys((c.arch, c.overrides) for c in configs):
+    # (by repr: an override may be a list, --set encoder_channels=[8,16,32,64,128], which does not hash)
+    for name, ov in {repr((c.arch, c.overrides)): (c.arch, c.overrides) for c in configs}.values():
         note = architectures.spec(name).divisor_note(**dict(ov))
         if note:
             console.print(f"[yellow]{escape(note)}[/]", highlight=False)

@@ -106,7 +106,7 @@ def test_a_declared_divisor_replaces_the_probe():
     (f"{HERE}:not_a_module", [], "returned a dict, not an nn.Module"),
     (f"{HERE}:valid_convs", ["--set", "divisor=1"], "the output's spatial size 12x12x12 does not match the label's 16x16x16"),
     (f"{HERE}:valid_convs", [], "no input size ran in fake-tensor forwards"),
-    (f"{HERE}:HERE", [], "is a str, not a factory function"),
+    (f"{HERE}:HERE", [], "is of type str, not a factory function"),
     (f"{HERE}:build_net", ["--set", "depth=3"], "unknown override(s) depth; valid: width, divisor"),
 ])
 def test_each_bad_factory_is_one_clear_line(tmp_path, arch, sets, message):
