@@ -227,6 +227,7 @@ def test_allocator_options_are_in_the_key_the_record_and_the_prediction(monkeypa
     (["run", "--nope"], "No such option: --nope", "run"),
     (["runn"], "No such command 'runn'", ""),
     (["replay"], "Missing argument", "replay"),
+    (["run", "--out"], "Option '--out' requires an argument", "run"),
 ])
 def test_values_typer_parses_are_one_error_line_too(args, message, command):
     """A value click itself refuses is one line naming the command's help, like every other bad input."""

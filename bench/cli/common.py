@@ -43,7 +43,10 @@ class OneLineErrors(TyperGroup):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _click_errors.UsageError as exc:
-            command = exc.ctx.command_path if exc.ctx is not None else "bench"
+            command = exc.ctx.command_path if exc.ctx is not None else None
+            if exc.ctx is None:  # an option's missing value is raised without a context: the command is the first word
+                first = next(iter(sys.argv[1:] if args is None else args), "")
+                command = " ".join(["bench", first] if first in self.commands else ["bench"])
             error_line(f"{exc.format_message()} (see: {command} --help)")
             sys.exit(exc.exit_code)
         except _click_errors.ClickException as exc:  # e.g. a file click could not open
@@ -80,9 +83,8 @@ Filter = Annotated[list[str] | None, typer.Option(help="keep only these values; 
 DeviceAlias = Annotated[str | None, typer.Option("--device", hidden=True, help="old name of --backend")]
 JobsOption = Annotated[int | None, typer.Option(help="prediction processes [default: one per core]")]
 InChannels = Annotated[int | None, typer.Option("--in-channels", help="input channels of the network, e.g. 4 for "
-                                                                      "BraTS [default: 1; a Dice run: its data's]")]
-Classes = Annotated[int | None, typer.Option("--classes", help="output classes, background included [default: 3; "
-                                                               "a Dice run: its data's]")]
+                                                                      "BraTS [default: 1]")]
+Classes = Annotated[int | None, typer.Option("--classes", help="output classes, background included [default: 3]")]
 GpuOption = Annotated[str | None, typer.Option("--gpu", help="predict step and epoch time on this GPU of the catalogue "
                                                              "(e.g. A100-80GB, RTX-4090; an unknown name lists them)")]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from enum import StrEnum
@@ -96,7 +97,7 @@ def paper(
     reads = list(dict.fromkeys([pp.Reading(), *pp.readings(precision.value)]))
     with bar(len(pp.reading_jobs(rows, reads)), "predicting every reading") as b:
         peaks = pp.predict_readings(rows, reads, jobs,
-                                    progress=lambda job: (b.start(f"{job[0]} {job[1]} {dict(job[2])}"), b.advance()))
+                                    progress=lambda job: (b.start(_job_label(job)), b.advance()))
     df = pp.table(rows, measured=measured, peaks=pp.as_built_peaks(rows, peaks))
     verdict = pp.cascade_verdict(df, rows)
     long = pp.readings_table(rows, reads, peaks)
@@ -109,7 +110,9 @@ def paper(
     show = df.round(2)
     table = Table(title="the paper's training memory (GB) and ours (GiB)")
     for col in show.columns:
-        table.add_column(col, overflow="fold", max_width=48 if col == "note" else None)
+        # a figure's header whole (predicted_reserved_gib), the words of the text columns folded
+        table.add_column(col, overflow="fold", max_width=48 if col == "note" else None,
+                         min_width=None if col in ("configuration", "note") else len(col))
     for r in show.itertuples(index=False):
         table.add_row(*("" if (not isinstance(v, str) and pd.isna(v)) else escape(str(v)) for v in r))
     console.print(table)
@@ -134,10 +137,12 @@ def _print_readings(long, scores, workspace: bool) -> None:
     for (t, conf, gb), part in long.groupby(["table", "configuration", "paper_gb"], sort=False):
         err = dict(zip(part["reading"], part["error"]))
         mark = "" if part["measured_by_paper"].iloc[0] else " (estimated)"
-        matrix.add_row(escape(f"T{t} {conf}{mark}"), f"{gb:g}", *(f"{err[r]:+.0%}" for r in shown))
+        matrix.add_row(escape(f"T{t} {conf}{mark}"), f"{gb:g}", *(_error(err[r], "OOM") for r in shown))
     console.print(matrix)
+    console.print("  (OOM: under that reading the step runs out of the paper's P100 memory)")
     for r in scores.itertuples():
-        console.print(f"  R{r.reading}: {escape(r.reading_label)}: worst {r.worst_abs_error_own_rows:+.0%} "
+        console.print(f"  R{r.reading}: {escape(r.reading_label)}: worst "
+                      f"{_error(r.worst_abs_error_own_rows, OUT_OF_P100)} "
                       f"({escape(r.worst_row)}), {r.rows_within_10pct} rows within 10%, median "
                       f"{r.median_abs_error_own_rows:.0%}", highlight=False)
     best = scores.iloc[0]
@@ -148,6 +153,19 @@ def _print_readings(long, scores, workspace: bool) -> None:
     if not workspace:
         console.print("[yellow]cuDNN's benchmark workspaces are not predicted here (no device model): those readings "
                       "are left out[/]")
+
+
+OUT_OF_P100 = "out of the P100's memory"
+
+
+def _job_label(job) -> str:
+    """A reading's prediction job on the progress bar: ``cascade stage1_k1.75 stage1_checkpointing=False ...``."""
+    return " ".join([job[0], job[1], *(f"{k}={v}" for k, v in dict(job[2]).items())])
+
+
+def _error(error: float, out_of_memory: str) -> str:
+    """A reading's relative error, or what an infinite one means (the step ran out of the P100's memory)."""
+    return out_of_memory if math.isinf(error) else f"{error:+.0%}"
 
 
 def _paper_dice(out: Path, timeout: float | None, jobs: int | None, size: int | None, batch: int | None,
@@ -190,7 +208,7 @@ def _paper_dice(out: Path, timeout: float | None, jobs: int | None, size: int | 
     configs = rk.configs(scale, the_plan)
     timeout = timeout or dice_timeout(configs)
     n_jobs = jobs or cores()
-    store.begin_sweep(out, configs, executor=ExecutorKind.LOCAL.value, backend=Backend.CPU.value)
+    store.begin_sweep(out, configs, label, executor=ExecutorKind.LOCAL.value, backend=Backend.CPU.value)
     counts: dict[str, int] = {}
     log = None
     pool = validated(executor.local_pool, Backend.CPU, n_jobs, [], cores(), lambda line: log and log(line))

@@ -94,7 +94,8 @@ def run(
     force: Annotated[bool, typer.Option(help="re-run configurations already recorded")] = False,
     retry_failed: Annotated[bool, typer.Option(help="re-run configurations recorded as error, timeout or oom")] = False,
     set_: SetOption = None,
-    dice: Annotated[bool, typer.Option("--dice", help="also train on --data and record test Dice")] = False,
+    dice: Annotated[bool, typer.Option("--dice", help="also train on --data and record test Dice (channels "
+                                                      "and classes: the data's)")] = False,
     data: Annotated[str, typer.Option(help="Dice data: phantom, phantom:DxHxW, an nnU-Net raw dataset or a "
                                            "TIFF folder (images/, labels/)")] = "phantom",
     train_iterations: Annotated[int | None, typer.Option(help="Dice training budget per stage in iterations "
@@ -230,7 +231,7 @@ def run(
     if be is Backend.CPU:
         console.print("[yellow]No CUDA GPU: measuring on the CPU. CPU figures are not GPU figures; "
                       "each record also carries the predicted CUDA peak (pred_* columns).[/]")
-    store.begin_sweep(out, configs, executor=executor_kind.value, backend=be.value)
+    store.begin_sweep(out, configs, label, executor=executor_kind.value, backend=be.value)
     counts: dict[str, int] = {}
     if budget is not None:
         screen_gpu = _screen_gpu(gpu_memory, be)

@@ -148,7 +148,8 @@ def cascade_verdict(df: pd.DataFrame, rows: Sequence[Row]) -> str:
         gb = gib * GiB / 1e9
         fits = "fits" if gb <= PAPER_GPU_GB else "cannot fit"
         found.append((abs(math.log(gb / NNUNET_CASCADE_GB)), readings[label],
-                      f"{gb:.1f} GB predicted (stages {stages} GiB), {gb / NNUNET_CASCADE_GB:.2f}x the paper's figure, "
+                      f"{gb:.1f} GB predicted ({gib:.2f} GiB, the largest of the stages' {stages} GiB), "
+                      f"{gb / NNUNET_CASCADE_GB:.2f}x the paper's figure, "
                       f"{fits} its {PAPER_GPU_GB:g} GB GPU"))
     found.sort()
     text = "; ".join(f"reading {name!r}: {what}" for _, name, what in found)

@@ -167,7 +167,9 @@ def plot_all(df: pd.DataFrame, reports: str | Path) -> tuple[list[Path], list[st
         if R.THROUGHPUT_VOXELS in whole and whole[R.THROUGHPUT_VOXELS].notna().any():
             files += _throughput(whole, backend, tag, colours, marks, reports, f"throughput_vs_batch_{mode}_{backend}")
         else:
-            notes.append(f"throughput_vs_batch ({tag}): no timed runs (predictions have no times)")
+            predicted = R.PRED_STEP_TIME in whole and whole[R.PRED_STEP_TIME].notna().any()
+            notes.append(f"throughput_vs_batch ({tag}): no measured step times (it plots measurements)"
+                         + ("; the predicted ones (--gpu) are in the report's tables" if predicted else ""))
         if R.DICE_MEAN_FG in whole and whole[R.DICE_MEAN_FG].notna().any():
             files += _dice(whole, backend, tag, colours, marks, reports, f"dice_vs_memory_{mode}_{backend}")
         else:

@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..options import Backend, Inferer, Mode, Precision, Weighting, choice, format_size
+from ..options import Backend, Inferer, Mode, Precision, Weighting, choice, format_size, human_bytes
 
 if TYPE_CHECKING:
     from architectures import Shape
@@ -139,9 +139,10 @@ class RunConfig:
         shape = "" if self.data_shape_is_default else f" {self.in_channels}ch {self.num_classes}cls"
         bench = " cudnn.benchmark" if self.cudnn_benchmark else ""
         alloc = f" alloc({self.alloc_conf})" if self.alloc_conf else ""
-        cap = f" at {self.gpu_memory / 2**30:.3g} GiB" if self.gpu_memory else ""
+        cap = f" at {human_bytes(self.gpu_memory)}" if self.gpu_memory else ""
+        layout = " channels_last" if self.channels_last else ""
         return (f"{self.arch_label or self.arch}{stage} {self.mode} {patch or format_size(self.size)} b{self.batch}{shape} "
-                f"{self.precision} {self.backend}{' ' + opts if opts else ''}{bench}{cap}{alloc}{dice}")
+                f"{self.precision}{layout} {self.backend}{' ' + opts if opts else ''}{bench}{cap}{alloc}{dice}")
 
     @property
     def data_shape_is_default(self) -> bool:

@@ -29,7 +29,7 @@ import socket
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -240,13 +240,15 @@ def running(out: str | Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def begin_sweep(out: str | Path, configs: Iterable[Any], **about: Any) -> Path:
-    """Note what a sweep set out to do: each configuration's key and label (``bench status``)."""
+def begin_sweep(out: str | Path, configs: Iterable[Any], label: Callable[[Any], str] | None = None, **about: Any) -> Path:
+    """Note what a sweep set out to do: each configuration's key and label (``bench status``), the label
+    as the console shows it (``label``: :func:`bench.sweep.expand.label`, the patch named by its spec)."""
+    label = label or (lambda c: c.label())
     d = path(out).parent / SWEEPS
     d.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     p = d / f"{stamp}-{socket.gethostname()}-{os.getpid()}.json"
-    p.write_text(json.dumps({**about, "configs": [{"key": c.key(), "label": c.label()} for c in configs]}))
+    p.write_text(json.dumps({**about, "configs": [{"key": c.key(), "label": label(c)} for c in configs]}))
     return p
 
 
