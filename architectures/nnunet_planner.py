@@ -184,7 +184,7 @@ def _label_names(classes: int) -> tuple[str, ...]:
 
 def _read_json(path: Path, what: str) -> Any:
     if not path.is_file():
-        raise ValueError(f"{path}: no such file (expected {what})")
+        raise ValueError(f"{path}: {'a folder, not a file' if path.is_dir() else 'no such file'} (expected {what})")
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -86,7 +86,7 @@ def load_plans(plans: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         path = Path(plans)
         where = str(path)
         if not path.is_file():
-            raise ValueError(f"{path}: no such plans file")
+            raise ValueError(f"{path}: {'a folder, not a' if path.is_dir() else 'no such'} plans file")
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -254,3 +254,10 @@ def test_a_list_override_runs(tmp_path):
     res = runner.invoke(app, ["run", "--arch", "unet", "--backend", "predict", "--set", "encoder_channels=banana",
                               "--out", str(tmp_path / "no")])
     assert res.exit_code == 2 and "encoder_channels takes a list like its default" in res.output
+
+
+def test_version():
+    from bench.version import code_version
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"segmem {code_version()}"

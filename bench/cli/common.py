@@ -62,9 +62,22 @@ class OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
-                  help="segmem: peak memory, throughput and Dice of 3D segmentation networks.")
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, rich_markup_mode="markdown")
 show_warnings()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ..version import code_version
+
+        console.print(f"segmem {code_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="segmem's version (and git commit) and exit")] = False) -> None:
+    """segmem: peak memory, throughput and Dice of 3D segmentation networks."""
 
 DEFAULT_TIMEOUT = 900.0
 #: a Dice run's time limit per stage and training iteration, when its budget is a number of iterations

@@ -31,8 +31,8 @@ def _load_trace(path: Path, device: int):
     """A snapshot pickle or an ``.events.csv`` file as (trace, the snapshot dict or None), or one clear line."""
     from ..measure import traces
 
-    if not path.exists():
-        fail(f"no such file: {path}")
+    if not path.is_file():
+        fail(f"{'a folder, not a file' if path.is_dir() else 'no such file'}: {path}")
     try:
         if path.name.endswith(".events.csv"):
             return traces.read_events(path), None
@@ -274,7 +274,9 @@ def _validate_recorded(runs: Path, jobs: int | None, out: Path | None) -> None:
     df = _repredicted(runs, jobs)
     csv, md = V.write(df, dest, f"{runs.name}.repredicted", len(V.grid()),
                       title=f"{runs.name}, predicted again by segmem {code_version()}")
-    console.print(escape(md.read_text()), highlight=False)
+    from rich.markdown import Markdown
+
+    console.print(Markdown(md.read_text()))  # rendered: its tables as tables, not pipes
     console.print(f"{escape(str(csv))}, {escape(str(md))}", highlight=False)
 
 

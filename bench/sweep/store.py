@@ -62,6 +62,9 @@ def check_writable(out: str | Path) -> None:
     """Raise OSError (one line) unless records can be written under ``out``: checked before any work."""
     p = path(out)
     try:
+        existing = next(a for a in (p.parent.absolute(), *p.parent.absolute().parents) if a.exists())
+        if not existing.is_dir():  # a file in the way: say so, not mkdir's "File exists"
+            raise NotADirectoryError(f"{existing} is a file")
         p.parent.mkdir(parents=True, exist_ok=True)
         with _lock(p), tempfile.TemporaryFile(dir=p.parent):
             pass
