@@ -43,10 +43,11 @@ class OneLineErrors(TyperGroup):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _click_errors.UsageError as exc:
-            command = exc.ctx.command_path if exc.ctx is not None else None
-            if exc.ctx is None:  # an option's missing value is raised without a context: the command is the first word
+            if exc.ctx is not None:
+                command = exc.ctx.command_path
+            else:  # an option's missing value is raised without a context: the command is the first word
                 first = next(iter(sys.argv[1:] if args is None else args), "")
-                command = " ".join(["bench", first] if first in self.commands else ["bench"])
+                command = "bench " + first if first in self.commands else "bench"
             error_line(f"{exc.format_message()} (see: {command} --help)")
             sys.exit(exc.exit_code)
         except _click_errors.ClickException as exc:  # e.g. a file click could not open
