@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .options import Backend, Mode, parse_size
-from .record import PRED_RESERVED
+from .record import predicted_on_device
 
 
 def run(arch: str, size: int | str | tuple[int, int, int] = 128, batch: int = 2, mode: str = Mode.TRAIN,
@@ -40,7 +40,7 @@ def run(arch: str, size: int | str | tuple[int, int, int] = 128, batch: int = 2,
         if not configs:
             raise ValueError(f"{arch} has no stage {stage!r} at {mode}")
     records = [worker.run(c, memtracker=memtracker) for c in configs]
-    return max(records, key=lambda r: r.get(PRED_RESERVED) or 0)
+    return max(records, key=lambda r: predicted_on_device(r, reserved=True) or 0)
 
 
 def predict(arch: str, size: int | str | tuple[int, int, int] = 128, batch: int = 2, mode: str = Mode.TRAIN,

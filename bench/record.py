@@ -299,10 +299,15 @@ def column(name: str) -> Column | None:
 
 def predicted_on_device(record: Any, reserved: bool = False) -> Any:
     """The predicted peak allocated (or reserved) bytes as ``torch.cuda.max_memory_*`` count them: with cuDNN's
-    workspaces (``pred_device_*``), or the allocator model's alone for a record made before those columns."""
+    workspaces (``pred_device_*``), or the allocator model's alone for a record made before those columns.
+    ``record``: a record (dict or pandas row), or a DataFrame of them (then a Series, row by row the same)."""
     device, allocator = (PRED_DEVICE_RESERVED, PRED_RESERVED) if reserved else (PRED_DEVICE_ALLOCATED, PRED_ALLOCATED)
-    v = record.get(device)
-    return record.get(allocator) if v is None or v != v else v  # v != v: NaN (a pandas row)
+    v, a = record.get(device), record.get(allocator)
+    if hasattr(v, "where"):  # a DataFrame's column: the device figure where there is one
+        return v.where(v.notna(), a) if a is not None else v
+    if v is None and hasattr(a, "where"):
+        return a
+    return a if v is None or v != v else v  # v != v: NaN (a pandas row)
 
 
 def prediction_columns(record: dict[str, Any]) -> dict[str, Any]:

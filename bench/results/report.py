@@ -104,16 +104,23 @@ def patch_of(rec: dict) -> str:
 
 
 def memory_bytes(df: pd.DataFrame) -> pd.Series:
-    """The peak that decides whether a configuration fits: measured reserved on CUDA, else predicted reserved."""
+    """The peak that decides whether a configuration fits: measured reserved on CUDA, else predicted reserved (as
+    ``max_memory_reserved`` counts it: cuDNN's workspaces in)."""
     measured = _col(df, R.PEAK_RESERVED)
-    return measured.where(measured.notna(), _col(df, R.PRED_RESERVED))
+    return measured.where(measured.notna(), _predicted(df, reserved=True))
+
+
+def _predicted(df: pd.DataFrame, reserved: bool = False) -> pd.Series:
+    """The predicted peak of each record as the console and ``bench validate`` give it (:func:`R.predicted_on_device`)."""
+    v = R.predicted_on_device(df, reserved)
+    return v if v is not None else pd.Series([np.nan] * len(df), index=df.index)
 
 
 def prediction_error(df: pd.DataFrame) -> pd.Series:
     """Relative error of our prediction against the measurement of the same record (NaN where none):
     on CUDA predicted against measured ``max_memory_allocated``; on the CPU the predicted live-tensor peak
     against the tracked one (both columns are shown beside it: predicted_live_gib, cpu_live_peak_gib)."""
-    cuda = (_col(df, R.PRED_ALLOCATED) - _col(df, R.PEAK_ALLOCATED)) / _col(df, R.PEAK_ALLOCATED)
+    cuda = (_predicted(df) - _col(df, R.PEAK_ALLOCATED)) / _col(df, R.PEAK_ALLOCATED)
     cpu = (_col(df, R.PRED_LIVE) - _col(df, R.CPU_LIVE_PEAK)) / _col(df, R.CPU_LIVE_PEAK)
     return cuda.where(cuda.notna(), cpu)
 
@@ -133,8 +140,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         "measured_allocated_gib": gib(R.PEAK_ALLOCATED), "measured_reserved_gib": gib(R.PEAK_RESERVED),
         "measured_device_gib": gib(R.NVML_PEAK), "cpu_live_peak_gib": gib(R.CPU_LIVE_PEAK),
         "predicted_live_gib": gib(R.PRED_LIVE).where(cpu),  # what the CPU's live peak is compared with
-        "predicted_allocated_gib": gib(R.PRED_ALLOCATED),
-        "predicted_reserved_gib": gib(R.PRED_RESERVED),
+        "predicted_allocated_gib": _predicted(df) / GiB,
+        "predicted_reserved_gib": _predicted(df, reserved=True) / GiB,
         "prediction_error": prediction_error(df),
         "memtracker_gib": gib(R.MEMTRACKER_PEAK),
         "memtracker_error": (_col(df, R.MEMTRACKER_PEAK) - _col(df, R.PEAK_ALLOCATED)) / _col(df, R.PEAK_ALLOCATED),
@@ -215,9 +222,9 @@ MEMORY_COLUMNS = """## What the memory columns mean
   the step. It adds the CUDA context and cuDNN/cuBLAS workspaces to the reserved figure: what a GPU's
   capacity must hold.
 - **predicted_allocated_gib / predicted_reserved_gib** (every backend): our GPU-free prediction of the two
-  CUDA figures above, from a fake-tensor trace replayed through a model of the caching allocator. They
-  leave the CUDA context and workspaces out; prediction_error compares them with the measurement where
-  there is one.
+  CUDA figures above, from a fake-tensor trace replayed through a model of the caching allocator, with cuDNN's
+  workspaces placed in it as `max_memory_*` count them (the figures the console and `bench validate` give). They
+  leave the CUDA context out; prediction_error compares them with the measurement where there is one.
 - **memtracker_gib**: torch's own MemTracker on the same traced step, the reference the prediction must
   beat. Empty where MemTracker cannot track the step; the reason is listed under the table.
 - **cpu_live_peak_gib** and **predicted_live_gib** (CPU rows): the tracked peak of live tensor bytes of the

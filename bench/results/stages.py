@@ -78,8 +78,10 @@ def whole_runs(df: pd.DataFrame) -> pd.DataFrame:
         for c in _TIMES:
             if c in g:
                 last[c] = g[c].sum(min_count=len(g)) if g[c].notna().all() else None
-        by = R.PEAK_RESERVED if R.PEAK_RESERVED in g and g[R.PEAK_RESERVED].notna().all() else R.PRED_RESERVED
-        last[LARGEST_STAGE] = g[by].astype(float).idxmax() if by in g and g[by].notna().any() else ""
+        # by the figure memory_bytes decides with: measured reserved, else predicted as max_memory_reserved counts it
+        by = (g[R.PEAK_RESERVED] if R.PEAK_RESERVED in g and g[R.PEAK_RESERVED].notna().all()
+              else R.predicted_on_device(g, reserved=True))
+        last[LARGEST_STAGE] = by.astype(float).idxmax() if by is not None and by.notna().any() else ""
         last[R.STAGE] = ""
         if R.VOXELS_PER_STEP in g:  # every stage reads its inputs
             last[R.VOXELS_PER_STEP] = g[R.VOXELS_PER_STEP].sum(min_count=1)

@@ -376,3 +376,18 @@ def test_one_record_is_one_record(results, tmp_path):
     df = report.load(results)
     md, *_ = report.write(df[df["arch"] == "vnet"], tmp_path)
     assert md.read_text().startswith("# segmem report (1 record; backends: cuda)")
+
+
+def test_the_report_gives_the_prediction_the_console_gives(tmp_path):
+    """One predicted peak per record everywhere: cuDNN's workspaces in, as max_memory_* count them (the console's
+    and bench validate's figure), not the allocator model's alone."""
+    res = runner.invoke(app, ["run", "--arch", "unet", "--backend", "predict", "--size", "64", "--batch", "1",
+                              "--mode", "infer", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    rec = store.load(tmp_path).iloc[0]
+    assert rec["pred_device_reserved_bytes"] != rec["pred_peak_reserved_bytes"]  # the workspaces move the peak here
+    res = runner.invoke(app, ["report", "--out", str(tmp_path), "--no-plots"])
+    assert res.exit_code == 0, res.output
+    row = pd.read_csv(tmp_path / "report_infer.csv").iloc[0]
+    assert row["predicted_reserved_gib"] == pytest.approx(rec["pred_device_reserved_bytes"] / 2**30)
+    assert row["predicted_allocated_gib"] == pytest.approx(rec["pred_device_allocated_bytes"] / 2**30)
