@@ -33,6 +33,10 @@ Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Role = Literal["image", "label", "prior"]
 
 
+#: the words a flag override may be given as (--set checkpointing=on)
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
 @dataclass(frozen=True)
 class SampleTensor:
     """One named tensor of a training sample.
@@ -229,15 +233,30 @@ class ArchSpec:
             raise ValueError(
                 f"{self.name}: unknown override(s) {', '.join(unknown)}; valid: {', '.join(params) or 'none'}"
             )
-        for k, v in overrides.items():  # a word for a number (--set expansion=abc): said so, not a TypeError inside
-            default = params[k].default
-            if isinstance(default, int | float) and not isinstance(default, bool) and isinstance(v, str):
-                raise ValueError(f"{self.name}: {k} takes a number (default {default}); got {v!r}")
-            if isinstance(default, tuple | list) and isinstance(v, str):
-                raise ValueError(f"{self.name}: {k} takes a list like its default, {list(default)}; got {v!r}")
         hp = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
-        hp.update(overrides)
+        hp.update({k: self._checked(k, v, params[k].default) for k, v in overrides.items()})
         return hp
+
+    def _checked(self, key: str, value: Any, default: Any) -> Any:
+        """An override's value checked against the kind of its documented default, so that a value of the wrong
+        kind is one line naming the override, not a TypeError deep in a constructor or a network that builds
+        wrong: a word for a number (expansion=abc), a word other than true/false for a flag (checkpointing=banana,
+        which a constructor would read as on), a list of positive counts (channels) with a word or a 0 in it."""
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in _TRUE | _FALSE:
+                return str(value).strip().lower() in _TRUE
+            raise ValueError(f"{self.name}: {key} is true or false (default {default}); got {value!r}")
+        if isinstance(default, int | float) and isinstance(value, str):
+            raise ValueError(f"{self.name}: {key} takes a number (default {default}); got {value!r}")
+        if isinstance(default, tuple | list):
+            counts = bool(default) and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in default)
+            if isinstance(value, str) or counts and not (isinstance(value, tuple | list) and all(
+                    isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in value)):
+                kind = "a list of positive whole numbers" if counts else "a list"
+                raise ValueError(f"{self.name}: {key} takes {kind} like its default, {list(default)}; got {value!r}")
+        return value
 
     def build(self, in_channels: int = 1, num_classes: int = 3, **overrides: Any) -> nn.Module:
         hp = self.hparams(**overrides)

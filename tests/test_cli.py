@@ -244,16 +244,20 @@ def test_a_bare_bench_prints_its_help_once():
 
 
 def test_a_list_override_runs(tmp_path):
-    """--set may give a list (the channels of each level); the options of a configuration then do not hash."""
+    """--set may give a list (the channels of each level; the options of a configuration then do not hash); a
+    value of the wrong kind for its override is one line naming it."""
     res = runner.invoke(app, ["run", "--arch", "unet", "--backend", "predict", "--size", "32", "--batch", "1",
                               "--set", "encoder_channels=[8,16,32,64,128]", "--set", "decoder_channels=[64,32,16,8]",
                               "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     rec = store.load(tmp_path).iloc[0]
     assert rec["status"] == "ok" and json.loads(rec["options"])["encoder_channels"] == [8, 16, 32, 64, 128]
-    res = runner.invoke(app, ["run", "--arch", "unet", "--backend", "predict", "--set", "encoder_channels=banana",
-                              "--out", str(tmp_path / "no")])
-    assert res.exit_code == 2 and "encoder_channels takes a list like its default" in res.output
+    for bad, said in (("encoder_channels=banana", "encoder_channels takes a list of positive whole numbers"),
+                      ("encoder_channels=[0,16,32,64,128]", "encoder_channels takes a list of positive whole numbers"),
+                      ("checkpointing=banana", "checkpointing is true or false"), ("conv_bias=2", "conv_bias is true")):
+        res = runner.invoke(app, ["run", "--arch", "unet", "--backend", "predict", "--set", bad,
+                                  "--out", str(tmp_path / "no")])
+        assert res.exit_code == 2 and said in res.output, res.output
 
 
 def test_version():
