@@ -42,6 +42,8 @@ def paths(tmp_path):
     (["paper", "--out", "UNDER_TEXT"], 2, "Not a directory"),
     (["validate", "--published", "--out", "UNDER_TEXT"], 2, "Not a directory"),
     (["validate", "--recorded", RECORDED, "--out", "UNDER_TEXT"], 2, "Not a directory"),
+    (["validate", "--recorded", RECORDED, "--fixtures", "FOLDER"], 2, "--fixtures is for the grid measured on a GPU"),
+    (["validate", "--published", "--timeout", "5"], 2, "--timeout is for the grid measured on a GPU"),
     (["replay", "TEXT", "--plot", "FOLDER"], 2, "is a folder: give a file name"),
     (["trace2events", "TEXT", "EVENTS_FOLDER"], 2, "is a folder: give a file name"),
     (["status", "--out", "STORE_FOLDER"], 1, "results.jsonl: Is a directory"),

@@ -124,6 +124,12 @@ def plan_(
                       "reads channels and classes from it)", highlight=False)
     else:
         beside.write_text(text)
+    three_d = [c for c in plans["configurations"] if c.startswith("3d")]
+    if not three_d:
+        console.print(f"written: {escape(str(output))} and {escape(str(beside))}; [yellow]no 3D configuration[/] "
+                      "(the images are too small for one): nothing here for bench run", highlight=False)
+        return
     console.print(f"written: {escape(str(output))} and {escape(str(beside))}; run it with:", highlight=False)
-    console.print(f"  bench run --backend predict --plans {escape(str(output))} --configuration 3d_fullres",
+    conf = "3d_fullres" if "3d_fullres" in three_d else three_d[0]
+    console.print(f"  bench run --backend predict --plans {escape(str(output))} --configuration {conf}",
                   highlight=False, soft_wrap=True)  # one line, whatever the width: it is copied and pasted

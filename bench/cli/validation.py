@@ -26,6 +26,9 @@ from .common import (
     writable_file,
 )
 
+#: where bench validate's recorded snapshots become test fixtures (tests/measure/test_fixtures.py replays them)
+FIXTURES = Path("tests/fixtures/traces/validation")
+
 
 def _load_trace(path: Path, device: int):
     """A snapshot pickle or an ``.events.csv`` file as (trace, the snapshot dict or None), or one clear line."""
@@ -136,8 +139,7 @@ def validate(
                                                                          "[default: all]")] = None,
     out: Annotated[Path | None, typer.Option(help="where the CSV and Markdown summary go [default: "
                                                   "reports/validation; with --recorded: beside the recorded folder]")] = None,
-    fixtures: Annotated[Path, typer.Option(help="where the recorded snapshots become event-file fixtures")] = Path(
-        "tests/fixtures/traces/validation"),
+    fixtures: Annotated[Path, typer.Option(help="where the recorded snapshots become event-file fixtures")] = FIXTURES,
     timeout: Annotated[float, typer.Option(help="seconds per configuration")] = DEFAULT_TIMEOUT,
     time_limit: Annotated[float | None, typer.Option(
         "--time-limit", help="seconds from the command's start, for a GPU lent for a while: start no configuration "
@@ -169,6 +171,10 @@ def validate(
         fail("--fit re-fits the constants on the published figures: add --published")
     if recorded is not None and (published or arch or time_limit is not None or keep_measured):
         fail("--recorded predicts a recorded run again: no --published, --arch, --time-limit or --keep-measured with it")
+    gpu_only = [n for n, v in (("--fixtures", fixtures != FIXTURES), ("--timeout", timeout != DEFAULT_TIMEOUT)) if v]
+    if (recorded is not None or published) and gpu_only:
+        fail(f"{gpu_only[0]} is for the grid measured on a GPU; --{'recorded' if recorded else 'published'} measures "
+             "nothing")
     if jobs is not None and recorded is None:
         fail("--jobs applies only with --recorded (its prediction processes)")
     positive("--time-limit", time_limit, "seconds")
