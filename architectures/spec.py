@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .recipe import PAPER, Recipe, deep_supervision_weights
+from .recipe import BOOL_WORDS, PAPER, Recipe, deep_supervision_weights
 
 Shape = tuple[int, int, int]
 Batch = Mapping[str, torch.Tensor]
@@ -33,9 +33,10 @@ Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Role = Literal["image", "label", "prior"]
 
 
-#: the words a flag override may be given as (--set checkpointing=on)
-_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
+def _counts(values: Sequence[Any]) -> bool:
+    """Whether every value is a positive whole number (a channel count; True is not one)."""
+    return all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in values)
 
 @dataclass(frozen=True)
 class SampleTensor:
@@ -245,15 +246,15 @@ class ArchSpec:
         if isinstance(default, bool):
             if isinstance(value, bool):
                 return value
-            if str(value).strip().lower() in _TRUE | _FALSE:
-                return str(value).strip().lower() in _TRUE
+            word = str(value).strip().lower()
+            if word in BOOL_WORDS:
+                return BOOL_WORDS[word]
             raise ValueError(f"{self.name}: {key} is true or false (default {default}); got {value!r}")
         if isinstance(default, int | float) and isinstance(value, str):
             raise ValueError(f"{self.name}: {key} takes a number (default {default}); got {value!r}")
         if isinstance(default, tuple | list):
-            counts = bool(default) and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in default)
-            if isinstance(value, str) or counts and not (isinstance(value, tuple | list) and all(
-                    isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in value)):
+            counts = bool(default) and _counts(default)
+            if isinstance(value, str) or counts and not (isinstance(value, tuple | list) and _counts(value)):
                 kind = "a list of positive whole numbers" if counts else "a list"
                 raise ValueError(f"{self.name}: {key} takes {kind} like its default, {list(default)}; got {value!r}")
         return value

@@ -103,6 +103,13 @@ GpuOption = Annotated[str | None, typer.Option("--gpu", help="predict step and e
                                                              "(e.g. A100-80GB, RTX-4090; an unknown name lists them)")]
 
 
+def data_shape(in_channels: int | None, classes: int | None, data: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(input channels, classes): ``--in-channels`` / ``--classes`` where given (0 included, for the checks to
+    refuse), else the data's (a plans file's dataset.json), else segmem's 1 and 3."""
+    default = data or (1, 3)
+    return (default[0] if in_channels is None else in_channels, default[1] if classes is None else classes)
+
+
 def positive(option: str, value: float | None, unit: str = "") -> None:
     """One clear line (exit 2) unless ``value`` (None: not given) is a positive, finite number."""
     if value is not None and not (0 < value < math.inf):
@@ -146,8 +153,9 @@ def is_gpu_name(text: str) -> bool:
 def check_writable_dir(folder: Path) -> None:
     """One clear line unless ``folder`` could be made and written into (see :func:`writable_dir`), creating
     nothing: checked before another option's folder is created, so that a refused command leaves none."""
-    target = folder.absolute()
-    existing = next(p for p in (target, *target.parents) if p.exists())
+    from ..sweep.store import nearest_existing
+
+    existing = nearest_existing(folder)
     if not existing.is_dir():
         fail(f"cannot write into {folder}: Not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -32,6 +32,7 @@ from .common import (
     SetOption,
     app,
     catalogue_gpu,
+    data_shape,
     is_gpu_name,
     named,
     prediction_jobs,
@@ -173,7 +174,7 @@ def fit_(
     ov = validated(parse_overrides, set_ or [])
     if any(k.startswith("recipe.") for k in ov):
         fail("bench fit predicts each architecture with its own training recipe; --set recipe.KEY is for bench run")
-    shape = (1 if in_channels is None else in_channels, 3 if classes is None else classes)
+    shape = data_shape(in_channels, classes)
     if shape[0] < 1 or shape[1] < 2:
         fail(f"--in-channels must be >= 1 and --classes >= 2; got {shape[0]} and {shape[1]}")
     per_arch = _fit_overrides(names, ov, at, mode, shape)

@@ -38,6 +38,7 @@ from .common import (
     app,
     catalogue_gpu,
     check_writable_dir,
+    data_shape,
     dice_timeout,
     is_gpu_name,
     positive,
@@ -167,7 +168,7 @@ def run(
     if jobs is not None and jobs < 1:
         fail(f"--jobs must be >= 1; got {jobs}")
     be = validated(resolve_backend, device or backend)
-    shape = (1 if in_channels is None else in_channels, 3 if classes is None else classes)
+    shape = data_shape(in_channels, classes)
     if plans is not None or configuration:
         if dice:
             fail("--dice does not take --plans yet (a Dice run's sliding window needs one divisor for every axis); "
@@ -281,8 +282,7 @@ def _plans_run(plans: Path | None, arch: list[str] | None, configuration: list[s
     if plans is None:
         fail("--configuration names a configuration of an nnU-Net plans file: give it with --plans FILE")
     names = validated(nnunet_plans.run_archs, plans, arch, configuration)
-    ds = nnunet_plans.data_shape(plans) or (1, 3)
-    return names, (ds[0] if in_channels is None else in_channels, ds[1] if classes is None else classes)
+    return names, data_shape(in_channels, classes, nnunet_plans.data_shape(plans))
 
 
 def _draw_timelines(folder: Path) -> None:

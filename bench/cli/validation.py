@@ -26,6 +26,8 @@ from .common import (
     writable_file,
 )
 
+#: where bench validate writes its CSV and summaries (and, under <gpu>-<torch>/, its records and snapshots)
+VALIDATION = Path("reports/validation")
 #: where bench validate's recorded snapshots become test fixtures (tests/measure/test_fixtures.py replays them)
 FIXTURES = Path("tests/fixtures/traces/validation")
 
@@ -182,7 +184,7 @@ def validate(
     if recorded is not None:
         _validate_recorded(recorded, prediction_jobs(jobs), out)
         return
-    out = out or Path("reports/validation")
+    out = out or VALIDATION
     if published:
         if arch:
             fail("--arch narrows the GPU grid; --published predicts every published figure")
@@ -258,7 +260,7 @@ def validate(
 @app.command("validate-published", hidden=True)
 def validate_published(
     fit: Annotated[bool, typer.Option("--fit", help="re-fit the fitted constants on the fit rows")] = False,
-    to: Annotated[Path, typer.Option(help="where the validation tables go")] = Path("reports/validation"),
+    to: Annotated[Path, typer.Option(help="where the validation tables go")] = VALIDATION,
 ) -> None:
     """The old name of ``bench validate --published``."""
     _validate_published(fit, to)

@@ -58,11 +58,18 @@ def _lock(p: Path) -> FileLock:
     return FileLock(str(p) + ".lock")
 
 
+def nearest_existing(folder: str | Path) -> Path:
+    """``folder`` or its nearest ancestor that exists: what decides whether the folder can be made (a file
+    there cannot hold one)."""
+    target = Path(folder).absolute()
+    return next(a for a in (target, *target.parents) if a.exists())
+
+
 def check_writable(out: str | Path) -> None:
     """Raise OSError (one line) unless records can be written under ``out``: checked before any work."""
     p = path(out)
     try:
-        existing = next(a for a in (p.parent.absolute(), *p.parent.absolute().parents) if a.exists())
+        existing = nearest_existing(p.parent)
         if not existing.is_dir():  # a file in the way: say so, not mkdir's "File exists"
             raise NotADirectoryError(f"{existing} is a file")
         p.parent.mkdir(parents=True, exist_ok=True)
