@@ -265,3 +265,12 @@ def test_version():
 
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.output.strip() == f"segmem {code_version()}"
+
+
+def test_a_flag_override_is_one_configuration_whatever_its_word(tmp_path):
+    args = ["run", "--arch", "unet", "--backend", "predict", "--size", "32", "--batch", "1", "--out", str(tmp_path)]
+    assert runner.invoke(app, [*args, "--set", "checkpointing=on"]).exit_code == 0
+    res = runner.invoke(app, [*args, "--set", "checkpointing=true"])
+    assert res.exit_code == 0 and "1 skipped" in res.output, res.output  # the same configuration: recorded already
+    rec = store.load(tmp_path, history=True)
+    assert len(rec) == 1 and json.loads(rec.iloc[0]["options"]) == {"checkpointing": True}

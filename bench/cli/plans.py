@@ -85,7 +85,7 @@ def plan_(
         fail("--dataset reads channels and classes from its dataset.json: no --channels or --classes with it")
     names: list[str] | int = int(channels) if channels.isdigit() else [c.strip() for c in channels.split(",") if c.strip()]
     if not names or not isinstance(names, int) and any(_number(c) for c in names):
-        fail(f"--channels is a count of 1 or more (2) or the channels' names (CT, or T1,T2); got {channels!r}")
+        fail(f"--channels is a count of 1 or more (e.g. 2) or the channels' names (CT, or T1,T2); got {channels!r}")
     if shape is not None:
         dims = _triple(shape, "--shape")
         if any(d != int(d) for d in dims):

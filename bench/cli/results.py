@@ -243,7 +243,7 @@ def _fit_overrides(names: list[str], overrides: dict[str, Any], size, mode: Mode
              f"valid: {', '.join(sorted({k for n in names for k in architectures.spec(n).parameters()})) or 'none'}")
     for n in names:
         spec = architectures.spec(n)
-        validated(validated_overrides, spec, per_arch[n], *shape)
+        per_arch[n] = validated(validated_overrides, spec, per_arch[n], *shape)
         if size is not None:
             validated(spec.check_size, size, mode, **per_arch[n])
     return per_arch

@@ -90,9 +90,12 @@ def gpu_memory(text: str, option: str = "--gpu-memory") -> int:
 
 def validated_overrides(spec: architectures.ArchSpec, overrides: dict[str, Any], in_channels: int = 1,
                         num_classes: int = 3) -> dict[str, Any]:
-    """``overrides`` if ``spec`` builds with them (on the meta device, allocating nothing, or on the CPU
-    for a network that computes while it is built); else a ValueError carrying the architecture's own
+    """``overrides`` as the spec reads them (a flag's word as True/False: ``checkpointing=on`` and ``=true`` are
+    one configuration, one key) if ``spec`` builds with them (on the meta device, allocating nothing, or on the
+    CPU for a network that computes while it is built); else a ValueError carrying the architecture's own
     message (``expansion must be >= 1``)."""
+    hp = spec.hparams(**overrides)
+    overrides = {k: hp[k] for k in overrides}
     try:
         spec.param_count(in_channels, num_classes, **overrides)
     except ValueError:
@@ -167,7 +170,7 @@ def expand(
             if spec.checkpointing is None:
                 raise ValueError(f"{name} has no gradient checkpointing option; drop --checkpointing for it")
             ov[spec.checkpointing] = checkpointing
-        validated_overrides(spec, ov, in_channels, num_classes)
+        ov = validated_overrides(spec, ov, in_channels, num_classes)
         gpu_like = backend.gpu_defaults
         arch_sizes = list(sizes) or list(spec.default_sizes if gpu_like else spec.cpu_sizes)
         arch_batches = list(batches) or list(spec.default_batches if gpu_like else spec.cpu_batches)
