@@ -240,12 +240,12 @@ def validate(
                       "measures them, keeping those measured", highlight=False)
     if keep_measured:  # records of several code versions: every one predicted again by this code
         df = _repredicted(runs, prediction_jobs(None), whole)
-        csv, md = V.write(df, out, name, len(whole), title=f"{name}, predicted by segmem {code_version()}")
+        csv, md = V.write(df, out, name, whole, title=f"{name}, predicted by segmem {code_version()}")
     else:
         records = store.load(runs)
         keys = {c.key() for c in whole}
         df = V.table(records[records[R.KEY].isin(keys)], snaps)  # store.load: the latest record per configuration
-        csv, md = V.write(df, out, name, len(whole))
+        csv, md = V.write(df, out, name, whole)
     made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {torch.cuda.get_device_name(0)}",
                                                 "commit": code_version(), "license": "segmem's own recording"})
     passed, med, worst = V.verdict(df["allocated_error"])
@@ -280,7 +280,7 @@ def _validate_recorded(runs: Path, jobs: int | None, out: Path | None) -> None:
     dest = out or runs.parent
     writable_dir(dest)
     df = _repredicted(runs, jobs)
-    csv, md = V.write(df, dest, f"{runs.name}.repredicted", len(V.grid()),
+    csv, md = V.write(df, dest, f"{runs.name}.repredicted", V.grid(),
                       title=f"{runs.name}, predicted again by segmem {code_version()}")
     from rich.markdown import Markdown
 

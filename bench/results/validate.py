@@ -29,6 +29,8 @@ from ..sweep.expand import expand
 
 MEDIAN_LIMIT = 0.02
 MAX_LIMIT = 0.05
+#: the whole grid's run time the validation aims at, on one H100 (the summary projects the grid's time against it)
+TARGET_S = 600
 PRECISIONS = (Precision.FP32, Precision.FP16)
 #: (architecture, mode) whose recorded H200 traces rules of the model were read from (bench.measure.device's
 #: workspaces of benchmark off, bench.measure.autocast's casts under inference_mode): :func:`repredict` reports
@@ -90,8 +92,23 @@ def table(records: pd.DataFrame, snapshots: Path | None = None) -> pd.DataFrame:
             "snapshot": _here(r.get(R.SNAPSHOT_PATH), snapshots),
             "measured_snapshot": _here(r.get(R.CUDA_SNAPSHOT_PATH), snapshots),
             "worker_time_s": r.get(R.WORKER_TIME), "cuda_phase_times_s": r.get(R.CUDA_PHASES),
+            "measuring_time_s": measuring_time(r),
         })
     return pd.DataFrame(rows)
+
+
+def measuring_time(record: Any) -> float | None:
+    """The seconds a configuration held the GPU's worker: its worker time, less the prediction and MemTracker
+    figure where the worker made them itself (records without ``cuda_phase_times_s``, made before predictions ran
+    ahead in other processes)."""
+    worker = record.get(R.WORKER_TIME)
+    if not isinstance(worker, int | float) or pd.isna(worker):
+        return None
+    if isinstance(record.get(R.CUDA_PHASES), str):
+        return float(worker)
+    inside = sum(v for v in (record.get(R.PRED_TIME), record.get(R.MEMTRACKER_TIME))
+                 if isinstance(v, int | float) and not pd.isna(v))
+    return float(worker) - inside
 
 
 def verdict(errors: pd.Series) -> tuple[bool, float, float]:
@@ -103,9 +120,10 @@ def verdict(errors: pd.Series) -> tuple[bool, float, float]:
     return med <= MEDIAN_LIMIT and worst <= MAX_LIMIT, med, worst
 
 
-def markdown(df: pd.DataFrame, title: str, grid_size: int | None = None) -> str:
-    """The summary: verdict, error statistics per architecture (and per split where ``df`` has one), failures.
-    ``grid_size``: the configurations of the grid (default: the rows of ``df``)."""
+def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = None) -> str:
+    """The summary: verdict, error statistics per architecture (and per split where ``df`` has one), run time,
+    failures. ``configs``: the grid's configurations (default: the rows of ``df``)."""
+    grid_size = len(configs) if configs is not None else None
     passed, med, worst = verdict(df["allocated_error"])
     ok = df[df["status"] == R.OK]
     lines = [f"# Validation: {title}", "",
@@ -118,6 +136,7 @@ def markdown(df: pd.DataFrame, title: str, grid_size: int | None = None) -> str:
             lines.append(f"- {split} ({len(g)} configurations): median |error| {m:.2%}, max {w:.2%}")
         lines.append("")
     lines += _time_lines(ok)
+    lines += _projection_lines(ok, configs)
     lines += ["| architecture | configurations | median allocated error | max abs allocated error | median reserved error |",
               "|---|---|---|---|---|"]
     for arch, g in ok.groupby("arch"):
@@ -142,13 +161,44 @@ def _time_lines(ok: pd.DataFrame) -> list[str]:
     return [f"Worker time ({head}median seconds by phase over {len(phases)} configurations): {parts}.", ""]
 
 
-def write(df: pd.DataFrame, folder: Path, name: str, grid_size: int | None = None,
+def _projection_lines(ok: pd.DataFrame, configs: list[RunConfig] | None) -> list[str]:
+    """The whole grid's run time at the measured rates: what was measured, plus each configuration not measured yet
+    at the mean measuring time of those measured with its mode and cudnn.benchmark (what most sets a worker's time:
+    the benchmark's trials are GPU work in the warm-up step), against ``TARGET_S``. Excludes the parent's time
+    between workers."""
+    if configs is None or "measuring_time_s" not in ok or ok["measuring_time_s"].isna().all():
+        return []
+    timed = ok.dropna(subset=["measuring_time_s"])
+    means = timed.groupby(["mode", "cudnn_benchmark"])["measuring_time_s"].mean()
+    measured = Counter(zip(ok["mode"], ok["cudnn_benchmark"], strict=True))
+    wanted = Counter((str(c.mode), bool(c.cudnn_benchmark)) for c in configs)
+    missing = {k: n - measured.get(k, 0) for k, n in wanted.items() if n > measured.get(k, 0)}
+    unknown = sorted(f"{m} (cudnn.benchmark {'on' if b else 'off'})" for m, b in missing if (m, b) not in means)
+    rest = sum(n * means[k] for k, n in missing.items() if k in means)
+    done = float(timed["measuring_time_s"].sum())
+    line = (f"Run time: {len(timed)} configurations measured in {done / 60:.1f} min of worker time (mean "
+            f"{done / len(timed):.1f} s; predictions made in a worker left out).")
+    total = done + rest
+    if missing:
+        line += (f" The {sum(missing.values())} not measured would take about {rest / 60:.1f} min at the mean of those "
+                 f"measured in their mode and cudnn.benchmark setting")
+        line += f", more for {', '.join(unknown)} (none measured)" if unknown else ""
+        line += f": about {total / 60:.0f} min for the whole grid"
+    else:
+        line += " That is the whole grid"
+    line += (f", {'within' if not unknown and total <= TARGET_S else 'over'} the {TARGET_S // 60}-minute target "
+             "(time between workers not counted).")
+    return [line, ""]
+
+
+def write(df: pd.DataFrame, folder: Path, name: str, configs: list[RunConfig] | None = None,
           title: str | None = None) -> tuple[Path, Path]:
-    """``folder/name.csv`` and its summary ``folder/name.md`` (titled ``title``, default ``name``)."""
+    """``folder/name.csv`` and its summary ``folder/name.md`` (titled ``title``, default ``name``; ``configs``: the
+    grid's configurations, default the rows of ``df``)."""
     folder.mkdir(parents=True, exist_ok=True)
     csv, md = folder / f"{name}.csv", folder / f"{name}.md"
     df.to_csv(csv, index=False)
-    md.write_text(markdown(df, title or name, grid_size))
+    md.write_text(markdown(df, title or name, configs))
     return csv, md
 
 
@@ -202,6 +252,7 @@ def repredict(runs: Path, rows: list[dict[str, Any]], jobs: int | None = None,
     by_key = {c.key(): c for c in (grid() if configs is None else configs)}
     preds = pmap(_predict, [(by_key[r[R.KEY]].to_json(), r[R.DEVICE_NAME]) for r in rows], jobs, progress=progress)
     df = table(pd.DataFrame([{**r, **R.prediction_columns(p)} for r, p in zip(rows, preds)]), runs / "snapshots")
+    df["measuring_time_s"] = [measuring_time(r) for r in rows]  # the prediction made there, not this one's
     df.insert(0, "split", ["read" if (a, m) in READ_FROM else "held out" for a, m in zip(df["arch"], df["mode"])])
     return df
 

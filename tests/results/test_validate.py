@@ -40,6 +40,35 @@ def test_verdict_limits():
     assert not V.verdict(pd.Series([None, None]))[0]  # nothing measured is no pass
 
 
+
+def test_measuring_time_leaves_out_a_prediction_the_worker_made():
+    old = {R.WORKER_TIME: 10.0, R.PRED_TIME: 3.0, R.MEMTRACKER_TIME: 0.5}  # predicted in the worker
+    assert V.measuring_time(old) == pytest.approx(6.5)
+    new = {**old, R.CUDA_PHASES: json.dumps({"env": 0.1})}  # phases recorded: predicted ahead, elsewhere
+    assert V.measuring_time(new) == 10.0
+    assert V.measuring_time({R.PRED_TIME: 1.0}) is None and V.measuring_time({R.WORKER_TIME: float("nan")}) is None
+
+
+def test_the_summary_projects_the_whole_grids_run_time_from_the_measured_means():
+    configs = V.grid(["unet"])  # 16: 4 per (mode, cudnn.benchmark)
+    train = [c for c in configs if str(c.mode) == "train"]
+    picked = [c for b in (False, True) for c in [c for c in train if c.cudnn_benchmark == b][:2]]
+    rows = [{"arch": c.arch, "stage": "", "size": "x", "batch": c.batch, "mode": str(c.mode), "precision": str(c.precision),
+             "cudnn_benchmark": c.cudnn_benchmark, "status": R.OK, "allocated_error": 0.0, "reserved_error": 0.0,
+             "measuring_time_s": {(True, "train"): 30.0, (False, "train"): 10.0}.get((c.cudnn_benchmark, str(c.mode)))}
+            for c in picked]  # 2 of each training class measured; no inference
+    df = pd.DataFrame(rows)
+    line = next(x for x in V.markdown(df, "t", configs).splitlines() if x.startswith("Run time"))
+    # measured 2 x 30 + 2 x 10 s; not measured: 2 x 30 + 2 x 10 s of training, inference unknown
+    assert "4 configurations measured in 1.3 min" in line and "The 12 not measured would take about 1.3 min" in line
+    assert "more for infer (cudnn.benchmark off), infer (cudnn.benchmark on) (none measured)" in line
+    assert "about 3 min for the whole grid, over the 10-minute target" in line
+    df["measuring_time_s"] = 1.0
+    whole = V.markdown(pd.DataFrame([{**rows[0], "mode": str(c.mode), "cudnn_benchmark": c.cudnn_benchmark,
+                                      "measuring_time_s": 1.0} for c in configs]), "t", configs)
+    assert "16 configurations measured in 0.3 min" in whole and "That is the whole grid, within the 10-minute" in whole
+    assert "Run time" not in V.markdown(df.drop(columns="measuring_time_s"), "t", configs)  # records that do not say
+
 def test_a_lent_gpu_measures_what_no_gpu_measured_first(tmp_path):
     def run(name, records):
         for r in records:
@@ -81,6 +110,7 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     summary = (tmp_path / "v" / f"{name}.md").read_text()
     assert f"{med:.2%}" in summary and "| unet | 4 |" in summary
     assert "Worker time (median" in summary and "by phase over 4 configurations): env " in summary  # where time went
+    assert "Run time: 4 configurations measured in " in summary and "That is the whole grid" in summary
     snaps = sorted((tmp_path / "v" / name / "snapshots").iterdir())
     assert len([p for p in snaps if p.name.endswith(".cuda.pickle")]) == 4
     assert len([p for p in snaps if p.name.endswith(".predicted.pickle")]) == 4
