@@ -173,6 +173,12 @@ def parse_bytes(text: str, allow_zero: bool = False) -> int:
     return int(value)
 
 
+def signed_percent(x: float, digits: int = 2) -> str:
+    """A relative change with its sign, ``+1.25%``; one that rounds to nothing is ``+0.00%``, never ``-0.00%``."""
+    v = round(x * 100, digits) + 0.0  # (+ 0.0 turns -0.0 into 0.0)
+    return f"{v:+.{digits}f}%"
+
+
 def human_bytes(v: Any) -> str:
     """Bytes as a reader scans them: ``1.06 GiB``, ``52.0 MiB``, ``0`` (never a raw 10-digit count)."""
     if v is None or v != v:

@@ -93,6 +93,8 @@ def test_bad_plans_runs_fail_in_one_line_before_anything_runs(tmp_path, args, me
 
 @pytest.mark.parametrize("args,message", [
     (["--shape", "500x512"], "three spatial dimensions"),
+    (["--shape", "64x64x64", "--spacing", "nanx1x1"], "each of DxHxW must be a positive number"),
+    (["--shape", "64x0x64"], "each of DxHxW must be a positive number"),
     ([], "give one fingerprint"),
     (["--fingerprint", "{plans}"], "not an nnU-Net dataset_fingerprint.json"),
     (["--shape", "64x64x64", "--classes", "1"], "at least 2"),

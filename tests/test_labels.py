@@ -97,3 +97,10 @@ def test_baseline_shows_readable_figures():
     assert res.exit_code == 0, res.output
     assert not re.search(r"\d{7,}", res.output)  # no raw byte counts
     assert "GiB" in res.output and "MiB" in res.output and "…" not in res.output  # nothing cut
+
+
+def test_a_change_that_rounds_to_nothing_reads_plus_zero():
+    from bench.options import signed_percent
+
+    assert signed_percent(-0.00004) == "+0.00%" and signed_percent(-0.004, 0) == "+0%"  # never "-0.00%"
+    assert signed_percent(0.0125) == "+1.25%" and signed_percent(-0.3, 0) == "-30%" and signed_percent(-0.061, 1) == "-6.1%"

@@ -20,6 +20,7 @@ from ..options import (
     ExecutorKind,
     Mode,
     Precision,
+    signed_percent,
 )
 from .common import (
     DEFAULT_TIMEOUT,
@@ -148,8 +149,8 @@ def _print_readings(long, scores, workspace: bool) -> None:
     best = scores.iloc[0]
     rows = long[long["reading"] == best.reading]
     console.print(f"best single reading R{best.reading} ({escape(best.reading_label)}): "
-                  + "; ".join(f"T{r.table} {escape(r.configuration)} {r.predicted_gib:.2f} vs {r.paper_gb:g} ({r.error:+.0%})"
-                              for r in rows.itertuples()), highlight=False)
+                  + "; ".join(f"T{r.table} {escape(r.configuration)} {r.predicted_gib:.2f} vs {r.paper_gb:g} "
+                              f"({signed_percent(r.error, 0)})" for r in rows.itertuples()), highlight=False)
     if not workspace:
         console.print("[yellow]cuDNN's benchmark workspaces are not predicted here (no device model): those readings "
                       "are left out[/]")
@@ -165,7 +166,7 @@ def _job_label(job) -> str:
 
 def _error(error: float, out_of_memory: str) -> str:
     """A reading's relative error, or what an infinite one means (the step ran out of the P100's memory)."""
-    return out_of_memory if math.isinf(error) else f"{error:+.0%}"
+    return out_of_memory if math.isinf(error) else signed_percent(error, 0)
 
 
 def _paper_dice(out: Path, timeout: float | None, jobs: int | None, size: int | None, batch: int | None,

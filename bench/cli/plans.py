@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +31,8 @@ def _triple(text: str, what: str) -> tuple[float, float, float]:
         fail(f"{what} {text!r}: give three numbers DxHxW, e.g. 500x512x512")
     if len(vals) != 3:
         fail(f"{what} {text!r}: a fingerprint needs three spatial dimensions (DxHxW); got {len(vals)}")
+    if not all(math.isfinite(v) and v > 0 for v in vals):
+        fail(f"{what} {text!r}: each of DxHxW must be a positive number")
     return vals  # type: ignore[return-value]
 
 

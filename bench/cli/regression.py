@@ -15,6 +15,7 @@ from rich.table import Table
 from ..console import bar, console, fail
 from ..options import (
     parse_size,
+    signed_percent,
 )
 from .common import (
     BASELINE,
@@ -52,7 +53,7 @@ def _print_comparison(result, tolerance: float) -> None:
             t.add_column(col)
         for r in rows:
             t.add_row(escape(r["config"]), r["figure"], f"{r['baseline_bytes']:,}", f"{r['current_bytes']:,}",
-                      f"{r['change']:+.2%}")
+                      signed_percent(r['change']))
         return t
 
     if result.grown:

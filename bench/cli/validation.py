@@ -15,6 +15,7 @@ from rich.table import Table
 
 from .. import record as R
 from ..console import bar, console, fail, summary_line
+from ..options import signed_percent
 from .common import (
     DEFAULT_TIMEOUT,
     app,
@@ -86,7 +87,8 @@ def replay(
         table.add_column(col)
     for r in rows:
         frag = "-" if r["fragmentation"] is None else f"{r['fragmentation']:.1%}"
-        err = "" if r is real else f"{r['peak_reserved'] / real['peak_reserved'] - 1:+.2%}" if real["peak_reserved"] else "-"
+        err = ("" if r is real else signed_percent(r["peak_reserved"] / real["peak_reserved"] - 1) if real["peak_reserved"]
+               else "-")
         table.add_row(escape(r["source"]), f"{r['peak_allocated'] / 2**20:,.1f} MiB", f"{r['peak_reserved'] / 2**20:,.1f} MiB",
                       err, frag, "-" if r["segments"] is None else str(r["segments"]))
     console.print(table)
@@ -337,7 +339,7 @@ def _errors_table(title: str, shown, number: str) -> None:
     for col in shown.columns:
         table.add_column(col)
     for r in shown.itertuples(index=False):
-        table.add_row(*("OOM" if isinstance(v, float) and pd.isna(v) else f"{v:+.1%}" if k == "error"
+        table.add_row(*("OOM" if isinstance(v, float) and pd.isna(v) else signed_percent(v, 1) if k == "error"
                         else number.format(v) if isinstance(v, float) else escape(str(v))
                         for k, v in zip(shown.columns, r, strict=True)))
     console.print(table)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..options import signed_percent
 from .allocator import POWER2_INTERVALS, AllocatorOOM, AllocatorSettings, CachingAllocatorModel, round_size
 from .snapshot import OWN, is_prediction
 
@@ -392,8 +393,9 @@ def fixture_table(folder: Path) -> str:
         trace = read_events(path)
         real, model = real_peaks(trace), model_peaks(trace)
         name = path.relative_to(folder).as_posix().removesuffix(".events.csv")
+        baseline = baseline_peak(trace) / real.reserved - 1
         lines.append(f"| `{name}` | {real.reserved / MiB:,.1f} MiB | {model.reserved / MiB:,.1f} MiB | "
-                     f"{model.reserved / real.reserved - 1:+.2%} | {baseline_peak(trace) / real.reserved - 1:+.1%} | "
+                     f"{signed_percent(model.reserved / real.reserved - 1)} | {signed_percent(baseline, 1)} | "
                      f"{trace.final_segments} / {model.segments} |")
     return "\n".join(lines)
 

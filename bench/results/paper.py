@@ -41,7 +41,7 @@ import pandas as pd
 import architectures
 
 from .. import record as R
-from ..options import CascadeReading, GiB, Mode, Precision
+from ..options import CascadeReading, GiB, Mode, Precision, signed_percent
 from ..parallel import pmap
 from ..sweep.config import RunConfig
 from .fit import predicted_peak
@@ -446,7 +446,7 @@ def readings_markdown(long: pd.DataFrame, scores: pd.DataFrame) -> str:
     from .report import markdown_table
 
     best = scores.iloc[0]
-    wide = long.assign(cell=[f"{g:.2f} ({e:+.0%})" for g, e in zip(long["predicted_gib"], long["error"])])
+    wide = long.assign(cell=[f"{g:.2f} ({signed_percent(e, 0)})" for g, e in zip(long["predicted_gib"], long["error"])])
     wide = wide.pivot_table(index=["table", "configuration", "paper_gb"], columns="reading", values="cell",
                             aggfunc="first", sort=False)
     order = [c for c in scores["reading"] if c in wide.columns]
@@ -461,7 +461,8 @@ def readings_markdown(long: pd.DataFrame, scores: pd.DataFrame) -> str:
         "over the rows the paper measured (not its estimated 30 GB) of its own code (the nnU-Net cascade row is "
         "reported beside).",
         "",
-        f"Best single reading: R{best.reading} ({best.reading_label}): worst error {best.worst_abs_error_own_rows:+.0%} "
+        f"Best single reading: R{best.reading} ({best.reading_label}): worst error "
+        f"{signed_percent(best.worst_abs_error_own_rows, 0)} "
         f"({best.worst_row}), {best.rows_within_10pct} rows within 10%; with the nnU-Net cascade row "
         f"{best.worst_abs_error_all_measured:.0%}.",
         "",

@@ -23,7 +23,7 @@ import architectures
 from architectures import Shape
 
 from .. import record as R
-from ..options import Backend, Mode, Precision
+from ..options import Backend, Mode, Precision, signed_percent
 from ..sweep.config import RunConfig
 from ..sweep.expand import expand
 
@@ -140,8 +140,8 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
     lines += ["| architecture | configurations | median allocated error | max abs allocated error | median reserved error |",
               "|---|---|---|---|---|"]
     for arch, g in ok.groupby("arch"):
-        lines.append(f"| {arch} | {len(g)} | {g['allocated_error'].median():+.2%} | "
-                     f"{g['allocated_error'].abs().max():.2%} | {g['reserved_error'].median():+.2%} |")
+        lines.append(f"| {arch} | {len(g)} | {signed_percent(g['allocated_error'].median())} | "
+                     f"{g['allocated_error'].abs().max():.2%} | {signed_percent(g['reserved_error'].median())} |")
     bad = df[df["status"] != R.OK]
     if len(bad):
         lines += ["", "Not measured:", ""]
