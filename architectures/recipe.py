@@ -71,7 +71,8 @@ class Recipe:
         clip: gradient clipping to this total norm (``clip_grad_norm_`` after the scaler's
             ``unscale_``), or None (default: none; nnU-Net: 12).
         cudnn_benchmark: ``torch.backends.cudnn.benchmark`` on CUDA (default off; nnU-Net: on). The
-            prediction does not model cuDNN's workspaces (the record says which was assumed).
+            prediction models the benchmark's trial workspaces and their release
+            (:class:`bench.measure.device.Workspaces`); the record says which was assumed.
         compile: whether the figure assumes ``torch.compile`` of the network. segmem's steps are eager,
             so only False is accepted; nnunetv2 2.8 compiles by default on CUDA
             (``nnUNetTrainer._do_i_compile``: unless ``nnUNet_compile`` says otherwise), so its real
