@@ -121,8 +121,9 @@ def draw(tl: Timeline, dest: Path, title: str | None = None, top: int = 6) -> No
     ax.step(tl.x, [a / scale for a in tl.allocated], where="post", color="#1f4e79", label=f"allocated ({kind})")
     if tl.allocated:
         peak = tl.allocated[tl.peak]
-        ax.plot([tl.x[tl.peak]], [peak / scale], "v", color="black", ms=9)
-        ax.annotate(f"peak {human_bytes(peak)}", (tl.x[tl.peak], peak / scale), xytext=(5, 8), textcoords="offset points",
+        # an arrow from above that ends at the peak: a marker on it would hide a spike there, and those beside it
+        ax.annotate(f"peak {human_bytes(peak)}", (tl.x[tl.peak], peak / scale), xytext=(8, 22), textcoords="offset points",
+                    arrowprops={"arrowstyle": "-|>", "color": "black", "shrinkA": 0, "shrinkB": 0, "lw": 0.8},
                     bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})  # over the reserved line
     lines = [f"{n / 2**20:8.1f} MiB  {where}" + (f" ({cat})" if cat else "") for n, where, cat in tl.live_at_peak[:top]]
     ax.text(0.01, 0.98, "largest tensors live at the peak:\n" + "\n".join(lines), transform=ax.transAxes,
