@@ -20,6 +20,16 @@ Sources so far:
 - nnU-Net issue #2996 (github.com/MIC-DKFZ/nnUNet/issues/2996, 2026-03-05): the ResEnc L preset
   re-trained on an A100 40 GB "same presets and patch size" as the paper, AMP on: allocated 21.5 GB,
   reserved 22.6 GB, nvidia-smi 23.5 GB. Rebuilt as the L preset above.
+- MONAI issue #8042: SwinUNETR out of memory on a 12 GB RTX 4070 (an ``oom`` row).
+- MONAI research-contributions ``UNETR/BTCV/README.md`` (commit ae00f99, July 2021, Apache-2.0): "Batch sizes of 2
+  and 1 require 16G and 9G VRAM respectively on 32G V100 GPUs", the network, crops and optimizer from the same
+  commit's code (UNETR with 16 heads, 2 or 1 volumes x 4 crops of 96^3, AdamW, fp32, cudnn.benchmark on). Read as
+  the process's whole memory (nvidia-smi level); rounded to whole GB, and the run's periodic validation is in it.
+- nnU-Net issue #876: nnU-Net v1's 3d_fullres plans for BraTS (4 channels, 128^3, batch 2, printed in the issue)
+  out of memory on a 6 GB RTX 3060 laptop GPU (an ``oom`` row).
+
+A source's own training where it differs from the architecture's recipe is the figure's ``recipe``; its CUDA
+version (stated, or the newest its date allows) sets the context: eager before CUDA 11.7.
 
 "GB" in these sources is read as GiB (nvidia-smi prints MiB; torch figures are commonly divided by
 1024^3); read as 10^9 bytes every published figure would be 7 % smaller.
@@ -49,6 +59,19 @@ PRESETS_COMMIT = "0e495086eb108ff79afe106291e8c15bd2f2bc3a"
 PRESETS_URL = f"https://github.com/MIC-DKFZ/nnUNet/blob/{PRESETS_COMMIT}/documentation/resenc_presets.md"
 PRESETS_SOURCE = "nnU-Net documentation/resenc_presets.md, table column 'VRAM' (as reported by nvidia-smi), row '{row}'"
 ISSUE_2996 = "https://github.com/MIC-DKFZ/nnUNet/issues/2996"
+UNETR_BTCV_COMMIT = "ae00f99feaa9516f50e9ca316aa91f2992c66398"
+UNETR_BTCV_URL = (f"https://github.com/Project-MONAI/research-contributions/blob/{UNETR_BTCV_COMMIT}/UNETR/BTCV/"
+                  "README.md")
+#: UNETR/BTCV's network at that commit (networks/unetr.py, its __main__.py's defaults: 16 heads, MONAI's 12;
+#: pos_embed "perceptron", MONAI's proj_type now; res_block always, conv_block off), as monai.networks.nets.UNETR's
+UNETR_BTCV = {"feature_size": 16, "hidden_size": 768, "mlp_dim": 3072, "num_heads": 16, "proj_type": "perceptron",
+              "norm_name": "instance", "conv_block": False, "res_block": True, "dropout_rate": 0.0}
+UNETR_BTCV_PLANS = ("UNETR/BTCV at commit ae00f99 (its README, __main__.py and utils/data_utils.py; MONAI 0.6.dev2127, "
+                    "July 2021: torch 1.9, CUDA 11.1 at most): UNETR(1 -> 14 classes, img_size 96^3, its arguments above) "
+                    "through monai:UNETR; --batch_size={b} x RandCropByPosNegLabeld num_samples 4 = {n} crops of 96^3 a "
+                    "step; AdamW (lr 1e-4, weight decay 1e-5), DiceCE (predicted with segmem's CE+Dice), fp32, "
+                    "cudnn.benchmark on; the figure is rounded to whole GB and the run's validation (sliding window, "
+                    "4 windows a batch, every 500 steps) is inside it")
 PLANS_CT = ("nnunetv2 2.8.1 {planner} on the CT-like fingerprint 500x512x512 at 1x0.78x0.78 mm (300 cases, 1 channel, "
             "3 classes): {plan}")
 NNUNET_RECIPE = "fp16 autocast, deep supervision, cudnn.benchmark on"
@@ -76,6 +99,11 @@ class Figure:
     batch: int = 0
     in_channels: int = 1
     num_classes: int = 3
+    #: the source's training where it is not the architecture's recipe (JSON of Recipe fields: optimizer, ...)
+    recipe: str = "{}"
+    #: the CUDA version the source ran, where stated or implied by its date ("": a current one); before 11.7 the
+    #: context loads every kernel at start (bench.measure.device.lazy_loading)
+    cuda: str = ""
 
 
 #: the CT-like dataset of issue 15 the presets are planned for (numpy axis order, as nnU-Net's)
@@ -110,6 +138,23 @@ FIGURES: tuple[Figure, ...] = tuple(
            "(predicted with fp32, Adam and segmem's loss, cudnn.benchmark off; fp16 autocast or benchmark on predict a fit "
            "too)", "held-out",
            json.dumps({"feature_size": 24, "use_checkpoint": False}), (128, 128, 128), 1, 4, 3),
+) + tuple(
+    Figure(f"UNETR-BTCV:batch {b}", f"MONAI research-contributions UNETR/BTCV/README.md: 'Batch sizes of 2 and 1 require "
+           f"16G and 9G VRAM respectively on 32G V100 GPUs' (batch {b}: {gib:g}G)", UNETR_BTCV_URL, "V100-SXM2",
+           "V100 32GB", "", "nvidia-smi", gib, "", "monai:UNETR", "fp32", True, UNETR_BTCV_PLANS.format(b=b, n=4 * b),
+           "held-out", json.dumps(UNETR_BTCV), (96, 96, 96), 4 * b, 1, 14,
+           json.dumps({"optimizer": "adamw", "lr": 1e-4, "weight_decay": 1e-5}), "11.1")
+    for b, gib in ((2, 16.0), (1, 9.0))
+) + (
+    Figure("nnUNet#876:oom", "nnU-Net issue #876: nnUNetTrainerV2 3d_fullres on BraTS (Task001, 4 modalities, 3 classes "
+           "and background), plans printed in the issue: batch 2, patch 128x128x128, 5 poolings of 2, 3x3x3 "
+           "convolutions; 'I am using RTX3060, 16GB RAM, 6GB VRam to train the model and received RuntimeError'",
+           "https://github.com/MIC-DKFZ/nnUNet/issues/876", "RTX-3060-Laptop", "RTX 3060 6 GB (laptop)", "", "oom", 6.0,
+           "", "nnunet", "fp16", True,
+           "the issue's plans as segmem's nnunet (PlainConvUNet, 6 stages of 32 to 320 features, nnU-Net v1's "
+           "Generic_UNet of those plans) by nnU-Net's recipe; the capacity is the card's 6 GB as stated (CUDA reports "
+           "a little less); nnU-Net v1 of December 2021 ran torch 1.10 (CUDA 11.3 at most)",
+           "held-out", "{}", (128, 128, 128), 2, 4, 4, "{}", "11.3"),
 )
 
 
@@ -135,17 +180,22 @@ def rebuild(f: Figure):  # noqa: ANN201
 
 @cache
 def _trace(planner: str, configuration: str, overrides: str, patch: tuple[int, int, int], batch: int, precision: str,
-           in_channels: int, num_classes: int):  # noqa: ANN202
-    """The fake-tensor trace of a configuration's training step (figures of one configuration share it)."""
+           in_channels: int, num_classes: int, recipe: str = "{}"):  # noqa: ANN202
+    """The fake-tensor trace of a configuration's training step (figures of one configuration share it), by the
+    architecture's recipe with ``recipe``'s changes (JSON)."""
+    import dataclasses
+
     from ..measure.predict import trace
 
     spec, ov, size, n, _ = _rebuild(planner, configuration, overrides, patch, batch)
+    spec = dataclasses.replace(spec, recipe=spec.recipe.with_overrides(json.loads(recipe)))
     tracker, host, _ = trace(spec, ov, size, n, "train", precision, in_channels=in_channels, num_classes=num_classes)
     return tracker, host
 
 
 def _traced(f: Figure):  # noqa: ANN202
-    return _trace(f.planner, f.configuration, f.overrides, f.patch, f.batch, f.precision, f.in_channels, f.num_classes)
+    return _trace(f.planner, f.configuration, f.overrides, f.patch, f.batch, f.precision, f.in_channels, f.num_classes,
+                  f.recipe)
 
 
 def predict_figure(f: Figure, factor: float | None = None, kernels: int | None = None) -> dict:
@@ -157,7 +207,7 @@ def predict_figure(f: Figure, factor: float | None = None, kernels: int | None =
     from ..measure.device import context_bytes, run_device
 
     tracker, host = _traced(f)
-    context = context_bytes(f.gpu, None, training=True, kernels=kernels)
+    context = context_bytes(f.gpu, f.cuda or None, training=True, kernels=kernels)
     total = f.published_gib * GiB if f.measured == "oom" else gpus.lookup(f.gpu).memory_bytes
     # the peaks over the whole traced run (build, the benchmark's first step, the step after it): a figure read
     # during training (nvidia-smi, max_memory_* without a reset) counts the first step's candidate workspaces

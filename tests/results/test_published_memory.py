@@ -3,6 +3,7 @@
 that no document states are the ones the fit rows give; a prediction at a GPU's capacity is an oom
 record where the GPU would run out."""
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +21,7 @@ TABLE = Path(__file__).resolve().parents[2] / M.TABLE
 def test_the_table_has_one_row_per_published_figure_with_its_source_and_configuration():
     t = pd.read_csv(TABLE)
     assert list(t["id"]) == [f.id for f in M.FIGURES]
-    assert t["url"].str.match(r"https://github.com/(MIC-DKFZ/nnUNet|Project-MONAI/MONAI)/").all()
+    assert t["url"].str.match(r"https://github.com/(MIC-DKFZ/nnUNet|Project-MONAI/(MONAI|research-contributions))/").all()
     assert set(t["measured"]) == {"nvidia-smi", "allocated", "reserved", "oom"}
     planned = t[t["planner"].notna()]
     assert planned["plans"].str.contains("nnunetv2's").all() and len(planned) == 7
@@ -32,9 +33,28 @@ def test_the_table_has_one_row_per_published_figure_with_its_source_and_configur
     assert list(presets["patch"]) == ["128x128x128", "128x128x128", "192x192x192", "224x256x224"]
     assert set(presets["batch"]) == {2}
     assert set(t["split"]) == {"fit", "held-out"}
+    # UNETR/BTCV's two batch sizes: the same network by the source's recipe (AdamW), crops = batch x num_samples 4
+    unetr = t[t["id"].str.startswith("UNETR-BTCV")].set_index("id")
+    assert list(unetr["published_gib"]) == [16.0, 9.0] and list(unetr["batch"]) == [8, 4]
+    assert set(unetr["recipe"]) == {'{"optimizer": "adamw", "lr": 0.0001, "weight_decay": 1e-05}'}
+    assert M.UNETR_BTCV_COMMIT in unetr["url"].iloc[0] and set(unetr["split"]) == {"held-out"}
 
 
-@pytest.mark.slow  # 40 s of CPU: four nnunetv2 plannings and three traces
+def test_a_figure_is_traced_by_its_sources_recipe_and_its_cuda_sets_the_context():
+    from bench.measure.device import context_bytes
+
+    unetr = next(f for f in M.FIGURES if f.id == "UNETR-BTCV:batch 1")
+    adamw = M.predict_figure(unetr)
+    adam = M.predict_figure(dataclasses.replace(unetr, recipe="{}"))
+    assert adamw["pred_gib"] == pytest.approx(adam["pred_gib"])  # AdamW holds Adam's two moments: the same bytes
+    sgd = M.predict_figure(dataclasses.replace(unetr, recipe='{"optimizer": "sgd"}'))
+    assert sgd["pred_gib"] < adam["pred_gib"]  # no moments at all (momentum 0)
+    # CUDA 11.1 (2021) loads every kernel at start: the eager context, not the lazy one a current CUDA has
+    assert f"context {context_bytes(unetr.gpu, '11.1') / 2**30:.2f} GiB" in adamw["pred_note"]
+    assert context_bytes(unetr.gpu, "11.1") > context_bytes(unetr.gpu, None)
+
+
+@pytest.mark.slow  # 31 s of CPU: four nnunetv2 plannings and seven traces
 def test_repredicting_the_table_makes_no_row_worse():
     recorded = pd.read_csv(TABLE).set_index("id")
     now = M.predict_rows().set_index("id")
