@@ -57,11 +57,16 @@ print(*V.least_measured_first(sys.argv[1:], Path("reports/validation")))' "${che
 fi
 echo "architectures in this order: ${archs[*]}"
 start=$(date +%s)
+touch "$out/validate.log.start"
 # a hard stop too (Ctrl-C's path: the records stay), so that the packing below always runs
 timeout -s INT $((limit + ${GRACE:-140})) "${bench[@]}" validate $(printf -- '--arch %s ' "${archs[@]}") --timeout 180 \
     --time-limit "$limit" --keep-measured 2>&1 | tee "$out/validate.log"
 status=${PIPESTATUS[0]}
 echo "validate: exit $status, $(( $(date +%s) - start )) s wall"
+# its summary (verdict, worker time by phase, the whole grid's projected run time) into this call's output
+summary=$(find reports/validation -maxdepth 1 -name '*.md' ! -name '*.repredicted.md' -newer "$out/validate.log.start" \
+    2>/dev/null | head -1)
+[ -n "$summary" ] && cat "$summary"
 
 echo "== pack ($(( $(date +%s) - t0 )) s)"
 tar czf "$out/results.tar.gz" --exclude='*.pickle' reports/validation tests/fixtures/traces/validation
