@@ -98,14 +98,15 @@ def table(records: pd.DataFrame, snapshots: Path | None = None) -> pd.DataFrame:
 
 
 def measuring_time(record: Any) -> float | None:
-    """The seconds a configuration held the GPU's worker: its worker time, less the prediction and MemTracker
-    figure where the worker made them itself (records without ``cuda_phase_times_s``, made before predictions ran
-    ahead in other processes)."""
+    """The seconds a configuration held the GPU's worker, a prediction it made itself left out: the sum of its
+    ``cuda_phase_times_s`` where recorded, else its worker time less its prediction and MemTracker times (records
+    made before the phases were, when every worker predicted for itself)."""
+    phases = record.get(R.CUDA_PHASES)
+    if isinstance(phases, str):
+        return float(sum(json.loads(phases).values()))
     worker = record.get(R.WORKER_TIME)
     if not isinstance(worker, int | float) or pd.isna(worker):
         return None
-    if isinstance(record.get(R.CUDA_PHASES), str):
-        return float(worker)
     inside = sum(v for v in (record.get(R.PRED_TIME), record.get(R.MEMTRACKER_TIME))
                  if isinstance(v, int | float) and not pd.isna(v))
     return float(worker) - inside

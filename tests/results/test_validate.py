@@ -44,8 +44,8 @@ def test_verdict_limits():
 def test_measuring_time_leaves_out_a_prediction_the_worker_made():
     old = {R.WORKER_TIME: 10.0, R.PRED_TIME: 3.0, R.MEMTRACKER_TIME: 0.5}  # predicted in the worker
     assert V.measuring_time(old) == pytest.approx(6.5)
-    new = {**old, R.CUDA_PHASES: json.dumps({"env": 0.1})}  # phases recorded: predicted ahead, elsewhere
-    assert V.measuring_time(new) == 10.0
+    new = {**old, R.CUDA_PHASES: json.dumps({"env": 0.5, "init": 1.0, "warmup": 2.0})}  # where it went, prediction apart
+    assert V.measuring_time(new) == 3.5
     assert V.measuring_time({R.PRED_TIME: 1.0}) is None and V.measuring_time({R.WORKER_TIME: float("nan")}) is None
 
 
