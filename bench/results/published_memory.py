@@ -27,6 +27,9 @@ Sources so far:
   the process's whole memory (nvidia-smi level); rounded to whole GB, and the run's periodic validation is in it.
 - nnU-Net issue #876: nnU-Net v1's 3d_fullres plans for BraTS (4 channels, 128^3, batch 2, printed in the issue)
   out of memory on a 6 GB RTX 3060 laptop GPU (an ``oom`` row).
+- MONAI tutorials' ``automatic_mixed_precision.ipynb`` (Apache-2.0): ``torch.cuda.memory_summary()`` printed in the
+  committed outputs of three runs (V100 with torch 1.6, V100 with NGC 20.08, A100 80GB PCIe), each with AMP and in
+  fp32: the peak of allocated memory over the whole run, the network and training from the same notebook.
 
 A source's own training where it differs from the architecture's recipe is the figure's ``recipe``; its CUDA
 version (stated, or the newest its date allows) sets the context: eager before CUDA 11.7.
@@ -59,6 +62,25 @@ PRESETS_COMMIT = "0e495086eb108ff79afe106291e8c15bd2f2bc3a"
 PRESETS_URL = f"https://github.com/MIC-DKFZ/nnUNet/blob/{PRESETS_COMMIT}/documentation/resenc_presets.md"
 PRESETS_SOURCE = "nnU-Net documentation/resenc_presets.md, table column 'VRAM' (as reported by nvidia-smi), row '{row}'"
 ISSUE_2996 = "https://github.com/MIC-DKFZ/nnUNet/issues/2996"
+#: MONAI tutorials' automatic_mixed_precision.ipynb (Apache-2.0): the commits whose outputs print memory_summary()
+AMP_TUTORIAL = "https://github.com/Project-MONAI/tutorials/blob/{commit}/{path}"
+#: its network: monai.networks.nets.UNet(3 dims, 1 -> 2, channels 16..256, strides 2, 2 residual units, batch norm)
+AMP_UNET = {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2, "norm": "batch"}
+AMP_PLANS = ("the notebook at commit {commit} ({software}): UNet(spatial_dims 3, 1 -> 2 channels, channels (16, 32, 64, 128, "
+             "256), strides 2, num_res_units 2, batch norm) through monai:UNet; batch_size 2 x RandCropByPosNegLabeld "
+             "num_samples 4 = 8 crops of {patch}; Adam, DiceLoss (predicted with segmem's CE+Dice), cudnn.benchmark "
+             "not set (off), data cached on the CPU. The figure is memory_summary()'s peak of allocated memory after the "
+             "whole run, each epoch's sliding-window validation ({roi}, 4 windows a batch, no_grad) included: the model "
+             "predicts the training step, which its own inference figure of those windows stays below")
+_AMP_RUNS = (  # commit, path, GPU (catalogue, printed), software, patch, validation window, {precision: peak MiB}
+    ("52013d70400a71457d98891f3f865fc81ee7a23e", "automatic_mixed_precision.ipynb", "V100-PCIe", "Tesla V100-PCIE-32GB",
+     "PyTorch 1.6.0, MONAI 0.2.0, printed", (96, 96, 96), "160^3", {"fp16": 1152, "fp32": 1730}),
+    ("a7f97e3553d68ee2f3bdd3fd107b375e9b2460e1", "automatic_mixed_precision.ipynb", "V100-PCIe", "Tesla V100-PCIE-32GB",
+     "NGC PyTorch 20.08 container, CUDA 11", (128, 128, 96), "160x160x128", {"fp16": 1876, "fp32": 2788}),
+    ("bb333155b2c213c6535a573da42c4d3d22f713bd", "acceleration/automatic_mixed_precision.ipynb", "A100-80GB-PCIe",
+     "NVIDIA A100 80GB PCIe", "January 2023, versions not printed", (128, 128, 96), "160x160x128",
+     {"fp16": 1829, "fp32": 2892}),
+)
 UNETR_BTCV_COMMIT = "ae00f99feaa9516f50e9ca316aa91f2992c66398"
 UNETR_BTCV_URL = (f"https://github.com/Project-MONAI/research-contributions/blob/{UNETR_BTCV_COMMIT}/UNETR/BTCV/"
                   "README.md")
@@ -155,6 +177,15 @@ FIGURES: tuple[Figure, ...] = tuple(
            "Generic_UNet of those plans) by nnU-Net's recipe; the capacity is the card's 6 GB as stated (CUDA reports "
            "a little less); nnU-Net v1 of December 2021 ran torch 1.10 (CUDA 11.3 at most)",
            "held-out", "{}", (128, 128, 128), 2, 4, 4, "{}", "11.3"),
+) + tuple(
+    Figure(f"MONAI-AMP-tutorial:{commit[:8]} {prec}",
+           f"MONAI tutorials automatic_mixed_precision.ipynb at {commit[:8]}: torch.cuda.memory_summary() on '{printed}' "
+           f"after the {'AMP' if prec == 'fp16' else 'fp32'} run, 'Allocated memory' Peak Usage '{mib} MB'",
+           AMP_TUTORIAL.format(commit=commit, path=path), gpu, printed, software, "allocated", mib / 1024, "",
+           "monai:UNet", prec, False,
+           AMP_PLANS.format(commit=commit[:8], software=software, patch="x".join(map(str, patch)), roi=roi),
+           "held-out", json.dumps(AMP_UNET), patch, 8, 1, 2)
+    for commit, path, gpu, printed, software, patch, roi, peaks in _AMP_RUNS for prec, mib in peaks.items()
 )
 
 

@@ -21,7 +21,7 @@ TABLE = Path(__file__).resolve().parents[2] / M.TABLE
 def test_the_table_has_one_row_per_published_figure_with_its_source_and_configuration():
     t = pd.read_csv(TABLE)
     assert list(t["id"]) == [f.id for f in M.FIGURES]
-    assert t["url"].str.match(r"https://github.com/(MIC-DKFZ/nnUNet|Project-MONAI/(MONAI|research-contributions))/").all()
+    assert t["url"].str.match(r"https://github.com/(MIC-DKFZ/nnUNet|Project-MONAI/(MONAI|research-contributions|tutorials))/").all()
     assert set(t["measured"]) == {"nvidia-smi", "allocated", "reserved", "oom"}
     planned = t[t["planner"].notna()]
     assert planned["plans"].str.contains("nnunetv2's").all() and len(planned) == 7
@@ -38,6 +38,10 @@ def test_the_table_has_one_row_per_published_figure_with_its_source_and_configur
     assert list(unetr["published_gib"]) == [16.0, 9.0] and list(unetr["batch"]) == [8, 4]
     assert set(unetr["recipe"]) == {'{"optimizer": "adamw", "lr": 0.0001, "weight_decay": 1e-05}'}
     assert M.UNETR_BTCV_COMMIT in unetr["url"].iloc[0] and set(unetr["split"]) == {"held-out"}
+    # the AMP tutorial's memory_summary() peaks (MiB) of three runs, each in fp16 and fp32, all held out
+    amp = t[t["id"].str.startswith("MONAI-AMP-tutorial")]
+    assert sorted((amp["published_gib"] * 1024).round().astype(int)) == [1152, 1730, 1829, 1876, 2788, 2892]
+    assert set(amp["measured"]) == {"allocated"} and set(amp["split"]) == {"held-out"} and set(amp["batch"]) == {8}
 
 
 def test_a_figure_is_traced_by_its_sources_recipe_and_its_cuda_sets_the_context():
@@ -54,7 +58,7 @@ def test_a_figure_is_traced_by_its_sources_recipe_and_its_cuda_sets_the_context(
     assert context_bytes(unetr.gpu, "11.1") > context_bytes(unetr.gpu, None)
 
 
-@pytest.mark.slow  # 31 s of CPU: four nnunetv2 plannings and seven traces
+@pytest.mark.slow  # 38 s of CPU: four nnunetv2 plannings and eleven traces
 def test_repredicting_the_table_makes_no_row_worse():
     recorded = pd.read_csv(TABLE).set_index("id")
     now = M.predict_rows().set_index("id")
