@@ -322,10 +322,11 @@ def _validate_published_memory(fit: bool, to: Path) -> None:
     with bar(len(M.FIGURES), "predicting published GPU memory figures") as b:
         pred = M.predict_rows(factor=factor, kernels=kernels, progress=lambda i: (b.start(i), b.advance()))
     used = factor if factor is not None else device.WORKSPACE_FACTOR
-    _errors_table(f"predicted vs published GPU memory (GiB; nnU-Net's training: {M.NNUNET_RECIPE}; "
-                  f"workspace factor {used:g})",
-                  pred[["id", "gpu", "measured", "split", "network", "patch", "batch", "published_gib", "pred_gib",
-                        "error", "verdict"]], "{:.2f}")
+    _errors_table(f"predicted vs published GPU memory (GiB; each row trained as its source did: the nnU-Net rows by "
+                  f"nnU-Net's recipe, {M.NNUNET_RECIPE}, the others by their architecture's with the source's changes, "
+                  f"in the CSV's recipe column; workspace factor {used:g})",
+                  pred[["id", "gpu", "measured", "split", "network", "patch", "batch", "precision", "published_gib",
+                        "pred_gib", "error", "verdict"]], "{:.2f}")
     console.print(escape(M.summary(pred).to_string(index=False, float_format="{:.1%}".format)), highlight=False)
     _write_table(pred.round({"pred_gib": 3, "error": 4}), to / M.TABLE.name)
 

@@ -37,8 +37,10 @@ version (stated, or the newest its date allows) sets the context: eager before C
 "GB" in these sources is read as GiB (nvidia-smi prints MiB; torch figures are commonly divided by
 1024^3); read as 10^9 bytes every published figure would be 7 % smaller.
 
-Every figure is predicted with nnU-Net's training as segmem runs it: fp16 autocast, deep supervision on,
-``cudnn.benchmark`` on (nnU-Net sets it), the GPU's capacity from the catalogue. The constants of
+Every figure is predicted with its source's training: the nnU-Net rows with nnU-Net's as segmem runs it (fp16
+autocast, deep supervision on, ``cudnn.benchmark`` on: nnU-Net sets it), the others with their architecture's recipe
+and the changes the source states (the figure's ``precision``, ``cudnn_benchmark`` and ``recipe``); the GPU's
+capacity from the catalogue. The constants of
 :mod:`bench.measure.device` that no document states are *fitted* on the rows whose ``split`` is ``fit``
 (:func:`fit`); every other row is held out.
 """
