@@ -253,6 +253,9 @@ def validate(
     passed, med, worst = V.verdict(df["allocated_error"])
     console.print(f"{escape(str(csv))}, {escape(str(md))}; {len(made)} fixture(s) in {escape(str(fixtures / name))}",
                   highlight=False)
+    run_time = V.projection(df, whole)
+    if run_time:
+        console.print(escape(run_time), highlight=False)
     if not passed:
         fail(f"validation failed: median |error| of peak allocated {med:.2%} (limit {V.MEDIAN_LIMIT:.0%}), "
              f"max {worst:.2%} (limit {V.MAX_LIMIT:.0%})", code=1)

@@ -137,7 +137,8 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
             lines.append(f"- {split} ({len(g)} configurations): median |error| {m:.2%}, max {w:.2%}")
         lines.append("")
     lines += _time_lines(ok)
-    lines += _projection_lines(ok, configs)
+    run_time = projection(ok, configs)
+    lines += [run_time, ""] if run_time else []
     lines += ["| architecture | configurations | median allocated error | max abs allocated error | median reserved error |",
               "|---|---|---|---|---|"]
     for arch, g in ok.groupby("arch"):
@@ -162,13 +163,14 @@ def _time_lines(ok: pd.DataFrame) -> list[str]:
     return [f"Worker time ({head}median seconds by phase over {len(phases)} configurations): {parts}.", ""]
 
 
-def _projection_lines(ok: pd.DataFrame, configs: list[RunConfig] | None) -> list[str]:
-    """The whole grid's run time at the measured rates: what was measured, plus each configuration not measured yet
-    at the mean measuring time of those measured with its mode and cudnn.benchmark (what most sets a worker's time:
-    the benchmark's trials are GPU work in the warm-up step), against ``TARGET_S``. Excludes the parent's time
-    between workers."""
+def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
+    """The summary's "Run time" line (None where the records do not say): the whole grid's run time at the measured
+    rates, what was measured plus each configuration not measured yet at the mean measuring time of those measured
+    with its mode and cudnn.benchmark (what most sets a worker's time: the benchmark's trials are GPU work in the
+    warm-up step), against ``TARGET_S``. Excludes the parent's time between workers."""
+    ok = df[df["status"] == R.OK]
     if configs is None or "measuring_time_s" not in ok or ok["measuring_time_s"].isna().all():
-        return []
+        return None
     timed = ok.dropna(subset=["measuring_time_s"])
     means = timed.groupby(["mode", "cudnn_benchmark"])["measuring_time_s"].mean()
     measured = Counter(zip(ok["mode"], ok["cudnn_benchmark"], strict=True))
@@ -189,7 +191,7 @@ def _projection_lines(ok: pd.DataFrame, configs: list[RunConfig] | None) -> list
         line += " That is the whole grid"
     line += (f", {'within' if not unknown and total <= TARGET_S else 'over'} the {TARGET_S // 60}-minute target "
              "(time between workers not counted).")
-    return [line, ""]
+    return line
 
 
 def write(df: pd.DataFrame, folder: Path, name: str, configs: list[RunConfig] | None = None,

@@ -111,6 +111,7 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     assert f"{med:.2%}" in summary and "| unet | 4 |" in summary
     assert "Worker time (median" in summary and "by phase over 4 configurations): env " in summary  # where time went
     assert "Run time: 4 configurations measured in " in summary and "That is the whole grid" in summary
+    assert "Run time: 4 configurations measured in " in res.output  # on the console too
     snaps = sorted((tmp_path / "v" / name / "snapshots").iterdir())
     assert len([p for p in snaps if p.name.endswith(".cuda.pickle")]) == 4
     assert len([p for p in snaps if p.name.endswith(".predicted.pickle")]) == 4
