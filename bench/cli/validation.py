@@ -325,12 +325,16 @@ def _validate_published_memory(fit: bool, to: Path) -> None:
     with bar(len(M.FIGURES), "predicting published GPU memory figures") as b:
         pred = M.predict_rows(factor=factor, kernels=kernels, progress=lambda i: (b.start(i), b.advance()))
     used = factor if factor is not None else device.WORKSPACE_FACTOR
-    _errors_table(f"predicted vs published GPU memory (GiB; each row trained as its source did: the nnU-Net rows by "
-                  f"nnU-Net's recipe, {M.NNUNET_RECIPE}, the others by their architecture's with the source's changes, "
-                  f"in the CSV's recipe column; workspace factor {used:g})",
-                  pred[["id", "gpu", "measured", "split", "network", "patch", "batch", "precision", "published_gib",
-                        "pred_gib", "error", "verdict"]], "{:.2f}")
+    shown = pred[["id", "gpu", "measured", "split", "network", "patch", "batch", "precision", "published_gib", "pred_gib",
+                  "error", "verdict"]].astype({"error": object})
+    shown.loc[shown["measured"] == "oom", "error"] = "-"  # an oom row's figure is the capacity: the verdict says
+    _errors_table(f"predicted vs published GPU memory (GiB): each row predicted for what its source states (the nnU-Net "
+                  f"rows train by nnU-Net's recipe, {M.NNUNET_RECIPE}), what it does not state assumed (the CSV's "
+                  f"plans column says which); cuDNN benchmark candidates' workspace {used:g} x a convolution's largest "
+                  "operand", shown, "{:.2f}")
     console.print(escape(M.summary(pred).to_string(index=False, float_format="{:.1%}".format)), highlight=False)
+    if (line := M.oom_line(pred)) is not None:
+        console.print(escape(line), highlight=False)
     _write_table(pred.round({"pred_gib": 3, "error": 4}), to / M.TABLE.name)
 
 
@@ -340,10 +344,11 @@ def _errors_table(title: str, shown, number: str) -> None:
     import pandas as pd
 
     table = Table(title=title)
-    for col in shown.columns:
-        table.add_column(col)
+    for i, col in enumerate(shown.columns):  # the first column names the row: whole, however narrow the console
+        table.add_column(col, min_width=max(map(len, shown[col].astype(str))) if i == 0 else None)
     for r in shown.itertuples(index=False):
-        table.add_row(*("OOM" if isinstance(v, float) and pd.isna(v) else signed_percent(v, 1) if k == "error"
+        table.add_row(*("OOM" if isinstance(v, float) and pd.isna(v)
+                        else signed_percent(v, 1) if k == "error" and isinstance(v, float)
                         else number.format(v) if isinstance(v, float) else escape(str(v))
                         for k, v in zip(shown.columns, r, strict=True)))
     console.print(table)

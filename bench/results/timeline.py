@@ -122,9 +122,11 @@ def draw(tl: Timeline, dest: Path, title: str | None = None, top: int = 6) -> No
     if tl.allocated:
         peak = tl.allocated[tl.peak]
         # an arrow from above that ends at the peak: a marker on it would hide a spike there, and those beside it
-        ax.annotate(f"peak {human_bytes(peak)}", (tl.x[tl.peak], peak / scale), xytext=(8, 22), textcoords="offset points",
+        # the label's box lets the reserved line show through where it crosses it
+        ax.annotate(f"peak allocated {human_bytes(peak)}", (tl.x[tl.peak], peak / scale), xytext=(8, 22),
+                    textcoords="offset points",
                     arrowprops={"arrowstyle": "-|>", "color": "black", "shrinkA": 0, "shrinkB": 0, "lw": 0.8},
-                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})  # over the reserved line
+                    bbox={"facecolor": "white", "alpha": 0.5, "edgecolor": "none", "pad": 1})
     lines = [f"{n / 2**20:8.1f} MiB  {where}" + (f" ({cat})" if cat else "") for n, where, cat in tl.live_at_peak[:top]]
     ax.text(0.01, 0.98, "largest tensors live at the peak:\n" + "\n".join(lines), transform=ax.transAxes,
             va="top", ha="left", family="monospace", fontsize=7,

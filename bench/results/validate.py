@@ -171,26 +171,27 @@ def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
     ok = df[df["status"] == R.OK]
     if configs is None or "measuring_time_s" not in ok or ok["measuring_time_s"].isna().all():
         return None
-    timed = ok.dropna(subset=["measuring_time_s"])
+    timed = ok.dropna(subset=["measuring_time_s"])  # (an ok record without a time counts as not measured here)
     means = timed.groupby(["mode", "cudnn_benchmark"])["measuring_time_s"].mean()
-    measured = Counter(zip(ok["mode"], ok["cudnn_benchmark"], strict=True))
+    measured = Counter(zip(timed["mode"], timed["cudnn_benchmark"], strict=True))
     wanted = Counter((str(c.mode), bool(c.cudnn_benchmark)) for c in configs)
     missing = {k: n - measured.get(k, 0) for k, n in wanted.items() if n > measured.get(k, 0)}
     unknown = sorted(f"{m} (cudnn.benchmark {'on' if b else 'off'})" for m, b in missing if (m, b) not in means)
     rest = sum(n * means[k] for k, n in missing.items() if k in means)
     done = float(timed["measuring_time_s"].sum())
-    line = (f"Run time: {len(timed)} configurations measured in {done / 60:.1f} min of worker time (mean "
-            f"{done / len(timed):.1f} s; predictions made in a worker left out).")
+    line = (f"Run time: {len(timed)} configuration{'s' * (len(timed) != 1)} measured in {done / 60:.1f} min of measuring time "
+            f"(measuring_time_s: a worker's time without a prediction it made; mean {done / len(timed):.1f} s).")
     total = done + rest
     if missing:
         line += (f" The {sum(missing.values())} not measured would take about {rest / 60:.1f} min at the mean of those "
-                 f"measured in their mode and cudnn.benchmark setting")
-        line += f", more for {', '.join(unknown)} (none measured)" if unknown else ""
+                 "measured in their mode and cudnn.benchmark setting, more where they are larger (the benchmark's "
+                 "trials grow with the patch)")
+        line += f" and more for {', '.join(unknown)} (none measured)" if unknown else ""
         line += f": about {total / 60:.0f} min for the whole grid"
     else:
         line += " That is the whole grid"
-    line += (f", {'within' if not unknown and total <= TARGET_S else 'over'} the {TARGET_S // 60}-minute target "
-             "(time between workers not counted).")
+    line += (f", {'within' if not unknown and total <= TARGET_S else 'over'} the {TARGET_S // 60}-minute target, "
+             "the time between workers besides.")
     return line
 
 

@@ -44,6 +44,13 @@ def test_the_table_has_one_row_per_published_figure_with_its_source_and_configur
     assert set(amp["measured"]) == {"allocated"} and set(amp["split"]) == {"held-out"} and set(amp["batch"]) == {8}
 
 
+def test_oom_rows_are_counted_as_met_or_not_and_kept_out_of_the_error_statistics():
+    t = pd.read_csv(TABLE)
+    assert "oom" not in set(M.summary(t)["measured"])  # an oom row's "error" is no distance to a figure
+    assert M.oom_line(t) == "oom rows (the GPU ran out of memory): the model runs out too on 1 of 2"
+    assert M.oom_line(t[t["measured"] != "oom"]) is None
+
+
 def test_a_figure_is_traced_by_its_sources_recipe_and_its_cuda_sets_the_context():
     from bench.measure.device import context_bytes
 

@@ -60,14 +60,17 @@ def test_the_summary_projects_the_whole_grids_run_time_from_the_measured_means()
     df = pd.DataFrame(rows)
     line = next(x for x in V.markdown(df, "t", configs).splitlines() if x.startswith("Run time"))
     # measured 2 x 30 + 2 x 10 s; not measured: 2 x 30 + 2 x 10 s of training, inference unknown
-    assert "4 configurations measured in 1.3 min" in line and "The 12 not measured would take about 1.3 min" in line
-    assert "more for infer (cudnn.benchmark off), infer (cudnn.benchmark on) (none measured)" in line
+    assert "4 configurations measured in 1.3 min of measuring time" in line
+    assert "The 12 not measured would take about 1.3 min" in line
+    assert "and more for infer (cudnn.benchmark off), infer (cudnn.benchmark on) (none measured)" in line
     assert "about 3 min for the whole grid, over the 10-minute target" in line
     df["measuring_time_s"] = 1.0
     whole = V.markdown(pd.DataFrame([{**rows[0], "mode": str(c.mode), "cudnn_benchmark": c.cudnn_benchmark,
                                       "measuring_time_s": 1.0} for c in configs]), "t", configs)
     assert "16 configurations measured in 0.3 min" in whole and "That is the whole grid, within the 10-minute" in whole
     assert "Run time" not in V.markdown(df.drop(columns="measuring_time_s"), "t", configs)  # records that do not say
+    untimed = pd.DataFrame([{**rows[0], "measuring_time_s": 30.0}, {**rows[1], "measuring_time_s": None}])
+    assert "1 configuration measured" in V.projection(untimed, configs)  # an ok record without a time: not measured
 
 def test_a_lent_gpu_measures_what_no_gpu_measured_first(tmp_path):
     def run(name, records):
