@@ -181,6 +181,11 @@ DEEP_SUPERVISION_ARG = "deep_supervision"
 _EAGER = "segmem's steps run eager and what torch.compile does to memory is not modelled (valid: recipe.compile=false)"
 #: the words a flag may be given as on the command line (--set recipe.nesterov=on, --set checkpointing=yes)
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def as_flag(value: Any) -> bool | None:
+    """A flag's value: a bool as it is, one of :data:`BOOL_WORDS` as its bool, anything else None (not a flag)."""
+    return value if isinstance(value, bool) else BOOL_WORDS.get(str(value).strip().lower())
 _KINDS = {"optimizer": Optimizer, "loss": Loss, "lr": float, "momentum": float, "weight_decay": float, "clip": "clip",
           "nesterov": bool, "batch_dice": bool, "deep_supervision": bool, "grad_scaler": bool,
           "cudnn_benchmark": bool, "compile": "compile"}
@@ -210,9 +215,9 @@ def _parse(key: str, value: Any) -> Any:
     text = str(value).strip().lower()
     bad = ValueError(f"recipe.{key}={value!r} is not valid; valid: {valid_keys()}")
     if kind in (bool, "compile"):
-        if not isinstance(value, bool) and text not in BOOL_WORDS:
+        flag = as_flag(value)
+        if flag is None:
             raise bad
-        flag = value if isinstance(value, bool) else BOOL_WORDS[text]
         if kind == "compile" and flag:
             raise ValueError(f"recipe.compile=true is not supported: {_EAGER}")
         return flag

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .recipe import BOOL_WORDS, PAPER, Recipe, deep_supervision_weights
+from .recipe import PAPER, Recipe, as_flag, deep_supervision_weights
 
 Shape = tuple[int, int, int]
 Batch = Mapping[str, torch.Tensor]
@@ -33,10 +33,10 @@ Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Role = Literal["image", "label", "prior"]
 
 
-
 def _counts(values: Sequence[Any]) -> bool:
     """Whether every value is a positive whole number (a channel count; True is not one)."""
     return all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in values)
+
 
 @dataclass(frozen=True)
 class SampleTensor:
@@ -244,12 +244,10 @@ class ArchSpec:
         wrong: a word for a number (expansion=abc), a word other than true/false for a flag (checkpointing=banana,
         which a constructor would read as on), a list of positive counts (channels) with a word or a 0 in it."""
         if isinstance(default, bool):
-            if isinstance(value, bool):
-                return value
-            word = str(value).strip().lower()
-            if word in BOOL_WORDS:
-                return BOOL_WORDS[word]
-            raise ValueError(f"{self.name}: {key} is true or false (default {default}); got {value!r}")
+            flag = as_flag(value)
+            if flag is None:
+                raise ValueError(f"{self.name}: {key} is true or false (default {default}); got {value!r}")
+            return flag
         if isinstance(default, int | float) and isinstance(value, str):
             raise ValueError(f"{self.name}: {key} takes a number (default {default}); got {value!r}")
         if isinstance(default, tuple | list):

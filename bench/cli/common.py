@@ -38,7 +38,8 @@ class OneLineErrors(TyperGroup):
     Help for a bare ``bench`` is left to Typer."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
-        if not standalone_mode or not (sys.argv[1:] if args is None else args):  # a bare `bench`: Typer's help
+        argv = sys.argv[1:] if args is None else args
+        if not standalone_mode or not argv:  # a bare `bench`: Typer's help
             return super().main(args, prog_name, complete_var, standalone_mode=standalone_mode, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -46,7 +47,7 @@ class OneLineErrors(TyperGroup):
             if exc.ctx is not None:
                 command = exc.ctx.command_path
             else:  # an option's missing value is raised without a context: the command is the first word
-                first = next(iter(sys.argv[1:] if args is None else args), "")
+                first = next(iter(argv), "")
                 command = "bench " + first if first in self.commands else "bench"
             error_line(f"{exc.format_message()} (see: {command} --help)")
             sys.exit(exc.exit_code)

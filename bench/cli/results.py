@@ -61,7 +61,7 @@ def report(
 
     gpu = catalogue_gpu(gpu)
     df = _results(out, arch, backend or device, mode)
-    dest = _destination(to or out)
+    dest = writable_dir(to or out)  # before the report, whose files go there
     if gpu is not None:
         from ..results.throughput import retime
 
@@ -86,13 +86,7 @@ def plot(
 ) -> None:
     """Comparison plots (seaborn, PNG and SVG) from the results store."""
     df = _results(out, arch, backend or device, mode)
-    _plot(df, _destination(to or out))
-
-
-def _destination(folder: Path) -> Path:
-    """Where report and plot write: ``folder``, made, or one clear line before they start."""
-    writable_dir(folder)
-    return folder
+    _plot(df, writable_dir(to or out))
 
 
 def _results(out: Path, arch: list[str] | None, backend: list[str] | None, mode: list[str] | None):

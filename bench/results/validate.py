@@ -137,7 +137,7 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
             lines.append(f"- {split} ({len(g)} configurations): median |error| {m:.2%}, max {w:.2%}")
         lines.append("")
     lines += _time_lines(ok)
-    run_time = projection(ok, configs)
+    run_time = projection(df, configs)
     lines += [run_time, ""] if run_time else []
     lines += ["| architecture | configurations | median allocated error | max abs allocated error | median reserved error |",
               "|---|---|---|---|---|"]
