@@ -344,8 +344,8 @@ def _errors_table(title: str, shown, number: str) -> None:
     import pandas as pd
 
     table = Table(title=title)
-    for i, col in enumerate(shown.columns):  # the first column names the row: whole, however narrow the console
-        table.add_column(col, min_width=max(map(len, shown[col].astype(str))) if i == 0 else None)
+    for col in shown.columns:  # folded, not cut: a narrow console (160 columns when piped) keeps every cell whole
+        table.add_column(col, overflow="fold")
     for r in shown.itertuples(index=False):
         table.add_row(*("OOM" if isinstance(v, float) and pd.isna(v)
                         else signed_percent(v, 1) if k == "error" and isinstance(v, float)
