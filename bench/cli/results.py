@@ -201,7 +201,8 @@ def fit_(
         fail("no architecture could be fitted", code=1)
     df = pd.DataFrame(rows).dropna(axis=1, how="all").convert_dtypes()  # whole numbers stay integers
     on = f"{gpu}'s" if gpu else "the generic (no --gpu)"
-    table = Table(title=f"largest {mode} configurations within {budget} (predicted nvidia-smi figure, {on} CUDA "
+    given = f", with {', '.join(f'{k}={v}' for k, v in ov.items())}" if ov else ""  # --set: the answer depends on it
+    table = Table(title=f"largest {mode} configurations within {budget}{given} (predicted nvidia-smi figure, {on} CUDA "
                         f"context" + (f", {margin} margin)" if margin_b else ")"))
     for col in df.columns:
         table.add_column(col, overflow="fold")
@@ -209,7 +210,7 @@ def fit_(
         table.add_row(*("" if pd.isna(v) else escape(str(v)) for v in r))
     console.print(table)
     df.to_csv(out / "fit.csv", index=False)
-    (out / "fit.md").write_text(f"# bench fit: {budget}, {mode}\n\n" + markdown_table(df) + "\n")
+    (out / "fit.md").write_text(f"# bench fit: {budget}, {mode}{given}\n\n" + markdown_table(df) + "\n")
     console.print(f"written: {escape(str(out / 'fit.csv'))}, {escape(str(out / 'fit.md'))}", highlight=False)
     if confirm:
         from ..sweep.executor import run_sweep

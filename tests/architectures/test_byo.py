@@ -82,6 +82,10 @@ def test_a_network_by_import_path_is_predicted_run_fitted_and_reported(tmp_path)
     assert res.exit_code == 0, res.output
     fit = pd.read_csv(tmp_path / "fit.csv").iloc[0]
     assert fit["largest_cube"] % 4 == 0 and fit["largest_cube"] >= 16  # multiples of the probed divisor
+    assert (tmp_path / "fit.md").read_text().splitlines()[0] == "# bench fit: 1.02GB, train"
+    res, _ = _run(["fit", "--arch", arch, "--budget", "1.02GB", "--batch", "1", "--size", "16", "--set", "width=6"],
+                  tmp_path)  # the answer depends on --set: the table says it was given
+    assert res.exit_code == 0 and (tmp_path / "fit.md").read_text().splitlines()[0] == "# bench fit: 1.02GB, train, with width=6"
     res, _ = _run(["report"], tmp_path)
     assert res.exit_code == 0, res.output
     assert arch in (tmp_path / "report.md").read_text()
