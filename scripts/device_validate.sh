@@ -24,7 +24,7 @@ started=$(date +%s.%N)  # to the nanosecond: what this call wrote is newer
 t0=${started%.*}  # whole seconds, for the elapsed times printed
 ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/: make them with ../shared/gpu/prepare-wheels.sh .whl" \
     "(on a machine with network, pip install segmem and run bench validate instead)"; exit 2; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 bench=(python3 -c 'import sys; from bench.cli import app; sys.argv[0] = "bench"; app()')
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -69,14 +69,14 @@ summary=$(find reports/validation -maxdepth 1 -name '*.md' ! -name '*.repredicte
 [ -n "$summary" ] && cat "$summary"
 
 echo "== pack ($(( $(date +%s) - t0 )) s)"
-tar czf "$out/results.tar.gz" --exclude='*.pickle' reports/validation tests/fixtures/traces/validation
+tar czf "$out/results.tar.gz" --exclude='*.pickle' --exclude='*.pickle.gz' reports/validation tests/fixtures/traces/validation
 # the snapshots recorded in this call, one per architecture first, up to 40 MB compressed (the predicted ones are made
 # again anywhere with bench run --backend predict --snapshot)
 python3 - "$out/snapshots.tar.gz" "$started" <<'EOF'
 import sys, tarfile
 from pathlib import Path
 # this call's only (the committed runs' snapshots are in the checkout already)
-snaps = sorted(p for p in Path("reports/validation").rglob("*.cuda.pickle") if p.stat().st_mtime >= float(sys.argv[2]))
+snaps = sorted(p for p in Path("reports/validation").rglob("*.cuda.pickle*") if p.stat().st_mtime >= float(sys.argv[2]))
 firsts = {p.name.split("-")[0]: p for p in reversed(snaps)}
 order = list(dict.fromkeys([*firsts.values(), *snaps]))
 with open(sys.argv[1], "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:

@@ -50,7 +50,8 @@ def _load_trace(path: Path, device: int):
 
 @app.command()
 def replay(
-    snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle (or a .events.csv fixture)")],
+    snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle, gzip-compressed or not "
+                                                  "(or a .events.csv fixture)")],
     device: Annotated[int, typer.Option(help="which device's trace")] = 0,
     gpu_memory: Annotated[str | None, typer.Option(help="the allocator's capacity (e.g. 80GB, or a GPU: A100-40GB), for "
                                                         "the model's free-and-retry; taken whole: give the GPU's "
@@ -115,7 +116,7 @@ def replay(
 
 @app.command("trace2events")
 def trace2events(
-    snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle")],
+    snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle, gzip-compressed or not")],
     dest: Annotated[Path, typer.Argument(help="the event file to write (NAME.events.csv)")],
     source: Annotated[str, typer.Option(help="where the snapshot comes from (URL)")] = "",
     commit: Annotated[str, typer.Option(help="the source repository's commit")] = "",
@@ -234,6 +235,7 @@ def validate(
                            on_skip=lambda cfg, why: ((left if why == executor.TIME_LIMIT else kept).append(why),
                                                      b.advance()),
                            deadline=deadline)
+    V.compress_snapshots(snaps)  # (the records name them uncompressed: V.table finds either)
     n_kept = len(kept) + len(whole) - len(configs)  # (--keep-measured leaves the kept ones out of the sweep)
     if n_kept:
         console.print(f"{n_kept} configuration(s) already measured in {escape(str(runs))}: kept", highlight=False)

@@ -17,9 +17,11 @@ the reserved bytes at the start and the expected figures (``key: value``).
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import pickle
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,12 @@ COLUMNS = ("action", "block", "size", "stream")
 SILENT = {"free_requested", "snapshot", "user_defined"}
 
 
+#: a gzip stream's first two bytes
+GZIP_MAGIC = b"\x1f\x8b"
+#: what :func:`compress` appends to a snapshot's name
+GZ = ".gz"
+
+
 class SnapshotError(ValueError):
     """The file is not a memory snapshot (or asks for code): its message is the one line to show."""
 
@@ -55,12 +63,15 @@ class _NoClasses(pickle.Unpickler):
 
 
 def load_snapshot(path: Path) -> dict:
-    """A ``torch.cuda.memory._snapshot()`` pickle, read without loading any class. Unknown keys (a newer
+    """A ``torch.cuda.memory._snapshot()`` pickle, read without loading any class, gzip-compressed or not
+    (``bench validate`` keeps its recorded snapshots compressed: :func:`compress`). Unknown keys (a newer
     torch) are warned about and kept; anything that is not a snapshot raises :class:`SnapshotError`."""
     try:
         raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise SnapshotError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if raw[:2] == GZIP_MAGIC:
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:  # unreadable, or a gzip stream cut short or corrupt
+        raise SnapshotError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         data = _NoClasses(io.BytesIO(raw)).load()
     except SnapshotError:
@@ -76,6 +87,25 @@ def load_snapshot(path: Path) -> dict:
                       stacklevel=2)
     return data
 
+
+
+def compress(path: Path) -> Path:
+    """``NAME.pickle`` -> ``NAME.pickle.gz``, the original removed: a recorded snapshot is mostly repeated frame
+    strings and compresses about 15 times, which is what lets a validation run's snapshots be committed (and travel
+    to a lent GPU with the checkout). :func:`load_snapshot` reads either; pytorch.org/memory_viz wants the
+    pickle itself (``gunzip -k NAME.pickle.gz``)."""
+    path = Path(path)
+    dest = path.with_name(path.name + GZ)
+    with open(path, "rb") as src, gzip.open(dest, "wb", compresslevel=6) as out:
+        out.write(src.read())
+    path.unlink()
+    return dest
+
+
+def recorded_name(path: Path) -> str:
+    """The snapshot's name as it was recorded: ``NAME.pickle`` for ``NAME.pickle.gz`` too."""
+    name = Path(path).name
+    return name[: -len(GZ)] if name.endswith(GZ) else name
 
 @dataclass
 class TraceEvent:

@@ -142,8 +142,8 @@ def draw(tl: Timeline, dest: Path, title: str | None = None, top: int = 6) -> No
 
 
 def png_of(pickle: Path) -> Path:
-    """Where a snapshot's timeline goes: beside it, ``NAME.png`` for ``NAME.pickle``."""
-    return pickle.with_suffix(".png")
+    """Where a snapshot's timeline goes: beside it, ``NAME.png`` for ``NAME.pickle`` (and ``NAME.pickle.gz``)."""
+    return pickle.with_name(T.recorded_name(pickle)).with_suffix(".png")
 
 
 def pending(folder: Path) -> list[Path]:

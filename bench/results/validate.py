@@ -66,10 +66,15 @@ def report_name(gpu: str, torch_version: str) -> str:
 def _here(path: Any, snapshots: Path | None) -> str | None:
     """A recorded snapshot's path as found in ``snapshots`` (a run measured on another machine records that
     machine's paths), or None where the file is not there."""
+    from ..measure.traces import GZ
+
     if not isinstance(path, str) or not path:
         return None
     found = snapshots / Path(path).name if snapshots is not None else Path(path)
-    return str(found) if found.exists() else None
+    for p in (found, found.with_name(found.name + GZ)):  # compressed after the run (:func:`compress_snapshots`)
+        if p.exists():
+            return str(p)
+    return None
 
 
 def table(records: pd.DataFrame, snapshots: Path | None = None) -> pd.DataFrame:
@@ -261,14 +266,34 @@ def repredict(runs: Path, rows: list[dict[str, Any]], jobs: int | None = None,
     return df
 
 
+#: a snapshot recorded on CUDA (``bench.sweep.worker``), compressed or not
+RECORDED = "*.cuda.pickle"
+
+
+def recorded_snapshots(snapshots: Path) -> list[Path]:
+    """The snapshots recorded on CUDA in a run's snapshot folder, compressed (:func:`compress_snapshots`) or not."""
+    return sorted([*snapshots.glob(RECORDED), *snapshots.glob(RECORDED + ".gz")])
+
+
+def compress_snapshots(snapshots: Path) -> list[Path]:
+    """Every snapshot recorded on CUDA in ``snapshots`` not compressed yet, gzip-compressed in place
+    (:func:`bench.measure.traces.compress`): about 60 kB where the pickle is 1 MB, so that the grid's can be
+    committed under ``reports/validation``."""
+    from ..measure import traces
+
+    return [traces.compress(p) for p in sorted(snapshots.glob(RECORDED))]
+
+
 def fixtures(snapshots: Path, dest: Path, header: dict[str, Any]) -> list[Path]:
-    """Every recorded CUDA snapshot under ``snapshots`` as an event file under ``dest`` (test fixtures)."""
+    """Every recorded CUDA snapshot under ``snapshots`` as an event file under ``dest`` (test fixtures); its
+    header names the snapshot as recorded (``NAME.cuda.pickle``, whether stored compressed or not)."""
     from ..measure import traces
 
     dest.mkdir(parents=True, exist_ok=True)
     out = []
-    for snap in sorted(snapshots.glob("*.cuda.pickle")):
-        target = dest / snap.name.replace(".cuda.pickle", ".events.csv")
-        traces.convert(snap, target, {**header, "snapshot": snap.name})
+    for snap in recorded_snapshots(snapshots):
+        name = traces.recorded_name(snap)
+        target = dest / name.replace(".cuda.pickle", ".events.csv")
+        traces.convert(snap, target, {**header, "snapshot": name})
         out.append(target)
     return out

@@ -79,6 +79,26 @@ def test_the_unpickler_refuses_classes_and_non_snapshots(tmp_path):
         traces.load_snapshot(other)
 
 
+def test_a_compressed_snapshot_reads_as_the_pickle_and_a_broken_one_in_one_line(real_snap_file, tmp_path):
+    from bench.results.timeline import png_of
+
+    data = traces.load_snapshot(real_snap_file)
+    gz = traces.compress(real_snap_file)
+    assert gz.name == "real.pickle.gz" and not real_snap_file.exists()
+    assert gz.stat().st_size < len(pickle.dumps(data))
+    assert traces.load_snapshot(gz) == data
+    assert traces.recorded_name(gz) == "real.pickle" == traces.recorded_name(real_snap_file)
+    assert png_of(gz) == tmp_path / "real.png" == png_of(real_snap_file)
+    cut = tmp_path / "cut.pickle.gz"
+    cut.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
+    with pytest.raises(traces.SnapshotError, match=r"^cannot read .*cut\.pickle\.gz: "):
+        traces.load_snapshot(cut)
+    bad = tmp_path / "bad.pickle.gz"
+    bad.write_bytes(traces.GZIP_MAGIC + b"\x08\x00" + b"\xff" * 40)
+    with pytest.raises(traces.SnapshotError, match=r"^cannot read .*bad\.pickle\.gz: "):
+        traces.load_snapshot(bad)
+
+
 def test_unknown_keys_are_warned_not_fatal(snap_file):
     data = traces.load_snapshot(snap_file)
     data["future_key"] = {}
@@ -240,7 +260,7 @@ def test_bench_replay_of_a_real_h200_trace_is_exact_and_says_how_it_starts():
     gives its peak reserved exactly (ties of best fit broken by address changed it by +17.4% before); the trace
     began after one 2 MiB segment was cached, empty, and the output says so rather than "mid-run"."""
     snap = (Path(__file__).resolve().parents[2] / "reports" / "validation" / "nvidia-h200-2.11.0+cu130" / "snapshots"
-            / "unet-train-80x80x80-b4-fp32-71e26998.cuda.pickle")
+            / "unet-train-80x80x80-b4-fp32-71e26998.cuda.pickle.gz")  # (committed compressed: read as it is)
     res = CliRunner().invoke(app, ["replay", str(snap)])
     assert res.exit_code == 0, res.output
     model = next(line for line in res.output.splitlines() if line.startswith("│ model "))

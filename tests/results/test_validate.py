@@ -86,8 +86,9 @@ def test_a_lent_gpu_measures_what_no_gpu_measured_first(tmp_path):
     archs = ["unet", "meunet", "vnet", "unet3d"]
     assert V.least_measured_first(archs, tmp_path) == ["meunet", "unet3d", "vnet", "unet"]
     assert V.least_measured_first(archs, tmp_path / "nothing") == archs  # no run yet: the given order
-    committed = V.least_measured_first(["unet", "nnunet_resenc", "vnet"], Path("reports/validation"))
-    assert committed == ["nnunet_resenc", "vnet", "unet"]  # the H200 measured 12 of vnet's 16, all of unet's
+    committed = V.least_measured_first(["unet", "nnunet_resenc", "vnet", "cascade"], Path("reports/validation"))
+    # the H100 measured 6 of the cascade's 32 and all 16 of nnunet_resenc's, the H200 12 of vnet's 16, all of unet's
+    assert committed == ["cascade", "vnet", "unet", "nnunet_resenc"]
 
 
 @pytest.mark.slow
@@ -102,7 +103,8 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     name = V.report_name(fake_cuda.NAME, __import__("torch").__version__)
     df = pd.read_csv(tmp_path / "v" / f"{name}.csv")
     assert len(df) == 4 and set(df["status"]) == {"ok"} and set(df["mode"]) == {"train", "infer"}
-    assert all(Path(p).exists() and p.endswith(".cuda.pickle") for p in df["measured_snapshot"])
+    # compressed once recorded (about 15 times smaller: what lets a run's snapshots be committed)
+    assert all(Path(p).exists() and p.endswith(".cuda.pickle.gz") for p in df["measured_snapshot"])
     assert df["measured_allocated_bytes"].gt(0).all() and df["allocated_error"].notna().all()
     # predicted ahead, apart from the measuring workers, for the live GPU as a measuring worker would
     recs = store.load(tmp_path / "v" / V.report_name(fake_cuda.NAME, __import__("torch").__version__))
@@ -116,10 +118,12 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     assert "Run time: 4 configurations measured in " in summary and "That is the whole grid" in summary
     assert "Run time: 4 configurations measured in " in res.output  # on the console too
     snaps = sorted((tmp_path / "v" / name / "snapshots").iterdir())
-    assert len([p for p in snaps if p.name.endswith(".cuda.pickle")]) == 4
+    assert len([p for p in snaps if p.name.endswith(".cuda.pickle.gz")]) == 4 and not list(snaps[0].parent.glob("*.cuda.pickle"))
     assert len([p for p in snaps if p.name.endswith(".predicted.pickle")]) == 4
     made = sorted((tmp_path / "fx" / name).glob("*.events.csv"))
     assert len(made) == 4
+    assert {traces.read_events(f).header["snapshot"] for f in made} == {
+        p.name.removesuffix(".gz") for p in snaps if p.name.endswith(".cuda.pickle.gz")}  # the name as recorded
     again = CliRunner().invoke(app, ["validate", "--arch", "unet", "--out", str(tmp_path / "v"),
                                      "--fixtures", str(tmp_path / "fx")])  # resumes: nothing left to measure
     assert again.exit_code == res.exit_code and "4 configuration(s) already measured" in again.output
