@@ -150,11 +150,13 @@ CUDA_SNAPSHOT_PATH = _col("cuda_snapshot_path", "str", "", G, "the recorded step
                           "pickle (--snapshot DIR on CUDA; bench replay reads it)")
 CUDA_PHASES = _col("cuda_phase_times_s", "json", "s", G,
                    "where the measuring worker's time went, seconds per phase (CUDA_PHASE_NAMES): env (the environment "
-                   "capture, CUDA's first calls), init (context, first allocation, NVML), build (network, optimizer, "
-                   "batch), warmup (the first step: cuDNN's benchmark, kernels loaded), memory_step (the measured "
-                   "step), snapshot (the recorded history written), timed_steps")
+                   "capture, CUDA's first calls), setup (the configuration's columns and the rest before the "
+                   "measurement, a prediction made there left out), init (context, first allocation, NVML), build "
+                   "(network, optimizer, batch), warmup (the first step: cuDNN's benchmark, kernels loaded), "
+                   "memory_step (the measured step), snapshot (the recorded history written), timed_steps, finish "
+                   "(the times summarised); setup and finish recorded since 2026-11-26")
 #: the phases of cuda_phase_times_s, in order
-CUDA_PHASE_NAMES = ("env", "init", "build", "warmup", "memory_step", "snapshot", "timed_steps")
+CUDA_PHASE_NAMES = ("env", "setup", "init", "build", "warmup", "memory_step", "snapshot", "timed_steps", "finish")
 
 # ----- CPU measurement ----------------------------------------------------------------------------
 G = "CPU measurement"

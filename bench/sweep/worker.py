@@ -86,6 +86,7 @@ def live_gpu(backend: Backend, how: wire.Instructions = wire.Instructions()) -> 
 def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.Instructions()) -> dict[str, Any]:
     """One configuration's record (``memtracker``: also torch's MemTracker figure, as every sweep has).
     ``how``: the prediction alone, or the measurement with a prediction made elsewhere (:class:`wire.Instructions`)."""
+    t_start = time.perf_counter()
     backend = cfg.backend_kind
     measures = backend.measures and not how.predict_only
     # before CUDA initialises (the worker is a fresh process): the real allocator reads it there, and the
@@ -106,6 +107,7 @@ def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.I
     t_env = time.perf_counter()
     rec.update(env.capture(cuda=backend is Backend.CUDA and measures))
     t_env = time.perf_counter() - t_env
+    t_pred = time.perf_counter()
     gpu = gpus.lookup(cfg.gpu) if cfg.gpu else live_gpu(backend, how)
     snap = Path(cfg.snapshot_dir) / cfg.slug() if cfg.snapshot_dir else None
     try:
@@ -122,6 +124,7 @@ def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.I
         rec.update(getattr(exc, "record", {}))
         rec.update(oom_columns(exc))
         return rec
+    t_pred = time.perf_counter() - t_pred
     if not measures:
         rec[R.STATUS] = R.OK
         return rec
@@ -133,8 +136,11 @@ def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.I
 
             rec[R.DEVICE_NAME] = torch.cuda.get_device_name(0)
             recorded = snap.with_name(snap.name + ".cuda.pickle") if snap else None
+            # the worker's time before the measurement, less the environment's and a prediction made here
+            setup = time.perf_counter() - t_start - t_env - t_pred
             meas, runner = cuda.measure(factory, cfg.repeats, rec[R.CUDNN_BENCHMARK], recorded)
-            meas[R.CUDA_PHASES] = json.dumps({"env": round(t_env, 4), **meas[R.CUDA_PHASES]})
+            t_finish = time.perf_counter()
+            meas[R.CUDA_PHASES] = {"env": round(t_env, 4), "setup": round(setup, 4), **meas[R.CUDA_PHASES]}
             if recorded is not None:
                 rec[R.CUDA_SNAPSHOT_PATH] = str(recorded)
         else:
@@ -151,8 +157,10 @@ def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.I
     rec.update(timing.summarize(times, rec[R.LABELLED_VOXELS_PER_STEP], rec[R.VOXELS_PER_STEP], cfg.batch,
                                 rec.get(R.FLOPS_PER_STEP), gpus.peak_flops(rec.get(R.DEVICE_NAME), cfg.precision)))
     rec[R.STATUS] = R.OK
+    del runner  # free the measured step's model and batch (before training, with --dice)
+    if backend is Backend.CUDA:  # the phases as JSON, the measurement's aftermath in them
+        rec[R.CUDA_PHASES] = json.dumps({**rec[R.CUDA_PHASES], "finish": round(time.perf_counter() - t_finish, 4)})
     if cfg.dice:
-        del runner  # free the measured step's model and batch before training
         rec.update(dice(cfg, spec))
     return rec
 
