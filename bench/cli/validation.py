@@ -162,8 +162,8 @@ def validate(
     jobs: Annotated[int | None, typer.Option(help="with --recorded: prediction processes [default: one per core]")] = None,
     keep_measured: Annotated[bool, typer.Option(
         "--keep-measured", help="measure only configurations with no CUDA measurement yet, keeping those another code "
-                                "version measured (GPU time is the scarce part), and predict every measured one again "
-                                "with this code for the summary, as --recorded does")] = False,
+                                "version measured (GPU time is the scarce part), and predict those again with this code "
+                                "for the summary, as --recorded does")] = False,
 ) -> None:
     """Measure the fixed grid on this CUDA GPU beside its prediction (every architecture, two sizes, train/infer,
     fp32/AMP, cudnn.benchmark off/on), a memory snapshot each; exit 1 when the median error of peak allocated
@@ -242,8 +242,8 @@ def validate(
     if left:
         console.print(f"[yellow]{len(left)} configuration(s) not started[/]: --time-limit reached; the same command "
                       "measures them, keeping those measured", highlight=False)
-    if keep_measured:  # records of several code versions: every one predicted again by this code
-        df = _repredicted(runs, prediction_jobs(None), whole)
+    if keep_measured:  # records of several code versions: those of another predicted again by this code
+        df = _repredicted(runs, prediction_jobs(None), whole, keep_from=code_version())
         csv, md = V.write(df, out, name, whole, title=f"{name}, predicted by segmem {code_version()}")
     else:
         records = store.load(runs)
@@ -295,14 +295,15 @@ def _validate_recorded(runs: Path, jobs: int | None, out: Path | None) -> None:
     console.print(f"{escape(str(csv))}, {escape(str(md))}", highlight=False)
 
 
-def _repredicted(runs: Path, jobs: int | None, configs: list | None = None) -> Any:
+def _repredicted(runs: Path, jobs: int | None, configs: list | None = None, keep_from: str | None = None) -> Any:
     """The configurations measured on CUDA in ``runs`` (of ``configs``, default the whole grid) predicted again by
-    this code on ``jobs`` processes, with a progress bar (:func:`bench.results.validate.repredict`)."""
+    this code on ``jobs`` processes, with a progress bar (:func:`bench.results.validate.repredict`; ``keep_from``:
+    those this code version recorded keep their prediction)."""
     from ..results import validate as V
 
     rows = validated(V.measured, runs, configs=configs)
-    with bar(len(rows), f"predicting again the configurations measured in {runs.name}") as b:
-        return V.repredict(runs, rows, jobs, progress=lambda _job: b.advance(), configs=configs)
+    with bar(len(V.predicted_again(rows, keep_from)), f"predicting again the configurations measured in {runs.name}") as b:
+        return V.repredict(runs, rows, jobs, progress=lambda _job: b.advance(), configs=configs, keep_from=keep_from)
 
 
 def _validate_published(fit: bool, to: Path) -> None:

@@ -251,16 +251,30 @@ def least_measured_first(archs: list[str], root: Path) -> list[str]:
     return sorted(archs, key=lambda a: count[a])  # stable: ties keep the given order
 
 
+def predicted_again(rows: list[dict[str, Any]], keep_from: str | None = None) -> list[dict[str, Any]]:
+    """Which of ``rows`` :func:`repredict` predicts again: all but those recorded by the code version ``keep_from``
+    (this very code: their own prediction is the one it would make). A ``.dirty`` version keeps none, since its
+    code may have changed between the records."""
+    if not keep_from or keep_from.endswith(".dirty"):
+        return rows
+    return [r for r in rows if r.get(R.CODE_VERSION) != keep_from]
+
+
 def repredict(runs: Path, rows: list[dict[str, Any]], jobs: int | None = None,
-              progress: Callable[[Any], None] | None = None, configs: list[RunConfig] | None = None) -> pd.DataFrame:
+              progress: Callable[[Any], None] | None = None, configs: list[RunConfig] | None = None,
+              keep_from: str | None = None) -> pd.DataFrame:
     """``rows`` (:func:`measured` in ``runs``, of ``configs``: default the whole grid) predicted again by this code,
     for the GPU they were measured on, on ``jobs`` processes: :func:`table`'s rows with the new predictions, plus
-    ``split``: ``read`` for an (architecture, mode) of :data:`READ_FROM`, else ``held out``."""
+    ``split``: ``read`` for an (architecture, mode) of :data:`READ_FROM`, else ``held out``. ``keep_from``: the rows
+    this code version recorded keep their own prediction (:func:`predicted_again`; ``bench validate --keep-measured``
+    on the GPU, where a second call of a session would otherwise spend GPU time predicting the first's again)."""
     from ..parallel import pmap
 
     by_key = {c.key(): c for c in (grid() if configs is None else configs)}
-    preds = pmap(_predict, [(by_key[r[R.KEY]].to_json(), r[R.DEVICE_NAME]) for r in rows], jobs, progress=progress)
-    df = table(pd.DataFrame([{**r, **R.prediction_columns(p)} for r, p in zip(rows, preds)]), runs / "snapshots")
+    again = predicted_again(rows, keep_from)
+    preds = pmap(_predict, [(by_key[r[R.KEY]].to_json(), r[R.DEVICE_NAME]) for r in again], jobs, progress=progress)
+    new = {r[R.KEY]: R.prediction_columns(p) for r, p in zip(again, preds)}
+    df = table(pd.DataFrame([{**r, **new.get(r[R.KEY], {})} for r in rows]), runs / "snapshots")
     df["measuring_time_s"] = [measuring_time(r) for r in rows]  # the prediction made there, not this one's
     df.insert(0, "split", ["read" if (a, m) in READ_FROM else "held out" for a, m in zip(df["arch"], df["mode"])])
     return df

@@ -7,6 +7,7 @@ run of the tests, each within the validation's 5% limit of its measured peak all
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -62,3 +63,17 @@ def test_bench_validate_recorded_bad_input(tmp_path):
     assert res.exit_code == 2 and "--jobs applies only with --recorded" in res.output
     res = CliRunner().invoke(app, ["validate", "--recorded", str(RUNS), "--jobs", "0"])
     assert res.exit_code == 2 and "--jobs" in res.output
+
+
+def test_records_of_this_code_version_keep_their_own_prediction():
+    """``bench validate --keep-measured`` on a GPU predicts again only what another code version recorded: the second
+    call of the H100's session spent 30 s of GPU time predicting the first call's 22 again, with the same code."""
+    rows = V.measured(H100)
+    version = rows[0][R.CODE_VERSION]
+    assert {r[R.CODE_VERSION] for r in rows} == {version}
+    assert V.predicted_again(rows, version) == []
+    assert V.predicted_again(rows, version + ".dirty") == rows == V.predicted_again(rows, None)  # (dirty: may differ)
+    df = V.repredict(H100, rows, keep_from=version)  # nothing to predict: the records' own predictions
+    as_measured = pd.read_csv(H100.with_name(f"{H100.name}.csv"))
+    assert sorted(df["predicted_allocated_bytes"]) == sorted(as_measured["predicted_allocated_bytes"])
+    assert (df["split"] == "held out").all() and len(df) == 26
