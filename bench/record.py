@@ -149,14 +149,18 @@ CUDA_CONTEXT = _col("cuda_context_bytes", "int", "bytes", G, "the process's devi
 CUDA_SNAPSHOT_PATH = _col("cuda_snapshot_path", "str", "", G, "the recorded step's torch.cuda.memory._snapshot() "
                           "pickle (--snapshot DIR on CUDA; bench replay reads it)")
 CUDA_PHASES = _col("cuda_phase_times_s", "json", "s", G,
-                   "where the measuring worker's time went, seconds per phase (CUDA_PHASE_NAMES): env (the environment "
+                   "where the measuring worker's time went, seconds per phase (CUDA_PHASE_NAMES): ahead (its CPU-side "
+                   "parts made while the GPU measured the configuration before: not the GPU's time), env (the environment "
                    "capture, CUDA's first calls), setup (the configuration's columns and the rest before the "
                    "measurement, a prediction made there left out), init (context, first allocation, NVML), build "
                    "(network, optimizer, batch), warmup (the first step: cuDNN's benchmark, kernels loaded), "
                    "memory_step (the measured step), snapshot (the recorded history written), timed_steps, finish "
                    "(the times summarised); setup and finish recorded since 2026-11-26")
 #: the phases of cuda_phase_times_s, in order
-CUDA_PHASE_NAMES = ("env", "setup", "init", "build", "warmup", "memory_step", "snapshot", "timed_steps", "finish")
+CUDA_PHASE_NAMES = ("ahead", "env", "setup", "init", "build", "warmup", "memory_step", "snapshot", "timed_steps",
+                    "finish")
+#: the phase of cuda_phase_times_s before the configuration's turn (outside its worker_time_s)
+AHEAD_PHASE = "ahead"
 
 # ----- CPU measurement ----------------------------------------------------------------------------
 G = "CPU measurement"

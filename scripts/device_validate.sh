@@ -9,15 +9,17 @@
 #      in $OUT/snapshots.tar.gz (about 40 MB at most: a call brings back 64 MB at most).
 # Exits with bench validate's status (1: the verdict failed; 130: interrupted), after packing.
 #
-#   [ARCHS="nnunet unet3d"] [SMOKE=0] [GRACE=140] [OUT=/tmp/segmem-out] bash scripts/device_validate.sh [LIMIT_S]
-# (the variables before are the environment's; LIMIT_S is the argument, in seconds, default 420)
-# (GRACE: seconds after LIMIT_S before validate is interrupted, so that packing always runs.)
+#   [ARCHS="nnunet unet3d"] [SMOKE=0] [GRACE=110] [OUT=/tmp/segmem-out] bash scripts/device_validate.sh [LIMIT_S]
+# (the variables before are the environment's; LIMIT_S is the argument, in seconds, default 390)
+# (GRACE: seconds after LIMIT_S before validate is interrupted, so that packing always runs. The defaults end inside
+# a 600 s call, a lent GPU's longest: on the H100 the install and smoke run took 47 s, validate then ends within
+# LIMIT_S + GRACE, packing took 1 s.)
 # Resumes: carry reports/validation (unpacked from an earlier results.tar.gz) and the measured
 # configurations are kept, whichever code version measured them (--keep-measured: lent GPU time is the
 # scarce part; every kept one is predicted again by this checkout for the summary).
 set -u
 export PYTHONUNBUFFERED=1
-limit=${1:-420}
+limit=${1:-390}
 out=${OUT:-/tmp/segmem-out}
 mkdir -p "$out"
 started=$(date +%s.%N)  # to the nanosecond: what this call wrote is newer
@@ -59,7 +61,7 @@ echo "architectures in this order: ${archs[*]}"
 start=$(date +%s)
 touch "$out/validate.log.start"
 # a hard stop too (Ctrl-C's path: the records stay), so that the packing below always runs
-timeout -s INT $((limit + ${GRACE:-140})) "${bench[@]}" validate $(printf -- '--arch %s ' "${archs[@]}") --timeout 180 \
+timeout -s INT $((limit + ${GRACE:-110})) "${bench[@]}" validate $(printf -- '--arch %s ' "${archs[@]}") --timeout 180 \
     --time-limit "$limit" --keep-measured 2>&1 | tee "$out/validate.log"
 status=${PIPESTATUS[0]}
 echo "validate: exit $status, $(( $(date +%s) - start )) s wall"

@@ -38,24 +38,42 @@ def _is_cuda(x: Any) -> bool:
 
 
 class CudaOnCpu(TorchFunctionMode):
-    """Every ``device="cuda"`` (and ``.to("cuda")``) becomes the CPU."""
+    """Every ``device="cuda"`` (and ``.to("cuda")``) becomes the CPU. ``on_host(t)``: whether ``t`` is host memory
+    (made before CUDA initialised, so never tracked): its ``.to("cuda")`` then copies, as a real one does, so that the
+    copy is the device's allocation."""
+
+    def __init__(self, on_host: Any = lambda t: False) -> None:
+        super().__init__()
+        self.on_host = on_host
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func is torch.device:  # code may still ask which device it was given
             return func(*args, **(kwargs or {}))
-        kwargs = {k: ("cpu" if _is_cuda(v) else v) for k, v in (kwargs or {}).items()}
+        kwargs = kwargs or {}
+        to_cuda = any(_is_cuda(a) for a in (*args[1:], *kwargs.values()))
+        kwargs = {k: ("cpu" if _is_cuda(v) else v) for k, v in kwargs.items()}
         args = tuple("cpu" if _is_cuda(a) else a for a in args)
+        if to_cuda and func is torch.Tensor.to and self.on_host(args[0]):
+            kwargs["copy"] = True
         return func(*args, **kwargs)
 
 
 class CapacityTracker(AllocationTracker):
-    """The allocation tracker, failing as CUDA does past the device's capacity."""
+    """The allocation tracker, failing as CUDA does past the device's capacity. It tracks from CUDA's
+    initialisation on (``torch.cuda.init``): what a process makes before is host memory (a measuring worker's network
+    and batch made ahead of its turn), which reaches the device as a copy (:class:`CudaOnCpu`)."""
 
     capacity_bytes: int = 80 * 2**30
     live_bytes: int = 0
+    initialised: bool = False
+
+    def on_host(self, t: torch.Tensor) -> bool:
+        return isinstance(t, torch.Tensor) and t.untyped_storage()._cdata not in self._live
 
     def see(self, t: torch.Tensor) -> None:
         if isinstance(t, FakeTensor) or t.device.type == "meta":  # a prediction's tensors hold no device memory
+            return
+        if not self.initialised:
             return
         before = len(self.events)
         super().see(t)
@@ -100,9 +118,13 @@ class FakeCuda:
         self.capacity_bytes = capacity_bytes
         self.tracker.mark("reset")
         self.recorded_from = 0
-        self.modes = (CudaOnCpu(), self.tracker)
+        self.modes = (CudaOnCpu(self.tracker.on_host), self.tracker)
 
     # ----- torch.cuda -----------------------------------------------------------------------------
+    def init(self) -> None:
+        """``torch.cuda.init``: from here on, tensors are the device's."""
+        self.tracker.initialised = True
+
     def reset_peak_memory_stats(self, device: Any = None) -> None:
         self.tracker.mark("reset")
 
@@ -153,7 +175,7 @@ class FakeCuda:
     def patches(self) -> list[tuple[Any, str, Any]]:
         noop = lambda *a, **k: None  # noqa: E731
         return [
-            (torch.cuda, "is_available", lambda: True), (torch.cuda, "init", noop), (torch.cuda, "synchronize", noop),
+            (torch.cuda, "is_available", lambda: True), (torch.cuda, "init", self.init), (torch.cuda, "synchronize", noop),
             (torch.cuda, "device_count", lambda: 1), (torch.cuda, "current_device", lambda: 0),
             (torch.cuda, "get_device_name", lambda device=None: NAME),
             (torch.cuda, "get_device_properties", self.properties),

@@ -22,46 +22,69 @@ def synthetic_batch(
     num_classes: int,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    drawn: Sequence[torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """A batch of random tensors of the layout's shapes (images float32, labels int64, priors one-hot).
 
-    Works under FakeTensorMode and on the meta device too (no values are read).
+    ``drawn``: its random values, drawn ahead on the CPU (:func:`draw`, the same values), so that only their
+    placement on ``device`` is left here: the device sees the same allocations either way. Works under
+    FakeTensorMode and on the meta device too (no values are read).
     """
+    fake = torch.device(device).type == "meta" or in_fake_mode()
+    values = iter(drawn) if drawn is not None and not fake else None
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    fake = torch.device(device).type == "meta" or _in_fake_mode()
+
+    def value(high: int | None, shape: tuple[int, ...]) -> torch.Tensor:
+        if fake:
+            return torch.empty(shape, device=device) if high is None else torch.zeros(shape, dtype=torch.long,
+                                                                                          device=device)
+        v = next(values) if values is not None else _draw(high, shape, gen)
+        return v.to(device)
+
     out: dict[str, torch.Tensor] = {}
-    for t in layout:
-        shape = t.shape
-        if t.role == "image":
-            out[t.name] = _rand((batch, t.channels, *shape), gen, device, fake)
-        elif t.role == "label":
-            out[t.name] = _randint(num_classes, (batch, *shape), gen, device, fake)
-        else:  # prior: one-hot maps, possibly of several stage-1 models side by side
-            groups = max(1, t.channels // num_classes) if t.channels % num_classes == 0 else 1
-            per = t.channels // groups
-            parts = [F.one_hot(_randint(per, (batch, *shape), gen, device, fake), per).movedim(-1, 1).float()
-                     for _ in range(groups)]
-            out[t.name] = torch.cat(parts, dim=1).contiguous()
+    for name, role, parts in _plan(layout, batch, num_classes):
+        if role == "prior":  # one-hot maps (on the device), possibly of several stage-1 models side by side
+            out[name] = torch.cat([F.one_hot(value(high, shape), high).movedim(-1, 1).float()
+                                   for high, shape in parts], dim=1).contiguous()
+        else:
+            out[name] = value(*parts[0])
     return out
 
 
-def _in_fake_mode() -> bool:
+def draw(layout: Sequence[SampleTensor], batch: int, num_classes: int, seed: int = 0) -> list[torch.Tensor]:
+    """The random values of :func:`synthetic_batch` (its ``drawn``), on the CPU, in the order it places them."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return [_draw(high, shape, gen) for _, _, parts in _plan(layout, batch, num_classes) for high, shape in parts]
+
+
+def _plan(layout: Sequence[SampleTensor], batch: int,
+          num_classes: int) -> list[tuple[str, str, list[tuple[int | None, tuple[int, ...]]]]]:
+    """Per tensor of the layout: its name, role and the random draws it is made of, each (None for normal values,
+    else the number of classes of integer ones; its shape): an image one draw, a label one, a prior one per
+    stage-1 model whose one-hot maps it holds."""
+    out = []
+    for t in layout:
+        shape = tuple(t.shape)
+        if t.role == "image":
+            out.append((t.name, t.role, [(None, (batch, t.channels, *shape))]))
+        elif t.role == "label":
+            out.append((t.name, t.role, [(num_classes, (batch, *shape))]))
+        else:
+            groups = max(1, t.channels // num_classes) if t.channels % num_classes == 0 else 1
+            per = t.channels // groups
+            out.append((t.name, "prior", [(per, (batch, *shape))] * groups))
+    return out
+
+
+def _draw(high: int | None, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=gen) if high is None else torch.randint(0, high, shape, generator=gen)
+
+
+def in_fake_mode() -> bool:
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
     return any(isinstance(m, FakeTensorMode) for m in _get_current_dispatch_mode_stack())
-
-
-def _rand(shape: tuple[int, ...], gen: torch.Generator, device, fake: bool) -> torch.Tensor:
-    if fake:
-        return torch.empty(shape, device=device)
-    return torch.randn(shape, generator=gen).to(device)
-
-
-def _randint(high: int, shape: tuple[int, ...], gen: torch.Generator, device, fake: bool) -> torch.Tensor:
-    if fake:
-        return torch.zeros(shape, dtype=torch.long, device=device)
-    return torch.randint(0, high, shape, generator=gen).to(device)
 
 
 def crop_sample(

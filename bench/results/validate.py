@@ -104,11 +104,11 @@ def table(records: pd.DataFrame, snapshots: Path | None = None) -> pd.DataFrame:
 
 def measuring_time(record: Any) -> float | None:
     """The seconds a configuration held the GPU's worker, a prediction it made itself left out: the sum of its
-    ``cuda_phase_times_s`` where recorded, else its worker time less its prediction and MemTracker times (records
-    made before the phases were, when every worker predicted for itself)."""
+    ``cuda_phase_times_s`` where recorded (bar the work done ahead of its turn), else its worker time less its
+    prediction and MemTracker times (records made before the phases were, when every worker predicted for itself)."""
     phases = record.get(R.CUDA_PHASES)
     if isinstance(phases, str):
-        return float(sum(json.loads(phases).values()))
+        return float(sum(v for k, v in json.loads(phases).items() if k != R.AHEAD_PHASE))
     worker = record.get(R.WORKER_TIME)
     if not isinstance(worker, int | float) or pd.isna(worker):
         return None
@@ -162,10 +162,16 @@ def _time_lines(ok: pd.DataFrame) -> list[str]:
     if "cuda_phase_times_s" not in ok or ok["cuda_phase_times_s"].isna().all():
         return []
     phases = pd.DataFrame([json.loads(p) for p in ok["cuda_phase_times_s"].dropna()])
-    parts = ", ".join(f"{name} {phases[name].median():.2f}" for name in R.CUDA_PHASE_NAMES if name in phases)
+    parts = ", ".join(f"{name} {phases[name].median():.2f}" for name in R.CUDA_PHASE_NAMES
+                      if name in phases and name != R.AHEAD_PHASE)
     total = ok["worker_time_s"].dropna()
     head = f"median {total.median():.1f} s, total {total.sum():.0f} s; " if len(total) else ""
-    return [f"Worker time ({head}median seconds by phase over {len(phases)} configurations): {parts}.", ""]
+    line = f"Worker time ({head}median seconds by phase over {len(phases)} configurations): {parts}."
+    if R.AHEAD_PHASE in phases:  # off the GPU's clock: made while the configuration before was measured
+        ahead = phases[R.AHEAD_PHASE].dropna()
+        line += (f" Before their turn, while the GPU measured the configuration before, {len(ahead)} workers made "
+                 f"their network and batch on the CPU in a median {ahead.median():.2f} s (not counted above).")
+    return [line, ""]
 
 
 def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:

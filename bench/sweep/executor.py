@@ -93,6 +93,7 @@ class _Started:
     got: dict[str, Any] = field(default_factory=dict)
     received: threading.Event = field(default_factory=threading.Event)
     reader: threading.Thread | None = None
+    ahead: str | None = None  # the key of the configuration it was sent ahead of its turn
 
     def discard(self) -> None:
         if self.proc.poll() is None:
@@ -111,8 +112,11 @@ class LocalExecutor:
 
     ``prestart``: start the next configuration's worker as soon as this one starts, so that its imports
     (about 4 s of torch and segmem on a small CPU) are done while this one runs; it then waits for its
-    configuration on stdin, still a fresh process. For a GPU measurement, whose worker mostly waits on the
-    GPU; not for a CPU one, whose times the importing process would disturb. :meth:`close` stops the spare.
+    configuration on stdin, still a fresh process. Told which configuration comes next (:meth:`run`'s
+    ``upcoming``), it is sent that one at once, ahead of its turn, and makes its CPU-side parts (the network
+    built and initialised, the batch drawn: seconds that the GPU would otherwise wait) before it is told to go
+    on. For a GPU measurement, whose worker mostly waits on the GPU; not for a CPU one, whose times the
+    importing process would disturb. :meth:`close` stops the spare.
     """
 
     command: Sequence[str] = field(default_factory=lambda: (sys.executable, *WORKER))
@@ -141,7 +145,8 @@ class LocalExecutor:
         envvars["PYTHONPATH"] = root + os.pathsep + envvars.get("PYTHONPATH", "")
         return envvars
 
-    def _start(self) -> _Started:
+    def _start(self, ahead: RunConfig | None = None) -> _Started:
+        """A fresh worker, waiting for its configuration; ``ahead``: sent this one at once (:func:`wire.ahead_text`)."""
         envvars = self._environment()
         errfile = tempfile.TemporaryFile("w+")
         proc = subprocess.Popen(list(self.command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -150,24 +155,34 @@ class LocalExecutor:
         w = _Started(proc, errfile)
         w.reader = threading.Thread(target=self._read, args=(proc, w.got, w.received), daemon=True)
         w.reader.start()
+        if ahead is not None:
+            try:
+                proc.stdin.write(wire.ahead_text(ahead.to_json()))  # type: ignore[union-attr]
+                proc.stdin.flush()  # type: ignore[union-attr]
+                w.ahead = ahead.key()
+            except BrokenPipeError:  # died at once: run() starts another
+                pass
         return w
 
-    def run(self, cfg: RunConfig, timeout_s: float, how: wire.Instructions | None = None) -> dict[str, Any] | None:
-        """``cfg``'s record from a fresh worker; ``how``: instructions beyond the configuration (:mod:`.wire`).
+    def run(self, cfg: RunConfig, timeout_s: float, how: wire.Instructions | None = None,
+            upcoming: RunConfig | None = None) -> dict[str, Any] | None:
+        """``cfg``'s record from a fresh worker; ``how``: instructions beyond the configuration (:mod:`.wire`);
+        ``upcoming``: the configuration that comes next, sent ahead to the spare worker (with ``prestart``).
         None when the sweep was interrupted (:meth:`cancel`) before the record came: nothing is recorded, so
         that the next sweep runs the configuration again."""
         w, self._spare = self._spare, None
-        if w is None or w.proc.poll() is not None:  # none started ahead, or it died waiting
-            if w is not None:
+        if w is None or w.proc.poll() is not None or w.ahead not in (None, cfg.key()):
+            if w is not None:  # it died waiting, or was sent another configuration ahead
                 w.discard()
             w = self._start()
         if self.prestart:
-            self._spare = self._start()
+            self._spare = self._start(upcoming)
         proc = w.proc
         killed = False
         try:
             try:
-                proc.stdin.write(wire.stdin_text(cfg.to_json(), how))  # type: ignore[union-attr]
+                text = wire.go_text(how) if w.ahead is not None else wire.stdin_text(cfg.to_json(), how)
+                proc.stdin.write(text)  # type: ignore[union-attr]
                 proc.stdin.close()  # type: ignore[union-attr]
             except BrokenPipeError:  # the worker died before reading its configuration
                 pass
@@ -377,14 +392,20 @@ class PredictAheadExecutor:
     measure: LocalExecutor
     ahead: Predictions = field(default_factory=Predictions)
     live_gpu: str = ""
+    _next: dict[str, RunConfig] = field(default_factory=dict, repr=False)
 
-    def plan(self, cfgs: Iterable[RunConfig], timeout_s: float) -> None:
+    def plan(self, cfgs: Iterable[RunConfig], timeout_s: float, in_order: bool = False) -> None:
+        """``in_order``: this executor alone runs ``cfgs``, in that order, so each one's measuring worker is sent
+        the next ahead of its turn (:class:`LocalExecutor`'s ``upcoming``)."""
+        cfgs = list(cfgs)
+        self._next = {a.key(): b for a, b in zip(cfgs, cfgs[1:])} if in_order else {}
         for cfg in cfgs:
             self.ahead.submit(cfg, self.live_gpu)
 
     def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any]:
         pred = self.ahead.take(cfg, self.live_gpu, timeout_s)
-        return self.measure.run(cfg, timeout_s, None if pred is None else wire.Instructions(prediction=pred))
+        return self.measure.run(cfg, timeout_s, None if pred is None else wire.Instructions(prediction=pred),
+                                upcoming=self._next.get(cfg.key()))
 
     def cancel(self) -> None:
         self.ahead.cancel()
@@ -492,8 +513,8 @@ def _run_pool(pool: list[Executor], configs: list[RunConfig], out: str | Path, t
         recorded = store.latest(out)
         todo = [c for c in configs if (rec := recorded.get(c.key())) is None
                 or rerun_reason(rec, timeout_s, force, retry_failed, no_skip, budget_bytes) is not None]
-        for ex in planners:
-            ex.plan(todo, timeout_s)
+        for ex in planners:  # (alone, an executor runs them in this order: its workers can be sent them ahead)
+            ex.plan(todo, timeout_s, in_order=len(pool) == 1)
     idle: queue.SimpleQueue = queue.SimpleQueue()
     for ex in pool:
         idle.put(ex)

@@ -32,7 +32,7 @@ from .. import record as R
 from ..measure import env, gpus, timing
 from ..measure.allocator import AllocatorOOM
 from ..measure.predict import predict
-from ..measure.step import StepRunner
+from ..measure.step import Prepared, StepRunner, prepare
 from ..options import Backend, Mode
 from ..version import code_version
 from . import wire
@@ -83,20 +83,44 @@ def live_gpu(backend: Backend, how: wire.Instructions = wire.Instructions()) -> 
     return gpus.find(torch.cuda.get_device_name(0)) if backend is Backend.CUDA and not how.predict_only else None
 
 
-def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.Instructions()) -> dict[str, Any]:
+def resolve(cfg: RunConfig) -> tuple[architectures.ArchSpec, architectures.ArchSpec, dict[str, Any]]:
+    """The architecture's spec, the spec of the configuration's stage with the run's recipe changes (every backend
+    steps by that one) and the stage's build overrides."""
+    spec = architectures.spec(cfg.arch)
+    stage_spec, ov = spec.stage(cfg.stage, **cfg.overrides_dict)
+    recipe = stage_spec.recipe.with_overrides(cfg.recipe_dict)
+    return spec, dataclasses.replace(stage_spec, recipe=recipe), ov
+
+
+def prepare_ahead(cfg: RunConfig) -> Prepared:
+    """A measuring worker's CPU-side work, done before its configuration's turn while the GPU measures the one
+    before: the configuration's columns once (imports, nnU-Net's plans), the network built and initialised on
+    the CPU, the batch's values drawn (:func:`bench.measure.step.prepare`). Touches no GPU, on a quarter of the
+    cores, so as to disturb the measuring worker's step little."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // 4))
+    try:
+        _, stage_spec, ov = resolve(cfg)
+        spec_columns(cfg)
+        return prepare(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.in_channels, cfg.num_classes)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.Instructions(),
+        prepared: Prepared | None = None, ahead_s: float | None = None) -> dict[str, Any]:
     """One configuration's record (``memtracker``: also torch's MemTracker figure, as every sweep has).
-    ``how``: the prediction alone, or the measurement with a prediction made elsewhere (:class:`wire.Instructions`)."""
+    ``how``: the prediction alone, or the measurement with a prediction made elsewhere (:class:`wire.Instructions`).
+    ``prepared``: the step's CPU-side parts made ahead (:func:`prepare_ahead`, in ``ahead_s`` seconds)."""
     t_start = time.perf_counter()
     backend = cfg.backend_kind
     measures = backend.measures and not how.predict_only
     # before CUDA initialises (the worker is a fresh process): the real allocator reads it there, and the
     # prediction's allocator model reads it too, so that both run under the configuration's settings
     os.environ["PYTORCH_CUDA_ALLOC_CONF"] = cfg.alloc_conf
-    spec = architectures.spec(cfg.arch)
-    stage_spec, ov = spec.stage(cfg.stage, **cfg.overrides_dict)
     # the step trains by the (stage) spec's recipe with the run's changes: every backend below gets that spec
-    recipe = stage_spec.recipe.with_overrides(cfg.recipe_dict)
-    stage_spec = dataclasses.replace(stage_spec, recipe=recipe)
+    spec, stage_spec, ov = resolve(cfg)
+    recipe = stage_spec.recipe
     rec = R.config_columns(cfg)
     rec[R.RECIPE], rec[R.COMPILED] = recipe.describe(), recipe.compile
     rec[R.CUDNN_BENCHMARK] = cfg.cudnn_benchmark or recipe.cudnn_benchmark
@@ -129,7 +153,7 @@ def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.I
         rec[R.STATUS] = R.OK
         return rec
     factory = partial(StepRunner, stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision,
-                      backend.torch_device, cfg.channels_last, cfg.in_channels, cfg.num_classes)
+                      backend.torch_device, cfg.channels_last, cfg.in_channels, cfg.num_classes, prepared=prepared)
     try:
         if backend is Backend.CUDA:
             from ..measure import cuda
@@ -140,7 +164,8 @@ def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.I
             setup = time.perf_counter() - t_start - t_env - t_pred
             meas, runner = cuda.measure(factory, cfg.repeats, rec[R.CUDNN_BENCHMARK], recorded)
             t_finish = time.perf_counter()
-            meas[R.CUDA_PHASES] = {"env": round(t_env, 4), "setup": round(setup, 4), **meas[R.CUDA_PHASES]}
+            ahead = {R.AHEAD_PHASE: round(ahead_s, 4)} if ahead_s is not None else {}
+            meas[R.CUDA_PHASES] = {**ahead, "env": round(t_env, 4), "setup": round(setup, 4), **meas[R.CUDA_PHASES]}
             if recorded is not None:
                 rec[R.CUDA_SNAPSHOT_PATH] = str(recorded)
         else:
@@ -215,11 +240,20 @@ def watch_parent(interval_s: float = 1.0) -> None:
 
 def main() -> int:
     watch_parent()
-    text, how = wire.read_stdin(sys.stdin.read())
+    text, how = wire.read_config(sys.stdin)
     cfg = RunConfig.from_json(text)
+    prepared = ahead_s = None
+    if how.ahead:  # sent before its turn: the CPU-side parts now, the rest when told to go on
+        t = time.perf_counter()
+        prepared = prepare_ahead(cfg)
+        ahead_s = time.perf_counter() - t
+        go = wire.read_go(sys.stdin)
+        if go is None:  # discarded: another configuration came, or the sweep stopped
+            return 0
+        how = go
     t0 = time.perf_counter()
     try:
-        rec = run(cfg, how=how)
+        rec = run(cfg, how=how, prepared=prepared, ahead_s=ahead_s)
     except Exception as exc:
         if not out_of_memory(exc):
             raise

@@ -45,10 +45,33 @@ def test_the_worker_measures_a_training_step_on_cuda(fake):
     assert rec[R.ENV_GPU_NAME] == fake_cuda.NAME and rec[R.ENV_GPU_MEMORY] == 80 * GiB and rec[R.ENV_DRIVER]
     assert rec[R.STEP_TIME_MEDIAN] > 0 and rec[R.REPEATS] == 2
     assert rec[R.THROUGHPUT_VOXELS] == pytest.approx(rec[R.VOXELS_PER_STEP] / rec[R.STEP_TIME_MEDIAN])
-    phases = json.loads(rec[R.CUDA_PHASES])  # where the worker's time went, phase by phase
-    assert tuple(phases) == R.CUDA_PHASE_NAMES and all(t >= 0 for t in phases.values())
-    assert phases["warmup"] > 0 and phases["build"] > 0
+    phases = json.loads(rec[R.CUDA_PHASES])  # where the worker's time went, phase by phase (none ahead of its turn)
+    assert tuple(phases) == tuple(n for n in R.CUDA_PHASE_NAMES if n != R.AHEAD_PHASE)
+    assert all(t >= 0 for t in phases.values()) and phases["warmup"] > 0 and phases["build"] > 0
     assert not R.undeclared(rec)
+
+
+def test_a_step_prepared_ahead_of_its_turn_gives_the_same_measurement(fake):
+    """A measuring worker sent its configuration ahead builds the network and draws the batch on the CPU while the
+    GPU is busy (``worker.prepare_ahead``); the device then sees the same allocations, in the same order. (On the
+    fake, whose device is the CPU, a process's first run differs from its later ones, and the garbage of a run is
+    live in the next until collected: so one run first, a collection after each.)"""
+    import gc
+
+    from bench.sweep import worker
+
+    cfg = RunConfig("unet", (32, 32, 32), 2, "train", "cuda", "fp32", repeats=1)
+    worker.run(cfg)
+    gc.collect()
+    plain = worker.run(cfg)
+    gc.collect()
+    prepared = worker.prepare_ahead(cfg)
+    assert all(p.device.type == "cpu" for p in prepared.model.parameters()) and len(prepared.drawn) == 2
+    ahead = worker.run(cfg, prepared=prepared, ahead_s=1.5)
+    for col in (R.PEAK_ALLOCATED, R.PEAK_RESERVED, R.PRED_ALLOCATED):
+        assert ahead[col] == plain[col], col
+    phases = json.loads(ahead[R.CUDA_PHASES])
+    assert tuple(phases) == R.CUDA_PHASE_NAMES and phases[R.AHEAD_PHASE] == 1.5
 
 
 def test_cuda_out_of_memory_is_an_oom_record(monkeypatch):

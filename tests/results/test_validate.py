@@ -115,10 +115,14 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     summary = (tmp_path / "v" / f"{name}.md").read_text()
     assert f"{med:.2%}" in summary and "| unet | 4 |" in summary
     assert "Worker time (median" in summary and "by phase over 4 configurations): env " in summary  # where time went
-    phases = [json.loads(p) for p in recs[R.CUDA_PHASES]]  # every phase of the worker's, in order
-    assert all(tuple(p) == R.CUDA_PHASE_NAMES for p in phases), phases[0]
-    for p, worker in zip(phases, recs[R.WORKER_TIME]):  # they account for the worker's time, bar its last lines
-        assert 0 <= worker - sum(p.values()) < 0.5, (worker, p)
+    assert "Before their turn, while the GPU measured the configuration before, 3 workers made" in summary
+    # every phase of the worker's, in order: each configuration but the first sent ahead of its turn to a worker
+    # that made its CPU-side parts while the one before measured; the others account for the worker's time
+    phases = [json.loads(p) for p in recs.sort_values(R.TIMESTAMP, kind="stable")[R.CUDA_PHASES]]
+    assert sum(R.AHEAD_PHASE in p for p in phases) == 3 and R.AHEAD_PHASE not in phases[0]
+    assert all(tuple(p) == tuple(n for n in R.CUDA_PHASE_NAMES if n in p) for p in phases), phases
+    for p, worker in zip(phases, recs.sort_values(R.TIMESTAMP, kind="stable")[R.WORKER_TIME]):
+        assert 0 <= worker - sum(v for k, v in p.items() if k != R.AHEAD_PHASE) < 0.5, (worker, p)
     assert "Run time: 4 configurations measured in " in summary and "That is the whole grid" in summary
     assert "Run time: 4 configurations measured in " in res.output  # on the console too
     snaps = sorted((tmp_path / "v" / name / "snapshots").iterdir())

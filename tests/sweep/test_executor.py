@@ -2,6 +2,7 @@
 parent, two sweeps on one directory, and a CPU run out of memory. Misbehaving workers are small
 Python programs put in place of ``bench.sweep.worker`` (``LocalExecutor(command=...)``)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -238,6 +239,42 @@ def test_instructions_go_on_the_second_stdin_line_and_the_worker_reads_them():
     text, got = wire.read_stdin(rec["stdin"])
     assert RunConfig.from_json(text) == CFG and got == how
     assert wire.read_stdin(CFG.to_json()) == (CFG.to_json(), wire.Instructions())
+
+
+# a worker speaking the protocol of a configuration sent ahead of its turn (bench.sweep.wire): what it read, when
+AHEAD = """
+import json, os, sys, time
+from bench.sweep import wire
+text, how = wire.read_config(sys.stdin)
+prepared = None
+if how.ahead:
+    prepared = time.time()
+    how = wire.read_go(sys.stdin)
+    if how is None:
+        sys.exit(0)
+print("RECORD:" + json.dumps({"status": "ok", "config": text, "prepared": prepared, "go": time.time(),
+                              "how": how.to_json()}), flush=True)
+"""
+
+
+def test_the_next_configuration_is_sent_ahead_to_the_spare_worker_and_a_wrong_one_is_not_used():
+    from bench.sweep import wire
+
+    a, b, c = CFG, dataclasses.replace(CFG, size=(48, 48, 48)), dataclasses.replace(CFG, size=(64, 64, 64))
+    ex = LocalExecutor(command=worker(AHEAD), prestart=True)
+    first = ex.run(a, 60, upcoming=b)  # no spare yet: sent whole; the spare is sent b at once
+    assert RunConfig.from_json(first["config"]) == a and first["prepared"] is None
+    time.sleep(1.5)  # (the spare has its configuration now, well before its turn)
+    called = time.time()
+    second = ex.run(b, 60, wire.Instructions(live_gpu="H100-SXM"), upcoming=a)
+    assert RunConfig.from_json(second["config"]) == b
+    assert second["prepared"] < called < second["go"]  # it had its configuration before its turn, went on at it
+    assert wire.Instructions.from_json(second["how"]).live_gpu == "H100-SXM"  # the instructions came with the go
+    third = ex.run(c, 60)  # the spare was sent a, not c: a fresh worker runs c
+    assert RunConfig.from_json(third["config"]) == c and third["prepared"] is None
+    spare = ex._spare.proc
+    ex.close()
+    assert spare.poll() is not None
 
 
 def test_an_interrupted_sweep_records_nothing_for_the_configuration_it_was_running():

@@ -26,8 +26,8 @@ class Measure:
     def __init__(self, log, delay=0.0):
         self.log, self.delay = log, delay
 
-    def run(self, cfg, timeout_s, how=None):
-        self.log.append(("measure", cfg.size[0], how, time.monotonic()))
+    def run(self, cfg, timeout_s, how=None, upcoming=None):
+        self.log.append(("measure", cfg.size[0], how, time.monotonic(), upcoming and upcoming.size[0]))
         time.sleep(self.delay)
         return record(cfg)
 
@@ -64,6 +64,8 @@ def test_every_prediction_starts_before_the_first_measurement_and_is_handed_to_i
     assert {e[2] for e in predicted} == {"H100-SXM"}
     # the measuring worker is given the prediction's columns only (no status, no worker time)
     assert [e[2].prediction for e in measured] == [{R.PRED_ALLOCATED: s} for s in (32, 48, 64)]
+    # alone, the executor runs them in order: each measurement is told the next, whose worker is sent it ahead
+    assert [e[4] for e in measured] == [48, 64, None]
 
 
 def test_a_failed_or_late_prediction_is_not_handed_on(tmp_path):
@@ -88,6 +90,7 @@ def test_the_executors_of_one_sweep_share_the_predictions(tmp_path):
     run_sweep(CFGS, tmp_path, 60, executor=[one, two])
     assert sorted(e[1] for e in log if e[0] == "predict") == [32, 48, 64]  # each predicted once
     assert sorted(e[1] for e in log if e[0] == "measure") == [32, 48, 64]
+    assert {e[4] for e in log if e[0] == "measure"} == {None}  # which GPU runs which next is not known: none ahead
 
 
 def test_a_predicting_worker_touches_no_gpu(monkeypatch):
