@@ -32,9 +32,10 @@ PhaseHook = Callable[[str], None]
 @dataclass
 class Prepared:
     """A step's CPU-side parts (:func:`prepare`): the network built and initialised on the CPU, the overrides it was
-    built with, the batch's layout and its random values (None under FakeTensorMode: no values)."""
+    built with, the batch's layout and its random values (None under FakeTensorMode: no values). A
+    :class:`StepRunner` takes the network and the values, leaving None."""
 
-    model: nn.Module
+    model: nn.Module | None
     overrides: Mapping[str, Any]
     layout: list
     drawn: list[torch.Tensor] | None
@@ -107,7 +108,7 @@ class StepRunner:
         self.precision = choice(Precision, self.precision, "precision")
         self.mode = choice(Mode, self.mode, "mode")
         self.recipe = self.recipe or self.spec.recipe
-        prepared, self.prepared = self.prepared, None  # (its model becomes this runner's: not held twice)
+        prepared, self.prepared = self.prepared, None
         if prepared is None:
             prepared = prepare(self.spec, self.overrides, self.size, self.batch, self.mode, self.in_channels,
                                self.num_classes, self.seed, self.recipe, fake=torch.device(self.device).type == "meta")
@@ -121,6 +122,9 @@ class StepRunner:
             to_channels_last(self.model)
         self.inputs = synthetic_batch(prepared.layout, self.batch, self.num_classes, self.device, self.seed,
                                       prepared.drawn)
+        # taken: whoever made it ahead holds neither the network (freed with this runner, before a Dice run trains
+        # another) nor the host copy of the batch
+        prepared.model, prepared.drawn = None, None
         if self.channels_last:
             self.inputs = {k: v.to(memory_format=torch.channels_last_3d) if v.dim() == 5 else v
                            for k, v in self.inputs.items()}

@@ -60,14 +60,15 @@ def test_a_step_prepared_ahead_of_its_turn_gives_the_same_measurement(fake):
 
     from bench.sweep import worker
 
-    cfg = RunConfig("unet", (32, 32, 32), 2, "train", "cuda", "fp32", repeats=1)
+    cfg = RunConfig("unet", (32, 32, 32), 2, "infer", "cuda", "fp32", repeats=1)
     worker.run(cfg)
     gc.collect()
     plain = worker.run(cfg)
     gc.collect()
     prepared = worker.prepare_ahead(cfg)
-    assert all(p.device.type == "cpu" for p in prepared.model.parameters()) and len(prepared.drawn) == 2
+    assert all(p.device.type == "cpu" for p in prepared.model.parameters()) and len(prepared.drawn) == 1  # image
     ahead = worker.run(cfg, prepared=prepared, ahead_s=1.5)
+    assert prepared.model is None and prepared.drawn is None  # taken: the network is freed with its runner
     for col in (R.PEAK_ALLOCATED, R.PEAK_RESERVED, R.PRED_ALLOCATED):
         assert ahead[col] == plain[col], col
     phases = json.loads(ahead[R.CUDA_PHASES])
