@@ -156,11 +156,11 @@ CUDA_PHASES = _col("cuda_phase_times_s", "json", "s", G,
                    "(network, optimizer, batch), warmup (the first step: cuDNN's benchmark, kernels loaded), "
                    "memory_step (the measured step), snapshot (the recorded history written), timed_steps, finish "
                    "(the times summarised); setup and finish recorded since 2026-11-26")
-#: the phases of cuda_phase_times_s, in order
-CUDA_PHASE_NAMES = ("ahead", "env", "setup", "init", "build", "warmup", "memory_step", "snapshot", "timed_steps",
-                    "finish")
 #: the phase of cuda_phase_times_s before the configuration's turn (outside its worker_time_s)
 AHEAD_PHASE = "ahead"
+#: the phases of cuda_phase_times_s, in order
+CUDA_PHASE_NAMES = (AHEAD_PHASE, "env", "setup", "init", "build", "warmup", "memory_step", "snapshot", "timed_steps",
+                    "finish")
 
 # ----- CPU measurement ----------------------------------------------------------------------------
 G = "CPU measurement"

@@ -16,7 +16,7 @@
 # LIMIT_S + GRACE, packing took 1 s.)
 # Resumes: carry reports/validation (unpacked from an earlier results.tar.gz) and the measured
 # configurations are kept, whichever code version measured them (--keep-measured: lent GPU time is the
-# scarce part; every kept one is predicted again by this checkout for the summary).
+# scarce part; every kept one that another code version measured is predicted again by this checkout for the summary).
 set -u
 export PYTHONUNBUFFERED=1
 limit=${1:-390}

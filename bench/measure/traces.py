@@ -88,7 +88,6 @@ def load_snapshot(path: Path) -> dict:
     return data
 
 
-
 def compress(path: Path) -> Path:
     """``NAME.pickle`` -> ``NAME.pickle.gz``, the original removed: a recorded snapshot is mostly repeated frame
     strings and compresses about 15 times, which is what lets a validation run's snapshots be committed (and travel
@@ -106,6 +105,7 @@ def recorded_name(path: Path) -> str:
     """The snapshot's name as it was recorded: ``NAME.pickle`` for ``NAME.pickle.gz`` too."""
     name = Path(path).name
     return name[: -len(GZ)] if name.endswith(GZ) else name
+
 
 @dataclass
 class TraceEvent:

@@ -292,7 +292,9 @@ RECORDED = "*.cuda.pickle"
 
 def recorded_snapshots(snapshots: Path) -> list[Path]:
     """The snapshots recorded on CUDA in a run's snapshot folder, compressed (:func:`compress_snapshots`) or not."""
-    return sorted([*snapshots.glob(RECORDED), *snapshots.glob(RECORDED + ".gz")])
+    from ..measure.traces import GZ
+
+    return sorted([*snapshots.glob(RECORDED), *snapshots.glob(RECORDED + GZ)])
 
 
 def compress_snapshots(snapshots: Path) -> list[Path]:

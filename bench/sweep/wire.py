@@ -42,8 +42,8 @@ class Instructions:
     configuration will be measured on (its catalogue entry predicts the step time, as the measuring worker
     would from the live device). ``prediction``: the prediction's columns, made by such a worker, which the
     measuring worker takes instead of predicting again. ``ahead``: the configuration comes before its turn (a
-GPU is busy with the one before): the worker makes its CPU-side parts, then waits for the instructions to go
-on (:func:`go_text`, :func:`read_go`)."""
+    GPU is busy with the one before): the worker makes its CPU-side parts, then waits for the instructions to go
+    on (:func:`go_text`, :func:`read_go`)."""
 
     predict_only: bool = False
     live_gpu: str = ""

@@ -42,11 +42,19 @@ from .expand import label
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
 
+def resolve(cfg: RunConfig) -> tuple[architectures.ArchSpec, architectures.ArchSpec, dict[str, Any]]:
+    """The architecture's spec, the spec of the configuration's stage with the run's recipe changes (every backend
+    steps by that one) and the stage's build overrides."""
+    spec = architectures.spec(cfg.arch)
+    stage_spec, ov = spec.stage(cfg.stage, **cfg.overrides_dict)
+    recipe = stage_spec.recipe.with_overrides(cfg.recipe_dict)
+    return spec, dataclasses.replace(stage_spec, recipe=recipe), ov
+
+
 def spec_columns(cfg: RunConfig) -> dict[str, Any]:
     """The configuration columns that need the architecture: what the size names, the input shapes,
     parameters and voxels per step."""
-    spec = architectures.spec(cfg.arch)
-    stage_spec, ov = spec.stage(cfg.stage, **cfg.overrides_dict)
+    spec, stage_spec, ov = resolve(cfg)
     hp = stage_spec.hparams(**ov)
     layout = stage_spec.layout(cfg.size, cfg.in_channels, cfg.num_classes, hp)
     shapes = {t.name: list(t.shape) for t in layout
@@ -81,15 +89,6 @@ def live_gpu(backend: Backend, how: wire.Instructions = wire.Instructions()) -> 
     if how.live_gpu:
         return gpus.find(how.live_gpu)
     return gpus.find(torch.cuda.get_device_name(0)) if backend is Backend.CUDA and not how.predict_only else None
-
-
-def resolve(cfg: RunConfig) -> tuple[architectures.ArchSpec, architectures.ArchSpec, dict[str, Any]]:
-    """The architecture's spec, the spec of the configuration's stage with the run's recipe changes (every backend
-    steps by that one) and the stage's build overrides."""
-    spec = architectures.spec(cfg.arch)
-    stage_spec, ov = spec.stage(cfg.stage, **cfg.overrides_dict)
-    recipe = stage_spec.recipe.with_overrides(cfg.recipe_dict)
-    return spec, dataclasses.replace(stage_spec, recipe=recipe), ov
 
 
 def prepare_ahead(cfg: RunConfig) -> Prepared:
