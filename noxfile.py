@@ -34,4 +34,5 @@ def regression(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """pytest-benchmark benchmarks, saved for comparison (``bench compare --from-pytest-benchmark``)."""
     _install(session)
-    session.run("pytest", "tests/benchmarks", "--benchmark-enable", "--benchmark-autosave", *session.posargs)
+    # in this process (-n 0): pytest-benchmark times nothing under pytest-xdist
+    session.run("pytest", "tests/benchmarks", "-n", "0", "--benchmark-enable", "--benchmark-autosave", *session.posargs)

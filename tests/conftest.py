@@ -3,10 +3,20 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(2)
+#: test processes side by side (pytest-xdist's workers; 1 without it), each with its share of two threads
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, 2 // WORKERS))
 # CPU timing repeats until its spread is small, for up to a minute per configuration: the tests check
 # what is recorded, not how stable a time is, so their workers (which inherit this) time briefly
 os.environ.setdefault("SEGMEM_CPU_TIME_BUDGET_S", "1")
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject's addopts): a test process per core, at most 4. The suite is mostly single-threaded
+    Python (imports, tracing, worker processes starting), so on CI's 2 cores two processes take about a third
+    off its time; each further one costs the memory of nnU-Net's networks stepped on the CPU (GBs)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
 
 
 @pytest.fixture

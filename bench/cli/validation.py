@@ -288,7 +288,7 @@ def _validate_recorded(runs: Path, jobs: int | None, out: Path | None) -> None:
     writable_dir(dest)
     df = _repredicted(runs, jobs)
     csv, md = V.write(df, dest, f"{runs.name}.repredicted", V.grid(),
-                      title=f"{runs.name}, predicted again by segmem {code_version()}")
+                      title=f"{runs.name}, predicted again by segmem {code_version()}", recorded=True)
     from rich.markdown import Markdown
 
     console.print(Markdown(md.read_text()))  # rendered: its tables as tables, not pipes

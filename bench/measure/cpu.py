@@ -49,9 +49,11 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def measure(runner_factory, repeats: int) -> tuple[dict[str, Any], StepRunner]:
+def measure(runner_factory, repeats: int, timed: bool = True) -> tuple[dict[str, Any], StepRunner]:
     """Memory over one tracked step (after a warm-up step), then times: untimed steps until they settle,
-    timed steps until their spread is small (at least ``repeats``); see :mod:`bench.measure.timing`."""
+    timed steps until their spread is small (at least ``repeats``); see :mod:`bench.measure.timing`.
+    ``timed=False``: the memory alone (no time, ``times_s`` empty), for a check of the tracer against a real step,
+    where the timing's three or more steps would be most of the cost (about 8 s each for nnU-Net ResEnc at 64^3)."""
     before = torch.get_num_threads()
     threads = pin_threads()
     rss0 = _rss()
@@ -70,8 +72,8 @@ def measure(runner_factory, repeats: int) -> tuple[dict[str, Any], StepRunner]:
         runner.step(phase)
         host = tracker.host_sids(runner.optimizer)
     peak, _ = tracker.live_peak(tracker.marks["measured"], host)
-    warmup = settle(runner.step)
-    times = timed_steps(runner.step, repeats)
+    warmup = settle(runner.step) if timed else 0
+    times = timed_steps(runner.step, repeats) if timed else []
     torch.set_num_threads(before)  # what follows in the worker (a Dice run's training) is not a timed step
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     return {

@@ -68,10 +68,13 @@ def load_snapshot(path: Path) -> dict:
     torch) are warned about and kept; anything that is not a snapshot raises :class:`SnapshotError`."""
     try:
         raw = Path(path).read_bytes()
-        if raw[:2] == GZIP_MAGIC:
+    except OSError as exc:
+        raise SnapshotError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if raw[:2] == GZIP_MAGIC:
+        try:
             raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:  # unreadable, or a gzip stream cut short or corrupt
-        raise SnapshotError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        except (OSError, EOFError, zlib.error) as exc:  # gzip's own words ("Unknown compression method") say little
+            raise SnapshotError(f"cannot read {path}: a gzip file cut short or corrupt ({exc})") from None
     try:
         data = _NoClasses(io.BytesIO(raw)).load()
     except SnapshotError:

@@ -134,6 +134,7 @@ def draw(tl: Timeline, dest: Path, title: str | None = None, top: int = 6) -> No
     ax.set_xlabel("allocation / free event of the measured step" if kind == "model" else "allocation / free event")
     ax.set_ylabel(unit)
     ax.set_title(title or tl.label or dest.stem)
+    # the headroom above the lines holds the tensor list (top left) and the legend (top right), clear of the peak
     ax.set_ylim(0, max(tl.reserved, default=1) / scale * 1.45 or 1)
     ax.legend(loc="upper right", fontsize=8, ncol=2)
     # fixed margins (the labels are known): tight_layout would lay the text out a second time

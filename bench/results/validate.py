@@ -126,9 +126,10 @@ def verdict(errors: pd.Series) -> tuple[bool, float, float]:
     return med <= MEDIAN_LIMIT and worst <= MAX_LIMIT, med, worst
 
 
-def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = None) -> str:
+def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = None, recorded: bool = False) -> str:
     """The summary: verdict, error statistics per architecture (and per split where ``df`` has one), run time,
-    failures. ``configs``: the grid's configurations (default: the rows of ``df``)."""
+    failures. ``configs``: the grid's configurations (default: the rows of ``df``). ``recorded``: ``df`` is a
+    recorded GPU run predicted again (``bench validate --recorded``), whose times are that run's, not this one's."""
     grid_size = len(configs) if configs is not None else None
     passed, med, worst = verdict(df["allocated_error"])
     ok = df[df["status"] == R.OK]
@@ -141,9 +142,10 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
             p, m, w = verdict(g["allocated_error"])
             lines.append(f"- {split} ({len(g)} configurations): median |error| {m:.2%}, max {w:.2%}")
         lines.append("")
-    lines += _time_lines(ok)
+    said = "As the GPU run recorded them (this command measured nothing): " if recorded else ""
+    lines += [said + line if line else line for line in _time_lines(ok)]
     run_time = projection(df, configs)
-    lines += [run_time, ""] if run_time else []
+    lines += [said + run_time, ""] if run_time else []
     lines += ["| architecture | configurations | median allocated error | max abs allocated error | median reserved error |",
               "|---|---|---|---|---|"]
     for arch, g in ok.groupby("arch"):
@@ -207,13 +209,13 @@ def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
 
 
 def write(df: pd.DataFrame, folder: Path, name: str, configs: list[RunConfig] | None = None,
-          title: str | None = None) -> tuple[Path, Path]:
+          title: str | None = None, recorded: bool = False) -> tuple[Path, Path]:
     """``folder/name.csv`` and its summary ``folder/name.md`` (titled ``title``, default ``name``; ``configs``: the
-    grid's configurations, default the rows of ``df``)."""
+    grid's configurations, default the rows of ``df``; ``recorded``: as :func:`markdown`)."""
     folder.mkdir(parents=True, exist_ok=True)
     csv, md = folder / f"{name}.csv", folder / f"{name}.md"
     df.to_csv(csv, index=False)
-    md.write_text(markdown(df, title or name, configs))
+    md.write_text(markdown(df, title or name, configs, recorded))
     return csv, md
 
 

@@ -69,6 +69,8 @@ def test_the_summary_projects_the_whole_grids_run_time_from_the_measured_means()
                                       "measuring_time_s": 1.0} for c in configs]), "t", configs)
     assert "16 configurations measured in 0.3 min" in whole and "That is the whole grid, within the 10-minute" in whole
     assert "Run time" not in V.markdown(df.drop(columns="measuring_time_s"), "t", configs)  # records that do not say
+    again = V.markdown(df, "t", configs, recorded=True)  # bench validate --recorded: the GPU run's times, said so
+    assert "\nAs the GPU run recorded them (this command measured nothing): Run time: 4 configurations" in again
     untimed = pd.DataFrame([{**rows[0], "measuring_time_s": 30.0}, {**rows[1], "measuring_time_s": None}])
     assert "1 configuration measured" in V.projection(untimed, configs)  # an ok record without a time: not measured
 

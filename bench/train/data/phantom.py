@@ -23,6 +23,7 @@ volume never holds more than the output image, the material map and one slab of 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -125,14 +126,18 @@ class _Body:
     def inside(self, z0: int, z1: int, shrink: float = 0.0) -> np.ndarray:
         return self._f(z0, z1, shrink) <= 1.0
 
-    def contains(self, pts: np.ndarray, margin: float) -> np.ndarray:
+    def contains(self, pt: Sequence[float], margin: float) -> bool:
+        """Whether the point lies inside the body shrunk by ``margin``. In plain floats, not numpy: the gut's
+        path asks it for one point at a time, thousands of times (in numpy, most of a small phantom's time)."""
         d, h, w = self.shape
-        ok = np.zeros(len(pts), bool)
+        z, y, x = (float(v) for v in pt)
+        cy, cx = (h - 1) / 2, (w - 1) / 2
         for cz, az, ar in self.PARTS:
-            a = np.array([az * d, ar * h, ar * w]) - margin
-            c = np.array([cz * d, (h - 1) / 2, (w - 1) / 2])
-            ok |= (((pts - c) / np.maximum(a, 1.0)) ** 2).sum(1) <= 1.0
-        return ok
+            a = (max(az * d - margin, 1.0), max(ar * h - margin, 1.0), max(ar * w - margin, 1.0))
+            u, v, t = (z - cz * d) / a[0], (y - cy) / a[1], (x - cx) / a[2]
+            if u * u + v * v + t * t <= 1.0:
+                return True
+        return False
 
 
 def _body(shape: Shape) -> _Body:
@@ -148,35 +153,51 @@ def _gut_path(shape: Shape, body: _Body, rng: np.random.Generator, start: float 
     there until it has its whole length (its share of the volume must not depend on where the mid-gut
     happened to end).
     """
+    # In plain floats, not numpy arrays: thousands of steps on 3-vectors, where numpy's per-call cost was most of a
+    # small phantom's time. The same operations in the same order as the array form (the phantom is unchanged,
+    # bit for bit); _norm is numpy's norm of a 3-vector (a sequential sum of squares).
     d, h, w = shape
-    pos = np.array(origin if origin is not None else [start * d, (h - 1) / 2, (w - 1) / 2], np.float64)
-    target = np.array([0.93 * d, (h - 1) / 2, (w - 1) / 2]) if origin is not None else None
-    heading = rng.normal(size=3)
-    heading[0] = abs(heading[0]) + 0.5
-    heading /= np.linalg.norm(heading)
-    centre = np.array([0.62 * d, (h - 1) / 2, (w - 1) / 2])
+    pos = tuple(float(v) for v in (origin if origin is not None else (start * d, (h - 1) / 2, (w - 1) / 2)))
+    target = (0.93 * d, (h - 1) / 2, (w - 1) / 2) if origin is not None else None
+    x, y, z = rng.normal(size=3).tolist()
+    heading = _unit((abs(x) + 0.5, y, z))
+    centre = (0.62 * d, (h - 1) / 2, (w - 1) / 2)
     step = 0.5
-    pts = [pos.copy()]
+    pts = [pos]
     n = int(length / step)
     turn = 0.08
     attempts = 0
     while len(pts) <= n and attempts < 20 * n:
         attempts += 1
-        heading = heading + turn * rng.normal(size=3)
+        heading = tuple(a + turn * r for a, r in zip(heading, rng.normal(size=3).tolist()))
         if target is not None:
-            to = target - pos
-            heading += 0.04 * to / (np.linalg.norm(to) + 1e-9)
-        nxt = pos + step * heading / np.linalg.norm(heading)
-        if not body.contains(nxt[None], margin)[0]:
-            to = centre - pos
-            heading = pull * to / (np.linalg.norm(to) + 1e-9) + (1 - pull) * heading + 0.3 * rng.normal(size=3)
-            nxt = pos + step * heading / np.linalg.norm(heading)
-            if not body.contains(nxt[None], margin)[0]:
+            to = tuple(t - q for t, q in zip(target, pos))
+            nt = _norm(to) + 1e-9
+            heading = tuple(a + 0.04 * t / nt for a, t in zip(heading, to))
+        nh = _norm(heading)
+        nxt = tuple(q + step * a / nh for q, a in zip(pos, heading))
+        if not body.contains(nxt, margin):
+            to = tuple(c - q for c, q in zip(centre, pos))
+            nt = _norm(to) + 1e-9
+            heading = tuple(pull * t / nt + (1 - pull) * a + 0.3 * r
+                            for t, a, r in zip(to, heading, rng.normal(size=3).tolist()))
+            nh = _norm(heading)
+            nxt = tuple(q + step * a / nh for q, a in zip(pos, heading))
+            if not body.contains(nxt, margin):
                 continue
-        heading /= np.linalg.norm(heading)
+        heading = _unit(heading)
         pos = nxt
-        pts.append(pos.copy())
+        pts.append(pos)
     return np.array(pts)
+
+
+def _norm(v: tuple[float, float, float]) -> float:
+    return math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
+
+
+def _unit(v: tuple[float, float, float]) -> tuple[float, float, float]:
+    n = _norm(v)
+    return (v[0] / n, v[1] / n, v[2] / n)
 
 
 def _ball(radius: float) -> tuple[np.ndarray, int]:
@@ -227,7 +248,7 @@ def _stamp_blobs(material: np.ndarray, body: _Body, rng: np.random.Generator, p:
     while placed < n:
         pt = rng.uniform([0, 0, 0], [d, h, w])
         radius = r_unit * rng.uniform(*p.blob_radius)
-        if not body.contains(pt[None], radius + 1)[0]:
+        if not body.contains(pt, radius + 1):
             continue
         ball, r = _ball(radius)
         _stamp(material, pt, ball, r, (MUSCLE, YOLK, GRANULE)[placed % 3])
