@@ -19,6 +19,14 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return max(1, min(4, cores))
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The files that hold a test marked ``slow`` first (each file's tests kept together, in their order): under
+    ``--dist loadfile`` a file is handed to the first free test process in this order, so the long files start
+    early and the short ones fill in at the end, not a long one running alone at the end of the run."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: within a file, and among files, the given order
+
+
 @pytest.fixture
 def cpu_only():
     if torch.cuda.is_available():

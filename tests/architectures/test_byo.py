@@ -65,6 +65,7 @@ def _run(args, out):
     return res, " ".join(res.output.replace("│", " ").split())
 
 
+@pytest.mark.slow  # a CPU sweep, a fit and a report
 def test_a_network_by_import_path_is_predicted_run_fitted_and_reported(tmp_path):
     arch = f"{HERE}:build_net"
     res, text = _run(["run", "--arch", arch, "--size", "16", "--batch", "2", "--backend", "cpu", "--repeats", "1",

@@ -17,7 +17,7 @@ CASES = [  # (arch, stage, size, overrides)
     ("unet3d", "", 16, {}),
     ("vnet", "", 16, {}),
     ("nnunet", "", 64, {}),
-    ("nnunet_resenc", "", 64, {}),
+    pytest.param("nnunet_resenc", "", 64, {}, marks=pytest.mark.slow),  # 102M parameters stepped on the CPU
     ("cascade", "stage2", 32, {}),
     ("cascade_pre", "stage2", 32, {}),
     ("nnunet_cascade", "3d_cascade_fullres", 32, {"n_stages": 4}),

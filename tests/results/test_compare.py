@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
@@ -15,6 +16,7 @@ def _small_grid():
     return [c for c in compare.grid(["meunet"]) if c.size == (32, 32, 32) and c.mode == "train"]
 
 
+@pytest.mark.slow  # meU-net's baseline rows predicted twice
 def test_disabled_checkpoint_is_caught_and_named():
     configs = _small_grid()
     base = compare.predict_grid(configs, jobs=JOBS)
