@@ -12,9 +12,10 @@ os.environ.setdefault("SEGMEM_CPU_TIME_BUDGET_S", "1")
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
-    """``-n auto`` (pyproject's addopts): a test process per core, at most 4. The suite is mostly single-threaded
-    Python (imports, tracing, worker processes starting), so on CI's 2 cores two processes take about a third
-    off its time; each further one costs the memory of nnU-Net's networks stepped on the CPU (GBs)."""
+    """``-n auto`` (pyproject's addopts): a test process per core, at most 4. Much of the suite is single-threaded
+    Python (imports, tracing, worker processes starting), which one process leaves a core idle for (the README's
+    developer section has the suite's times); each further process costs the memory of nnU-Net's networks
+    stepped on the CPU (GBs)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(4, cores))
 
