@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-#: test processes side by side (pytest-xdist's workers; 1 without it), each with its share of two threads
+#: test processes side by side (pytest-xdist's workers; 1 without it): two torch threads for one, else one each
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, 2 // WORKERS))
 # CPU timing repeats until its spread is small, for up to a minute per configuration: the tests check

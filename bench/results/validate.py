@@ -204,7 +204,7 @@ def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
     else:
         line += " That is the whole grid"
     line += (f", {'within' if not unknown and total <= TARGET_S else 'over'} the {TARGET_S // 60}-minute target, "
-             "the time between workers besides.")
+             "not counting the time between workers.")
     return line
 
 
