@@ -16,8 +16,9 @@ def pytest_xdist_auto_num_workers(config) -> int:
     Python (imports, tracing, worker processes starting), which one process leaves a core idle for (the README's
     developer section has the suite's times); each further process costs the memory of nnU-Net's networks
     stepped on the CPU (GBs)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores))
+    from bench.parallel import cores
+
+    return max(1, min(4, cores()))
 
 
 def pytest_collection_modifyitems(config, items) -> None:

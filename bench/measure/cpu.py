@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 import torch
 
+from .. import parallel
 from .. import record as R
 from .step import StepRunner
 from .timing import settle, timed_steps
@@ -31,7 +32,7 @@ def pin_threads() -> int:
     parallel region waits for its slowest thread, and a descheduled one makes step times swing (unet
     32^3 b1 at load 8 on 2 cores: 5.9 s median, 3.7 s interquartile range with 2 threads; 1.2 s and
     0.08 s with 1). The count is recorded (env_cpu_count)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = parallel.cores()
     if os.environ.get(THREADS_ENV):
         n = int(os.environ[THREADS_ENV])
     else:

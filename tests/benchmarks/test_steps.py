@@ -29,6 +29,21 @@ def _cases():
                                marks=[pytest.mark.slow] if heavy else [])
 
 
+def _with_memory_figures(extra_info: dict, factory) -> StepRunner:
+    """The runner, its step's measured peak memory put in ``extra_info``: on CUDA the allocator's peak of a second
+    step; on the CPU the tracked live peak (no timing steps: the benchmark times the steps)."""
+    if DEVICE == "cuda":
+        runner = factory()
+        runner.step()
+        torch.cuda.reset_peak_memory_stats()
+        runner.step()
+        extra_info["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+    else:
+        meas, runner = cpu.measure(factory, repeats=0, timed=False)
+        extra_info["cpu_live_peak_bytes"] = meas["cpu_live_peak_bytes"]
+    return runner
+
+
 @pytest.mark.parametrize(("spec", "overrides", "size", "heavy"), list(_cases()))
 @pytest.mark.parametrize("mode", ["train", "infer"])
 def test_step(benchmark, spec, overrides, size, heavy, mode):
@@ -37,19 +52,10 @@ def test_step(benchmark, spec, overrides, size, heavy, mode):
     if max(size) > 64 and DEVICE == "cpu":
         size = tuple(s // 2 for s in size) if spec.min_size <= max(size) // 2 else size
     factory = lambda: StepRunner(spec, overrides, size, 1, mode, device=DEVICE)  # noqa: E731
-    figures = not (benchmark.disabled and heavy and DEVICE == "cpu")  # else a test run: the step alone
-    if not figures:
+    if benchmark.disabled and heavy and DEVICE == "cpu":  # a test run: the step alone
         runner = factory()
-    elif DEVICE == "cuda":
-        runner = factory()
-        runner.step()
-        torch.cuda.reset_peak_memory_stats()
-        runner.step()
-        benchmark.extra_info["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
-    else:  # the tracked step; the benchmark times the steps
-        meas, runner = cpu.measure(factory, repeats=0, timed=False)
-        benchmark.extra_info["cpu_live_peak_bytes"] = meas["cpu_live_peak_bytes"]
-    if figures:
+    else:
+        runner = _with_memory_figures(benchmark.extra_info, factory)
         pred = predict(spec, overrides, size, 1, mode, with_memtracker=False)
         benchmark.extra_info["pred_peak_allocated_bytes"] = pred["pred_peak_allocated_bytes"]
     out = benchmark(runner.step)

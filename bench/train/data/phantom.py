@@ -174,15 +174,13 @@ def _gut_path(shape: Shape, body: _Body, rng: np.random.Generator, start: float 
             to = tuple(t - q for t, q in zip(target, pos))
             nt = _norm(to) + 1e-9
             heading = tuple(a + 0.04 * t / nt for a, t in zip(heading, to))
-        nh = _norm(heading)
-        nxt = tuple(q + step * a / nh for q, a in zip(pos, heading))
+        nxt = _ahead(pos, heading, step)
         if not body.contains(nxt, margin):
             to = tuple(c - q for c, q in zip(centre, pos))
             nt = _norm(to) + 1e-9
             heading = tuple(pull * t / nt + (1 - pull) * a + 0.3 * r
                             for t, a, r in zip(to, heading, rng.normal(size=3).tolist()))
-            nh = _norm(heading)
-            nxt = tuple(q + step * a / nh for q, a in zip(pos, heading))
+            nxt = _ahead(pos, heading, step)
             if not body.contains(nxt, margin):
                 continue
         heading = _unit(heading)
@@ -198,6 +196,12 @@ def _norm(v: tuple[float, float, float]) -> float:
 def _unit(v: tuple[float, float, float]) -> tuple[float, float, float]:
     n = _norm(v)
     return (v[0] / n, v[1] / n, v[2] / n)
+
+
+def _ahead(pos: tuple[float, float, float], heading: tuple[float, float, float], step: float) -> tuple[float, ...]:
+    """The point ``step`` from ``pos`` along ``heading`` (not yet a unit vector)."""
+    n = _norm(heading)
+    return tuple(q + step * a / n for q, a in zip(pos, heading))
 
 
 def _ball(radius: float) -> tuple[np.ndarray, int]:
