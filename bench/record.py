@@ -122,6 +122,10 @@ GPU_BUDGET = _col("gpu_budget_bytes", "int", "bytes", G,
 NODE = _col("node", "str", "", G, "the host the configuration ran on")
 JOB_ID = _col("job_id", "str", "", G, "the SLURM job (array_task) that ran it; empty for local runs")
 CUDA_DEVICES = _col("cuda_visible_devices", "str", "", G, "CUDA_VISIBLE_DEVICES of the worker (the GPU a --jobs slot pins)")
+GPU_SHARED = _col("gpu_shared", "bool", "", G,
+                  "another measurement ran on the same GPU during this one (bench validate --share-gpu): the memory "
+                  "figures are this process's own (its allocator's), the step times and NVML figures, which the other "
+                  "disturbed, are left empty; with cudnn.benchmark, cuDNN timed its candidates beside the other")
 
 # ----- environment --------------------------------------------------------------------------------
 G = "environment"
@@ -273,6 +277,11 @@ PREEMPTED = "preempted"
 FAILED = (ERROR_STATUS, TIMEOUT_STATUS, PREEMPTED)
 #: statuses that are a result (what a sweep set out to learn)
 DONE = (OK, OOM, PREDICTED_OOM)
+#: the figures a measurement cannot call its own when another ran on its GPU at the same time (:func:`shared`): its
+#: times, and what NVML reports (the device's use where it cannot tell processes apart, as in most containers)
+NOT_OWN_WHEN_SHARED = (NVML_PEAK, CUDA_CONTEXT, STEP_TIME_MEDIAN, STEP_TIME_MIN, STEP_TIME_MAX, STEP_TIME_IQR,
+                       STEP_TIME_SPREAD, THROUGHPUT_VOXELS, THROUGHPUT_INPUT_VOXELS, THROUGHPUT_SAMPLES, ACHIEVED_FLOPS,
+                       FLOPS_FRACTION)
 #: the configuration columns of a record, in order (a failed record has all of them)
 CONFIG_COLUMNS = tuple(c.name for c in SCHEMA.values() if c.group == "configuration")
 
@@ -314,6 +323,16 @@ def predicted_on_device(record: Any, reserved: bool = False) -> Any:
     if v is None and hasattr(a, "where"):
         return a
     return a if v is None or v != v else v  # v != v: NaN (a pandas row)
+
+
+def shared(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` of a measurement during which another ran on its GPU: marked so (``gpu_shared``), the figures
+    that are not its own (:data:`NOT_OWN_WHEN_SHARED`) emptied. The allocator's peaks stay: they are the process's."""
+    record[GPU_SHARED] = True
+    for name in NOT_OWN_WHEN_SHARED:
+        if name in record:
+            record[name] = None
+    return record
 
 
 def prediction_columns(record: dict[str, Any]) -> dict[str, Any]:

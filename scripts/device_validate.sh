@@ -9,8 +9,10 @@
 #      in $OUT/snapshots.tar.gz (about 40 MB at most: a call brings back 64 MB at most).
 # Exits with bench validate's status (1: the verdict failed; 130: interrupted), after packing.
 #
-#   [ARCHS="nnunet unet3d"] [SMOKE=0] [GRACE=110] [OUT=/tmp/segmem-out] bash scripts/device_validate.sh [LIMIT_S]
+#   [ARCHS="nnunet unet3d"] [SHARE=3] [SMOKE=0] [GRACE=110] [OUT=/tmp/segmem-out] bash scripts/device_validate.sh [LIMIT_S]
 # (the variables before are the environment's; LIMIT_S is the argument, in seconds, default 390)
+# (SHARE: configurations measured at once on the GPU, bench validate --share-gpu, default 3: lent GPU time is scarce,
+# and each process's allocator figures are its own; SHARE=1 measures one at a time, every figure its own)
 # (GRACE: seconds after LIMIT_S before validate is interrupted, so that packing always runs. The defaults end inside
 # a 600 s call, a lent GPU's longest: on the H100 the install and smoke run took 47 s, validate then ends within
 # LIMIT_S + GRACE, packing took 1 s.)
@@ -62,7 +64,7 @@ start=$(date +%s)
 touch "$out/validate.log.start"
 # a hard stop too (Ctrl-C's path: the records stay), so that the packing below always runs
 timeout -s INT $((limit + ${GRACE:-110})) "${bench[@]}" validate $(printf -- '--arch %s ' "${archs[@]}") --timeout 180 \
-    --time-limit "$limit" --keep-measured 2>&1 | tee "$out/validate.log"
+    --time-limit "$limit" --keep-measured --share-gpu "${SHARE:-3}" 2>&1 | tee "$out/validate.log"
 status=${PIPESTATUS[0]}
 echo "validate: exit $status, $(( $(date +%s) - start )) s wall"
 # its summary (verdict, worker time by phase, the whole grid's projected run time) into this call's output

@@ -164,6 +164,11 @@ def validate(
         "--keep-measured", help="measure only configurations with no CUDA measurement yet, keeping those another code "
                                 "version measured (GPU time is the scarce part), and predict those again with this code "
                                 "for the summary, as --recorded does")] = False,
+    share_gpu: Annotated[int, typer.Option(
+        "--share-gpu", help="measure up to this many configurations at once on the GPU, each started when its "
+                            "predicted memory fits beside the others' (one that runs out of memory beside another is "
+                            "measured again alone): the allocator's figures stay each process's own, the step times "
+                            "and NVML figures of those that shared are left empty (gpu_shared)")] = 1,
 ) -> None:
     """Measure the fixed grid on this CUDA GPU beside its prediction (every architecture, two sizes, train/infer,
     fp32/AMP, cudnn.benchmark off/on), a memory snapshot each; exit 1 when the median error of peak allocated
@@ -176,7 +181,8 @@ def validate(
         fail("--fit re-fits the constants on the published figures: add --published")
     if recorded is not None and (published or arch or time_limit is not None or keep_measured):
         fail("--recorded predicts a recorded run again: no --published, --arch, --time-limit or --keep-measured with it")
-    gpu_only = [n for n, v in (("--fixtures", fixtures != FIXTURES), ("--timeout", timeout != DEFAULT_TIMEOUT)) if v]
+    gpu_only = [n for n, v in (("--fixtures", fixtures != FIXTURES), ("--timeout", timeout != DEFAULT_TIMEOUT),
+                               ("--share-gpu", share_gpu != 1)) if v]
     if (recorded is not None or published) and gpu_only:
         fail(f"{gpu_only[0]} is for the grid measured on a GPU; --{'recorded' if recorded else 'published'} measures "
              "nothing")
@@ -184,6 +190,8 @@ def validate(
         fail("--jobs applies only with --recorded (its prediction processes)")
     positive("--time-limit", time_limit, "seconds")
     positive("--timeout", timeout, "seconds")
+    if share_gpu < 1:
+        fail(f"--share-gpu must be a whole number >= 1 (configurations measured at once); got {share_gpu}")
     if recorded is not None:
         _validate_recorded(recorded, prediction_jobs(jobs), out)
         return
@@ -221,20 +229,31 @@ def validate(
     if keep_measured:  # measured on CUDA by any code version: not measured again
         before = {r[R.KEY] for r in store.latest(runs).values() if V.measured_on_cuda(r)}
         configs = [c for c in whole if c.key() not in before]
-    # the GPU measures one configuration at a time while the other cores predict ahead of it
-    ahead = executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True),
-                                          executor.Predictions(executor.ahead_jobs(cores(), 1)),
-                                          live_gpu=torch.cuda.get_device_name(0))
+    # the GPU measures one configuration at a time (or --share-gpu at once) while the other cores predict ahead
+    predictions = executor.Predictions(executor.ahead_jobs(cores(), share_gpu))
+    gate = None
+    if share_gpu > 1:
+        from ..sweep.share import MemoryGate
+
+        gate = MemoryGate.for_gpu(torch.cuda.get_device_properties(0).total_memory, share_gpu)
+    pool = [executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True), predictions,
+                                          live_gpu=torch.cuda.get_device_name(0), gate=gate) for _ in range(share_gpu)]
     kept: list[str] = []
     left: list[str] = []
-    deadline = time.monotonic() + time_limit if time_limit is not None else None
+    done: list[str] = []
+    started = time.monotonic()
+    deadline = started + time_limit if time_limit is not None else None
     with bar(len(configs), "validating") as b:
-        executor.run_sweep(configs, runs, timeout, False, True, ahead,
+        executor.run_sweep(configs, runs, timeout, False, True, pool if share_gpu > 1 else pool[0],
                            on_start=lambda cfg: b.start(cfg.label()),
-                           on_done=lambda cfg, rec: (b.print(summary_line(cfg.label(), rec), markup=True), b.advance()),
+                           on_done=lambda cfg, rec: (b.print(summary_line(cfg.label(), rec), markup=True), b.advance(),
+                                                     done.append(cfg.key())),
                            on_skip=lambda cfg, why: ((left if why == executor.TIME_LIMIT else kept).append(why),
                                                      b.advance()),
                            deadline=deadline)
+    if done:  # the figure to hold against the 10-minute target (the summary's Run time line sums the workers' times)
+        console.print(f"{len(done)} configuration(s) measured in {(time.monotonic() - started) / 60:.1f} min of wall "
+                      f"time, up to {share_gpu} at once", highlight=False)
     V.compress_snapshots(snaps)  # (the records name them uncompressed: V.table finds either)
     n_kept = len(kept) + len(whole) - len(configs)  # (--keep-measured leaves the kept ones out of the sweep)
     if n_kept:

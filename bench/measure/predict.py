@@ -248,12 +248,14 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
             num_classes: int = 3, settings: AllocatorSettings | None = None, capacity: int | None = None,
             snapshot_to: Path | None = None, label: str = "", gpu: GPU | None = None,
             voxels: int | None = None, cudnn_benchmark: bool = False, gpu_memory: int | None = None,
-            cuda: str | None = None) -> dict[str, Any]:
+            cuda: str | None = None, with_flops: bool = True) -> dict[str, Any]:
     """The prediction record fields for one configuration (see the module docstring); ``settings``
     and ``capacity`` as for :func:`replay`. ``snapshot_to``: also write the step as a PyTorch memory
     snapshot (``<snapshot_to>.pickle``, the path a stem) labelled ``label``; its timeline plot is drawn
     from the pickle afterwards (:mod:`bench.results.timeline`), outside the prediction. With ``gpu``, also
-    its predicted step time there (throughput on ``voxels`` per step).
+    its predicted step time there (throughput on ``voxels`` per step). ``with_flops=False``: the memory
+    columns only, without the FLOPs and roofline work, whose trace of their own is about a quarter of a
+    prediction's time (``bench compare`` and the memory tests ask for memory only).
 
     What the device shows (:func:`device_columns`): allocated and reserved with cuDNN's workspaces for
     ``cudnn_benchmark``, the CUDA context of ``gpu``'s family and ``cuda``, and their nvidia-smi sum; with
@@ -278,10 +280,12 @@ def predict(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch: in
     except AllocatorOOM as exc:
         exc.record = rec  # type: ignore[attr-defined]
         raise
-    rec[R.FLOPS_PER_STEP], work = count_flops(spec, overrides, size, batch, mode, precision, channels_last, *shape)
-    rec[R.PRED_WORK] = work_to_json(work)
-    if gpu is not None:
-        rec.update(time_columns(work, gpu, batch, voxels))
+    if with_flops:
+        rec[R.FLOPS_PER_STEP], work = count_flops(spec, overrides, size, batch, mode, precision, channels_last,
+                                                  *shape)
+        rec[R.PRED_WORK] = work_to_json(work)
+        if gpu is not None:
+            rec.update(time_columns(work, gpu, batch, voxels))
     for cat, n in tracker.breakdown_at(at, host).items():
         rec[R.pred_category(cat)] = n
     rec[R.PRED_TIME] = time.perf_counter() - t0

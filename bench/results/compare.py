@@ -52,7 +52,8 @@ def predict_row(cfg: RunConfig, tamper: Mapping[str, Any] | None = None) -> dict
     """One baseline row: the configuration's identity and its predicted figures."""
     spec, ov = architectures.spec(cfg.arch).stage(cfg.stage, **cfg.overrides_dict)
     ov.update(tamper or {})
-    pred = predict(spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last, with_memtracker=False)
+    pred = predict(spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.precision, cfg.channels_last, with_memtracker=False,
+                   with_flops=False)
     columns = R.config_columns(cfg)
     return {**{c: columns[c] for c in ID_COLUMNS}, **{f: int(pred[f]) for f in FIGURES}}
 

@@ -97,7 +97,7 @@ def table(records: pd.DataFrame, snapshots: Path | None = None) -> pd.DataFrame:
             "snapshot": _here(r.get(R.SNAPSHOT_PATH), snapshots),
             "measured_snapshot": _here(r.get(R.CUDA_SNAPSHOT_PATH), snapshots),
             "worker_time_s": r.get(R.WORKER_TIME), "cuda_phase_times_s": r.get(R.CUDA_PHASES),
-            "measuring_time_s": measuring_time(r),
+            "measuring_time_s": measuring_time(r), "gpu_shared": r.get(R.GPU_SHARED) is True,
         })
     return pd.DataFrame(rows)
 
@@ -142,9 +142,19 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
             p, m, w = verdict(g["allocated_error"])
             lines.append(f"- {split} ({len(g)} configurations): median |error| {m:.2%}, max {w:.2%}")
         lines.append("")
+    shared = ok["gpu_shared"].fillna(False).astype(bool) if "gpu_shared" in ok else pd.Series(False, index=ok.index)
+    if shared.any():  # whether measuring side by side (--share-gpu) moved the figures: the errors of each apart
+        for said_of, g in (("measured alone", ok[~shared]), ("measured sharing the GPU (--share-gpu)", ok[shared])):
+            if len(g):
+                p, m, w = verdict(g["allocated_error"])
+                lines.append(f"- {said_of} ({len(g)} configurations): median |error| {m:.2%}, max {w:.2%}")
+        lines.append("")
     said = "As the GPU run recorded them (this command measured nothing): " if recorded else ""
     lines += [said + line if line else line for line in _time_lines(ok)]
     run_time = projection(df, configs)
+    if run_time and shared.any():
+        run_time += (f" {int(shared.sum())} of them shared the GPU: their times overlap, so the sum is more than the "
+                     "time they took (bench validate prints the wall time).")
     lines += [said + run_time, ""] if run_time else []
     lines += ["| architecture | configurations | median allocated error | max abs allocated error | median reserved error |",
               "|---|---|---|---|---|"]

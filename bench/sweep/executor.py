@@ -6,7 +6,8 @@ the worker. :func:`run_sweep` decides which configurations still need a run (:fu
 claims each one in the store so that two sweeps on one directory never run it twice, and appends its
 record. Given several executors (``--jobs``: one per GPU, each pinned by ``CUDA_VISIBLE_DEVICES``, or
 one per core), it runs that many configurations at once, each executor one at a time, so two
-measurements never share a GPU. A :class:`BatchExecutor` (SLURM through submitit,
+measurements never share a GPU (but for ``bench validate --share-gpu``, whose executors share one GPU's
+memory through :mod:`bench.sweep.share`). A :class:`BatchExecutor` (SLURM through submitit,
 :mod:`bench.sweep.slurm`) is given every configuration to run at once instead. A
 :class:`ScreeningExecutor` predicts first and records ``predicted_oom`` for what cannot fit. A
 :class:`PredictAheadExecutor` predicts on the CPU cores ahead of a GPU's measurements (``bench validate``).
@@ -47,6 +48,7 @@ from ..parallel import call, process_pool
 from ..version import code_version
 from . import store, wire
 from .config import RunConfig
+from .share import MemoryGate
 
 #: seconds a worker may take to exit after it sent its record, before it is killed (the record is kept)
 EXIT_GRACE_S = 10.0
@@ -386,12 +388,18 @@ class PredictAheadExecutor:
     that is not ready and sound within the configuration's time limit is not passed on, and the measuring
     worker predicts itself, its record saying what went wrong.
 
+    ``gate``: the GPU is shared by several such executors (``bench validate --share-gpu``), each measurement
+    admitted by its predicted memory (:class:`bench.sweep.share.MemoryGate`); one that ran beside another is
+    marked so (:func:`bench.record.shared`), and one that ran out of memory beside another is measured again
+    alone.
+
     :func:`run_sweep` calls :meth:`plan` with the configurations it will run, so that their predictions start
     at once, in that order; a configuration it was not told of is predicted when it comes."""
 
     measure: LocalExecutor
     ahead: Predictions = field(default_factory=Predictions)
     live_gpu: str = ""
+    gate: MemoryGate | None = None
     _next: dict[str, RunConfig] = field(default_factory=dict, repr=False)
 
     def plan(self, cfgs: Iterable[RunConfig], timeout_s: float, in_order: bool = False) -> None:
@@ -402,10 +410,17 @@ class PredictAheadExecutor:
         for cfg in cfgs:
             self.ahead.submit(cfg, self.live_gpu)
 
-    def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any]:
+    def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any] | None:
         pred = self.ahead.take(cfg, self.live_gpu, timeout_s)
-        return self.measure.run(cfg, timeout_s, None if pred is None else wire.Instructions(prediction=pred),
-                                upcoming=self._next.get(cfg.key()))
+        how = None if pred is None else wire.Instructions(prediction=pred)
+        if self.gate is None:
+            return self.measure.run(cfg, timeout_s, how, upcoming=self._next.get(cfg.key()))
+        with self.gate.hold(self.gate.need(pred)) as held:
+            rec = self.measure.run(cfg, timeout_s, how)
+        if held.shared and rec is not None and rec.get(R.STATUS) == R.OOM:  # the others' memory, maybe: alone now
+            with self.gate.hold(self.gate.capacity) as held:
+                rec = self.measure.run(cfg, timeout_s, how)
+        return R.shared(rec) if held.shared and rec is not None else rec
 
     def cancel(self) -> None:
         self.ahead.cancel()

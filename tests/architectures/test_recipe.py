@@ -101,9 +101,9 @@ def test_prediction_follows_the_recipe_under_fp16():
     fp32 buffer per parameter where Adam keeps two."""
     spec = architectures.spec("nnunet")
     n = spec.param_count(**SMALL)
-    sgd = predict(spec, SMALL, (32, 32, 32), 1, "train", "fp16", with_memtracker=False)
+    sgd = predict(spec, SMALL, (32, 32, 32), 1, "train", "fp16", with_memtracker=False, with_flops=False)
     adam_spec = dataclasses.replace(spec, recipe=spec.recipe.with_overrides({"optimizer": "adam"}))
-    adam = predict(adam_spec, SMALL, (32, 32, 32), 1, "train", "fp16", with_memtracker=False)
+    adam = predict(adam_spec, SMALL, (32, 32, 32), 1, "train", "fp16", with_memtracker=False, with_flops=False)
     # every parameter with a gradient: all but the lowest-resolution head (3 classes x (128 features + bias)),
     # whose output nnU-Net's loss weights 0
     assert sgd["pred_optimizer_bytes"] == 4 * (n - 3 * (128 + 1))

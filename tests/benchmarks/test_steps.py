@@ -56,7 +56,7 @@ def test_step(benchmark, spec, overrides, size, heavy, mode):
         runner = factory()
     else:
         runner = _with_memory_figures(benchmark.extra_info, factory)
-        pred = predict(spec, overrides, size, 1, mode, with_memtracker=False)
+        pred = predict(spec, overrides, size, 1, mode, with_memtracker=False, with_flops=False)
         benchmark.extra_info["pred_peak_allocated_bytes"] = pred["pred_peak_allocated_bytes"]
     out = benchmark(runner.step)
     assert torch.isfinite(out).all()

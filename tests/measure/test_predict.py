@@ -35,7 +35,7 @@ def test_predicted_live_peak_equals_real_cpu_step(name, stage, edge, ov, mode):
         spec, ov = st.spec, dict(st.overrides)
     size = (edge,) * 3
     real, _ = cpu.measure(lambda: StepRunner(spec, ov, size, 1, mode), repeats=0, timed=False)
-    pred = predict(spec, ov, size, 1, mode, with_memtracker=False)
+    pred = predict(spec, ov, size, 1, mode, with_memtracker=False, with_flops=False)
     assert pred["pred_peak_live_bytes"] == pytest.approx(real["cpu_live_peak_bytes"], rel=0.01)
     assert pred["pred_peak_allocated_bytes"] >= pred["pred_peak_live_bytes"]
     assert pred["pred_peak_reserved_bytes"] >= pred["pred_peak_allocated_bytes"]
@@ -50,12 +50,17 @@ def test_breakdown_adds_up_and_names_the_training_state():
     assert pred["pred_optimizer_bytes"] == 2 * 4 * n_params  # Adam's two moments
     assert pred["memtracker_peak_bytes"] == pytest.approx(pred["pred_peak_live_bytes"], rel=0.02)
     assert pred["flops_per_step"] > 0
+    # memory only (bench compare): the same memory figures, without the FLOPs' trace
+    memory = predict(architectures.spec("unet"), {}, (32, 32, 32), 1, with_memtracker=False, with_flops=False)
+    assert R.FLOPS_PER_STEP not in memory and R.PRED_WORK not in memory
+    figures = [k for k in memory if k.endswith("_bytes") or k == R.PRED_EVENTS]
+    assert len(figures) > 10 and {k: memory[k] for k in figures} == {k: pred[k] for k in figures}
 
 
 def test_mixed_precision_is_emulated_as_on_cuda():
     spec = architectures.spec("unet")
-    fp32 = predict(spec, {}, (64, 64, 64), 2, "infer", "fp32", with_memtracker=False)
-    fp16 = predict(spec, {}, (64, 64, 64), 2, "infer", "fp16", with_memtracker=False)
+    fp32 = predict(spec, {}, (64, 64, 64), 2, "infer", "fp32", with_memtracker=False, with_flops=False)
+    fp16 = predict(spec, {}, (64, 64, 64), 2, "infer", "fp16", with_memtracker=False, with_flops=False)
     # convolutions in half precision, but upsampling (and so the decoder's concatenations) in float32, as CUDA
     # autocast does: more than half the activation bytes (on the H200 the U-net's inference at 80^3, batch 4,
     # peaked at 0.80 of fp32's allocated bytes)
@@ -67,7 +72,7 @@ def test_paper_size_meunet_prediction_is_fast_and_allocates_nothing_real():
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()
     pred = predict(architectures.spec("meunet"), {"expansion": 1.75}, (160, 160, 160), 4, "train", "fp16",
-                   with_memtracker=False)
+                   with_memtracker=False, with_flops=False)
     elapsed = time.perf_counter() - t0
     print(f"meU-net 160^3 (expanded 280^3) batch 4 fp16: predicted {pred['pred_peak_allocated_bytes'] / 2**30:.2f} "
           f"GiB allocated in {elapsed:.1f} s")
@@ -78,7 +83,7 @@ def test_paper_size_meunet_prediction_is_fast_and_allocates_nothing_real():
 
 
 def test_whole_volume_inference_prediction():
-    pred = predict(architectures.spec("unet"), {}, (1072, 480, 480), 1, "infer", "fp16", with_memtracker=False)
+    pred = predict(architectures.spec("unet"), {}, (1072, 480, 480), 1, "infer", "fp16", with_memtracker=False, with_flops=False)
     assert pred["pred_peak_allocated_bytes"] > 2**30
 
 

@@ -5,6 +5,7 @@ recorded ones, and the exit code following the error limits."""
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -19,6 +20,7 @@ from bench.cli import app  # noqa: E402
 from bench.measure import traces  # noqa: E402
 from bench.results import validate as V  # noqa: E402
 from bench.sweep import executor, store  # noqa: E402
+from bench.version import code_version  # noqa: E402
 
 
 def test_the_grid_covers_every_architecture_two_sizes_modes_precisions_and_cudnn():
@@ -152,6 +154,22 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
         trace = traces.read_events(f)
         assert trace.whole_run and trace.address_ordered
         assert traces.model_peaks(trace).reserved == int(trace.header["real_peak_reserved"])
+    # two measured again side by side (--share-gpu): those that did share keep only their own figures
+    train = set(recs.loc[recs[R.MODE] == "train", R.KEY])
+    lines = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    results.write_text("".join(json.dumps({**r, R.CODE_VERSION: "0.0.1+older" if r[R.KEY] in train else code_version()})
+                               + "\n" for r in lines))
+    monkeypatch.setattr("torch.cuda.get_device_properties", lambda device=None: SimpleNamespace(total_memory=80 * 2**30))
+    shared = CliRunner().invoke(app, ["validate", "--arch", "unet", "--out", str(tmp_path / "v"),
+                                      "--fixtures", str(tmp_path / "fx"), "--share-gpu", "2"])
+    assert "2 configuration(s) measured in " in shared.output and "up to 2 at once" in shared.output, shared.output
+    again = store.load(tmp_path / "v" / name)
+    again = again[again[R.KEY].isin(train)]
+    assert len(again) == 2 and set(again[R.STATUS]) == {R.OK} and again[R.PEAK_ALLOCATED].gt(0).all()
+    together = again[R.GPU_SHARED].eq(True) if R.GPU_SHARED in again else pd.Series(False, index=again.index)
+    assert again.loc[together, R.STEP_TIME_MEDIAN].isna().all() and again.loc[~together, R.STEP_TIME_MEDIAN].gt(0).all()
+    assert ("measured sharing the GPU (--share-gpu) (2 configurations)" in (tmp_path / "v" / f"{name}.md").read_text()
+            ) == together.all()
 
 
 def test_bench_validate_bad_input(monkeypatch):
@@ -170,3 +188,8 @@ def test_bench_validate_bad_input(monkeypatch):
     for other in (["--published"], ["--recorded", "reports/validation/nvidia-h200-2.11.0+cu130"]):
         res = CliRunner().invoke(app, ["validate", "--keep-measured", *other])
         assert res.exit_code == 2 and "--keep-measured" in res.output, res.output
+    for bad in ("0", "-2"):
+        res = CliRunner().invoke(app, ["validate", "--share-gpu", bad])
+        assert res.exit_code == 2 and "--share-gpu must be a whole number >= 1" in res.output, res.output
+    res = CliRunner().invoke(app, ["validate", "--published", "--share-gpu", "2"])
+    assert res.exit_code == 2 and "--share-gpu is for the grid measured on a GPU" in res.output, res.output

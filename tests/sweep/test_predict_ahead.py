@@ -1,6 +1,7 @@
 """The prediction of a configuration made by CPU workers ahead of its measurement
 (``PredictAheadExecutor``, ``bench validate``), and a worker's part of it (``wire.Instructions``)."""
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,6 +11,7 @@ from bench import record as R
 from bench.sweep import wire, worker
 from bench.sweep.config import RunConfig
 from bench.sweep.executor import PredictAheadExecutor, Predictions, run_sweep
+from bench.sweep.share import MemoryGate
 from bench.version import code_version
 
 CFGS = [RunConfig("unet", (s, s, s), 1, backend="cuda") for s in (32, 48, 64)]
@@ -133,3 +135,99 @@ def test_a_broken_pool_leaves_the_measuring_workers_to_predict(tmp_path):
     ex = PredictAheadExecutor(Measure(log), Predictions(1, pool=Broken))
     recs = run_sweep(CFGS, tmp_path, 60, executor=ex)
     assert len(recs) == 3 and [e[2] for e in log] == [None, None, None]
+
+
+# ----- several measurements on one GPU (bench validate --share-gpu) -----------------------------------------------
+
+GiB = 2**30
+
+
+class Side:
+    """Measurements on one shared GPU: records who ran beside whom; a size in ``oom_beside`` runs out of memory
+    when another measurement runs at the same time (as on a GPU the others filled)."""
+
+    def __init__(self, delay=0.3, oom_beside=()):
+        self.delay, self.oom_beside = delay, oom_beside
+        self.running, self.beside, self.runs = set(), {}, []
+        self.lock = threading.Lock()
+
+    def run(self, cfg, timeout_s, how=None, upcoming=None):
+        s = cfg.size[0]
+        with self.lock:
+            self.runs.append(s)
+            crowded = bool(self.running)
+            self.running.add(s)
+            for o in self.running:
+                self.beside.setdefault(o, set()).update(self.running - {o})
+        time.sleep(self.delay)
+        with self.lock:
+            self.running.discard(s)
+        rec = record(cfg, R.OOM if crowded and s in self.oom_beside else R.OK)
+        rec.update({R.STEP_TIME_MEDIAN: 0.1, R.THROUGHPUT_SAMPLES: 10.0, R.NVML_PEAK: 5 * GiB})
+        return rec
+
+    def cancel(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def sharing(side, needs, slots=3, capacity=10 * GiB):
+    """``slots`` executors measuring on one GPU through one gate; ``needs``: each size's predicted bytes."""
+    def predictor(config_json, live_gpu):
+        s = RunConfig.from_json(config_json).size[0]
+        return {R.STATUS: R.OK, R.PRED_ALLOCATED: s, **({R.PRED_NVIDIA_SMI: needs[s]} if s in needs else {})}
+
+    predictions = Predictions(2, pool=ThreadPoolExecutor, predictor=predictor)
+    gate = MemoryGate(capacity, slots)
+    return [PredictAheadExecutor(side, predictions, "H100-SXM", gate=gate) for _ in range(slots)], gate
+
+
+def test_the_gate_admits_in_turn_what_fits_beside_the_running():
+    gate, order = MemoryGate(10, 3), []
+    first = gate.hold(6)
+    held = first.__enter__()
+
+    def take(name, need):
+        with gate.hold(need) as h:
+            order.append(name)
+            time.sleep(0.2)
+        return h
+
+    with ThreadPoolExecutor(2) as pool:
+        big = pool.submit(take, "big", 6)  # 6 + 6 > 10: waits for the first
+        time.sleep(0.1)
+        small = pool.submit(take, "small", 3)  # would fit now, but the big one asked first
+        time.sleep(0.2)
+        assert order == [] and gate.in_use == 6
+        first.__exit__(None, None, None)
+    assert order == ["big", "small"]  # first come, first served: the large one is not overtaken
+    assert held.shared is False and big.result().shared and small.result().shared  # 6 + 3 fit together
+    assert gate.in_use == 0
+    assert MemoryGate(10, 3).need({R.PRED_NVIDIA_SMI: 4}) == 4 and MemoryGate(10, 3).need(None) == 10  # none: alone
+    with pytest.raises(ValueError, match="--share-gpu must be >= 1"):
+        MemoryGate.for_gpu(80 * GiB, 0)
+
+
+def test_measurements_that_fit_together_share_the_gpu_and_keep_only_their_own_figures(tmp_path):
+    side = Side()
+    needs = {32: 3 * GiB, 48: 3 * GiB, 64: 9 * GiB}  # 32 and 48 fit together; 64 needs the GPU to itself
+    pool, _ = sharing(side, needs)
+    recs = {r[R.KEY]: r for r in run_sweep(CFGS, tmp_path, 60, executor=pool)}
+    by_size = {c.size[0]: recs[c.key()] for c in CFGS}
+    assert side.beside[32] == {48} and not side.beside.get(64)
+    for s in (32, 48):  # the allocator's figures kept; times and NVML's device figure, which the other disturbed, not
+        assert by_size[s][R.GPU_SHARED] is True and by_size[s][R.PEAK_ALLOCATED] == 7
+        assert by_size[s][R.STEP_TIME_MEDIAN] is None and by_size[s][R.NVML_PEAK] is None
+        assert by_size[s][R.THROUGHPUT_SAMPLES] is None
+    assert R.GPU_SHARED not in by_size[64] and by_size[64][R.STEP_TIME_MEDIAN] == 0.1  # alone: all its own
+
+
+def test_what_runs_out_of_memory_beside_another_is_measured_again_alone(tmp_path):
+    side = Side(oom_beside=(48,))
+    pool, _ = sharing(side, {32: 3 * GiB, 48: 3 * GiB, 64: 3 * GiB}, slots=2)
+    recs = {r[R.KEY]: r for r in run_sweep(CFGS, tmp_path, 60, executor=pool)}
+    again = recs[CFGS[1].key()]
+    assert side.runs.count(48) == 2 and again[R.STATUS] == R.OK  # alone the second time: it fits
+    assert R.GPU_SHARED not in again and again[R.STEP_TIME_MEDIAN] == 0.1
