@@ -299,10 +299,11 @@ def threshold_dice_class(cls: str) -> str:
 
 
 def class_columns(columns: Any) -> list[str]:
-    """The per-class test Dice columns among ``columns`` (``dice_mid_gut``, not ``dice_mean_fg``)."""
+    """The per-class test Dice columns among ``columns`` (``dice_mid_gut``, not ``dice_mean_fg``), in their order
+    there: a Dice run records them in its dataset's label order (mid-gut, then hind-gut), which its log lines use."""
     fixed = set(SCHEMA)
     rx = SCHEMA[DICE_CLASS].regex
-    return sorted(c for c in columns if rx.match(c) and c not in fixed)
+    return [c for c in columns if rx.match(c) and c not in fixed]
 
 
 def column(name: str) -> Column | None:

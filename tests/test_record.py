@@ -31,7 +31,7 @@ def test_families_match_their_members_only():
     assert record.column("dice_mean_fg").name == "dice_mean_fg"
     assert record.column("no_such_column") is None
     assert record.class_columns(["dice_mid_gut", "dice_mean_fg", "dice_status", "dice", "dice_hind_gut"]) == [
-        "dice_hind_gut", "dice_mid_gut"]
+        "dice_mid_gut", "dice_hind_gut"]  # the record's order: the dataset's labels
 
 
 def test_a_failed_record_keeps_its_whole_configuration():

@@ -172,7 +172,11 @@ def _time_lines(ok: pd.DataFrame) -> list[str]:
     """Where the measuring workers' time went (the grid's run time is what to speed up): medians over the
     configurations whose records say (``cuda_phase_times_s``, recorded since it was added)."""
     if "cuda_phase_times_s" not in ok or ok["cuda_phase_times_s"].isna().all():
-        return []
+        total = ok["worker_time_s"].dropna() if "worker_time_s" in ok else pd.Series(dtype=float)
+        if total.empty:
+            return []
+        return [f"Worker time (median {total.median():.1f} s, total {total.sum():.0f} s, each worker's own prediction "
+                "included): not by phase, as these records predate cuda_phase_times_s.", ""]
     phases = pd.DataFrame([json.loads(p) for p in ok["cuda_phase_times_s"].dropna()])
     parts = ", ".join(f"{name} {phases[name].median():.2f}" for name in R.CUDA_PHASE_NAMES
                       if name in phases and name != R.AHEAD_PHASE)
@@ -230,9 +234,10 @@ def write(df: pd.DataFrame, folder: Path, name: str, configs: list[RunConfig] | 
 
 
 def _predict(job: tuple[str, str]) -> dict[str, Any]:
+    """A measured configuration's memory predicted again (:func:`repredict` reads nothing else)."""
     from ..sweep.worker import prediction
 
-    return prediction(*job)
+    return prediction(*job, memory_only=True)
 
 
 def measured_on_cuda(record: dict[str, Any]) -> bool:

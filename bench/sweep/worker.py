@@ -107,8 +107,9 @@ def prepare_ahead(cfg: RunConfig) -> Prepared:
 
 
 def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.Instructions(),
-        prepared: Prepared | None = None, ahead_s: float | None = None) -> dict[str, Any]:
-    """One configuration's record (``memtracker``: also torch's MemTracker figure, as every sweep has).
+        prepared: Prepared | None = None, ahead_s: float | None = None, flops: bool = True) -> dict[str, Any]:
+    """One configuration's record (``memtracker``: also torch's MemTracker figure, as every sweep has; ``flops``:
+    also the step's FLOPs and predicted time, as every sweep has).
     ``how``: the prediction alone, or the measurement with a prediction made elsewhere (:class:`wire.Instructions`).
     ``prepared``: the step's CPU-side parts made ahead (:func:`prepare_ahead`, in ``ahead_s`` seconds)."""
     t_start = time.perf_counter()
@@ -142,7 +143,7 @@ def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.I
                                snapshot_to=snap.with_name(snap.name + ".predicted") if snap else None,
                                label=label(cfg), gpu=gpu, voxels=rec[R.LABELLED_VOXELS_PER_STEP],
                                cudnn_benchmark=rec[R.CUDNN_BENCHMARK], gpu_memory=cfg.gpu_memory or None,
-                               cuda=rec.get(R.ENV_CUDA)))
+                               cuda=rec.get(R.ENV_CUDA), with_flops=flops))
     except AllocatorOOM as exc:  # the prediction at --gpu-memory: the record a real GPU would give
         rec.update(getattr(exc, "record", {}))
         rec.update(oom_columns(exc))
@@ -189,10 +190,13 @@ def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.I
     return rec
 
 
-def prediction(config_json: str, live_gpu: str = "") -> dict[str, Any]:
+def prediction(config_json: str, live_gpu: str = "", memory_only: bool = False) -> dict[str, Any]:
     """The prediction alone of one configuration, as a measuring worker would make it for the GPU named
-    ``live_gpu``, touching no GPU (:class:`bench.sweep.executor.PredictAheadExecutor` calls it in a pool)."""
-    return run(RunConfig.from_json(config_json), how=wire.Instructions(predict_only=True, live_gpu=live_gpu))
+    ``live_gpu``, touching no GPU (:class:`bench.sweep.executor.PredictAheadExecutor` calls it in a pool).
+    ``memory_only``: without MemTracker's figure, the FLOPs and the step time, a third of the time (a recorded
+    run's memory predicted again: ``bench validate --recorded``)."""
+    return run(RunConfig.from_json(config_json), memtracker=not memory_only, flops=not memory_only,
+               how=wire.Instructions(predict_only=True, live_gpu=live_gpu))
 
 
 def log(message: str) -> None:

@@ -75,6 +75,12 @@ def test_the_summary_projects_the_whole_grids_run_time_from_the_measured_means()
     assert "\nAs the GPU run recorded them (this command measured nothing): Run time: 4 configurations" in again
     untimed = pd.DataFrame([{**rows[0], "measuring_time_s": 30.0}, {**rows[1], "measuring_time_s": None}])
     assert "1 configuration measured" in V.projection(untimed, configs)  # an ok record without a time: not measured
+    # records from before the phases were recorded: their worker time, said to be no more than that
+    before = V.markdown(df.assign(worker_time_s=[4.0, 6.0, 8.0, 10.0]), "t", configs)
+    assert "Worker time (median 7.0 s, total 28 s, each worker's own prediction included): not by phase" in before
+    shared = V.markdown(df.assign(gpu_shared=[True, True, False, False]), "t", configs)  # --share-gpu: apart, and said
+    assert "- measured alone (2 configurations)" in shared and "- measured sharing the GPU (--share-gpu) (2 config" in shared
+    assert "2 of them shared the GPU: their times overlap" in shared
 
 def test_a_lent_gpu_measures_what_no_gpu_measured_first(tmp_path):
     def run(name, records):
@@ -155,16 +161,16 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
         assert trace.whole_run and trace.address_ordered
         assert traces.model_peaks(trace).reserved == int(trace.header["real_peak_reserved"])
     # two measured again side by side (--share-gpu): those that did share keep only their own figures
-    train = set(recs.loc[recs[R.MODE] == "train", R.KEY])
+    pair = set(recs.loc[recs[R.MODE] == "infer", R.KEY])  # (the cheaper two)
     lines = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    results.write_text("".join(json.dumps({**r, R.CODE_VERSION: "0.0.1+older" if r[R.KEY] in train else code_version()})
+    results.write_text("".join(json.dumps({**r, R.CODE_VERSION: "0.0.1+older" if r[R.KEY] in pair else code_version()})
                                + "\n" for r in lines))
     monkeypatch.setattr("torch.cuda.get_device_properties", lambda device=None: SimpleNamespace(total_memory=80 * 2**30))
     shared = CliRunner().invoke(app, ["validate", "--arch", "unet", "--out", str(tmp_path / "v"),
                                       "--fixtures", str(tmp_path / "fx"), "--share-gpu", "2"])
     assert "2 configuration(s) measured in " in shared.output and "up to 2 at once" in shared.output, shared.output
     again = store.load(tmp_path / "v" / name)
-    again = again[again[R.KEY].isin(train)]
+    again = again[again[R.KEY].isin(pair)]
     assert len(again) == 2 and set(again[R.STATUS]) == {R.OK} and again[R.PEAK_ALLOCATED].gt(0).all()
     together = again[R.GPU_SHARED].eq(True) if R.GPU_SHARED in again else pd.Series(False, index=again.index)
     assert again.loc[together, R.STEP_TIME_MEDIAN].isna().all() and again.loc[~together, R.STEP_TIME_MEDIAN].gt(0).all()

@@ -143,25 +143,35 @@ GiB = 2**30
 
 
 class Side:
-    """Measurements on one shared GPU: records who ran beside whom; a size in ``oom_beside`` runs out of memory
-    when another measurement runs at the same time (as on a GPU the others filled)."""
+    """Measurements on one shared GPU: records who ran beside whom. A size in ``partner`` waits (up to 10 s) for its
+    partner to have started before it ends, so that two the gate admits together are seen together however slowly
+    the threads come; a size in ``oom_beside`` runs out of memory when another measurement ran during it (as on a
+    GPU the others filled)."""
 
-    def __init__(self, delay=0.3, oom_beside=()):
-        self.delay, self.oom_beside = delay, oom_beside
-        self.running, self.beside, self.runs = set(), {}, []
-        self.lock = threading.Lock()
+    def __init__(self, partner=None, oom_beside=()):
+        self.partner, self.oom_beside = partner or {}, oom_beside
+        self.running, self.started, self.beside, self.now, self.runs = set(), set(), {}, {}, []
+        self.cond = threading.Condition()
+
+    def wait_started(self, size):
+        with self.cond:
+            self.cond.wait_for(lambda: size in self.started, timeout=10)
 
     def run(self, cfg, timeout_s, how=None, upcoming=None):
         s = cfg.size[0]
-        with self.lock:
+        with self.cond:
             self.runs.append(s)
-            crowded = bool(self.running)
+            self.now[s] = set()  # who ran beside this run
             self.running.add(s)
+            self.started.add(s)
             for o in self.running:
                 self.beside.setdefault(o, set()).update(self.running - {o})
-        time.sleep(self.delay)
-        with self.lock:
+                self.now[o].update(self.running - {o})
+            self.cond.notify_all()
+            if s in self.partner:
+                self.cond.wait_for(lambda: self.partner[s] in self.started, timeout=10)
             self.running.discard(s)
+            crowded = bool(self.now[s])
         rec = record(cfg, R.OOM if crowded and s in self.oom_beside else R.OK)
         rec.update({R.STEP_TIME_MEDIAN: 0.1, R.THROUGHPUT_SAMPLES: 10.0, R.NVML_PEAK: 5 * GiB})
         return rec
@@ -173,13 +183,16 @@ class Side:
         pass
 
 
-def sharing(side, needs, slots=3, capacity=10 * GiB):
-    """``slots`` executors measuring on one GPU through one gate; ``needs``: each size's predicted bytes."""
+def sharing(side, needs, slots=3, capacity=10 * GiB, after=None):
+    """``slots`` executors measuring on one GPU through one gate; ``needs``: each size's predicted bytes; ``after``:
+    a size's prediction is ready only once the given size's measurement started (the order they reach the gate)."""
     def predictor(config_json, live_gpu):
         s = RunConfig.from_json(config_json).size[0]
+        if s in (after or {}):
+            side.wait_started(after[s])
         return {R.STATUS: R.OK, R.PRED_ALLOCATED: s, **({R.PRED_NVIDIA_SMI: needs[s]} if s in needs else {})}
 
-    predictions = Predictions(2, pool=ThreadPoolExecutor, predictor=predictor)
+    predictions = Predictions(3, pool=ThreadPoolExecutor, predictor=predictor)
     gate = MemoryGate(capacity, slots)
     return [PredictAheadExecutor(side, predictions, "H100-SXM", gate=gate) for _ in range(slots)], gate
 
@@ -211,9 +224,9 @@ def test_the_gate_admits_in_turn_what_fits_beside_the_running():
 
 
 def test_measurements_that_fit_together_share_the_gpu_and_keep_only_their_own_figures(tmp_path):
-    side = Side()
+    side = Side(partner={32: 48, 48: 32})  # each ends only once the other has started: admitted together, or stuck
     needs = {32: 3 * GiB, 48: 3 * GiB, 64: 9 * GiB}  # 32 and 48 fit together; 64 needs the GPU to itself
-    pool, _ = sharing(side, needs)
+    pool, _ = sharing(side, needs, after={32: 64, 48: 64})  # 64 reaches the gate first
     recs = {r[R.KEY]: r for r in run_sweep(CFGS, tmp_path, 60, executor=pool)}
     by_size = {c.size[0]: recs[c.key()] for c in CFGS}
     assert side.beside[32] == {48} and not side.beside.get(64)
@@ -225,8 +238,8 @@ def test_measurements_that_fit_together_share_the_gpu_and_keep_only_their_own_fi
 
 
 def test_what_runs_out_of_memory_beside_another_is_measured_again_alone(tmp_path):
-    side = Side(oom_beside=(48,))
-    pool, _ = sharing(side, {32: 3 * GiB, 48: 3 * GiB, 64: 3 * GiB}, slots=2)
+    side = Side(partner={32: 48, 48: 32}, oom_beside=(48,))  # 32 and 48 run together: 48 out of memory
+    pool, _ = sharing(side, {32: 3 * GiB, 48: 3 * GiB, 64: 3 * GiB}, slots=2, after={64: 48})
     recs = {r[R.KEY]: r for r in run_sweep(CFGS, tmp_path, 60, executor=pool)}
     again = recs[CFGS[1].key()]
     assert side.runs.count(48) == 2 and again[R.STATUS] == R.OK  # alone the second time: it fits
