@@ -267,6 +267,9 @@ def validate(
     else:
         records = store.load(runs)
         keys = {c.key() for c in whole}
+        if records.empty or not records[R.KEY].isin(keys).any():
+            fail(f"no configuration of the grid has a record in {runs}: nothing to summarise"
+                 + (" (--time-limit was reached before the first started)" if left else ""), code=1)
         df = V.table(records[records[R.KEY].isin(keys)], snaps)  # store.load: the latest record per configuration
         csv, md = V.write(df, out, name, whole)
     made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {torch.cuda.get_device_name(0)}",

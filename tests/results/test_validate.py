@@ -20,7 +20,7 @@ from bench.cli import app  # noqa: E402
 from bench.measure import traces  # noqa: E402
 from bench.results import validate as V  # noqa: E402
 from bench.sweep import executor, store  # noqa: E402
-from bench.version import code_version  # noqa: E402
+from bench.sweep.share import SHARE_OF_MEMORY  # noqa: E402
 
 
 def test_the_grid_covers_every_architecture_two_sizes_modes_precisions_and_cudnn():
@@ -160,22 +160,32 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
         trace = traces.read_events(f)
         assert trace.whole_run and trace.address_ordered
         assert traces.model_peaks(trace).reserved == int(trace.header["real_peak_reserved"])
-    # two measured again side by side (--share-gpu): those that did share keep only their own figures
-    pair = set(recs.loc[recs[R.MODE] == "infer", R.KEY])  # (the cheaper two)
-    lines = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    results.write_text("".join(json.dumps({**r, R.CODE_VERSION: "0.0.1+older" if r[R.KEY] in pair else code_version()})
-                               + "\n" for r in lines))
+
+
+
+def test_bench_validate_shares_the_gpu_through_one_gate(monkeypatch, tmp_path):
+    """--share-gpu N: N measuring executors, one gate sized by the GPU's memory, one pool of predictions (what they
+    do is tested in tests/sweep/test_predict_ahead.py; the records' columns in tests/test_record.py)."""
+    given = []
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.get_device_name", lambda device=None: fake_cuda.NAME)
     monkeypatch.setattr("torch.cuda.get_device_properties", lambda device=None: SimpleNamespace(total_memory=80 * 2**30))
-    shared = CliRunner().invoke(app, ["validate", "--arch", "unet", "--out", str(tmp_path / "v"),
-                                      "--fixtures", str(tmp_path / "fx"), "--share-gpu", "2"])
-    assert "2 configuration(s) measured in " in shared.output and "up to 2 at once" in shared.output, shared.output
-    again = store.load(tmp_path / "v" / name)
-    again = again[again[R.KEY].isin(pair)]
-    assert len(again) == 2 and set(again[R.STATUS]) == {R.OK} and again[R.PEAK_ALLOCATED].gt(0).all()
-    together = again[R.GPU_SHARED].eq(True) if R.GPU_SHARED in again else pd.Series(False, index=again.index)
-    assert again.loc[together, R.STEP_TIME_MEDIAN].isna().all() and again.loc[~together, R.STEP_TIME_MEDIAN].gt(0).all()
-    assert ("measured sharing the GPU (--share-gpu) (2 configurations)" in (tmp_path / "v" / f"{name}.md").read_text()
-            ) == together.all()
+    monkeypatch.setattr(executor, "run_sweep", lambda configs, out, *a, **k: given.append(a[3]) or [])
+    for share in (1, 3):
+        res = CliRunner().invoke(app, ["validate", "--arch", "unet", "--out", str(tmp_path / "v"),
+                                       "--fixtures", str(tmp_path / "fx"), "--share-gpu", str(share)])
+        assert res.exit_code == 1 and "nothing to summarise" in res.output, res.output  # (nothing measured here)
+    alone, shared = given
+    assert isinstance(alone, executor.PredictAheadExecutor) and alone.gate is None and alone.measure.prestart
+    assert len(shared) == 3 and len({id(ex.gate) for ex in shared}) == 1 and len({id(ex.ahead) for ex in shared}) == 1
+    assert shared[0].gate.capacity == int(80 * 2**30 * SHARE_OF_MEMORY) and shared[0].gate.slots == 3
+    assert all(ex.measure.prestart and ex.live_gpu == fake_cuda.NAME for ex in shared)
+    assert len({id(ex.measure) for ex in shared}) == 3  # a worker of its own each
+    monkeypatch.setattr(executor, "run_sweep", lambda configs, out, *a, **k: [k["on_skip"](c, executor.TIME_LIMIT)
+                                                                            for c in configs] and [])
+    res = CliRunner().invoke(app, ["validate", "--arch", "unet", "--out", str(tmp_path / "v"), "--time-limit", "1"])
+    assert res.exit_code == 1 and "16 configuration(s) not started" in res.output
+    assert "nothing to summarise (--time-limit was reached before the first started)" in res.output, res.output
 
 
 def test_bench_validate_bad_input(monkeypatch):
