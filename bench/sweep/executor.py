@@ -48,7 +48,7 @@ from ..parallel import call, process_pool
 from ..version import code_version
 from . import store, wire
 from .config import RunConfig
-from .share import MemoryGate
+from .share import GateClosed, MemoryGate
 
 #: seconds a worker may take to exit after it sent its record, before it is killed (the record is kept)
 EXIT_GRACE_S = 10.0
@@ -415,14 +415,19 @@ class PredictAheadExecutor:
         how = None if pred is None else wire.Instructions(prediction=pred)
         if self.gate is None:
             return self.measure.run(cfg, timeout_s, how, upcoming=self._next.get(cfg.key()))
-        with self.gate.hold(self.gate.need(pred)) as held:
-            rec = self.measure.run(cfg, timeout_s, how)
-        if held.shared and rec is not None and rec.get(R.STATUS) == R.OOM:  # the others' memory, maybe: alone now
-            with self.gate.hold(self.gate.capacity) as held:
+        try:
+            with self.gate.hold(self.gate.need(pred)) as held:
                 rec = self.measure.run(cfg, timeout_s, how)
+            if held.shared and rec is not None and rec.get(R.STATUS) == R.OOM:  # the others' memory, maybe: alone now
+                with self.gate.hold(self.gate.capacity) as held:
+                    rec = self.measure.run(cfg, timeout_s, how)
+        except GateClosed:  # interrupted while waiting for its turn: nothing recorded (run again next time)
+            return None
         return R.shared(rec) if held.shared and rec is not None else rec
 
     def cancel(self) -> None:
+        if self.gate is not None:  # before the workers are killed: nothing waiting may start one
+            self.gate.close()
         self.ahead.cancel()
         self.measure.cancel()
 

@@ -32,6 +32,10 @@ from .. import record as R
 SHARE_OF_MEMORY = 0.85
 
 
+class GateClosed(Exception):
+    """The gate was closed (:meth:`MemoryGate.close`) while a measurement waited for its turn."""
+
+
 @dataclass(eq=False)  # each one itself: two of the same need are two measurements
 class Held:
     """A measurement admitted by the gate; ``shared``: another ran on the GPU at some point while it was held."""
@@ -47,6 +51,7 @@ class MemoryGate:
 
     capacity: int
     slots: int
+    _closed: bool = field(default=False, repr=False)
     _running: list[Held] = field(default_factory=list, repr=False)
     _queue: list[int] = field(default_factory=list, repr=False)
     _tickets: Iterator[int] = field(default_factory=itertools.count, repr=False)
@@ -75,15 +80,26 @@ class MemoryGate:
             return True
         return len(self._running) < self.slots and sum(h.need for h in self._running) + need <= self.capacity
 
+    def close(self) -> None:
+        """Turn away every measurement waiting and every later one (:class:`GateClosed`): the sweep was interrupted,
+        and a thread waiting here would keep its process from exiting."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
     @contextmanager
     def hold(self, need: int) -> Iterator[Held]:
         """Wait for the turn of a measurement needing ``need`` bytes (first come, first served) and hold them
-        while it runs; ``need`` of the whole capacity or more: it runs alone."""
+        while it runs; ``need`` of the whole capacity or more: it runs alone. Raises :class:`GateClosed` once the
+        gate is closed."""
         held = Held(need)
         with self._cond:
             ticket = next(self._tickets)
             self._queue.append(ticket)
-            self._cond.wait_for(lambda: self._queue[0] == ticket and self._fits(need))
+            self._cond.wait_for(lambda: self._closed or (self._queue[0] == ticket and self._fits(need)))
+            if self._closed:
+                self._queue.remove(ticket)
+                raise GateClosed("the sweep was interrupted")
             self._queue.pop(0)
             if self._running:
                 held.shared = True
@@ -99,4 +115,4 @@ class MemoryGate:
                 self._cond.notify_all()
 
 
-__all__ = ["SHARE_OF_MEMORY", "Held", "MemoryGate"]
+__all__ = ["SHARE_OF_MEMORY", "GateClosed", "Held", "MemoryGate"]

@@ -11,7 +11,7 @@ from bench import record as R
 from bench.sweep import wire, worker
 from bench.sweep.config import RunConfig
 from bench.sweep.executor import PredictAheadExecutor, Predictions, run_sweep
-from bench.sweep.share import MemoryGate
+from bench.sweep.share import GateClosed, MemoryGate
 from bench.version import code_version
 
 CFGS = [RunConfig("unet", (s, s, s), 1, backend="cuda") for s in (32, 48, 64)]
@@ -244,3 +244,21 @@ def test_what_runs_out_of_memory_beside_another_is_measured_again_alone(tmp_path
     again = recs[CFGS[1].key()]
     assert side.runs.count(48) == 2 and again[R.STATUS] == R.OK  # alone the second time: it fits
     assert R.GPU_SHARED not in again and again[R.STEP_TIME_MEDIAN] == 0.1
+
+
+def test_an_interrupted_sweep_turns_away_what_waits_for_its_turn():
+    """Ctrl-C (or the device script's hard stop) cancels the executors: a thread waiting in the gate must not keep
+    the process from exiting, and what waited is not measured (nothing recorded: the next sweep runs it)."""
+    side = Side()
+    pool, gate = sharing(side, {32: 9 * GiB, 48: 9 * GiB}, slots=2)
+    busy = gate.hold(9 * GiB)
+    busy.__enter__()  # the GPU is taken: 48 waits
+    with ThreadPoolExecutor(1) as threads:
+        waiting = threads.submit(pool[0].run, CFGS[1], 60)
+        time.sleep(0.3)
+        assert not waiting.done()
+        pool[0].cancel()
+        assert waiting.result(timeout=5) is None
+    assert side.runs == []
+    with pytest.raises(GateClosed):
+        gate.hold(1).__enter__()
