@@ -215,8 +215,8 @@ def validate(
 
     configs = validated(V.grid, arch)
     if not torch.cuda.is_available():
-        fail("bench validate measures on a CUDA GPU and this machine has none (bench validate --published holds the "
-             "prediction against published GPU figures without one)")
+        fail("bench validate measures on a CUDA GPU and this machine has none (without one: bench validate --published "
+             "holds the prediction against published GPU figures, --recorded DIR against a run recorded on a GPU)")
     name = V.report_name(torch.cuda.get_device_name(0), torch.__version__)
     runs = out / name
     try:
