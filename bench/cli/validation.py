@@ -217,7 +217,8 @@ def validate(
     if not torch.cuda.is_available():
         fail("bench validate measures on a CUDA GPU and this machine has none (without one: bench validate --published "
              "holds the prediction against published GPU figures, --recorded DIR against a run recorded on a GPU)")
-    name = V.report_name(torch.cuda.get_device_name(0), torch.__version__)
+    gpu_name = torch.cuda.get_device_name(0)
+    name = V.report_name(gpu_name, torch.__version__)
     runs = out / name
     try:
         store.check_writable(runs)
@@ -236,15 +237,15 @@ def validate(
         from ..sweep.share import MemoryGate
 
         gate = MemoryGate.for_gpu(torch.cuda.get_device_properties(0).total_memory, share_gpu)
-    pool = [executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True), predictions,
-                                          live_gpu=torch.cuda.get_device_name(0), gate=gate) for _ in range(share_gpu)]
+    pool = [executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True), predictions, live_gpu=gpu_name,
+                                          gate=gate) for _ in range(share_gpu)]  # (one: in order, each sent the next ahead)
     kept: list[str] = []
     left: list[str] = []
     done: list[str] = []
     started = time.monotonic()
     deadline = started + time_limit if time_limit is not None else None
     with bar(len(configs), "validating") as b:
-        executor.run_sweep(configs, runs, timeout, False, True, pool if share_gpu > 1 else pool[0],
+        executor.run_sweep(configs, runs, timeout, False, True, pool,
                            on_start=lambda cfg: b.start(cfg.label()),
                            on_done=lambda cfg, rec: (b.print(summary_line(cfg.label(), rec), markup=True), b.advance(),
                                                      done.append(cfg.key())),
@@ -272,7 +273,7 @@ def validate(
                  + (" (--time-limit was reached before the first started)" if left else ""), code=1)
         df = V.table(records[records[R.KEY].isin(keys)], snaps)  # store.load: the latest record per configuration
         csv, md = V.write(df, out, name, whole)
-    made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {torch.cuda.get_device_name(0)}",
+    made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {gpu_name}",
                                                 "commit": code_version(), "license": "segmem's own recording"})
     passed, med, worst = V.verdict(df["allocated_error"])
     console.print(f"{escape(str(csv))}, {escape(str(md))}; {len(made)} fixture(s) in {escape(str(fixtures / name))}",

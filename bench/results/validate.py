@@ -138,17 +138,12 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
              f"(limit {MEDIAN_LIMIT:.0%}), max {worst:.2%} (limit {MAX_LIMIT:.0%}); "
              f"{len(ok)} of {grid_size or len(df)} configurations measured.", ""]
     if "split" in df:
-        for split, g in ok.groupby("split", sort=False):
-            p, m, w = verdict(g["allocated_error"])
-            lines.append(f"- {split} ({len(g)} configurations): median |error| {m:.2%}, max {w:.2%}")
-        lines.append("")
+        lines += [_errors_line(split, g) for split, g in ok.groupby("split", sort=False)] + [""]
     shared = ok["gpu_shared"].fillna(False).astype(bool) if "gpu_shared" in ok else pd.Series(False, index=ok.index)
     if shared.any():  # whether measuring side by side (--share-gpu) moved the figures: the errors of each apart
-        for said_of, g in (("measured alone", ok[~shared]), ("measured sharing the GPU (--share-gpu)", ok[shared])):
-            if len(g):
-                p, m, w = verdict(g["allocated_error"])
-                lines.append(f"- {said_of} ({len(g)} configurations): median |error| {m:.2%}, max {w:.2%}")
-        lines.append("")
+        lines += [_errors_line(said_of, g) for said_of, g in (("measured alone", ok[~shared]),
+                                                               ("measured sharing the GPU (--share-gpu)", ok[shared]))
+                  if len(g)] + [""]
     said = "As the GPU run recorded them (this command measured nothing): " if recorded else ""
     lines += [said + line if line else line for line in _time_lines(ok)]
     run_time = projection(df, configs)
@@ -168,21 +163,24 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
     return "\n".join(lines) + "\n"
 
 
+def _errors_line(label: str, g: pd.DataFrame) -> str:
+    """A part of the measured configurations (a split, or those that shared the GPU) and its allocated errors."""
+    _, m, w = verdict(g["allocated_error"])
+    return f"- {label} ({len(g)} configurations): median |error| {m:.2%}, max {w:.2%}"
+
+
 def _time_lines(ok: pd.DataFrame) -> list[str]:
     """Where the measuring workers' time went (the grid's run time is what to speed up): medians over the
     configurations whose records say (``cuda_phase_times_s``, recorded since it was added)."""
+    total = ok["worker_time_s"].dropna() if "worker_time_s" in ok else pd.Series(dtype=float)
+    head = f"median {total.median():.1f} s, total {total.sum():.0f} s" if len(total) else ""
     if "cuda_phase_times_s" not in ok or ok["cuda_phase_times_s"].isna().all():
-        total = ok["worker_time_s"].dropna() if "worker_time_s" in ok else pd.Series(dtype=float)
-        if total.empty:
-            return []
-        return [f"Worker time (median {total.median():.1f} s, total {total.sum():.0f} s, each worker's own prediction "
-                "included): not by phase, as these records predate cuda_phase_times_s.", ""]
+        return [f"Worker time ({head}, each worker's own prediction included): not by phase, as these records predate "
+                "cuda_phase_times_s.", ""] if head else []
     phases = pd.DataFrame([json.loads(p) for p in ok["cuda_phase_times_s"].dropna()])
     parts = ", ".join(f"{name} {phases[name].median():.2f}" for name in R.CUDA_PHASE_NAMES
                       if name in phases and name != R.AHEAD_PHASE)
-    total = ok["worker_time_s"].dropna()
-    head = f"median {total.median():.1f} s, total {total.sum():.0f} s; " if len(total) else ""
-    line = f"Worker time ({head}median seconds by phase over {len(phases)} configurations): {parts}."
+    line = f"Worker time ({head + '; ' if head else ''}median seconds by phase over {len(phases)} configurations): {parts}."
     if R.AHEAD_PHASE in phases:  # off the GPU's clock: made while the configuration before was measured
         ahead = phases[R.AHEAD_PHASE].dropna()
         line += (f" Before their turn, while the GPU measured the configuration before, {len(ahead)} workers made "

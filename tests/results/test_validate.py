@@ -175,7 +175,7 @@ def test_bench_validate_shares_the_gpu_through_one_gate(monkeypatch, tmp_path):
         res = CliRunner().invoke(app, ["validate", "--arch", "unet", "--out", str(tmp_path / "v"),
                                        "--fixtures", str(tmp_path / "fx"), "--share-gpu", str(share)])
         assert res.exit_code == 1 and "nothing to summarise" in res.output, res.output  # (nothing measured here)
-    alone, shared = given
+    [alone], shared = given
     assert isinstance(alone, executor.PredictAheadExecutor) and alone.gate is None and alone.measure.prestart
     assert len(shared) == 3 and len({id(ex.gate) for ex in shared}) == 1 and len({id(ex.ahead) for ex in shared}) == 1
     assert shared[0].gate.capacity == int(80 * 2**30 * SHARE_OF_MEMORY) and shared[0].gate.slots == 3
