@@ -323,7 +323,9 @@ def compress_snapshots(snapshots: Path) -> list[Path]:
 
 def fixtures(snapshots: Path, dest: Path, header: dict[str, Any]) -> list[Path]:
     """Every recorded CUDA snapshot under ``snapshots`` as an event file under ``dest`` (test fixtures); its
-    header names the snapshot as recorded (``NAME.cuda.pickle``, whether stored compressed or not)."""
+    header names the snapshot as recorded (``NAME.cuda.pickle``, whether stored compressed or not). A fixture
+    newer than its snapshot is left as it is: its header names the code version that recorded it (a run
+    that keeps earlier measurements would otherwise claim them)."""
     from ..measure import traces
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -331,6 +333,7 @@ def fixtures(snapshots: Path, dest: Path, header: dict[str, Any]) -> list[Path]:
     for snap in recorded_snapshots(snapshots):
         name = traces.recorded_name(snap)
         target = dest / name.replace(".cuda.pickle", ".events.csv")
-        traces.convert(snap, target, {**header, "snapshot": name})
+        if not target.exists() or target.stat().st_mtime < snap.stat().st_mtime:
+            traces.convert(snap, target, {**header, "snapshot": name})
         out.append(target)
     return out

@@ -96,9 +96,31 @@ def test_a_lent_gpu_measures_what_no_gpu_measured_first(tmp_path):
     archs = ["unet", "meunet", "vnet", "unet3d"]
     assert V.least_measured_first(archs, tmp_path) == ["meunet", "unet3d", "vnet", "unet"]
     assert V.least_measured_first(archs, tmp_path / "nothing") == archs  # no run yet: the given order
-    committed = V.least_measured_first(["unet", "nnunet_resenc", "vnet", "cascade"], Path("reports/validation"))
-    # the H100 measured 6 of the cascade's 32 and all 16 of nnunet_resenc's, the H200 12 of vnet's 16, all of unet's
-    assert committed == ["cascade", "vnet", "unet", "nnunet_resenc"]
+    committed = V.least_measured_first(["cascade", "unet", "unet3d"], Path("reports/validation"))
+    # the committed runs measured every configuration between them (the H100 all 32 of the cascade's and 14 of the
+    # 3D U-Net's 16, the H200 the other 2 and all 16 of unet's): the counts are the grid's, its 16s before its 32
+    assert committed == ["unet", "unet3d", "cascade"]
+
+
+def test_fixtures_keep_the_code_version_that_recorded_them(tmp_path):
+    """A run that keeps earlier measurements (--keep-measured) writes fixtures of the new snapshots only: one
+    newer than its snapshot keeps the header of the code that recorded it; a snapshot recorded again is converted
+    again."""
+    import os
+    import shutil
+
+    snaps = tmp_path / "snapshots"
+    snaps.mkdir()
+    committed = Path("reports/validation/nvidia-h100-80gb-hbm3-2.11.0+cu130/snapshots")
+    snap = Path(shutil.copy(committed / "unet3d-infer-64x64x64-b1-fp32-2af51ff9.cuda.pickle.gz", snaps))
+    os.utime(snap, (1e9, 1e9))
+    (first,) = V.fixtures(snaps, tmp_path / "fx", {"source": "s", "commit": "aaa", "license": "l"})
+    assert traces.read_events(first).header["commit"] == "aaa"
+    V.fixtures(snaps, tmp_path / "fx", {"source": "s", "commit": "bbb", "license": "l"})
+    assert traces.read_events(first).header["commit"] == "aaa"
+    os.utime(snap, (first.stat().st_mtime + 10,) * 2)  # recorded again
+    V.fixtures(snaps, tmp_path / "fx", {"source": "s", "commit": "bbb", "license": "l"})
+    assert traces.read_events(first).header["commit"] == "bbb"
 
 
 @pytest.mark.slow
