@@ -400,27 +400,24 @@ class PredictAheadExecutor:
     ahead: Predictions = field(default_factory=Predictions)
     live_gpu: str = ""
     gate: MemoryGate | None = None
-    _next: dict[str, RunConfig] = field(default_factory=dict, repr=False)
-
-    def plan(self, cfgs: Iterable[RunConfig], timeout_s: float, in_order: bool = False) -> None:
-        """``in_order``: this executor alone runs ``cfgs``, in that order, so each one's measuring worker is sent
-        the next ahead of its turn (:class:`LocalExecutor`'s ``upcoming``)."""
-        cfgs = list(cfgs)
-        self._next = {a.key(): b for a, b in zip(cfgs, cfgs[1:])} if in_order else {}
+    def plan(self, cfgs: Iterable[RunConfig], timeout_s: float) -> None:
+        """Start the predictions of ``cfgs``, in that order."""
         for cfg in cfgs:
             self.ahead.submit(cfg, self.live_gpu)
 
-    def run(self, cfg: RunConfig, timeout_s: float) -> dict[str, Any] | None:
+    def run(self, cfg: RunConfig, timeout_s: float, upcoming: RunConfig | None = None) -> dict[str, Any] | None:
+        """``upcoming``: the configuration this executor runs next (:func:`run_sweep` knows it), whose measuring
+        worker is sent it ahead of its turn (:class:`LocalExecutor`'s ``upcoming``)."""
         pred = self.ahead.take(cfg, self.live_gpu, timeout_s)
         how = None if pred is None else wire.Instructions(prediction=pred)
         if self.gate is None:
-            return self.measure.run(cfg, timeout_s, how, upcoming=self._next.get(cfg.key()))
+            return self.measure.run(cfg, timeout_s, how, upcoming=upcoming)
         try:
             with self.gate.hold(self.gate.need(pred)) as held:
-                rec = self.measure.run(cfg, timeout_s, how)
+                rec = self.measure.run(cfg, timeout_s, how, upcoming=upcoming)
             if held.shared and rec is not None and rec.get(R.STATUS) == R.OOM:  # the others' memory, maybe: alone now
                 with self.gate.hold(self.gate.capacity) as held:
-                    rec = self.measure.run(cfg, timeout_s, how)
+                    rec = self.measure.run(cfg, timeout_s, how, upcoming=upcoming)
         except GateClosed:  # interrupted while waiting for its turn: nothing recorded (run again next time)
             return None
         return R.shared(rec) if held.shared and rec is not None else rec
@@ -533,14 +530,15 @@ def _run_pool(pool: list[Executor], configs: list[RunConfig], out: str | Path, t
         recorded = store.latest(out)
         todo = [c for c in configs if (rec := recorded.get(c.key())) is None
                 or rerun_reason(rec, timeout_s, force, retry_failed, no_skip, budget_bytes) is not None]
-        for ex in planners:  # (alone, an executor runs them in this order: its workers can be sent them ahead)
-            ex.plan(todo, timeout_s, in_order=len(pool) == 1)
+        for ex in planners:
+            ex.plan(todo, timeout_s)
     idle: queue.SimpleQueue = queue.SimpleQueue()
     for ex in pool:
         idle.put(ex)
     new: list[dict[str, Any]] = []
 
-    def one(cfg: RunConfig) -> None:
+    def one(cfg: RunConfig, lane: Any = None, upcoming: RunConfig | None = None) -> None:
+        """``lane``: the executor that runs ``cfg`` (else the first idle one), told its ``upcoming`` one."""
         key = cfg.key()
         with store.claim(out, key) as mine:
             if not mine:
@@ -552,18 +550,18 @@ def _run_pool(pool: list[Executor], configs: list[RunConfig], out: str | Path, t
                 if on_skip:
                     on_skip(cfg, "recorded")
                 return
-            ex = idle.get()
             if deadline is not None and time.monotonic() >= deadline:
-                idle.put(ex)
                 if on_skip:
                     on_skip(cfg, TIME_LIMIT)
                 return
+            ex = lane or idle.get()
             try:
                 if on_start:
                     on_start(cfg)
-                rec = ex.run(cfg, timeout_s)
+                rec = ex.run(cfg, timeout_s) if lane is None else ex.run(cfg, timeout_s, upcoming=upcoming)
             finally:
-                idle.put(ex)
+                if lane is None:
+                    idle.put(ex)
             if rec is None:
                 return
             store.append(out, rec)
@@ -571,15 +569,20 @@ def _run_pool(pool: list[Executor], configs: list[RunConfig], out: str | Path, t
         if on_done:
             on_done(cfg, rec)
 
-    if len(pool) == 1:
+    # executors that each know their next configuration (its worker is sent it ahead) take them in turn
+    lanes = _Lanes(configs) if planners and len(planners) == len(pool) else None
+    if lanes is None and len(pool) == 1:
         for cfg in configs:
             one(cfg)
         return new
+    work, jobs = (partial(lanes.drive, one=one), pool) if lanes is not None else (one, configs)
     threads = ThreadPoolExecutor(len(pool), thread_name_prefix="sweep")
     try:
-        for fut in [threads.submit(one, cfg) for cfg in configs]:
+        for fut in [threads.submit(work, job) for job in jobs]:
             fut.result()
     except BaseException:  # Ctrl-C or a store error: stop the queue, take running workers down
+        if lanes is not None:
+            lanes.stop()
         threads.shutdown(wait=False, cancel_futures=True)
         for ex in pool:
             if hasattr(ex, "cancel"):
@@ -588,6 +591,50 @@ def _run_pool(pool: list[Executor], configs: list[RunConfig], out: str | Path, t
     finally:
         threads.shutdown(wait=True)
     return new
+
+
+class _Lanes:
+    """The configurations of a sweep dealt to executors that each run one at a time and know their next one
+    (:class:`PredictAheadExecutor`: its measuring worker for the next is sent it ahead, and does its CPU-side part
+    while this one measures). An executor takes its next configuration when it starts one, in the sweep's order.
+    One that finds nothing left takes another's next (whose head start is lost) rather than stand idle while
+    that one measures."""
+
+    def __init__(self, configs: list[RunConfig]) -> None:
+        self._todo = list(reversed(configs))  # popped from the end: the sweep's order
+        self._next: dict[int, RunConfig] = {}
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def take(self, lane: int) -> tuple[RunConfig | None, RunConfig | None]:
+        """The configuration ``lane`` runs now (None: the sweep is done or stopped) and the one it runs next."""
+        with self._lock:
+            if self._stopped:
+                return None, None
+            cfg = self._next.pop(lane, None)
+            if cfg is None and self._todo:
+                cfg = self._todo.pop()
+            if cfg is None and self._next:  # the last ones, held by busy executors: one more runs at once
+                cfg = self._next.pop(next(iter(self._next)))
+            if cfg is not None and self._todo:
+                self._next[lane] = self._todo.pop()
+            return cfg, self._next.get(lane)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+
+    def drive(self, ex: Any, one: Callable[..., None]) -> None:
+        """Run configurations on ``ex`` until none is left (``one``: a configuration's run and record)."""
+        while True:
+            cfg, upcoming = self.take(id(ex))
+            if cfg is None:
+                return
+            try:
+                one(cfg, ex, upcoming)
+            except BaseException:  # a store error: the other executors take nothing more
+                self.stop()
+                raise
 
 
 def _run_batch(executor: BatchExecutor, configs: list[RunConfig], out: str | Path, timeout_s: float, force: bool,

@@ -92,7 +92,23 @@ def test_the_executors_of_one_sweep_share_the_predictions(tmp_path):
     run_sweep(CFGS, tmp_path, 60, executor=[one, two])
     assert sorted(e[1] for e in log if e[0] == "predict") == [32, 48, 64]  # each predicted once
     assert sorted(e[1] for e in log if e[0] == "measure") == [32, 48, 64]
-    assert {e[4] for e in log if e[0] == "measure"} == {None}  # which GPU runs which next is not known: none ahead
+    # each executor takes its next configuration as it starts one: the first to start is told 48, the other runs 64
+    assert sorted((e[4] for e in log if e[0] == "measure"), key=str) == [48, None, None]
+
+
+def test_executors_of_a_pool_take_their_next_configuration_as_they_start_one():
+    """Several executors (GPUs, or --share-gpu's slots): each is dealt the configuration after the one it starts, so
+    that its worker for it is sent it ahead; one that finds nothing left runs another's next at once."""
+    from bench.sweep.executor import _Lanes
+
+    lanes = _Lanes([1, 2, 3, 4, 5])
+    assert lanes.take("a") == (1, 2) and lanes.take("b") == (3, 4)  # in the sweep's order
+    assert lanes.take("a") == (2, 5) and lanes.take("b") == (4, None)
+    assert lanes.take("b") == (5, None)  # a's next: b is idle and a busy with 2
+    assert lanes.take("a") == (None, None)
+    stopped = _Lanes([1, 2])
+    stopped.stop()
+    assert stopped.take("a") == (None, None)  # interrupted: nothing more starts
 
 
 def test_a_predicting_worker_touches_no_gpu(monkeypatch):
@@ -238,11 +254,12 @@ def test_measurements_that_fit_together_share_the_gpu_and_keep_only_their_own_fi
 
 
 def test_what_runs_out_of_memory_beside_another_is_measured_again_alone(tmp_path):
-    side = Side(partner={32: 48, 48: 32}, oom_beside=(48,))  # 32 and 48 run together: 48 out of memory
-    pool, _ = sharing(side, {32: 3 * GiB, 48: 3 * GiB, 64: 3 * GiB}, slots=2, after={64: 48})
+    # the two executors start 32 (48 next) and 64: they run together, and 64 runs out of memory
+    side = Side(partner={32: 64, 64: 32}, oom_beside=(64,))
+    pool, _ = sharing(side, {32: 3 * GiB, 48: 3 * GiB, 64: 3 * GiB}, slots=2)
     recs = {r[R.KEY]: r for r in run_sweep(CFGS, tmp_path, 60, executor=pool)}
-    again = recs[CFGS[1].key()]
-    assert side.runs.count(48) == 2 and again[R.STATUS] == R.OK  # alone the second time: it fits
+    again = recs[CFGS[2].key()]
+    assert side.runs.count(64) == 2 and again[R.STATUS] == R.OK  # alone the second time: it fits
     assert R.GPU_SHARED not in again and again[R.STEP_TIME_MEDIAN] == 0.1
 
 
