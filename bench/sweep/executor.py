@@ -550,11 +550,13 @@ def _run_pool(pool: list[Executor], configs: list[RunConfig], out: str | Path, t
                 if on_skip:
                     on_skip(cfg, "recorded")
                 return
+            ex = lane or idle.get()  # (waiting for an idle one may take until after the deadline)
             if deadline is not None and time.monotonic() >= deadline:
+                if lane is None:
+                    idle.put(ex)
                 if on_skip:
                     on_skip(cfg, TIME_LIMIT)
                 return
-            ex = lane or idle.get()
             try:
                 if on_start:
                     on_start(cfg)

@@ -3,8 +3,9 @@ available device, with measured and predicted peak memory in ``extra_info``.
 
 ``nox -s bench`` saves them (``--benchmark-autosave``); ``bench compare --from-pytest-benchmark A B``
 fails on memory growth between two saved runs. CI runs them once as tests (``--benchmark-disable``): each step
-runs and its output is checked; nnU-Net's networks there skip the memory figures, which only a saved run keeps
-(``tests/measure/test_predict.py`` checks the same figures of the same networks).
+runs and its output is checked; there nnU-Net's cascade stages skip the memory figures, which only a saved run keeps
+(``tests/measure/test_predict.py`` checks the same figures of the same networks), and nnU-Net's and ResEnc's
+networks are left to ``tests/architectures/test_baselines.py``, which trains them on the CPU.
 """
 
 import pytest
@@ -16,6 +17,10 @@ from bench.measure.predict import predict
 from bench.measure.step import StepRunner
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+#: architectures whose CPU training step and inference tests/architectures/test_baselines.py runs and checks further
+#: (the weights move, the output's shape): a test run of these benchmarks on the CPU leaves them to it (33 s of CPU
+#: time on CI's 2 cores for nnU-Net's and ResEnc's training steps); a benchmark run (nox -s bench) runs them
+TRAINED_BY_TEST_BASELINES = {"nnunet", "nnunet_resenc"}
 
 
 def _cases():
@@ -49,6 +54,8 @@ def _with_memory_figures(extra_info: dict, factory) -> StepRunner:
 def test_step(benchmark, spec, overrides, size, heavy, mode):
     if mode == "infer" and spec.name.count("."):
         pytest.skip("a stage's inference is measured as its cascade's")
+    if benchmark.disabled and DEVICE == "cpu" and spec.name in TRAINED_BY_TEST_BASELINES:
+        pytest.skip("a test run on the CPU: tests/architectures/test_baselines.py steps it")
     if max(size) > 64 and DEVICE == "cpu":
         size = tuple(s // 2 for s in size) if spec.min_size <= max(size) // 2 else size
     factory = lambda: StepRunner(spec, overrides, size, 1, mode, device=DEVICE)  # noqa: E731
