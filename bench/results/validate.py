@@ -98,6 +98,7 @@ def table(records: pd.DataFrame, snapshots: Path | None = None) -> pd.DataFrame:
             "measured_snapshot": _here(r.get(R.CUDA_SNAPSHOT_PATH), snapshots),
             "worker_time_s": r.get(R.WORKER_TIME), "cuda_phase_times_s": r.get(R.CUDA_PHASES),
             "measuring_time_s": measuring_time(r), "gpu_shared": r.get(R.GPU_SHARED) is True,
+            "started": r.get(R.TIMESTAMP),
         })
     return pd.DataFrame(rows)
 
@@ -148,8 +149,7 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
     lines += [said + line if line else line for line in _time_lines(ok)]
     run_time = projection(df, configs)
     if run_time and shared.any():
-        run_time += (f" {int(shared.sum())} of them shared the GPU: their times overlap, so the sum is more than the "
-                     "time they took (bench validate prints the wall time).")
+        run_time += side_by_side(ok, shared, configs)
     lines += [said + run_time, ""] if run_time else []
     lines += ["| architecture | configurations | median allocated error | max abs allocated error | median reserved error |",
               "|---|---|---|---|---|"]
@@ -188,11 +188,23 @@ def _time_lines(ok: pd.DataFrame) -> list[str]:
     return [line, ""]
 
 
-def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
-    """The summary's "Run time" line (None where the records do not say): the whole grid's run time at the measured
-    rates, what was measured plus each configuration not measured yet at the mean measuring time of those measured
-    with its mode and cudnn.benchmark (what most sets a worker's time: the benchmark's trials are GPU work in the
-    warm-up step), against ``TARGET_S``. Excludes the parent's time between workers."""
+@dataclasses.dataclass(frozen=True)
+class _Estimate:
+    """The grid's measuring time from the measured rates (:func:`projection`)."""
+
+    measured: int  # configurations measured, with a time
+    done: float  # their measuring time, s
+    missing: dict[tuple[str, bool], int]  # (mode, cudnn.benchmark) -> configurations not measured
+    rest: float  # the not measured at their class's mean, s
+    unknown: list[str]  # classes none of which was measured
+
+    @property
+    def whole(self) -> float | None:
+        """The whole grid's measuring time, s (None where a class has no measured rate)."""
+        return None if self.unknown else self.done + self.rest
+
+
+def _estimate(df: pd.DataFrame, configs: list[RunConfig] | None) -> _Estimate | None:
     ok = df[df["status"] == R.OK]
     if configs is None or "measuring_time_s" not in ok or ok["measuring_time_s"].isna().all():
         return None
@@ -202,22 +214,78 @@ def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
     wanted = Counter((str(c.mode), bool(c.cudnn_benchmark)) for c in configs)
     missing = {k: n - measured.get(k, 0) for k, n in wanted.items() if n > measured.get(k, 0)}
     unknown = sorted(f"{m} (cudnn.benchmark {'on' if b else 'off'})" for m, b in missing if (m, b) not in means)
-    rest = sum(n * means[k] for k, n in missing.items() if k in means)
-    done = float(timed["measuring_time_s"].sum())
-    line = (f"Run time: {len(timed)} configuration{'s' * (len(timed) != 1)} measured in {done / 60:.1f} min of measuring time "
-            f"(measuring_time_s: a worker's time without a prediction it made; mean {done / len(timed):.1f} s).")
-    total = done + rest
-    if missing:
-        line += (f" The {sum(missing.values())} not measured would take about {rest / 60:.1f} min at the mean of those "
-                 "measured in their mode and cudnn.benchmark setting, more where they are larger (the benchmark's "
-                 "trials grow with the patch)")
-        line += f" and more for {', '.join(unknown)} (none measured)" if unknown else ""
+    rest = float(sum(n * means[k] for k, n in missing.items() if k in means))
+    return _Estimate(len(timed), float(timed["measuring_time_s"].sum()), missing, rest, unknown)
+
+
+def _whole_grid_s(df: pd.DataFrame, configs: list[RunConfig] | None) -> float | None:
+    est = _estimate(df, configs)
+    return None if est is None else est.whole
+
+
+def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
+    """The summary's "Run time" line (None where the records do not say): the whole grid's run time at the measured
+    rates, what was measured plus each configuration not measured yet at the mean measuring time of those measured
+    with its mode and cudnn.benchmark (what most sets a worker's time: the benchmark's trials are GPU work in the
+    warm-up step), against ``TARGET_S``. Excludes the parent's time between workers."""
+    est = _estimate(df, configs)
+    if est is None:
+        return None
+    n, done = est.measured, est.done
+    line = (f"Run time: {n} configuration{'s' * (n != 1)} measured in {done / 60:.1f} min of measuring time "
+            f"(measuring_time_s: a worker's time without a prediction it made; mean {done / n:.1f} s).")
+    total = done + est.rest
+    if est.missing:
+        line += (f" The {sum(est.missing.values())} not measured would take about {est.rest / 60:.1f} min at the mean "
+                 "of those measured in their mode and cudnn.benchmark setting, more where they are larger (the "
+                 "benchmark's trials grow with the patch)")
+        line += f" and more for {', '.join(est.unknown)} (none measured)" if est.unknown else ""
         line += f": about {total / 60:.0f} min for the whole grid"
     else:
         line += " That is the whole grid"
-    line += (f", {'within' if not unknown and total <= TARGET_S else 'over'} the {TARGET_S // 60}-minute target, "
+    line += (f", {'within' if not est.unknown and total <= TARGET_S else 'over'} the {TARGET_S // 60}-minute target, "
              "not counting the time between workers.")
     return line
+
+
+def spans(ok: pd.DataFrame) -> tuple[float, float] | None:
+    """(seconds some worker was running, the sum of their times) over the rows whose record says when it started
+    (``started``: the record's timestamp, to the second) and for how long (``worker_time_s``); None where fewer than
+    two do. The first is the length of the union of the workers' spans: the run's wall time without the time when
+    none ran (the command's start-up and wrap-up, between the calls of a GPU lent for a while)."""
+    if "started" not in ok or "worker_time_s" not in ok:
+        return None
+    timed = ok.dropna(subset=["started", "worker_time_s"])
+    if len(timed) < 2:
+        return None
+    start = pd.to_datetime(timed["started"], utc=True, format="ISO8601")
+    offsets = (start - start.min()).dt.total_seconds()
+    busy, end = 0.0, float("-inf")
+    for a, b in sorted(zip(offsets, offsets + timed["worker_time_s"], strict=True)):
+        busy += max(0.0, b - max(a, end))
+        end = max(end, b)
+    return busy, float(timed["worker_time_s"].sum())
+
+
+def side_by_side(ok: pd.DataFrame, shared: pd.Series, configs: list[RunConfig] | None) -> str:
+    """The "Run time" line's end where some configurations (``shared``: a mask of ``ok``) shared the GPU
+    (--share-gpu): the sum of their times is more than the time they took, so the wall time their records give
+    (:func:`spans`), and the whole grid's time projected at that overlap."""
+    said = f" {int(shared.sum())} of them shared the GPU: their times overlap, so the sum is more than the time they took"
+    got = spans(ok[shared])
+    if got is None:
+        return said + " (bench validate prints the wall time)."
+    busy, total = got
+    overlap = total / busy if busy > 0 else 1.0
+    said += (f". From their records, some of those were running during {busy / 60:.1f} min, {overlap:.1f} times less "
+             "than the sum of their workers' times (the time when none ran left out: the command's start-up and "
+             "wrap-up, between the calls of a lent GPU; bench validate prints its wall time)")
+    whole = _whole_grid_s(ok, configs)
+    if whole is not None and overlap > 1:
+        said += (f": at that overlap the whole grid would take about {whole / overlap / 60:.0f} min plus the command's "
+                 f"start-up and wrap-up, {'within' if whole / overlap <= TARGET_S else 'over'} the "
+                 f"{TARGET_S // 60}-minute target")
+    return said + "."
 
 
 def write(df: pd.DataFrame, folder: Path, name: str, configs: list[RunConfig] | None = None,

@@ -81,6 +81,27 @@ def test_the_summary_projects_the_whole_grids_run_time_from_the_measured_means()
     shared = V.markdown(df.assign(gpu_shared=[True, True, False, False]), "t", configs)  # --share-gpu: apart, and said
     assert "- measured alone (2 configurations)" in shared and "- measured sharing the GPU (--share-gpu) (2 config" in shared
     assert "2 of them shared the GPU: their times overlap" in shared
+    assert "bench validate prints the wall time" in shared  # records that do not say when they started
+
+
+def test_the_summary_gives_the_wall_time_of_those_that_shared_the_gpu():
+    """--share-gpu: the records' starts and worker times give the time some shared configuration was running (the
+    union of their spans), and the whole grid's time at that overlap."""
+    configs = V.grid(["unet"])
+    t0 = pd.Timestamp("2026-11-27T02:53:36+00:00")
+    rows = [{"arch": "unet", "stage": "", "size": "x", "batch": 4, "mode": str(c.mode), "precision": str(c.precision),
+             "cudnn_benchmark": c.cudnn_benchmark, "status": R.OK, "allocated_error": 0.0, "reserved_error": 0.0,
+             "measuring_time_s": 30.0, "worker_time_s": 30.0, "gpu_shared": True,
+             # two at a time, each pair for 30 s, the next 5 s after; the second half after 600 s when none ran
+             "started": (t0 + pd.Timedelta(seconds=35 * (i // 2) + (600 if i >= 8 else 0))).isoformat()}
+            for i, c in enumerate(configs)]
+    busy, total = V.spans(pd.DataFrame(rows))
+    assert total == 16 * 30 and busy == 8 * 30  # 8 pairs of 30 s: the gaps between them left out
+    line = next(x for x in V.markdown(pd.DataFrame(rows), "t", configs).splitlines() if x.startswith("Run time"))
+    assert "16 of them shared the GPU" in line and "some of those were running during 4.0 min, 2.0 times less" in line
+    assert "the whole grid would take about 4 min plus the command's start-up and wrap-up, within the 10-minute" in line
+    one = V.markdown(pd.DataFrame(rows[:1]), "t", configs)  # one record: no span to speak of
+    assert "bench validate prints the wall time" in one
 
 def test_a_lent_gpu_measures_what_no_gpu_measured_first(tmp_path):
     def run(name, records):
