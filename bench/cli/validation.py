@@ -275,12 +275,20 @@ def validate(
         csv, md = V.write(df, out, name, whole)
     made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {gpu_name}",
                                                 "commit": code_version(), "license": "segmem's own recording"})
-    passed, med, worst = V.verdict(df["allocated_error"])
     console.print(f"{escape(str(csv))}, {escape(str(md))}; {len(made)} fixture(s) in {escape(str(fixtures / name))}",
                   highlight=False)
     run_time = V.projection(df, whole)
     if run_time:
         console.print(escape(run_time), highlight=False)
+    _exit_on_verdict(df)
+
+
+def _exit_on_verdict(df: Any) -> None:
+    """Exit 1 where the errors of peak allocated pass the validation's limits (a GPU run, or one predicted again by
+    --recorded), else say it passed."""
+    from ..results import validate as V
+
+    passed, med, worst = V.verdict(df["allocated_error"])
     if not passed:
         fail(f"validation failed: median |error| of peak allocated {med:.2%} (limit {V.MEDIAN_LIMIT:.0%}), "
              f"max {worst:.2%} (limit {V.MAX_LIMIT:.0%})", code=1)
@@ -316,6 +324,7 @@ def _validate_recorded(runs: Path, jobs: int | None, out: Path | None) -> None:
 
     console.print(Markdown(md.read_text()))  # rendered: its tables as tables, not pipes
     console.print(f"{escape(str(csv))}, {escape(str(md))}", highlight=False)
+    _exit_on_verdict(df)
 
 
 def _repredicted(runs: Path, jobs: int | None, configs: list | None = None, keep_from: str | None = None) -> Any:

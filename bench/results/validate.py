@@ -138,8 +138,11 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
              f"**{'passed' if passed else 'FAILED'}**: median |error| of peak allocated {med:.2%} "
              f"(limit {MEDIAN_LIMIT:.0%}), max {worst:.2%} (limit {MAX_LIMIT:.0%}); "
              f"{len(ok)} of {grid_size or len(df)} configurations measured.", ""]
+    lines += [f"Largest |error| of peak allocated: {worst_rows}.", ""] if (worst_rows := _largest(ok)) else []
     if "split" in df:
-        lines += [_errors_line(split, g) for split, g in ok.groupby("split", sort=False)] + [""]
+        lines += [_errors_line(split, g) for split, g in ok.groupby("split", sort=False)]
+        lines += ["", "(read: an architecture and mode whose traces, recorded on the H200, rules of the model were read "
+                  "from; held out: the others.)", ""]
     shared = ok["gpu_shared"].fillna(False).astype(bool) if "gpu_shared" in ok else pd.Series(False, index=ok.index)
     if shared.any():  # whether measuring side by side (--share-gpu) moved the figures: the errors of each apart
         lines += [_errors_line(said_of, g) for said_of, g in (("measured alone", ok[~shared]),
@@ -151,16 +154,30 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
     if run_time and shared.any():
         run_time += side_by_side(ok, shared, configs)
     lines += [said + run_time, ""] if run_time else []
-    lines += ["| architecture | configurations | median allocated error | max abs allocated error | median reserved error |",
-              "|---|---|---|---|---|"]
+    lines += ["The verdict holds peak allocated (`max_memory_allocated`); peak reserved, which the caching allocator "
+              "holds from the device, is given beside it.", ""]
+    lines += ["| architecture | configurations | median allocated error | max abs allocated error | median reserved error "
+              "| max abs reserved error |", "|---|---|---|---|---|---|"]
     for arch, g in ok.groupby("arch"):
         lines.append(f"| {arch} | {len(g)} | {signed_percent(g['allocated_error'].median())} | "
-                     f"{g['allocated_error'].abs().max():.2%} | {signed_percent(g['reserved_error'].median())} |")
+                     f"{g['allocated_error'].abs().max():.2%} | {signed_percent(g['reserved_error'].median())} | "
+                     f"{g['reserved_error'].abs().max():.2%} |")
     bad = df[df["status"] != R.OK]
     if len(bad):
         lines += ["", "Not measured:", ""]
         lines += [f"- {r.arch} {r.stage} {r.mode} {r.size} b{r.batch} {r.precision}: {r.status}" for r in bad.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def _largest(ok: pd.DataFrame, n: int = 3) -> str:
+    """The ``n`` configurations whose peak allocated the prediction missed most, named, with their errors."""
+    e = ok["allocated_error"].dropna()
+    if e.empty:
+        return ""
+    rows = ok.loc[e.abs().sort_values(ascending=False).index[:n]]
+    return "; ".join(f"{r.arch}{' ' + r.stage if isinstance(r.stage, str) and r.stage else ''} {r.mode} {r.size} "
+                     f"b{r.batch} {r.precision}{' cudnn.benchmark' if r.cudnn_benchmark else ''} "
+                     f"{signed_percent(r.allocated_error)}" for r in rows.itertuples())
 
 
 def _errors_line(label: str, g: pd.DataFrame) -> str:

@@ -65,6 +65,25 @@ def test_bench_validate_recorded_bad_input(tmp_path):
     assert res.exit_code == 2 and "--jobs" in res.output
 
 
+def test_bench_validate_recorded_exits_with_the_verdict(tmp_path, monkeypatch):
+    """--recorded holds this code's predictions against a GPU's figures: like the GPU run, it exits 1 when they fail
+    the limits (a check a CI can run), 0 when they pass."""
+    from bench.cli import validation
+
+    runs = tmp_path / "gpu-run"
+    runs.mkdir()
+    (runs / "results.jsonl").write_text("")
+    row = {"split": "held out", "arch": "unet", "stage": "", "size": "32x32x32", "batch": 1, "mode": "train",
+           "precision": "fp32", "cudnn_benchmark": False, "status": R.OK, "reserved_error": 0.0}
+    for errors, code, said in (([0.0, 0.01], 0, "validation passed"), ([0.0, 0.09], 1, "validation failed")):
+        df = pd.DataFrame([{**row, "allocated_error": e} for e in errors])
+        monkeypatch.setattr(validation, "_repredicted", lambda *a, df=df, **k: df)
+        res = CliRunner().invoke(app, ["validate", "--recorded", str(runs), "--out", str(tmp_path / "out")])
+        assert res.exit_code == code and said in res.output, res.output
+        assert "Largest |error| of peak allocated: unet train 32x32x32 b1 fp32" in (
+            tmp_path / "out" / "gpu-run.repredicted.md").read_text()
+
+
 def test_records_of_this_code_version_keep_their_own_prediction():
     """``bench validate --keep-measured`` on a GPU predicts again only what another code version recorded: the second
     call of the H100's first session spent 30 s of GPU time predicting the first call's 22 again, with the same code.
