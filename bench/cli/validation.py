@@ -284,7 +284,7 @@ def validate(
 
 
 def _exit_on_verdict(df: Any) -> None:
-    """Exit 1 where the errors of peak allocated pass the validation's limits (a GPU run, or one predicted again by
+    """Exit 1 where the errors of peak allocated exceed the validation's limits (a GPU run, or one predicted again by
     --recorded), else say it passed."""
     from ..results import validate as V
 

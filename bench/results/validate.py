@@ -152,7 +152,8 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
     lines += [said + line if line else line for line in _time_lines(ok)]
     run_time = projection(df, configs)
     if run_time and shared.any():
-        run_time += side_by_side(ok, shared, configs)
+        est = _estimate(df, configs)
+        run_time += side_by_side(ok, shared, est.whole if est is not None else None)
     lines += [said + run_time, ""] if run_time else []
     lines += ["The verdict holds peak allocated (`max_memory_allocated`); peak reserved, which the caching allocator "
               "holds from the device, is given beside it.", ""]
@@ -235,9 +236,9 @@ def _estimate(df: pd.DataFrame, configs: list[RunConfig] | None) -> _Estimate | 
     return _Estimate(len(timed), float(timed["measuring_time_s"].sum()), missing, rest, unknown)
 
 
-def _whole_grid_s(df: pd.DataFrame, configs: list[RunConfig] | None) -> float | None:
-    est = _estimate(df, configs)
-    return None if est is None else est.whole
+def _against_target(seconds: float, known: bool = True) -> str:
+    """"within" or "over" the 10-minute target (``known``: False where part of the grid has no rate: over)."""
+    return f"{'within' if known and seconds <= TARGET_S else 'over'} the {TARGET_S // 60}-minute target"
 
 
 def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
@@ -251,7 +252,7 @@ def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
     n, done = est.measured, est.done
     line = (f"Run time: {n} configuration{'s' * (n != 1)} measured in {done / 60:.1f} min of measuring time "
             f"(measuring_time_s: a worker's time without a prediction it made; mean {done / n:.1f} s).")
-    total = done + est.rest
+    total = done + est.rest  # (est.whole, but for the classes with no rate)
     if est.missing:
         line += (f" The {sum(est.missing.values())} not measured would take about {est.rest / 60:.1f} min at the mean "
                  "of those measured in their mode and cudnn.benchmark setting, more where they are larger (the "
@@ -260,8 +261,7 @@ def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
         line += f": about {total / 60:.0f} min for the whole grid"
     else:
         line += " That is the whole grid"
-    line += (f", {'within' if not est.unknown and total <= TARGET_S else 'over'} the {TARGET_S // 60}-minute target, "
-             "not counting the time between workers.")
+    line += f", {_against_target(total, known=not est.unknown)}, not counting the time between workers."
     return line
 
 
@@ -284,10 +284,10 @@ def spans(ok: pd.DataFrame) -> tuple[float, float] | None:
     return busy, float(timed["worker_time_s"].sum())
 
 
-def side_by_side(ok: pd.DataFrame, shared: pd.Series, configs: list[RunConfig] | None) -> str:
+def side_by_side(ok: pd.DataFrame, shared: pd.Series, whole: float | None) -> str:
     """The "Run time" line's end where some configurations (``shared``: a mask of ``ok``) shared the GPU
     (--share-gpu): the sum of their times is more than the time they took, so the wall time their records give
-    (:func:`spans`), and the whole grid's time projected at that overlap."""
+    (:func:`spans`), and the whole grid's time (``whole``: its measuring time, s) projected at that overlap."""
     said = f" {int(shared.sum())} of them shared the GPU: their times overlap, so the sum is more than the time they took"
     got = spans(ok[shared])
     if got is None:
@@ -297,11 +297,9 @@ def side_by_side(ok: pd.DataFrame, shared: pd.Series, configs: list[RunConfig] |
     said += (f". From their records, some of those were running during {busy / 60:.1f} min, {overlap:.1f} times less "
              "than the sum of their workers' times (the time when none ran left out: the command's start-up and "
              "wrap-up, between the calls of a lent GPU; bench validate prints its wall time)")
-    whole = _whole_grid_s(ok, configs)
     if whole is not None and overlap > 1:
         said += (f": at that overlap the whole grid would take about {whole / overlap / 60:.0f} min plus the command's "
-                 f"start-up and wrap-up, {'within' if whole / overlap <= TARGET_S else 'over'} the "
-                 f"{TARGET_S // 60}-minute target")
+                 f"start-up and wrap-up, {_against_target(whole / overlap)}")
     return said + "."
 
 

@@ -400,6 +400,7 @@ class PredictAheadExecutor:
     ahead: Predictions = field(default_factory=Predictions)
     live_gpu: str = ""
     gate: MemoryGate | None = None
+
     def plan(self, cfgs: Iterable[RunConfig], timeout_s: float) -> None:
         """Start the predictions of ``cfgs``, in that order."""
         for cfg in cfgs:
