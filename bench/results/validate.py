@@ -141,8 +141,8 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
     lines += [f"Largest |error| of peak allocated: {worst_rows}.", ""] if (worst_rows := _largest(ok)) else []
     if "split" in df:
         lines += [_errors_line(split, g) for split, g in ok.groupby("split", sort=False)]
-        lines += ["", "(read: an architecture and mode whose traces, recorded on the H200, rules of the model were read "
-                  "from; held out: the others.)", ""]
+        lines += ["", "(read: configurations of an architecture and mode from whose H200 traces a rule of the model was "
+                  "read; held out: all the others.)", ""]
     shared = ok["gpu_shared"].fillna(False).astype(bool) if "gpu_shared" in ok else pd.Series(False, index=ok.index)
     if shared.any():  # whether measuring side by side (--share-gpu) moved the figures: the errors of each apart
         lines += [_errors_line(said_of, g) for said_of, g in (("measured alone", ok[~shared]),
