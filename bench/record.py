@@ -122,6 +122,10 @@ GPU_BUDGET = _col("gpu_budget_bytes", "int", "bytes", G,
 NODE = _col("node", "str", "", G, "the host the configuration ran on")
 JOB_ID = _col("job_id", "str", "", G, "the SLURM job (array_task) that ran it; empty for local runs")
 CUDA_DEVICES = _col("cuda_visible_devices", "str", "", G, "CUDA_VISIBLE_DEVICES of the worker (the GPU a --jobs slot pins)")
+MEASURED_AS = _col("measured_as", "str", "", G,
+                   "the key of the configuration whose measurement this record took, where that one runs the same step "
+                   "(the same network, batch and settings: a cascade's stage 1 is its meU-net; bench validate measures "
+                   "each step once); no worker ran for this record, so it has no worker time")
 GPU_SHARED = _col("gpu_shared", "bool", "", G,
                   "another measurement ran on the same GPU during this one (bench validate --share-gpu): the memory "
                   "figures are this process's own (its allocator's), the step times and NVML figures, which the other "

@@ -9,8 +9,11 @@
 #      in $OUT/snapshots.tar.gz (about 40 MB at most: a call brings back 64 MB at most).
 # Exits with bench validate's status (1: the verdict failed; 130: interrupted), after packing.
 #
-#   [ARCHS="nnunet unet3d"] [SHARE=3] [SMOKE=0] [GRACE=110] [OUT=/tmp/segmem-out] bash scripts/device_validate.sh [LIMIT_S]
+#   [ARCHS="nnunet unet3d"] [SHARE=3] [SMOKE=0] [GRACE=110] [FRESH=1] [OUT=/tmp/segmem-out] bash scripts/device_validate.sh [LIMIT_S]
 # (the variables before are the environment's; LIMIT_S is the argument, in seconds, default 390)
+# (FRESH=1: the whole grid measured anew, nothing kept, into reports/fresh/ (git-ignored; packed as the results): the
+# test of the 10-minute target on a GPU whose run is committed already. SMOKE=0 FRESH=1 ... 480 with GRACE=60 ends
+# inside a 600 s call.)
 # (SHARE: configurations measured at once on the GPU, bench validate --share-gpu, default 3: lent GPU time is scarce,
 # and each process's allocator figures are its own; SHARE=1 measures one at a time, every figure its own)
 # (GRACE: seconds after LIMIT_S before validate is interrupted, so that packing always runs. The defaults end inside
@@ -60,27 +63,35 @@ print(*V.least_measured_first(sys.argv[1:], Path("reports/validation")))' "${che
     [ ${#archs[@]} -gt 0 ] || archs=("${cheapest[@]}")
 fi
 echo "architectures in this order: ${archs[*]}"
+# where the run goes: the committed runs, kept (--keep-measured), or with FRESH=1 a folder of its own, measured anew
+if [ "${FRESH:-0}" = 1 ]; then
+    root=reports/fresh/validation fixtures=reports/fresh/fixtures keep=()
+    rm -rf reports/fresh
+else
+    root=reports/validation fixtures=tests/fixtures/traces/validation keep=(--keep-measured)
+fi
 start=$(date +%s)
 touch "$out/validate.log.start"
 # a hard stop too (Ctrl-C's path: the records stay), so that the packing below always runs
 timeout -s INT $((limit + ${GRACE:-110})) "${bench[@]}" validate $(printf -- '--arch %s ' "${archs[@]}") --timeout 180 \
-    --time-limit "$limit" --keep-measured --share-gpu "${SHARE:-3}" 2>&1 | tee "$out/validate.log"
+    --time-limit "$limit" ${keep[@]+"${keep[@]}"} --share-gpu "${SHARE:-3}" --out "$root" --fixtures "$fixtures" 2>&1 \
+    | tee "$out/validate.log"
 status=${PIPESTATUS[0]}
 echo "validate: exit $status, $(( $(date +%s) - start )) s wall"
 # its summary (verdict, worker time by phase, the whole grid's projected run time) into this call's output
-summary=$(find reports/validation -maxdepth 1 -name '*.md' ! -name '*.repredicted.md' -newer "$out/validate.log.start" \
+summary=$(find "$root" -maxdepth 1 -name '*.md' ! -name '*.repredicted.md' -newer "$out/validate.log.start" \
     2>/dev/null | head -1)
 [ -n "$summary" ] && cat "$summary"
 
 echo "== pack ($(( $(date +%s) - t0 )) s)"
-tar czf "$out/results.tar.gz" --exclude='*.pickle' --exclude='*.pickle.gz' reports/validation tests/fixtures/traces/validation
+tar czf "$out/results.tar.gz" --exclude='*.pickle' --exclude='*.pickle.gz' "$root" "$fixtures"
 # the snapshots recorded in this call, one per architecture first, up to 40 MB compressed (the predicted ones are made
 # again anywhere with bench run --backend predict --snapshot)
-python3 - "$out/snapshots.tar.gz" "$started" <<'EOF'
+python3 - "$out/snapshots.tar.gz" "$started" "$root" <<'EOF'
 import sys, tarfile
 from pathlib import Path
 # this call's only (the committed runs' snapshots are in the checkout already)
-snaps = sorted(p for p in Path("reports/validation").rglob("*.cuda.pickle*") if p.stat().st_mtime >= float(sys.argv[2]))
+snaps = sorted(p for p in Path(sys.argv[3]).rglob("*.cuda.pickle*") if p.stat().st_mtime >= float(sys.argv[2]))
 firsts = {p.name.split("-")[0]: p for p in reversed(snaps)}
 order = list(dict.fromkeys([*firsts.values(), *snaps]))
 with open(sys.argv[1], "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:

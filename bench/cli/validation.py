@@ -16,6 +16,7 @@ from rich.table import Table
 from .. import record as R
 from ..console import bar, console, fail, summary_line
 from ..options import signed_percent
+from ..sweep.config import RunConfig
 from .common import (
     DEFAULT_TIMEOUT,
     app,
@@ -226,10 +227,20 @@ def validate(
         fail(str(exc))
     check_writable_dir(fixtures)
     snaps = writable_dir(runs / "snapshots")
-    whole = configs = [dataclasses.replace(c, snapshot_dir=str(snaps)) for c in configs]
-    if keep_measured:  # measured on CUDA by any code version: not measured again
-        before = {r[R.KEY] for r in store.latest(runs).values() if V.measured_on_cuda(r)}
-        configs = [c for c in whole if c.key() not in before]
+    whole = [dataclasses.replace(c, snapshot_dir=str(snaps)) for c in configs]
+    # a step is measured once (V.same_step): the configurations that run the same step take the measurement of the
+    # first of them as it comes, and one made earlier is theirs from the start (with --keep-measured one of any code
+    # version, else one of this, as a resumed sweep counts it)
+    this = code_version()
+    usable = V.measured_on_cuda if keep_measured else (lambda r: V.measured_on_cuda(r) and r.get(R.CODE_VERSION) == this)
+    latest = store.latest(runs)
+    measured_before = [c for c in whole if (r := latest.get(c.key())) is not None and usable(r)]
+    shared = _share(runs, V.shares(latest, whole, usable))
+    done_keys = {c.key() for c in measured_before} | {r[R.KEY] for r in shared}
+    # the first configuration of each step not measured yet (one measured by another code version is measured again)
+    groups = V.same_step([c for c in whole if c.key() not in done_keys])
+    others = {g[0].key(): g[1:] for g in groups}
+    configs = [g[0] for g in groups]
     # the GPU measures one configuration at a time (or --share-gpu at once) while the other cores predict ahead
     predictions = executor.Predictions(executor.ahead_jobs(cores(), share_gpu))
     gate = None
@@ -239,26 +250,38 @@ def validate(
         gate = MemoryGate.for_gpu(torch.cuda.get_device_properties(0).total_memory, share_gpu)
     pool = [executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True), predictions, live_gpu=gpu_name,
                                           gate=gate) for _ in range(share_gpu)]  # (one: in order, each sent the next ahead)
-    kept: list[str] = []
-    left: list[str] = []
+    busy: list[str] = []  # running in another process
+    left: list[str] = []  # not started: the time limit
     done: list[str] = []
+
+    def on_measured(cfg: RunConfig, rec: dict) -> None:
+        b.print(summary_line(cfg.label(), rec), markup=True)
+        b.advance()
+        done.append(cfg.key())
+        shared.extend(_share(runs, V.shares({cfg.key(): rec}, [cfg, *others[cfg.key()]], usable)))
+
+    def on_skipped(cfg: RunConfig, why: str) -> None:
+        if why == executor.TIME_LIMIT:
+            left.extend([cfg.key(), *(c.key() for c in others[cfg.key()])])
+        elif why != "recorded":
+            busy.append(cfg.key())
+        b.advance()
+
     started = time.monotonic()
     deadline = started + time_limit if time_limit is not None else None
     with bar(len(configs), "validating") as b:
-        executor.run_sweep(configs, runs, timeout, False, True, pool,
-                           on_start=lambda cfg: b.start(cfg.label()),
-                           on_done=lambda cfg, rec: (b.print(summary_line(cfg.label(), rec), markup=True), b.advance(),
-                                                     done.append(cfg.key())),
-                           on_skip=lambda cfg, why: ((left if why == executor.TIME_LIMIT else kept).append(why),
-                                                     b.advance()),
-                           deadline=deadline)
+        executor.run_sweep(configs, runs, timeout, False, True, pool, on_start=lambda cfg: b.start(cfg.label()),
+                           on_done=on_measured, on_skip=on_skipped, deadline=deadline)
     if done:  # the figure to hold against the 10-minute target (the summary's Run time line sums the workers' times)
         console.print(f"{len(done)} configuration(s) measured in {(time.monotonic() - started) / 60:.1f} min of wall "
                       f"time, up to {share_gpu} at once", highlight=False)
+    if shared:
+        console.print(f"{len(shared)} configuration(s) took the measurement of one that runs the same step (the same "
+                      "network, batch and settings: measured_as)", highlight=False)
     V.compress_snapshots(snaps)  # (the records name them uncompressed: V.table finds either)
-    n_kept = len(kept) + len(whole) - len(configs)  # (--keep-measured leaves the kept ones out of the sweep)
-    if n_kept:
-        console.print(f"{n_kept} configuration(s) already measured in {escape(str(runs))}: kept", highlight=False)
+    if measured_before or busy:
+        console.print(f"{len(measured_before) + len(busy)} configuration(s) already measured in {escape(str(runs))}: "
+                      "kept", highlight=False)
     if left:
         console.print(f"[yellow]{len(left)} configuration(s) not started[/]: --time-limit reached; the same command "
                       "measures them, keeping those measured", highlight=False)
@@ -281,6 +304,15 @@ def validate(
     if run_time:
         console.print(escape(run_time), highlight=False)
     _exit_on_verdict(df)
+
+
+def _share(runs: Path, records: list[dict]) -> list[dict]:
+    """``records`` (:func:`bench.results.validate.shares`) appended to the results store of ``runs``; returns them."""
+    from ..sweep import store
+
+    for rec in records:
+        store.append(runs, rec)
+    return records
 
 
 def _exit_on_verdict(df: Any) -> None:
@@ -334,7 +366,10 @@ def _repredicted(runs: Path, jobs: int | None, configs: list | None = None, keep
     from ..results import validate as V
 
     rows = validated(V.measured, runs, configs=configs)
-    with bar(len(V.predicted_again(rows, keep_from)), f"predicting again the configurations measured in {runs.name}") as b:
+    # and those that run a step measured there, with its measurement (V.shares; a GPU run stored them already)
+    rows += V.shares({r[R.KEY]: r for r in rows}, configs if configs is not None else V.grid())
+    with bar(len(V.prediction_steps(rows, keep_from, configs)),
+             f"predicting again the configurations measured in {runs.name}") as b:
         return V.repredict(runs, rows, jobs, progress=lambda _job: b.advance(), configs=configs, keep_from=keep_from)
 
 

@@ -215,13 +215,15 @@ def count_flops(spec: ArchSpec, overrides: Mapping[str, Any], size: Shape, batch
 def time_columns(work: list[Work], gpu: GPU, batch: int, voxels: int | None = None) -> dict[str, Any]:
     """The predicted step-time columns for ``gpu`` from a step's roofline work."""
     t, notes = step_time(work, gpu)
-    return {
-        R.PRED_GPU: gpu.name,
-        R.PRED_STEP_TIME: t,
-        R.PRED_THROUGHPUT_SAMPLES: batch / t if t > 0 else None,
-        R.PRED_THROUGHPUT_VOXELS: voxels / t if (voxels and t > 0) else None,
-        R.PRED_TIME_NOTE: "; ".join(notes) or None,
-    }
+    return {R.PRED_GPU: gpu.name, R.PRED_STEP_TIME: t, **throughput_columns(t, batch, voxels),
+            R.PRED_TIME_NOTE: "; ".join(notes) or None}
+
+
+def throughput_columns(step_s: float, batch: int, voxels: int | None) -> dict[str, Any]:
+    """The predicted throughputs of a predicted step time: samples and labelled voxels per second (a record that
+    takes another configuration's measurement, ``measured_as``, has them again for its own voxels)."""
+    return {R.PRED_THROUGHPUT_SAMPLES: batch / step_s if step_s > 0 else None,
+            R.PRED_THROUGHPUT_VOXELS: voxels / step_s if (voxels and step_s > 0) else None}
 
 
 def device_columns(rec: dict[str, Any], tracker: AllocationTracker, host: set[int], start: int, mode: str,

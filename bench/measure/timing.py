@@ -80,24 +80,32 @@ def timed_steps(step: Callable[[], Any], min_repeats: int, max_repeats: int = 30
 
 def summarize(times_s: Sequence[float], labelled_voxels: int, input_voxels: int, samples: int, flops: int | None,
               peak_flops_per_s: float | None) -> dict[str, Any]:
-    """The time columns of a record: median, min, max, IQR and spread, and the throughputs (labelled
-    full-resolution voxels per second, the one to compare; input voxels per second beside it)."""
+    """The time columns of a record: median, min, max, IQR and spread, and the throughputs (:func:`throughputs`)."""
     med = statistics.median(times_s)
     q = statistics.quantiles(times_s, n=4) if len(times_s) >= 2 else [med, med, med]
-    rec: dict[str, Any] = {
+    return {
         R.STEP_TIME_MEDIAN: med,
         R.STEP_TIME_MIN: min(times_s),
         R.STEP_TIME_MAX: max(times_s),
         R.STEP_TIME_IQR: q[2] - q[0],
         R.STEP_TIME_SPREAD: spread(times_s),
         R.REPEATS: len(times_s),
-        R.THROUGHPUT_VOXELS: labelled_voxels / med if med > 0 else None,
-        R.THROUGHPUT_INPUT_VOXELS: input_voxels / med if med > 0 else None,
-        R.THROUGHPUT_SAMPLES: samples / med if med > 0 else None,
-        R.ACHIEVED_FLOPS: (flops / med) if (flops and med > 0) else None,
+        **throughputs(med, labelled_voxels, input_voxels, samples, flops, peak_flops_per_s),
     }
-    rec[R.PEAK_FLOPS] = peak_flops_per_s
-    rec[R.FLOPS_FRACTION] = (
-        rec[R.ACHIEVED_FLOPS] / peak_flops_per_s if (peak_flops_per_s and rec[R.ACHIEVED_FLOPS]) else None
-    )
-    return rec
+
+
+def throughputs(median_s: float, labelled_voxels: int, input_voxels: int, samples: int, flops: int | None,
+                peak_flops_per_s: float | None) -> dict[str, Any]:
+    """The throughput columns of a median step time: labelled full-resolution voxels per second (the one to
+    compare), input voxels and samples per second beside it, and the FLOP rate against the GPU's peak. A record
+    that takes another configuration's measurement (``measured_as``) has them again for its own voxels."""
+    ok = median_s is not None and median_s > 0
+    achieved = flops / median_s if (flops and ok) else None
+    return {
+        R.THROUGHPUT_VOXELS: labelled_voxels / median_s if ok else None,
+        R.THROUGHPUT_INPUT_VOXELS: input_voxels / median_s if ok else None,
+        R.THROUGHPUT_SAMPLES: samples / median_s if ok else None,
+        R.ACHIEVED_FLOPS: achieved,
+        R.PEAK_FLOPS: peak_flops_per_s,
+        R.FLOPS_FRACTION: achieved / peak_flops_per_s if (peak_flops_per_s and achieved) else None,
+    }

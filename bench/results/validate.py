@@ -58,6 +58,55 @@ def grid(archs: list[str] | None = None) -> list[RunConfig]:
     return configs
 
 
+def same_step(configs: list[RunConfig]) -> list[list[RunConfig]]:
+    """``configs`` grouped by the step a worker runs for them (:func:`bench.sweep.worker.measured_step`), the groups
+    and each group's members in the given order: one measurement serves a group. The grid's 184 configurations are
+    160 steps: the meU-net's training is the training of each cascade's stage 1 with k = 1.5, and the two cascades
+    share their stage 1 with k = 1.75 (the H100 measured both cascades' alike to the byte)."""
+    from ..sweep.worker import measured_step
+
+    groups: dict[str, list[RunConfig]] = {}
+    for c in configs:
+        groups.setdefault(measured_step(c), []).append(c)
+    return list(groups.values())
+
+
+def shared_record(measured: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+    """``cfg``'s record made from ``measured``, the record of a configuration that runs the same step: its
+    measurement and prediction, with ``cfg``'s own configuration columns and throughputs (per its own voxels),
+    ``measured_as`` naming the measured one, and neither worker time nor phases (no worker ran for it)."""
+    from ..measure import timing
+    from ..measure.predict import throughput_columns
+    from ..sweep.worker import spec_columns
+
+    own = {k: v for k, v in R.config_columns(cfg).items()
+           if k != R.CUDNN_BENCHMARK}  # (the worker's: the configuration's or its recipe's, the same step's)
+    rec = {**measured, **own, **spec_columns(cfg), R.MEASURED_AS: measured.get(R.MEASURED_AS) or measured[R.KEY],
+           R.WORKER_TIME: None, R.CUDA_PHASES: None}
+    voxels = rec[R.LABELLED_VOXELS_PER_STEP]
+    if measured.get(R.STEP_TIME_MEDIAN):
+        rec.update(timing.throughputs(measured[R.STEP_TIME_MEDIAN], voxels, rec[R.VOXELS_PER_STEP], cfg.batch,
+                                      rec.get(R.FLOPS_PER_STEP), measured.get(R.PEAK_FLOPS)))
+    if measured.get(R.PRED_STEP_TIME):
+        rec.update(throughput_columns(measured[R.PRED_STEP_TIME], cfg.batch, voxels))
+    return rec
+
+
+def shares(latest: dict[str, dict[str, Any]], configs: list[RunConfig],
+           usable: Callable[[dict[str, Any]], bool] = lambda r: True) -> list[dict[str, Any]]:
+    """The :func:`shared_record` of each configuration of ``configs`` that has no usable record in ``latest`` (key
+    -> record; ``usable(record)``: what counts as measured) from one of its :func:`same_step` group that has one (a
+    record measured by its own worker first)."""
+    made = []
+    for group in same_step(configs):
+        have = [r for c in group if (r := latest.get(c.key())) is not None and usable(r)]
+        if not have:
+            continue
+        source = next((r for r in have if not r.get(R.MEASURED_AS)), have[0])
+        made += [shared_record(source, c) for c in group if not ((r := latest.get(c.key())) is not None and usable(r))]
+    return made
+
+
 def report_name(gpu: str, torch_version: str) -> str:
     """``NVIDIA H100 80GB HBM3``, ``2.13.0+cu128`` -> ``nvidia-h100-80gb-hbm3-2.13.0+cu128``."""
     return f"{re.sub(r'[^a-z0-9]+', '-', gpu.lower()).strip('-')}-{torch_version}"
@@ -80,10 +129,13 @@ def _here(path: Any, snapshots: Path | None) -> str | None:
 def table(records: pd.DataFrame, snapshots: Path | None = None) -> pd.DataFrame:
     """One row per configuration: measured and predicted peaks (workspaces included, as measured), the
     prediction's relative errors, and the snapshots' paths where they are (in ``snapshots``, the run's
-    snapshot folder, when given)."""
+    snapshot folder, when given); ``measured_as``: the architecture (and stage) whose measurement a row took."""
     rows = []
+    names = {r[R.KEY]: f"{r[R.ARCH]} {r.get(R.STAGE) or ''}".strip() for _, r in records.iterrows()}
     for _, r in records.iterrows():
         ok = r.get(R.STATUS) == R.OK
+        took = r.get(R.MEASURED_AS)
+        took = names.get(took, took) if isinstance(took, str) and took else None
         meas_a, meas_r = r.get(R.PEAK_ALLOCATED), r.get(R.PEAK_RESERVED)
         pred_a, pred_r = R.predicted_on_device(r), R.predicted_on_device(r, reserved=True)
         rows.append({
@@ -98,7 +150,7 @@ def table(records: pd.DataFrame, snapshots: Path | None = None) -> pd.DataFrame:
             "measured_snapshot": _here(r.get(R.CUDA_SNAPSHOT_PATH), snapshots),
             "worker_time_s": r.get(R.WORKER_TIME), "cuda_phase_times_s": r.get(R.CUDA_PHASES),
             "measuring_time_s": measuring_time(r), "gpu_shared": r.get(R.GPU_SHARED) is True,
-            "started": r.get(R.TIMESTAMP),
+            "started": r.get(R.TIMESTAMP), "measured_as": took, "key": r[R.KEY],
         })
     return pd.DataFrame(rows)
 
@@ -138,6 +190,11 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
              f"**{'passed' if passed else 'FAILED'}**: median |error| of peak allocated {med:.2%} "
              f"(limit {MEDIAN_LIMIT:.0%}), max {worst:.2%} (limit {MAX_LIMIT:.0%}); "
              f"{len(ok)} of {grid_size or len(df)} configurations measured.", ""]
+    took = ok["measured_as"].notna() if "measured_as" in ok else pd.Series(False, index=ok.index)
+    if took.any():
+        lines += [f"{int(took.sum())} of them took the measurement of a configuration that runs the same step (the same "
+                  "network, batch and settings under another architecture's name: a cascade's stage 1 is its meU-net; "
+                  "column `measured_as`): each step is measured once.", ""]
     lines += [f"Largest |error| of peak allocated: {worst_rows}.", ""] if (worst_rows := _largest(ok)) else []
     if "split" in df:
         lines += [_errors_line(split, g) for split, g in ok.groupby("split", sort=False)]
@@ -212,7 +269,7 @@ class _Estimate:
 
     measured: int  # configurations measured, with a time
     done: float  # their measuring time, s
-    missing: dict[tuple[str, bool], int]  # (mode, cudnn.benchmark) -> configurations not measured
+    missing: dict[tuple[str, bool], int]  # (mode, cudnn.benchmark) -> steps not measured (one per same_step group)
     rest: float  # the not measured at their class's mean, s
     unknown: list[str]  # classes none of which was measured
 
@@ -226,11 +283,12 @@ def _estimate(df: pd.DataFrame, configs: list[RunConfig] | None) -> _Estimate | 
     ok = df[df["status"] == R.OK]
     if configs is None or "measuring_time_s" not in ok or ok["measuring_time_s"].isna().all():
         return None
-    timed = ok.dropna(subset=["measuring_time_s"])  # (an ok record without a time counts as not measured here)
+    timed = ok.dropna(subset=["measuring_time_s"])
     means = timed.groupby(["mode", "cudnn_benchmark"])["measuring_time_s"].mean()
-    measured = Counter(zip(timed["mode"], timed["cudnn_benchmark"], strict=True))
-    wanted = Counter((str(c.mode), bool(c.cudnn_benchmark)) for c in configs)
-    missing = {k: n - measured.get(k, 0) for k, n in wanted.items() if n > measured.get(k, 0)}
+    # a step none of whose configurations has a record is one measurement to make (the others take it)
+    have = set(ok["key"])
+    missing = Counter((str(g[0].mode), bool(g[0].cudnn_benchmark)) for g in same_step(configs)
+                      if not any(c.key() in have for c in g))
     unknown = sorted(f"{m} (cudnn.benchmark {'on' if b else 'off'})" for m, b in missing if (m, b) not in means)
     rest = float(sum(n * means[k] for k, n in missing.items() if k in means))
     return _Estimate(len(timed), float(timed["measuring_time_s"].sum()), missing, rest, unknown)
@@ -254,9 +312,10 @@ def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
             f"(measuring_time_s: a worker's time without a prediction it made; mean {done / n:.1f} s).")
     total = done + est.rest  # (est.whole, but for the classes with no rate)
     if est.missing:
-        line += (f" The {sum(est.missing.values())} not measured would take about {est.rest / 60:.1f} min at the mean "
-                 "of those measured in their mode and cudnn.benchmark setting, more where they are larger (the "
-                 "benchmark's trials grow with the patch)")
+        n_left = sum(est.missing.values())
+        line += (f" The {n_left} step{'s' * (n_left != 1)} not measured (configurations that run the same step "
+                 f"count once) would take about {est.rest / 60:.1f} min at the mean of those measured in their mode "
+                 "and cudnn.benchmark setting, more where they are larger (the benchmark's trials grow with the patch)")
         line += f" and more for {', '.join(est.unknown)} (none measured)" if est.unknown else ""
         line += f": about {total / 60:.0f} min for the whole grid"
     else:
@@ -375,13 +434,34 @@ def repredict(runs: Path, rows: list[dict[str, Any]], jobs: int | None = None,
     from ..parallel import pmap
 
     by_key = {c.key(): c for c in (grid() if configs is None else configs)}
-    again = predicted_again(rows, keep_from)
-    preds = pmap(_predict, [(by_key[r[R.KEY]].to_json(), r[R.DEVICE_NAME]) for r in again], jobs, progress=progress)
-    new = {r[R.KEY]: R.prediction_columns(p) for r, p in zip(again, preds)}
+    steps = prediction_steps(rows, keep_from, configs)
+    preds = pmap(_predict, [(by_key[r[R.KEY]].to_json(), r[R.DEVICE_NAME]) for r in steps.values()], jobs,
+                 progress=progress)
+    by_step = {s: R.prediction_columns(p) for s, p in zip(steps, preds)}
+    new = {r[R.KEY]: by_step[_step(r, by_key)] for r in predicted_again(rows, keep_from)}
     df = table(pd.DataFrame([{**r, **new.get(r[R.KEY], {})} for r in rows]), runs / "snapshots")
     df["measuring_time_s"] = [measuring_time(r) for r in rows]  # the prediction made there, not this one's
     df.insert(0, "split", ["read" if (a, m) in READ_FROM else "held out" for a, m in zip(df["arch"], df["mode"])])
     return df
+
+
+def _step(row: dict[str, Any], by_key: dict[str, RunConfig]) -> tuple[str, str]:
+    """What a row's prediction depends on: its configuration's step and the GPU it was measured on."""
+    from ..sweep.worker import measured_step
+
+    return measured_step(by_key[row[R.KEY]]), str(row.get(R.DEVICE_NAME))
+
+
+def prediction_steps(rows: list[dict[str, Any]], keep_from: str | None = None,
+                     configs: list[RunConfig] | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    """The predictions :func:`repredict` makes for ``rows``: one per step (:func:`same_step`) and GPU among those
+    :func:`predicted_again`, keyed so, each the first such row (the others of its step take its prediction: their
+    memory figures are the same step's)."""
+    by_key = {c.key(): c for c in (grid() if configs is None else configs)}
+    steps: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in predicted_again(rows, keep_from):
+        steps.setdefault(_step(r, by_key), r)
+    return steps
 
 
 #: a snapshot recorded on CUDA (``bench.sweep.worker``), compressed or not

@@ -12,6 +12,7 @@ and the parent turns it into an ``error`` record.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -49,6 +50,25 @@ def resolve(cfg: RunConfig) -> tuple[architectures.ArchSpec, architectures.ArchS
     stage_spec, ov = spec.stage(cfg.stage, **cfg.overrides_dict)
     recipe = stage_spec.recipe.with_overrides(cfg.recipe_dict)
     return spec, dataclasses.replace(stage_spec, recipe=recipe), ov
+
+
+#: the configuration's fields that name what it steps rather than change it (the step's digest leaves them out)
+_NAMES = ("arch", "stage", "overrides", "arch_key", "arch_label", "snapshot_dir")
+
+
+def measured_step(cfg: RunConfig) -> str:
+    """A digest of the step a worker runs for ``cfg``: the network (its stage's spec, its builder and every
+    hyper-parameter with the overrides applied), the recipe it trains by, and every field of the configuration
+    that is not a name. Configurations with the same digest step the same network on the same batch under the
+    same settings, whatever their architectures are called (a cascade's stage 1 is the meU-net itself, built
+    by the same spec with the same arguments), so one measurement is theirs: ``bench validate`` measures each
+    step once (:func:`bench.results.validate.same_step`)."""
+    _, stage_spec, ov = resolve(cfg)
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NAMES}
+    network = [stage_spec.name, stage_spec.builder.__module__, stage_spec.builder.__qualname__,
+               stage_spec.hparams(**ov), stage_spec.recipe.describe()]
+    blob = json.dumps([fields, network], sort_keys=True, default=repr)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 def spec_columns(cfg: RunConfig) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 Markdown summary, a recorded and a predicted snapshot per configuration, fixtures made from the
 recorded ones, and the exit code following the error limits."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -55,7 +56,8 @@ def test_the_summary_projects_the_whole_grids_run_time_from_the_measured_means()
     configs = V.grid(["unet"])  # 16: 4 per (mode, cudnn.benchmark)
     train = [c for c in configs if str(c.mode) == "train"]
     picked = [c for b in (False, True) for c in [c for c in train if c.cudnn_benchmark == b][:2]]
-    rows = [{"arch": c.arch, "stage": "", "size": "x", "batch": c.batch, "mode": str(c.mode), "precision": str(c.precision),
+    rows = [{"key": c.key(), "arch": c.arch, "stage": "", "size": "x", "batch": c.batch, "mode": str(c.mode),
+             "precision": str(c.precision),
              "cudnn_benchmark": c.cudnn_benchmark, "status": R.OK, "allocated_error": 0.0, "reserved_error": 0.0,
              "measuring_time_s": {(True, "train"): 30.0, (False, "train"): 10.0}.get((c.cudnn_benchmark, str(c.mode)))}
             for c in picked]  # 2 of each training class measured; no inference
@@ -63,18 +65,19 @@ def test_the_summary_projects_the_whole_grids_run_time_from_the_measured_means()
     line = next(x for x in V.markdown(df, "t", configs).splitlines() if x.startswith("Run time"))
     # measured 2 x 30 + 2 x 10 s; not measured: 2 x 30 + 2 x 10 s of training, inference unknown
     assert "4 configurations measured in 1.3 min of measuring time" in line
-    assert "The 12 not measured would take about 1.3 min" in line
+    assert "The 12 steps not measured (configurations that run the same step count once) would take about 1.3 min" in line
     assert "and more for infer (cudnn.benchmark off), infer (cudnn.benchmark on) (none measured)" in line
     assert "about 3 min for the whole grid, over the 10-minute target" in line
     df["measuring_time_s"] = 1.0
-    whole = V.markdown(pd.DataFrame([{**rows[0], "mode": str(c.mode), "cudnn_benchmark": c.cudnn_benchmark,
+    whole = V.markdown(pd.DataFrame([{**rows[0], "key": c.key(), "mode": str(c.mode), "cudnn_benchmark": c.cudnn_benchmark,
                                       "measuring_time_s": 1.0} for c in configs]), "t", configs)
     assert "16 configurations measured in 0.3 min" in whole and "That is the whole grid, within the 10-minute" in whole
     assert "Run time" not in V.markdown(df.drop(columns="measuring_time_s"), "t", configs)  # records that do not say
     again = V.markdown(df, "t", configs, recorded=True)  # bench validate --recorded: the GPU run's times, said so
     assert "\nAs the GPU run recorded them (this command measured nothing): Run time: 4 configurations" in again
     untimed = pd.DataFrame([{**rows[0], "measuring_time_s": 30.0}, {**rows[1], "measuring_time_s": None}])
-    assert "1 configuration measured" in V.projection(untimed, configs)  # an ok record without a time: not measured
+    # an ok record without a time (one that took another's measurement): none of the measuring time, and not missing
+    assert "1 configuration measured" in V.projection(untimed, configs) and "The 14 steps not" in V.projection(untimed, configs)
     # records from before the phases were recorded: their worker time, said to be no more than that
     before = V.markdown(df.assign(worker_time_s=[4.0, 6.0, 8.0, 10.0]), "t", configs)
     assert "Worker time (median 7.0 s, total 28 s, each worker's own prediction included): not by phase" in before
@@ -89,7 +92,8 @@ def test_the_summary_gives_the_wall_time_of_those_that_shared_the_gpu():
     union of their spans), and the whole grid's time at that overlap."""
     configs = V.grid(["unet"])
     t0 = pd.Timestamp("2026-11-27T02:53:36+00:00")
-    rows = [{"arch": "unet", "stage": "", "size": "x", "batch": 4, "mode": str(c.mode), "precision": str(c.precision),
+    rows = [{"key": c.key(), "arch": "unet", "stage": "", "size": "x", "batch": 4, "mode": str(c.mode),
+             "precision": str(c.precision),
              "cudnn_benchmark": c.cudnn_benchmark, "status": R.OK, "allocated_error": 0.0, "reserved_error": 0.0,
              "measuring_time_s": 30.0, "worker_time_s": 30.0, "gpu_shared": True,
              # two at a time, each pair for 30 s, the next 5 s after; the second half after 600 s when none ran
@@ -252,3 +256,96 @@ def test_bench_validate_bad_input(monkeypatch):
         assert res.exit_code == 2 and "--share-gpu must be a whole number >= 1" in res.output, res.output
     res = CliRunner().invoke(app, ["validate", "--published", "--share-gpu", "2"])
     assert res.exit_code == 2 and "--share-gpu is for the grid measured on a GPU" in res.output, res.output
+
+
+def test_configurations_that_run_the_same_step_are_measured_once():
+    """A cascade's stage 1 is the meU-net itself (its spec, its arguments): the grid's 184 configurations are 160 steps,
+    told apart by what a worker steps, not by name (what the H100 measured of both cascades' stage 1 was equal to the
+    byte, and equal to the H200's meU-net)."""
+    groups = V.same_step(V.grid())
+    assert sum(len(g) for g in groups) == 184 and len(groups) == 160
+    shared = [sorted((c.arch, c.stage) for c in g) for g in groups if len(g) > 1]
+    assert len(shared) == 16 and all(c.mode == "train" for g in groups if len(g) > 1 for c in g)
+    k15 = [("cascade", "stage1_k1.5"), ("cascade_pre", "stage1_k1.5"), ("meunet", "")]
+    assert shared.count(k15) == 8 and shared.count([("cascade", "stage1_k1.75"), ("cascade_pre", "stage1_k1.75")]) == 8
+    # by the network's arguments, not its name: the meU-net with k = 1.75 is that stage 1; fp16 or 80^3 are not
+    meunet = next(c for c in V.grid(["meunet"]) if c.mode == "train")
+    k175 = next(c for c in V.grid(["cascade"]) if c.stage == "stage1_k1.75" and (c.size, c.precision, c.cudnn_benchmark)
+                == (meunet.size, meunet.precision, meunet.cudnn_benchmark))
+    assert len(V.same_step([dataclasses.replace(meunet, overrides=(("expansion", 1.75),)), k175])) == 1
+    assert len(V.same_step([meunet, k175])) == 2
+    assert len(V.same_step([meunet, dataclasses.replace(meunet, precision="fp16" if meunet.precision == "fp32"
+                                                                                else "fp32")])) == 2
+
+
+def test_a_configuration_takes_the_measurement_of_its_step():
+    """The record of a configuration whose step another measured: that measurement and prediction, its own names and
+    columns, ``measured_as`` naming the measured one, no worker time (no worker ran), every column declared."""
+    h100 = Path("reports/validation/nvidia-h100-80gb-hbm3-2.11.0+cu130")
+    measured = {r[R.KEY]: r for r in V.measured(h100)}
+    meunet = [c for c in V.grid(["meunet"]) if c.mode == "train"]
+    stage1 = [c for c in V.grid(["cascade"]) if c.stage == "stage1_k1.5"]
+    assert not any(c.key() in measured for c in meunet) and all(c.key() in measured for c in stage1)
+    made = V.shares(measured, meunet + stage1)
+    assert sorted(r[R.KEY] for r in made) == sorted(c.key() for c in meunet)  # the measured ones keep their own
+    for rec in made:
+        cfg = next(c for c in meunet if c.key() == rec[R.KEY])
+        source = measured[rec[R.MEASURED_AS]]
+        assert (source[R.ARCH], source[R.STAGE]) == ("cascade", "stage1_k1.5") and rec[R.ARCH] == "meunet"
+        assert (source[R.SIZE], source[R.PRECISION], source[R.CUDNN_BENCHMARK]) == (
+            rec[R.SIZE], rec[R.PRECISION], rec[R.CUDNN_BENCHMARK] or False) == (
+            "x".join(map(str, cfg.size)), cfg.precision, cfg.cudnn_benchmark)
+        for col in (R.PEAK_ALLOCATED, R.PEAK_RESERVED, R.PRED_DEVICE_ALLOCATED, R.CUDA_SNAPSHOT_PATH, R.CODE_VERSION):
+            assert rec[col] == source[col]
+        assert rec[R.WORKER_TIME] is None and rec[R.CUDA_PHASES] is None and V.measuring_time(rec) is None
+        assert R.undeclared(rec) == [] and rec[R.STAGE] == ""
+    # a usable measurement only (a GPU run without --keep-measured: this code version's)
+    assert V.shares(measured, meunet + stage1, usable=lambda r: False) == []
+    df = V.table(pd.DataFrame(list(measured.values()) + made))
+    assert set(df.loc[df["arch"] == "meunet", "measured_as"]) == {"cascade stage1_k1.5"}
+    assert df.loc[df["arch"] == "cascade", "measured_as"].isna().all()
+
+
+def test_bench_validate_measures_each_step_once(monkeypatch, tmp_path):
+    """On the GPU, the first configuration of each step is measured and the others of its step take its record as it
+    comes (stored at once: a hard stop loses none); a step measured by an earlier run is theirs from the start."""
+    from bench.version import code_version
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.get_device_name", lambda device=None: fake_cuda.NAME)
+    given: list = []
+
+    def sweep(configs, out, *a, on_done, **k):  # a measurement per configuration, stored as run_sweep stores it
+        for n, c in enumerate(configs):
+            given.append(c)
+            rec = {**R.config_columns(c), R.STATUS: R.OK, R.CODE_VERSION: code_version(),
+                   R.DEVICE_NAME: fake_cuda.NAME, R.PEAK_ALLOCATED: 2**30 + n, R.PEAK_RESERVED: 2**31,
+                   R.PRED_DEVICE_ALLOCATED: 2**30, R.PRED_DEVICE_RESERVED: 2**31}
+            store.append(out, rec)
+            on_done(c, rec)
+        return []
+
+    monkeypatch.setattr(executor, "run_sweep", sweep)
+    args = ["validate", "--arch", "meunet", "--arch", "cascade", "--out", str(tmp_path / "v"), "--fixtures",
+            str(tmp_path / "fx")]
+    res = CliRunner().invoke(app, args)
+    grid = V.grid(["meunet", "cascade"])  # 16 + 32: the meU-net's 8 training ones are the cascade's stage 1 (k = 1.5)
+    assert len(given) == 40 and {c.key() for c in given} < {c.key() for c in grid}, res.output
+    assert "8 configuration(s) took the measurement of one that runs the same step" in res.output, res.output
+    runs = tmp_path / "v" / V.report_name(fake_cuda.NAME, __import__("torch").__version__)
+    latest = store.latest(runs)
+    assert {c.key() for c in grid} == set(latest)  # every configuration has its record
+    took = {k: r for k, r in latest.items() if r.get(R.MEASURED_AS)}
+    assert len(took) == 8 and all(latest[r[R.MEASURED_AS]][R.PEAK_ALLOCATED] == r[R.PEAK_ALLOCATED]
+                                  for r in took.values())
+    summary = (tmp_path / "v" / f"{runs.name}.md").read_text()
+    assert "48 of 96 configurations" not in summary and "8 of them took the measurement of a configuration" in summary
+    given.clear()
+    again = CliRunner().invoke(app, args)  # all measured: nothing given to measure, all kept
+    assert given == [] and "48 configuration(s) already measured" in again.output, again.output
+    # a step the store holds under one name only (a run from before): the others take it without a worker
+    lines = [json.loads(x) for x in store.path(runs).read_text().splitlines()]
+    store.path(runs).write_text("".join(json.dumps(r) + "\n" for r in lines if not r.get(R.MEASURED_AS)))
+    third = CliRunner().invoke(app, args)
+    assert given == [] and "8 configuration(s) took the measurement" in third.output, third.output
+    assert "40 configuration(s) already measured" in third.output
