@@ -205,13 +205,15 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
         lines += [_errors_line(said_of, g) for said_of, g in (("measured alone", ok[~shared]),
                                                                ("measured sharing the GPU (--share-gpu)", ok[shared]))
                   if len(g)] + [""]
-    said = "As the GPU run recorded them (this command measured nothing): " if recorded else ""
-    lines += [said + line if line else line for line in _time_lines(ok)]
+    times = _time_lines(ok)
     run_time = projection(df, configs)
-    if run_time and shared.any():
+    if recorded and (times or run_time):
+        lines += ["Times as the GPU run recorded them (this command measured nothing):", ""]
+    lines += times
+    if run_time and (shared & ~took).any():  # (of the workers: one that took another's measurement ran none)
         est = _estimate(df, configs)
-        run_time += side_by_side(ok, shared, est.whole if est is not None else None)
-    lines += [said + run_time, ""] if run_time else []
+        run_time += side_by_side(ok, shared & ~took, est.whole if est is not None else None)
+    lines += [run_time, ""] if run_time else []
     lines += ["The verdict holds peak allocated (`max_memory_allocated`); peak reserved, which the caching allocator "
               "holds from the device, is given beside it.", ""]
     lines += ["| architecture | configurations | median allocated error | max abs allocated error | median reserved error "
@@ -248,7 +250,8 @@ def _time_lines(ok: pd.DataFrame) -> list[str]:
     """Where the measuring workers' time went (the grid's run time is what to speed up): medians over the
     configurations whose records say (``cuda_phase_times_s``, recorded since it was added)."""
     total = ok["worker_time_s"].dropna() if "worker_time_s" in ok else pd.Series(dtype=float)
-    head = f"median {total.median():.1f} s, total {total.sum():.0f} s" if len(total) else ""
+    head = (f"worker_time_s, each worker process from its start to its record: median {total.median():.1f} s, total "
+            f"{total.sum():.0f} s" if len(total) else "")
     if "cuda_phase_times_s" not in ok or ok["cuda_phase_times_s"].isna().all():
         return [f"Worker time ({head}, each worker's own prediction included): not by phase, as these records predate "
                 "cuda_phase_times_s.", ""] if head else []

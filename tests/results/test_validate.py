@@ -74,13 +74,15 @@ def test_the_summary_projects_the_whole_grids_run_time_from_the_measured_means()
     assert "16 configurations measured in 0.3 min" in whole and "That is the whole grid, within the 10-minute" in whole
     assert "Run time" not in V.markdown(df.drop(columns="measuring_time_s"), "t", configs)  # records that do not say
     again = V.markdown(df, "t", configs, recorded=True)  # bench validate --recorded: the GPU run's times, said so
-    assert "\nAs the GPU run recorded them (this command measured nothing): Run time: 4 configurations" in again
+    assert "\nTimes as the GPU run recorded them (this command measured nothing):\n\nRun time: 4 configurations" in again
+    assert again.count("as the GPU run recorded them") == 1
     untimed = pd.DataFrame([{**rows[0], "measuring_time_s": 30.0}, {**rows[1], "measuring_time_s": None}])
     # an ok record without a time (one that took another's measurement): none of the measuring time, and not missing
     assert "1 configuration measured" in V.projection(untimed, configs) and "The 14 steps not" in V.projection(untimed, configs)
     # records from before the phases were recorded: their worker time, said to be no more than that
     before = V.markdown(df.assign(worker_time_s=[4.0, 6.0, 8.0, 10.0]), "t", configs)
-    assert "Worker time (median 7.0 s, total 28 s, each worker's own prediction included): not by phase" in before
+    assert ("Worker time (worker_time_s, each worker process from its start to its record: median 7.0 s, total 28 s, "
+            "each worker's own prediction included): not by phase") in before
     shared = V.markdown(df.assign(gpu_shared=[True, True, False, False]), "t", configs)  # --share-gpu: apart, and said
     assert "- measured alone (2 configurations)" in shared and "- measured sharing the GPU (--share-gpu) (2 config" in shared
     assert "2 of them shared the GPU: their times overlap" in shared
