@@ -11,9 +11,11 @@
 #
 #   [ARCHS="nnunet unet3d"] [SHARE=3] [SMOKE=0] [GRACE=110] [FRESH=1] [OUT=/tmp/segmem-out] bash scripts/device_validate.sh [LIMIT_S]
 # (the variables before are the environment's; LIMIT_S is the argument, in seconds, default 390)
-# (FRESH=1: the whole grid measured anew, nothing kept, into reports/fresh/ (git-ignored; packed as the results): the
-# test of the 10-minute target on a GPU whose run is committed already. SMOKE=0 FRESH=1 ... 480 with GRACE=60 ends
-# inside a 600 s call.)
+# (FRESH=1: the whole grid measured anew, no committed measurement kept, into reports/fresh/validation and its fixtures
+# into reports/fresh/fixtures (git-ignored; packed as the results; move them under reports/validation and
+# tests/fixtures/traces/validation to commit them): the test of the 10-minute target on a GPU whose run is committed
+# already. SMOKE=0 FRESH=1 GRACE=60 ... 480 ends inside a 600 s call; a second FRESH=1 call on the same machine goes on
+# from the first's records, and the summary's Run time line joins the two calls' worker spans.)
 # (SHARE: configurations measured at once on the GPU, bench validate --share-gpu, default 3: lent GPU time is scarce,
 # and each process's allocator figures are its own; SHARE=1 measures one at a time, every figure its own)
 # (GRACE: seconds after LIMIT_S before validate is interrupted, so that packing always runs. The defaults end inside
@@ -66,7 +68,6 @@ echo "architectures in this order: ${archs[*]}"
 # where the run goes: the committed runs, kept (--keep-measured), or with FRESH=1 a folder of its own, measured anew
 if [ "${FRESH:-0}" = 1 ]; then
     root=reports/fresh/validation fixtures=reports/fresh/fixtures keep=()
-    rm -rf reports/fresh
 else
     root=reports/validation fixtures=tests/fixtures/traces/validation keep=(--keep-measured)
 fi
@@ -84,7 +85,12 @@ summary=$(find "$root" -maxdepth 1 -name '*.md' ! -name '*.repredicted.md' -newe
 [ -n "$summary" ] && cat "$summary"
 
 echo "== pack ($(( $(date +%s) - t0 )) s)"
-tar czf "$out/results.tar.gz" --exclude='*.pickle' --exclude='*.pickle.gz' "$root" "$fixtures"
+made=$(for d in "$root" "$fixtures"; do [ -e "$d" ] && echo "$d"; done)
+if [ -n "$made" ]; then
+    tar czf "$out/results.tar.gz" --exclude='*.pickle' --exclude='*.pickle.gz' $made
+else
+    echo "nothing to pack: bench validate wrote neither $root nor $fixtures (its log above says why)"
+fi
 # the snapshots recorded in this call, one per architecture first, up to 40 MB compressed (the predicted ones are made
 # again anywhere with bench run --backend predict --snapshot)
 python3 - "$out/snapshots.tar.gz" "$started" "$root" <<'EOF'

@@ -346,7 +346,9 @@ def _validate_recorded(runs: Path, jobs: int | None, out: Path | None) -> None:
     if runs.is_file():
         fail(f"--recorded takes the folder bench validate wrote (holding results.jsonl), not a file; got {runs}")
     if not store.path(runs).exists():
-        fail(f"no bench validate records in {runs} (expected {store.path(runs)})")
+        inside = sorted(d.name for d in runs.iterdir() if store.path(d).exists()) if runs.is_dir() else []
+        fail(f"no bench validate records in {runs} (expected {store.path(runs)})"
+             + (f"; the runs in it: {', '.join(inside)}" if inside else ""))
     dest = out or runs.parent
     writable_dir(dest)
     df = _repredicted(runs, jobs)

@@ -129,13 +129,12 @@ def _here(path: Any, snapshots: Path | None) -> str | None:
 def table(records: pd.DataFrame, snapshots: Path | None = None) -> pd.DataFrame:
     """One row per configuration: measured and predicted peaks (workspaces included, as measured), the
     prediction's relative errors, and the snapshots' paths where they are (in ``snapshots``, the run's
-    snapshot folder, when given); ``measured_as``: the architecture (and stage) whose measurement a row took."""
+    snapshot folder, when given); ``key`` and ``measured_as`` as in the record (the key of the configuration whose
+    measurement a row took: another row's ``key``)."""
     rows = []
-    names = {r[R.KEY]: f"{r[R.ARCH]} {r.get(R.STAGE) or ''}".strip() for _, r in records.iterrows()}
     for _, r in records.iterrows():
         ok = r.get(R.STATUS) == R.OK
         took = r.get(R.MEASURED_AS)
-        took = names.get(took, took) if isinstance(took, str) and took else None
         meas_a, meas_r = r.get(R.PEAK_ALLOCATED), r.get(R.PEAK_RESERVED)
         pred_a, pred_r = R.predicted_on_device(r), R.predicted_on_device(r, reserved=True)
         rows.append({
@@ -150,7 +149,8 @@ def table(records: pd.DataFrame, snapshots: Path | None = None) -> pd.DataFrame:
             "measured_snapshot": _here(r.get(R.CUDA_SNAPSHOT_PATH), snapshots),
             "worker_time_s": r.get(R.WORKER_TIME), "cuda_phase_times_s": r.get(R.CUDA_PHASES),
             "measuring_time_s": measuring_time(r), "gpu_shared": r.get(R.GPU_SHARED) is True,
-            "started": r.get(R.TIMESTAMP), "measured_as": took, "key": r[R.KEY],
+            "started": r.get(R.TIMESTAMP), "key": r[R.KEY],
+            "measured_as": took if isinstance(took, str) and took else None,
         })
     return pd.DataFrame(rows)
 
@@ -192,19 +192,21 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
              f"{len(ok)} of {grid_size or len(df)} configurations measured.", ""]
     took = ok["measured_as"].notna() if "measured_as" in ok else pd.Series(False, index=ok.index)
     if took.any():
-        lines += [f"{int(took.sum())} of them took the measurement of a configuration that runs the same step (the same "
-                  "network, batch and settings under another architecture's name: a cascade's stage 1 is its meU-net; "
-                  "column `measured_as`): each step is measured once.", ""]
+        lines += [f"{int(took.sum())} of these {len(ok)} took the measurement of another configuration that runs the same "
+                  "step (the same network on the same batch under the same settings, under another name; column "
+                  f"`measured_as`, the key of the one measured): {int((~took).sum())} measurements, each step's once. "
+                  "Each configuration counts in the figures below.", ""]
     lines += [f"Largest |error| of peak allocated: {worst_rows}.", ""] if (worst_rows := _largest(ok)) else []
     if "split" in df:
         lines += [_errors_line(split, g) for split, g in ok.groupby("split", sort=False)]
         lines += ["", "(read: configurations of an architecture and mode from whose H200 traces a rule of the model was "
                   "read; held out: all the others.)", ""]
     shared = ok["gpu_shared"].fillna(False).astype(bool) if "gpu_shared" in ok else pd.Series(False, index=ok.index)
-    if shared.any():  # whether measuring side by side (--share-gpu) moved the figures: the errors of each apart
-        lines += [_errors_line(said_of, g) for said_of, g in (("measured alone", ok[~shared]),
-                                                               ("measured sharing the GPU (--share-gpu)", ok[shared]))
-                  if len(g)] + [""]
+    if shared.any():  # whether measuring side by side (--share-gpu) moved the figures: the errors of each apart, over
+        # the measurements (a configuration that took another's is that one's)
+        lines += [_errors_line(said_of, g) for said_of, g in (("measured alone", ok[~shared & ~took]),
+                                                               ("measured sharing the GPU (--share-gpu)",
+                                                                ok[shared & ~took])) if len(g)] + [""]
     times = _time_lines(ok)
     run_time = projection(df, configs)
     if recorded and (times or run_time):

@@ -304,7 +304,7 @@ def test_a_configuration_takes_the_measurement_of_its_step():
     # a usable measurement only (a GPU run without --keep-measured: this code version's)
     assert V.shares(measured, meunet + stage1, usable=lambda r: False) == []
     df = V.table(pd.DataFrame(list(measured.values()) + made))
-    assert set(df.loc[df["arch"] == "meunet", "measured_as"]) == {"cascade stage1_k1.5"}
+    assert set(df.loc[df["arch"] == "meunet", "measured_as"]) == {c.key() for c in stage1}  # other rows' keys
     assert df.loc[df["arch"] == "cascade", "measured_as"].isna().all()
 
 
@@ -341,7 +341,9 @@ def test_bench_validate_measures_each_step_once(monkeypatch, tmp_path):
     assert len(took) == 8 and all(latest[r[R.MEASURED_AS]][R.PEAK_ALLOCATED] == r[R.PEAK_ALLOCATED]
                                   for r in took.values())
     summary = (tmp_path / "v" / f"{runs.name}.md").read_text()
-    assert "48 of 96 configurations" not in summary and "8 of them took the measurement of a configuration" in summary
+    assert "48 of 48 configurations measured" in summary
+    assert "8 of these 48 took the measurement of another configuration that runs the same step" in summary
+    assert "40 measurements, each step's once" in summary
     given.clear()
     again = CliRunner().invoke(app, args)  # all measured: nothing given to measure, all kept
     assert given == [] and "48 configuration(s) already measured" in again.output, again.output
