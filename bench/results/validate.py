@@ -194,7 +194,7 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
     if took.any():
         lines += [f"{int(took.sum())} of these {len(ok)} took the measurement of another configuration that runs the same "
                   "step (the same network on the same batch under the same settings, under another name; column "
-                  f"`measured_as`, the key of the one measured): {int((~took).sum())} measurements, each step's once. "
+                  f"`measured_as`, the key of the one measured): {int((~took).sum())} measurements. "
                   "Each configuration counts in the figures below.", ""]
     lines += [f"Largest |error| of peak allocated: {worst_rows}.", ""] if (worst_rows := _largest(ok)) else []
     if "split" in df:

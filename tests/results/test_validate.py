@@ -343,7 +343,7 @@ def test_bench_validate_measures_each_step_once(monkeypatch, tmp_path):
     summary = (tmp_path / "v" / f"{runs.name}.md").read_text()
     assert "48 of 48 configurations measured" in summary
     assert "8 of these 48 took the measurement of another configuration that runs the same step" in summary
-    assert "40 measurements, each step's once" in summary
+    assert "40 measurements. Each configuration counts" in summary
     given.clear()
     again = CliRunner().invoke(app, args)  # all measured: nothing given to measure, all kept
     assert given == [] and "48 configuration(s) already measured" in again.output, again.output
