@@ -173,7 +173,8 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     assert ("validation passed" if passed else "validation failed") in res.output
     summary = (tmp_path / "v" / f"{name}.md").read_text()
     assert f"{med:.2%}" in summary and "| unet | 4 |" in summary
-    assert "Worker time (median" in summary and "by phase over 4 configurations): env " in summary  # where time went
+    assert "Worker time (worker_time_s, each worker process from its start to its record: median" in summary
+    assert "by phase over 4 configurations): env " in summary  # where time went
     assert "Before their turn, while the GPU measured the configuration before, 3 workers made" in summary
     # every phase of the worker's, in order: each configuration but the first sent ahead of its turn to a worker
     # that made its CPU-side parts while the one before measured; the others account for the worker's time
