@@ -318,10 +318,12 @@ def test_bench_validate_measures_each_step_once(monkeypatch, tmp_path):
     monkeypatch.setattr("torch.cuda.get_device_name", lambda device=None: fake_cuda.NAME)
     given: list = []
 
+    oom: set[str] = set()  # the configurations whose step runs out of memory
+
     def sweep(configs, out, *a, on_done, **k):  # a measurement per configuration, stored as run_sweep stores it
         for n, c in enumerate(configs):
             given.append(c)
-            rec = {**R.config_columns(c), R.STATUS: R.OK, R.CODE_VERSION: code_version(),
+            rec = {**R.config_columns(c), R.STATUS: R.OOM if c.key() in oom else R.OK, R.CODE_VERSION: code_version(),
                    R.DEVICE_NAME: fake_cuda.NAME, R.PEAK_ALLOCATED: 2**30 + n, R.PEAK_RESERVED: 2**31,
                    R.PRED_DEVICE_ALLOCATED: 2**30, R.PRED_DEVICE_RESERVED: 2**31}
             store.append(out, rec)
@@ -354,3 +356,18 @@ def test_bench_validate_measures_each_step_once(monkeypatch, tmp_path):
     third = CliRunner().invoke(app, args)
     assert given == [] and "8 configuration(s) took the measurement" in third.output, third.output
     assert "40 configuration(s) already measured" in third.output
+    # a step that fails fails alike for each of its configurations: said for each, and measured again next time
+    fresh = ["validate", "--arch", "meunet", "--arch", "cascade", "--out", str(tmp_path / "w"), "--fixtures",
+             str(tmp_path / "fx")]
+    first = next(c for c in grid if c.arch == "meunet" and c.mode == "train")
+    oom.add(first.key())
+    CliRunner().invoke(app, fresh)
+    failed = {k: r for k, r in store.latest(tmp_path / "w" / runs.name).items() if r[R.STATUS] == R.OOM}
+    assert len(failed) == 2 and [bool(r.get(R.MEASURED_AS)) for r in failed.values()].count(True) == 1
+    summary = (tmp_path / "w" / f"{runs.name}.md").read_text()
+    assert "46 of 48 configurations measured" in summary and summary.count(": oom") == 2, summary
+    oom.clear()
+    given.clear()
+    CliRunner().invoke(app, fresh)
+    assert [c.key() for c in given] == [first.key()]  # the step measured again, and its others take it
+    assert all(r[R.STATUS] == R.OK for r in store.latest(tmp_path / "w" / runs.name).values())
