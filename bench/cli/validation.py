@@ -258,10 +258,11 @@ def validate(
         b.print(summary_line(cfg.label(), rec), markup=True)
         b.advance()
         done.append(cfg.key())
+        # its step's other configurations take its record; a failure too (out of memory, an error: the same step fails
+        # alike), which the next run measures again with the first
+        made = _share(runs, [V.shared_record(rec, c) for c in others[cfg.key()]])
         if V.measured_on_cuda(rec):
-            shared.extend(_share(runs, V.shares({cfg.key(): rec}, [cfg, *others[cfg.key()]], usable)))
-        else:  # the same step fails alike (out of memory, an error): said for each, measured again with the first
-            _share(runs, [V.shared_record(rec, c) for c in others[cfg.key()]])
+            shared.extend(made)
 
     def on_skipped(cfg: RunConfig, why: str) -> None:
         if why == executor.TIME_LIMIT:

@@ -99,11 +99,11 @@ def shares(latest: dict[str, dict[str, Any]], configs: list[RunConfig],
     record measured by its own worker first)."""
     made = []
     for group in same_step(configs):
-        have = [r for c in group if (r := latest.get(c.key())) is not None and usable(r)]
+        have = {c.key(): r for c in group if (r := latest.get(c.key())) is not None and usable(r)}
         if not have:
             continue
-        source = next((r for r in have if not r.get(R.MEASURED_AS)), have[0])
-        made += [shared_record(source, c) for c in group if not ((r := latest.get(c.key())) is not None and usable(r))]
+        source = next((r for r in have.values() if not r.get(R.MEASURED_AS)), next(iter(have.values())))
+        made += [shared_record(source, c) for c in group if c.key() not in have]
     return made
 
 
@@ -208,13 +208,13 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
                                                                ("measured sharing the GPU (--share-gpu)",
                                                                 ok[shared & ~took])) if len(g)] + [""]
     times = _time_lines(ok)
-    run_time = projection(df, configs)
+    est = _estimate(df, configs)
+    run_time = _run_time_line(est) if est is not None else None
     if recorded and (times or run_time):
         lines += ["Times as the GPU run recorded them (this command measured nothing):", ""]
     lines += times
     if run_time and (shared & ~took).any():  # (of the workers: one that took another's measurement ran none)
-        est = _estimate(df, configs)
-        run_time += side_by_side(ok, shared & ~took, est.whole if est is not None else None)
+        run_time += side_by_side(ok, shared & ~took, est.whole)
     lines += [run_time, ""] if run_time else []
     lines += ["The verdict holds peak allocated (`max_memory_allocated`); peak reserved, which the caching allocator "
               "holds from the device, is given beside it.", ""]
@@ -310,8 +310,11 @@ def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
     with its mode and cudnn.benchmark (what most sets a worker's time: the benchmark's trials are GPU work in the
     warm-up step), against ``TARGET_S``. Excludes the parent's time between workers."""
     est = _estimate(df, configs)
-    if est is None:
-        return None
+    return _run_time_line(est) if est is not None else None
+
+
+def _run_time_line(est: _Estimate) -> str:
+    """:func:`projection`'s line from the grid's estimate."""
     n, done = est.measured, est.done
     line = (f"Run time: {n} configuration{'s' * (n != 1)} measured in {done / 60:.1f} min of measuring time "
             f"(measuring_time_s: a worker's time without a prediction it made; mean {done / n:.1f} s).")
@@ -440,32 +443,26 @@ def repredict(runs: Path, rows: list[dict[str, Any]], jobs: int | None = None,
 
     by_key = {c.key(): c for c in (grid() if configs is None else configs)}
     steps = prediction_steps(rows, keep_from, configs)
-    preds = pmap(_predict, [(by_key[r[R.KEY]].to_json(), r[R.DEVICE_NAME]) for r in steps.values()], jobs,
+    preds = pmap(_predict, [(by_key[rs[0][R.KEY]].to_json(), rs[0][R.DEVICE_NAME]) for rs in steps.values()], jobs,
                  progress=progress)
-    by_step = {s: R.prediction_columns(p) for s, p in zip(steps, preds)}
-    new = {r[R.KEY]: by_step[_step(r, by_key)] for r in predicted_again(rows, keep_from)}
+    new = {r[R.KEY]: R.prediction_columns(p) for rs, p in zip(steps.values(), preds) for r in rs}
     df = table(pd.DataFrame([{**r, **new.get(r[R.KEY], {})} for r in rows]), runs / "snapshots")
     df["measuring_time_s"] = [measuring_time(r) for r in rows]  # the prediction made there, not this one's
     df.insert(0, "split", ["read" if (a, m) in READ_FROM else "held out" for a, m in zip(df["arch"], df["mode"])])
     return df
 
 
-def _step(row: dict[str, Any], by_key: dict[str, RunConfig]) -> tuple[str, str]:
-    """What a row's prediction depends on: its configuration's step and the GPU it was measured on."""
+def prediction_steps(rows: list[dict[str, Any]], keep_from: str | None = None,
+                     configs: list[RunConfig] | None = None) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The predictions :func:`repredict` makes for ``rows``: one per step (:func:`bench.sweep.worker.measured_step`)
+    and GPU measured on, among the rows :func:`predicted_again`, each with its rows in order (the first's prediction
+    is theirs: their memory figures are the same step's)."""
     from ..sweep.worker import measured_step
 
-    return measured_step(by_key[row[R.KEY]]), str(row.get(R.DEVICE_NAME))
-
-
-def prediction_steps(rows: list[dict[str, Any]], keep_from: str | None = None,
-                     configs: list[RunConfig] | None = None) -> dict[tuple[str, str], dict[str, Any]]:
-    """The predictions :func:`repredict` makes for ``rows``: one per step (:func:`same_step`) and GPU among those
-    :func:`predicted_again`, keyed so, each the first such row (the others of its step take its prediction: their
-    memory figures are the same step's)."""
     by_key = {c.key(): c for c in (grid() if configs is None else configs)}
-    steps: dict[tuple[str, str], dict[str, Any]] = {}
+    steps: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in predicted_again(rows, keep_from):
-        steps.setdefault(_step(r, by_key), r)
+        steps.setdefault((measured_step(by_key[r[R.KEY]]), str(r.get(R.DEVICE_NAME))), []).append(r)
     return steps
 
 
