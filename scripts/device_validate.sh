@@ -26,12 +26,12 @@
 # scarce part; every kept one that another code version measured is predicted again by this checkout for the summary).
 set -u
 export PYTHONUNBUFFERED=1
+case "${FRESH:-0}" in 0|1) ;; *) echo "FRESH must be 0 or 1 (1: the whole grid measured anew); got '$FRESH'"; exit 2;; esac
 limit=${1:-390}
 out=${OUT:-/tmp/segmem-out}
 mkdir -p "$out"
 started=$(date +%s.%N)  # to the nanosecond: what this call wrote is newer
 t0=${started%.*}  # whole seconds, for the elapsed times printed
-case "${FRESH:-0}" in 0|1) ;; *) echo "FRESH must be 0 or 1 (1: the whole grid measured anew); got '$FRESH'"; exit 2;; esac
 ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/: make them with ../shared/gpu/prepare-wheels.sh .whl" \
     "(on a machine with network, pip install segmem and run bench validate instead)"; exit 2; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
