@@ -34,6 +34,7 @@ from .allocator import AllocatorSettings, CachingAllocatorModel
 _CONVS = (torch.ops.aten.convolution, torch.ops.aten._convolution, torch.ops.aten.convolution_backward,
           torch.ops.aten.cudnn_convolution, torch.ops.aten.conv1d, torch.ops.aten.conv2d, torch.ops.aten.conv3d,
           torch.ops.aten.conv_transpose1d, torch.ops.aten.conv_transpose2d, torch.ops.aten.conv_transpose3d)
+_TRANSPOSED = (torch.ops.aten.conv_transpose1d, torch.ops.aten.conv_transpose2d, torch.ops.aten.conv_transpose3d)
 #: what torch.utils.module_tracker.ModuleTracker calls the place outside every module
 UNNAMED = "Global"
 CATEGORIES = ("parameter", "gradient", "optimizer", "input", "activation", "temporary")
@@ -53,6 +54,13 @@ class Conv(NamedTuple):
     #: what cuDNN's benchmark cache keys its choice on (the op, its operands' shapes and dtypes, its other
     #: arguments): a convolution with the key of an earlier one runs the algorithm chosen then
     key: tuple = ()
+    #: a forward convolution's output as ``operands`` counts it (0 in backward, or where it is channels-last), its
+    #: channels and its dtype, and whether it is transposed: what cuDNN's heuristic picks its engine by
+    #: (bench.measure.device.heuristic_workspace)
+    output: int = 0
+    out_channels: int = 0
+    dtype: torch.dtype | None = None
+    transposed: bool = False
 
 
 @dataclass
@@ -77,13 +85,18 @@ def _conv(func, args: tuple, kwargs: dict, out: object, index: int) -> Conv:
     """A convolution op's :class:`Conv`: ``convolution_backward(grad_output, input, weight, ...)`` or a forward
     ``(input, weight, ...) -> output``."""
     largest = max((_nbytes(t) for t in tree_leaves((args, kwargs, out))), default=0)
-    if func.overloadpacket is torch.ops.aten.convolution_backward:  # (grad_output, input, weight, ...)
-        operands = sum(_not_channels_last(t) for t in args[:3])
-    else:  # (input, weight, ...) -> output
-        operands = sum(_not_channels_last(t) for t in (*args[:2], *tree_leaves(out)))
     key = (func.overloadpacket.__name__, *((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else repr(a)
                                             for a in args))
-    return Conv(index, largest, operands, key)
+    if func.overloadpacket is torch.ops.aten.convolution_backward:  # (grad_output, input, weight, ...)
+        return Conv(index, largest, sum(_not_channels_last(t) for t in args[:3]), key)
+    # (input, weight, ...) -> output; aten.convolution's 7th argument says transposed
+    outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    output = sum(_not_channels_last(t) for t in outs)
+    transposed = func.overloadpacket in _TRANSPOSED or (
+        func.overloadpacket in (torch.ops.aten.convolution, torch.ops.aten._convolution) and len(args) > 6
+        and bool(args[6]))
+    return Conv(index, largest, sum(_not_channels_last(t) for t in args[:2]) + output, key, output,
+                outs[0].shape[1] if outs and outs[0].dim() > 1 else 0, outs[0].dtype if outs else None, transposed)
 
 
 @dataclass

@@ -65,6 +65,41 @@ def test_a_one_channel_operand_is_channels_last_already_and_not_counted():
     assert [c.operands for c in tr.convs] == [4 * 8**3 * 4]  # the output alone
 
 
+def test_benchmark_off_an_fp32_convolution_to_64_channels_leaves_its_output_out_of_the_workspace():
+    """The recorded traces (bench.measure.device's docstring): cuDNN's heuristic engine for a float32 convolution with
+    64 output channels asks the input's and the weight's bytes only; at other channel counts, in fp16, transposed, or
+    as the algorithm the benchmark chose, the output's too."""
+    def convs(dtype: torch.dtype, c_out: int, transposed: bool = False) -> list:
+        with FakeTensorMode():
+            tr = AllocationTracker()
+            make = torch.nn.ConvTranspose3d if transposed else torch.nn.Conv3d
+            conv = make(32, c_out, 3, padding=1, dtype=dtype)
+            x = torch.randn(1, 32, 8, 8, 8, dtype=dtype)
+            with torch.inference_mode(), tr:
+                conv(x)
+            with torch.no_grad(), tr:  # aten.convolution, its transposed flag an argument
+                conv(x)
+        return tr.convs
+
+    n = 8**3
+    for c in convs(torch.float32, 64):
+        in_w, out = 32 * n * 4 + 64 * 32 * 27 * 4, 64 * n * 4
+        assert (c.operands, c.output, c.out_channels, c.transposed) == (in_w + out, out, 64, False)
+        assert device.heuristic_workspace(c) == in_w
+    for c in [*convs(torch.float32, 32), *convs(torch.float16, 64), *convs(torch.float32, 64, transposed=True)]:
+        assert device.heuristic_workspace(c) == c.operands and c.output > 0
+    assert [c.transposed for c in convs(torch.float32, 64, transposed=True)] == [True, True]
+    with FakeTensorMode():
+        tr = AllocationTracker()
+        conv = torch.nn.Conv3d(32, 64, 3, padding=1)
+        with tr:
+            conv(torch.randn(1, 32, 8, 8, 8, requires_grad=True)).sum().backward()
+    fwd, bwd = tr.convs
+    assert device.heuristic_workspace(fwd) < fwd.operands and device.heuristic_workspace(bwd) == bwd.operands
+    on, off = (device.Workspaces(tr, benchmark=b, factor=2.0) for b in (True, False))
+    assert on.at[fwd.index][-1] == (fwd.operands, False) and off.at[fwd.index] == [(fwd.operands - fwd.output, False)]
+
+
 @pytest.fixture(scope="module")
 def unet_step():
     tr, host, _ = trace(architectures.spec("unet"), {}, (32, 32, 32), 2, "train", "fp16")

@@ -37,19 +37,25 @@ def test_the_recorded_h200_configurations_are_predicted_within_the_validation_li
 
 def h100_few(rec: dict) -> bool:
     """nnU-Net ResEnc's smaller training and inference, benchmark off: an architecture no rule of the model was read
-    from (the cascades' stages, at 160^3 only, take a minute to predict on two cores: ``bench validate --recorded``)."""
-    return (rec[R.ARCH] == "nnunet_resenc" and rec[R.SIZE] == "64x64x64" and rec[R.PRECISION] == "fp32"
-            and not rec.get(R.CUDNN_BENCHMARK))
+    from (the cascades' stages, at 160^3 only, take a minute to predict on two cores: ``bench validate --recorded``);
+    and the 3D U-Net's smaller fp32 inference, benchmark off, 8.93% high before the model knew that cuDNN's heuristic
+    engine writes a 64-channel fp32 output in place (bench.measure.device.HEURISTIC_OUTPUT_IN_PLACE)."""
+    return rec[R.SIZE] == "64x64x64" and rec[R.PRECISION] == "fp32" and not rec.get(R.CUDNN_BENCHMARK) and (
+        rec[R.ARCH] == "nnunet_resenc" or (rec[R.ARCH], rec[R.MODE]) == ("unet3d", "infer"))
 
 
 @pytest.mark.slow
 def test_the_recorded_h100_configurations_are_predicted_within_the_validation_limit():
     df = V.repredict(H100, V.measured(H100, where=h100_few))
-    assert set(zip(df["arch"], df["mode"])) == {("nnunet_resenc", "train"), ("nnunet_resenc", "infer")}
+    assert set(zip(df["arch"], df["mode"])) == {("nnunet_resenc", "train"), ("nnunet_resenc", "infer"),
+                                                ("unet3d", "infer")}
     assert (df["status"] == R.OK).all() and (df["split"] == "held out").all()
     assert df["measured_allocated_bytes"].gt(0).all() and df["measured_snapshot"].str.endswith(".cuda.pickle.gz").all()
     worst = df.loc[df["allocated_error"].abs().idxmax()]
     assert df["allocated_error"].abs().max() <= V.MAX_LIMIT, worst.to_dict()
+    # the 3D U-Net's peak is at its last 64-channel convolution's workspace: allocated and reserved to 1%
+    unet3d = df[df["arch"] == "unet3d"].iloc[0]
+    assert abs(unet3d["allocated_error"]) <= 0.01 and abs(unet3d["reserved_error"]) <= 0.01, unet3d.to_dict()
 
 
 def test_bench_validate_recorded_bad_input(tmp_path):
