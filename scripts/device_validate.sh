@@ -34,6 +34,8 @@ started=$(date +%s.%N)  # to the nanosecond: what this call wrote is newer
 t0=${started%.*}  # whole seconds, for the elapsed times printed
 ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/: make them with ../shared/gpu/prepare-wheels.sh .whl" \
     "(on a machine with network, pip install segmem and run bench validate instead)"; exit 2; }
+python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' || {
+    echo "no CUDA GPU visible to torch here: this script is for a GPU machine (bench validate --recorded needs none)"; exit 2; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 bench=(python3 -c 'import sys; from bench.cli import app; sys.argv[0] = "bench"; app()')
