@@ -46,15 +46,17 @@ is larger); ``CUDNN_CONV_WSCAP_DBG`` (MiB) caps it further.
   the H100's two misses (the 3D U-Net's fp32 inference, +9.84% and +8.93%: a 1,537.27 MiB workspace at its
   192-to-64-channel convolution where the rule above said 2,049.27 MiB); the H100's traces then showed it at all
   56 such convolutions of its inference, every architecture. Training's forward convolutions on the H200: 28 of
-  30 (two of the meU-net's at a 15^3 grid copy the output, 3.3 MiB). In fp16, at other channel counts, transposed,
-  and as the algorithm the benchmark chose, the output is copied as above. Other fp32 shapes whose engine leaves
+  30 (two of the meU-net's at a 15^3 grid copy the output, 3.3 MiB). In fp16, in transposed convolutions and as
+  the algorithm the benchmark chose, the output is copied at 64 channels too, and in fp32 at 128 channels with
+  3x3x3 kernels (all 44 on the H100) and at most other shapes. The fp32 shapes whose engine leaves
   the output out (V-Net's 5x5x5 to 128 channels, the 2x2x2 downsampling convolutions, 32 channels on a 20^3 grid)
   are not modelled: their workspaces are small, and the model is high there.
 - Benchmark on: the first convolution of each kind (cuDNN's benchmark cache key: shapes, dtypes,
   arguments) tries the candidates in one workspace, modelled as ``WORKSPACE_FACTOR`` times the
   convolution's largest operand (input, output, or the gradient of either), *fitted* on the ``fit`` rows
   of the published table; PyTorch then empties the allocator's cache, and the convolution runs the chosen
-  algorithm, with the workspace of benchmark off; every later one of its kind runs the chosen algorithm
+  algorithm, with a workspace of its operands not channels-last (the output too, at 64 channels as at any other:
+  the 3D U-Net's traces with the benchmark on); every later one of its kind runs the chosen algorithm
   alone. *Read off* the H200's traces: at each tried convolution one large allocation freed at once,
   followed by ``segment_free`` of every unused cached segment (the U-net's first convolution at 80^3,
   batch 4, fp32: a 125 MiB output, a 1,031.4 MiB workspace in a 1,032 MiB segment, released right after),

@@ -32,10 +32,12 @@ MAX_LIMIT = 0.05
 #: the whole grid's run time the validation aims at, on one H100 (the summary projects the grid's time against it)
 TARGET_S = 600
 PRECISIONS = (Precision.FP32, Precision.FP16)
-#: (architecture, mode) whose recorded H200 traces rules of the model were read from (bench.measure.device's
-#: workspaces of benchmark off, bench.measure.autocast's casts under inference_mode): :func:`repredict` reports
-#: their rows apart from the held-out ones
-READ_FROM = frozenset({("unet", "infer"), ("vnet", "infer"), ("nnunet", "infer"), ("unet3d", "train")})
+#: (architecture, mode) whose recorded traces a rule of the model was read from or led to one (bench.measure.device's
+#: workspaces of benchmark off, read off the H200's; the 64-channel fp32 exception, which the H100's 3D U-Net
+#: inference led to; bench.measure.autocast's casts under inference_mode): :func:`repredict` reports their rows apart
+#: from the held-out ones, which no rule was taken from
+READ_FROM = frozenset({("unet", "infer"), ("vnet", "infer"), ("nnunet", "infer"), ("unet3d", "train"),
+                       ("unet3d", "infer")})
 
 
 def two_sizes(spec: architectures.ArchSpec) -> list[Shape]:
@@ -199,14 +201,14 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
     lines += [f"Largest |error| of peak allocated: {worst_rows}.", ""] if (worst_rows := _largest(ok)) else []
     if "split" in df:
         lines += [_errors_line(split, g) for split, g in ok.groupby("split", sort=False)]
-        lines += ["", "(read: configurations of an architecture and mode from whose H200 traces a rule of the model was "
-                  "read; held out: all the others.)", ""]
+        lines += ["", "(read: configurations of an architecture and mode whose recorded traces a rule of the model was "
+                  "read from, or led to one; held out: all the others.)", ""]
     shared = ok["gpu_shared"].fillna(False).astype(bool) if "gpu_shared" in ok else pd.Series(False, index=ok.index)
     if shared.any():  # whether measuring side by side (--share-gpu) moved the figures: the errors of each apart, over
         # the measurements (a configuration that took another's is that one's)
-        lines += [_errors_line(said_of, g) for said_of, g in (("measured alone", ok[~shared & ~took]),
-                                                               ("measured sharing the GPU (--share-gpu)",
-                                                                ok[shared & ~took])) if len(g)] + [""]
+        lines += [_errors_line(said_of, g, "measurements") for said_of, g in (("measured alone", ok[~shared & ~took]),
+                                                                              ("measured sharing the GPU (--share-gpu)",
+                                                                               ok[shared & ~took])) if len(g)] + [""]
     times = _time_lines(ok)
     est = _estimate(df, configs)
     run_time = _run_time_line(est) if est is not None else None
@@ -242,10 +244,11 @@ def _largest(ok: pd.DataFrame, n: int = 3) -> str:
                      f"{signed_percent(r.allocated_error)}" for r in rows.itertuples())
 
 
-def _errors_line(label: str, g: pd.DataFrame) -> str:
-    """A part of the measured configurations (a split, or those that shared the GPU) and its allocated errors."""
+def _errors_line(label: str, g: pd.DataFrame, unit: str = "configurations") -> str:
+    """A part of the measured configurations (a split), or of the measurements (those that shared the GPU), and its
+    allocated errors."""
     _, m, w = verdict(g["allocated_error"])
-    return f"- {label} ({len(g)} configurations): median |error| {m:.2%}, max {w:.2%}"
+    return f"- {label} ({len(g)} {unit}): median |error| {m:.2%}, max {w:.2%}"
 
 
 def _time_lines(ok: pd.DataFrame) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 import architectures
 from architectures import Shape
 
-from ..options import Backend, Mode, Precision, choice, format_size
+from ..options import Backend, BackendChoice, Mode, Precision, choice, format_size
 from .config import RunConfig
 
 
@@ -44,9 +44,9 @@ def resolve_backend(name: str, instead: str = "cpu or predict") -> Backend:
     backends ``instead`` (those the command accepts)."""
     import torch
 
-    if name == "auto":
+    if choice(BackendChoice, name, "backend") is BackendChoice.AUTO:  # one line naming auto too (--device's path)
         return Backend.CUDA if torch.cuda.is_available() else Backend.CPU
-    backend = choice(Backend, name, "backend")
+    backend = Backend(name)
     if backend is Backend.CUDA and not torch.cuda.is_available():
         raise ValueError(f"backend cuda asked for, but this machine has no CUDA GPU; use --backend {instead}")
     return backend

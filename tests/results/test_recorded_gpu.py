@@ -49,7 +49,9 @@ def test_the_recorded_h100_configurations_are_predicted_within_the_validation_li
     df = V.repredict(H100, V.measured(H100, where=h100_few))
     assert set(zip(df["arch"], df["mode"])) == {("nnunet_resenc", "train"), ("nnunet_resenc", "infer"),
                                                 ("unet3d", "infer")}
-    assert (df["status"] == R.OK).all() and (df["split"] == "held out").all()
+    assert (df["status"] == R.OK).all()
+    # ResEnc: no rule was read from it; the 3D U-Net's inference led to the 64-channel rule, so it counts as read
+    assert dict(zip(df["arch"], df["split"])) == {"nnunet_resenc": "held out", "unet3d": "read"}
     assert df["measured_allocated_bytes"].gt(0).all() and df["measured_snapshot"].str.endswith(".cuda.pickle.gz").all()
     worst = df.loc[df["allocated_error"].abs().idxmax()]
     assert df["allocated_error"].abs().max() <= V.MAX_LIMIT, worst.to_dict()

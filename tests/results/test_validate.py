@@ -84,7 +84,7 @@ def test_the_summary_projects_the_whole_grids_run_time_from_the_measured_means()
     assert ("Worker time (worker_time_s, each worker process from its start to its record: median 7.0 s, total 28 s, "
             "each worker's own prediction included): not by phase") in before
     shared = V.markdown(df.assign(gpu_shared=[True, True, False, False]), "t", configs)  # --share-gpu: apart, and said
-    assert "- measured alone (2 configurations)" in shared and "- measured sharing the GPU (--share-gpu) (2 config" in shared
+    assert "- measured alone (2 measurements)" in shared and "- measured sharing the GPU (--share-gpu) (2 measurem" in shared
     assert "2 of them shared the GPU: their times overlap" in shared
     assert "bench validate prints the wall time" in shared  # records that do not say when they started
 
