@@ -50,7 +50,9 @@ is larger); ``CUDNN_CONV_WSCAP_DBG`` (MiB) caps it further.
   the algorithm the benchmark chose, the output is copied at 64 channels too, and in fp32 at 128 channels with
   3x3x3 kernels (all 44 on the H100) and at most other shapes. The fp32 shapes whose engine leaves
   the output out (V-Net's 5x5x5 to 128 channels, the 2x2x2 downsampling convolutions, 32 channels on a 20^3 grid)
-  are not modelled: their workspaces are small, and the model is high there.
+  are not modelled: their workspaces are small, and the model is high there. Every trace ran with PyTorch's default
+  ``torch.backends.cudnn.allow_tf32 = True`` (fp32 convolutions on TF32 engines); with it off the heuristic may
+  pick other engines, which no trace shows.
 - Benchmark on: the first convolution of each kind (cuDNN's benchmark cache key: shapes, dtypes,
   arguments) tries the candidates in one workspace, modelled as ``WORKSPACE_FACTOR`` times the
   convolution's largest operand (input, output, or the gradient of either), *fitted* on the ``fit`` rows
