@@ -31,10 +31,10 @@ from .allocator import AllocatorSettings, CachingAllocatorModel
 
 # with autograd on or under no_grad a convolution reaches the modes as aten.convolution; under inference_mode
 # as the op the network called (conv3d, conv_transpose3d, ...), which is not decomposed there
+_TRANSPOSED = (torch.ops.aten.conv_transpose1d, torch.ops.aten.conv_transpose2d, torch.ops.aten.conv_transpose3d)
 _CONVS = (torch.ops.aten.convolution, torch.ops.aten._convolution, torch.ops.aten.convolution_backward,
           torch.ops.aten.cudnn_convolution, torch.ops.aten.conv1d, torch.ops.aten.conv2d, torch.ops.aten.conv3d,
-          torch.ops.aten.conv_transpose1d, torch.ops.aten.conv_transpose2d, torch.ops.aten.conv_transpose3d)
-_TRANSPOSED = (torch.ops.aten.conv_transpose1d, torch.ops.aten.conv_transpose2d, torch.ops.aten.conv_transpose3d)
+          *_TRANSPOSED)
 #: what torch.utils.module_tracker.ModuleTracker calls the place outside every module
 UNNAMED = "Global"
 CATEGORIES = ("parameter", "gradient", "optimizer", "input", "activation", "temporary")
