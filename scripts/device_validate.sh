@@ -27,6 +27,7 @@
 set -u
 export PYTHONUNBUFFERED=1
 case "${FRESH:-0}" in 0|1) ;; *) echo "FRESH must be 0 or 1 (1: the whole grid measured anew); got '$FRESH'"; exit 2;; esac
+case "${SMOKE:-1}" in 0|1) ;; *) echo "SMOKE must be 0 or 1 (0: no smoke configuration first); got '$SMOKE'"; exit 2;; esac
 limit=${1:-390}
 # every number checked before any work: a typo must not cost lent GPU time
 for pair in "LIMIT_S=$limit" "GRACE=${GRACE:-110}" "SHARE=${SHARE:-3}"; do
