@@ -362,6 +362,41 @@ class ArchSpec:
                     f"multiples of {t.divisor} (the size names the {self.meaning(**overrides)})"
                 )
 
+    def check_batch(self, size: Shape, batch: int, mode: str = "train", in_channels: int = 1, num_classes: int = 3,
+                    **overrides: Any) -> None:
+        """Raise ValueError when a training step at ``size`` and ``batch`` leaves a normalisation layer one
+        value per channel, which PyTorch refuses in training ("Expected more than 1 value per channel"):
+        BatchNorm normalises over the batch and the voxels, InstanceNorm over the voxels alone. Said before
+        any work starts, not by a worker. The deepest grid is each image tensor's crop over its ``divisor``
+        (the network's downsampling); only where that is one voxel is the network built (on the meta device,
+        :meth:`build_detached`) to see which normalisation it has, so no architecture is named here."""
+        if mode != "train":
+            return
+        if self.stages is not None:
+            for stage in self.train_stages(**overrides):
+                try:
+                    stage.spec.check_batch(size, batch, mode, in_channels, num_classes, **stage.overrides)
+                except ValueError as exc:
+                    raise ValueError(f"{self.name}'s {stage.name}: {exc}") from None
+            return
+        spec_div = self.divisor_for(**overrides)
+        for t in self.layout(size, in_channels, num_classes, self.hparams(**overrides)):
+            div = (t.divisor,) * 3 if t.divisor > 1 else spec_div if isinstance(spec_div, tuple) else (spec_div,) * 3
+            if t.role != "image" or math.prod(div) == 1 or math.prod(c // d for c, d in zip(t.crop, div)) > 1:
+                continue
+            model = self.build_detached(in_channels, num_classes, **overrides)
+            per_batch = nn.modules.batchnorm._BatchNorm
+            norms = [m for m in model.modules() if isinstance(m, per_batch | nn.modules.instancenorm._InstanceNorm)]
+            if any(not isinstance(m, per_batch) for m in norms) or (norms and batch == 1):
+                norm = next(m for m in norms if batch == 1 or not isinstance(m, per_batch))
+                fix = "--batch 2 or more, or a larger size" if isinstance(norm, per_batch) else "a larger size"
+                fold = str(div[0]) if len(set(div)) == 1 else "x".join(map(str, div))
+                raise ValueError(
+                    f"{self.name}: size {'x'.join(map(str, size))} at batch {batch} leaves its {type(norm).__name__} "
+                    f"one value per channel to train on (the {t.name} {'x'.join(map(str, t.crop))} is one voxel "
+                    f"after the network's {fold}-fold downsampling); use {fix}")
+            return
+
     def size_divisor(self, mode: str = "train", **overrides: Any) -> int:
         """The divisibility :meth:`check_size` enforces on a cube's edge with these overrides: the smallest
         multiple of ``divisor`` whose multiples (from the smallest allowed) all pass. ``bench list`` shows

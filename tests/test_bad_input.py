@@ -74,6 +74,9 @@ def test_a_path_of_the_wrong_kind_is_one_line(paths, args, code, message):
     (["run", "--data", "/no/such/data"], "--data is an option of Dice runs: add --dice"),
     (["run", "--weighting", "gaussian"], "--weighting is an option of Dice runs: add --dice"),
     (["run", "--no-skip"], "--no-skip measures configurations predicted not to fit"),
+    (["run", "--arch", "unet", "--size", "16", "--batch", "1"], "leaves its BatchNorm3d one value per channel"),
+    (["run", "--snapshot", "/proc/segmem-nope"], "cannot write into /proc/segmem-nope: No such file"),  # only mkdir tells
+    (["run", "--arch", "cascade", "--size", "16", "--batch", "2", "--batch", "1"], "cascade's stage1_k1.5: meunet"),
 ])
 def test_values_that_used_to_pass_are_refused(tmp_path, cpu_only, args, message):
     backend = ["--backend", "predict"] if args[0] == "run" and "--dice" not in args else []
@@ -93,3 +96,11 @@ def test_plan_options_that_would_be_ignored_or_misread_are_refused(args, message
     res = CliRunner().invoke(app, ["plan", *args])
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], res.output
+
+
+def test_checking_a_folder_leaves_nothing(tmp_path):
+    """The check tries what it checks (makes the folders, writes a file) and takes it back."""
+    from bench.cli.common import check_writable_dir
+
+    check_writable_dir(tmp_path / "a" / "b" / "c")
+    assert list(tmp_path.iterdir()) == []

@@ -152,15 +152,9 @@ def is_gpu_name(text: str) -> bool:
 
 
 def check_writable_dir(folder: Path) -> None:
-    """One clear line unless ``folder`` could be made and written into (see :func:`writable_dir`), creating
+    """One clear line unless ``folder`` could be made and written into (see :func:`writable_dir`), leaving
     nothing: checked before another option's folder is created, so that a refused command leaves none."""
-    from ..sweep.store import nearest_existing
-
-    existing = nearest_existing(folder)
-    if not existing.is_dir():
-        fail(f"cannot write into {folder}: Not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        fail(f"cannot write into {folder}: Permission denied")
+    _try_dir(folder, keep=False)
 
 
 def writable_file(path: Path) -> Path:
@@ -174,16 +168,37 @@ def writable_file(path: Path) -> Path:
 
 def writable_dir(folder: Path) -> Path:
     """``folder``, created, or one clear line when files cannot be written there."""
+    _try_dir(folder, keep=True)
+    return folder.resolve()
+
+
+def _try_dir(folder: Path, keep: bool) -> None:
+    """Make ``folder`` and write a file there, or one clear line saying why not; unless ``keep``, the folders
+    it made are removed again. Only trying tells (a path under /proc, a read-only mount); a file in the way
+    is "Not a directory", not mkdir's "File exists"."""
     import tempfile
 
-    check_writable_dir(folder)  # a file in the way is "Not a directory", not mkdir's "File exists"
+    from ..sweep.store import nearest_existing
+
+    existing = nearest_existing(folder)
+    if not existing.is_dir():
+        fail(f"cannot write into {folder}: Not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"cannot write into {folder}: Permission denied")
+    target = folder.absolute()
+    made = [] if keep else [a for a in (target, *target.parents) if existing in a.parents]  # deepest first
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target):
             pass
     except OSError as exc:
         fail(f"cannot write into {folder}: {exc.strerror or exc}")
-    return folder.resolve()
+    finally:
+        for d in made:
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 def recorder(b, counts: dict[str, int], label):

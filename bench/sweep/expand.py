@@ -186,6 +186,7 @@ def expand(
                 raise ValueError(f"{s.name}: {exc}") from None
         for size, batch, mode, prec in itertools.product(arch_sizes, arch_batches, modes, arch_precisions):
             spec.check_size(size, mode, **ov)
+            spec.check_batch(size, batch, mode, in_channels, num_classes, **ov)
             stages = [s.name for s in spec.train_stages(**ov)] if (mode == Mode.TRAIN and spec.stages) else [""]
             for stage in stages:
                 extra = dict(dice=True, **dice) if (dice is not None and mode == Mode.TRAIN and stage == stages[-1]) else {}

@@ -4,6 +4,7 @@ import sys
 import pytest
 
 import architectures
+from bench.measure.sample import synthetic_batch
 
 EXPECTED = {"cascade", "cascade_pre", "meunet", "nnunet", "nnunet_cascade", "nnunet_resenc", "unet", "unet3d", "vnet"}
 
@@ -36,6 +37,31 @@ def test_override_changes_the_network():
 def test_check_size_says_what_is_allowed(name, size, message):
     with pytest.raises(ValueError, match=message):
         architectures.spec(name).check_size(size)
+
+
+@pytest.mark.parametrize(("name", "batch", "overrides", "norm"), [
+    ("unet", 1, {}, "BatchNorm3d"),  # a 1x1x1 bottleneck at batch 1: one value per channel
+    ("unet", 2, {}, None),  # BatchNorm has the batch's two
+    ("unet", 2, {"norm": "instance"}, "InstanceNorm3d"),  # InstanceNorm has one voxel, whatever the batch
+    ("unet", 1, {"norm": "none"}, None),
+    ("meunet", 1, {}, "BatchNorm3d"),  # the standard patch at 16
+    ("vnet", 1, {}, None),
+    ("vnet", 2, {"norm": "instance"}, "InstanceNorm3d"),
+])
+def test_check_batch_refuses_what_pytorch_cannot_train(name, batch, overrides, norm):
+    """check_batch's verdict at 16^3 is the one PyTorch gives when the network trains on it."""
+    spec = architectures.spec(name)
+    layout = spec.layout((16, 16, 16), 1, 3, spec.hparams(**overrides))
+    model = spec.build(**overrides).train()
+    if norm is None:
+        spec.check_batch((16, 16, 16), batch, **overrides)
+        spec.loss(model, synthetic_batch(layout, batch, 3), lambda out, label: out.float().mean())
+        return
+    with pytest.raises(ValueError, match=f"batch {batch} leaves its {norm} one value per channel"):
+        spec.check_batch((16, 16, 16), batch, **overrides)
+    with pytest.raises(ValueError, match="Expected more than 1"):
+        spec.loss(model, synthetic_batch(layout, batch, 3), lambda out, label: out.float().mean())
+    spec.check_batch((16, 16, 16), batch, mode="infer", **overrides)  # inference normalises with running stats
 
 
 def test_meunet_expanded_size_may_name_the_paper_patch():
