@@ -26,21 +26,22 @@
 # scarce part; every kept one that another code version measured is predicted again by this checkout for the summary).
 set -u
 export PYTHONUNBUFFERED=1
-case "${FRESH:-0}" in 0|1) ;; *) echo "FRESH must be 0 or 1 (1: the whole grid measured anew); got '$FRESH'"; exit 2;; esac
-case "${SMOKE:-1}" in 0|1) ;; *) echo "SMOKE must be 0 or 1 (0: no smoke configuration first); got '$SMOKE'"; exit 2;; esac
+die() { echo "error: $*" >&2; exit 2; }  # bad input or the wrong machine: one line on stderr, before any work
+case "${FRESH:-0}" in 0|1) ;; *) die "FRESH must be 0 or 1 (1: the whole grid measured anew); got '$FRESH'";; esac
+case "${SMOKE:-1}" in 0|1) ;; *) die "SMOKE must be 0 or 1 (0: no smoke configuration first); got '$SMOKE'";; esac
 limit=${1:-390}
 # every number checked before any work: a typo must not cost lent GPU time
 for pair in "LIMIT_S=$limit" "GRACE=${GRACE:-110}" "SHARE=${SHARE:-3}"; do
-    case "${pair#*=}" in ''|*[!0-9]*) echo "${pair%%=*} must be a whole number; got '${pair#*=}'"; exit 2;; esac
+    case "${pair#*=}" in ''|*[!0-9]*) die "${pair%%=*} must be a whole number; got '${pair#*=}'";; esac
 done
-[ "${SHARE:-3}" -ge 1 ] || { echo "SHARE must be 1 or more; got '$SHARE'"; exit 2; }
+[ "${SHARE:-3}" -ge 1 ] || die "SHARE must be 1 or more; got '$SHARE'"
 out=${OUT:-/tmp/segmem-out}
 started=$(date +%s.%N)  # to the nanosecond: what this call wrote is newer
 t0=${started%.*}  # whole seconds, for the elapsed times printed
-ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/: make them with ../shared/gpu/prepare-wheels.sh .whl" \
-    "(on a machine with network, pip install segmem and run bench validate instead)"; exit 2; }
-python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' || {
-    echo "no CUDA GPU visible to torch here: this script is for a GPU machine (bench validate --recorded needs none)"; exit 2; }
+ls .whl/*.whl >/dev/null 2>&1 || die "no wheels in .whl/: make them with ../shared/gpu/prepare-wheels.sh .whl" \
+    "(on a machine with network, pip install segmem and run bench validate instead)"
+python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
+    || die "no CUDA GPU visible to torch here: this script is for a GPU machine (bench validate --recorded needs none)"
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD

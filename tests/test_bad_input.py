@@ -3,6 +3,7 @@ folder where a file goes, a file where a folder goes, a file of the wrong kind),
 pass the checks (0 channels, an infinite memory size, a learning rate of nan, a negative seed)."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -104,3 +105,36 @@ def test_checking_a_folder_leaves_nothing(tmp_path):
 
     check_writable_dir(tmp_path / "a" / "b" / "c")
     assert list(tmp_path.iterdir()) == []
+
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "device_validate.sh"
+
+
+@pytest.mark.parametrize(("env", "args", "message"), [
+    ({"FRESH": "2"}, [], "FRESH must be 0 or 1"),
+    ({"SMOKE": "yes"}, [], "SMOKE must be 0 or 1"),
+    ({"GRACE": "1.5"}, [], "GRACE must be a whole number; got '1.5'"),
+    ({"SHARE": "0"}, [], "SHARE must be 1 or more"),
+    ({}, ["abc"], "LIMIT_S must be a whole number; got 'abc'"),
+    ({}, [], "no wheels in .whl/"),  # run where there are none
+    ({}, ["WHEEL"], "no CUDA GPU visible to torch here"),  # a wheel there: the GPU is checked next
+])
+def test_device_script_refuses_before_any_work(tmp_path, env, args, message):
+    """scripts/device_validate.sh spends lent GPU time: a typo or the wrong machine is one error line on stderr and
+    exit 2 before it installs or measures anything (nothing is made, not even its output folder)."""
+    import os
+    import subprocess
+
+    import torch
+
+    if args == ["WHEEL"]:
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA GPU is here: the script would run")
+        (tmp_path / ".whl").mkdir()
+        (tmp_path / ".whl" / "segmem_stand_in-0-py3-none-any.whl").write_bytes(b"")
+        args = []
+    res = subprocess.run(["bash", str(SCRIPT), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OUT": str(tmp_path / "out"), **env})
+    assert res.returncode == 2 and res.stdout == "", (res.returncode, res.stdout)
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
