@@ -20,6 +20,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
 
+#: environment variable that fixes the CPU threads of a measurement (:func:`bench.measure.cpu.pin_threads`); a
+#: ``--jobs`` slot on the CPU is given its share of the cores in it
+THREADS_ENV = "SEGMEM_CPU_THREADS"
+
 T = TypeVar("T")
 U = TypeVar("U")
 

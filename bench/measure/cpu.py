@@ -20,21 +20,19 @@ from .step import StepRunner
 from .timing import settle, timed_steps
 from .tracker import AllocationTracker
 
-#: environment variable that fixes the CPU threads of a measurement (else chosen by :func:`pin_threads`)
-THREADS_ENV = "SEGMEM_CPU_THREADS"
-
 
 def pin_threads() -> int:
     """Fix torch's threads for the timed steps (one inter-op thread; intra-op as below); returns the count.
 
-    Intra-op threads: ``$SEGMEM_CPU_THREADS`` if set, else the cores this process may run on, except on
+    Intra-op threads: ``$SEGMEM_CPU_THREADS`` if set (a ``--jobs`` slot's share of the cores, see
+    :func:`bench.sweep.executor.local_pool`, or the user's), else the cores this process may run on, except on
     a machine already busier than those cores (1-minute load average), where it is one thread: a
     parallel region waits for its slowest thread, and a descheduled one makes step times swing (unet
     32^3 b1 at load 8 on 2 cores: 5.9 s median, 3.7 s interquartile range with 2 threads; 1.2 s and
     0.08 s with 1). The count is recorded (env_cpu_count)."""
     cores = parallel.cores()
-    if os.environ.get(THREADS_ENV):
-        n = int(os.environ[THREADS_ENV])
+    if os.environ.get(parallel.THREADS_ENV):
+        n = int(os.environ[parallel.THREADS_ENV])
     else:
         busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
         n = 1 if busy >= cores else cores

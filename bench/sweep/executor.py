@@ -44,7 +44,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .. import record as R
 from ..options import Backend, GiB
-from ..parallel import call, process_pool
+from ..parallel import THREADS_ENV, call, process_pool
 from ..version import code_version
 from . import store, wire
 from .config import RunConfig
@@ -447,7 +447,9 @@ def local_pool(backend: str, jobs: int, gpus: Sequence[str], cores: int,
             raise ValueError(f"--jobs {jobs} but {len(gpus)} GPU(s) visible: one measurement per GPU at a time; "
                              f"use --jobs {len(gpus)} or fewer")
         return [LocalExecutor(on_log=on_log, env={"CUDA_VISIBLE_DEVICES": g}, prestart=True) for g in gpus[:jobs]]
-    env = {"OMP_NUM_THREADS": str(max(1, cores // jobs)), "CUDA_VISIBLE_DEVICES": ""} if jobs > 1 else {}
+    share = str(max(1, cores // jobs))  # the measurement pins its threads by THREADS_ENV (a user's value stands)
+    env = {"OMP_NUM_THREADS": share, THREADS_ENV: os.environ.get(THREADS_ENV) or share,
+           "CUDA_VISIBLE_DEVICES": ""} if jobs > 1 else {}
     return [LocalExecutor(on_log=on_log, env=env) for _ in range(jobs)]
 
 

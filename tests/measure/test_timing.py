@@ -2,6 +2,7 @@
 
 import torch
 
+from bench import parallel
 from bench.measure import cpu, timing
 
 
@@ -48,9 +49,9 @@ def test_the_record_carries_the_spread_and_both_throughputs():
 def test_threads_are_pinned(monkeypatch):
     before = torch.get_num_threads()
     try:
-        monkeypatch.setenv(cpu.THREADS_ENV, "1")
+        monkeypatch.setenv(parallel.THREADS_ENV, "1")
         assert cpu.pin_threads() == 1 == torch.get_num_threads()
-        monkeypatch.delenv(cpu.THREADS_ENV)
+        monkeypatch.delenv(parallel.THREADS_ENV)
         monkeypatch.setattr(cpu.os, "getloadavg", lambda: (99.0, 0, 0))  # a machine busier than its cores
         assert cpu.pin_threads() == 1
         monkeypatch.setattr(cpu.os, "getloadavg", lambda: (0.0, 0, 0))
