@@ -47,6 +47,11 @@ def paths(tmp_path):
     (["validate", "--published", "--timeout", "5"], 2, "--timeout is for the grid measured on a GPU"),
     (["replay", "TEXT", "--plot", "FOLDER"], 2, "is a folder: give a file name"),
     (["trace2events", "TEXT", "EVENTS_FOLDER"], 2, "is a folder: give a file name"),
+    (["run", "--backend", "predict", "--out", ""], 2, "--out is empty: give a path"),  # not the current folder
+    (["run", "--backend", "predict", "--snapshot="], 2, "--snapshot is empty: give a path"),
+    (["plan", "--shape", "128x128x128", "-o", ""], 2, "-o is empty: give a path"),
+    (["report", "--to", ""], 2, "--to is empty: give a path"),
+    (["replay", ""], 2, "an empty path: give a file"),
     (["status", "--out", "STORE_FOLDER"], 1, "results.jsonl: Is a directory"),
     (["report", "--out", "STORE_FOLDER"], 1, "results.jsonl: Is a directory"),
 ])

@@ -41,6 +41,10 @@ class OneLineErrors(TyperGroup):
         argv = sys.argv[1:] if args is None else args
         if not standalone_mode or not argv:  # a bare `bench`: Typer's help
             return super().main(args, prog_name, complete_var, standalone_mode=standalone_mode, **extra)
+        empty = _empty_path(self, list(argv))
+        if empty:
+            error_line(f"{empty} (see: bench {argv[0]} --help)")
+            sys.exit(2)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _click_errors.UsageError as exc:
@@ -62,6 +66,31 @@ class OneLineErrors(TyperGroup):
             sys.exit(1)
         # without standalone mode, click returns an Exit's code (fail's 2, --help's 0) or the command's value
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _empty_path(group: TyperGroup, argv: list[str]) -> str | None:
+    """What is wrong when ``argv`` gives a path option or argument an empty string, else None. Typer reads ``""``
+    as ``Path("")``, the current folder, so ``--out ""`` (an unset shell variable, say) wrote results into
+    whatever folder the command ran in. Which parameters are paths is read off the commands' own annotations."""
+    import typing
+
+    spec = next((c for c in app.registered_commands
+                 if (c.name or c.callback.__name__.replace("_", "-")) == argv[0]), None) if argv else None
+    command = group.commands.get(argv[0]) if argv else None
+    if spec is None or command is None or "" not in [a.partition("=")[2] if a.startswith("--") else a for a in argv]:
+        return None
+    paths = {n for n, a in typing.get_type_hints(spec.callback, include_extras=True).items() if "Path" in str(a)}
+    params = [p for p in command.params if p.name in paths]
+    options = {o for p in params if p.param_type_name == "option" for o in p.opts}
+    for i, arg in enumerate(argv[1:], start=1):
+        name, eq, value = arg.partition("=")
+        if arg.startswith("--") and eq and not value and name in options:
+            return f"{name} is empty: give a path (. for the current folder)"
+        if arg == "" and argv[i - 1] in options:
+            return f"{argv[i - 1]} is empty: give a path (. for the current folder)"
+        if arg == "" and not argv[i - 1].startswith("-") and any(p.param_type_name == "argument" for p in params):
+            return "an empty path: give a file"
+    return None
 
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, rich_markup_mode="markdown")
