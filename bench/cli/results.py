@@ -90,13 +90,15 @@ def plot(
 
 
 def _results(out: Path, arch: list[str] | None, backend: list[str] | None, mode: list[str] | None):
-    """The filtered store, or exit 1 saying why there is nothing to show."""
+    """The filtered store, or one line saying why there is nothing to show: exit 2 for a value no record could
+    match (a backend or mode that is none, an architecture the store has no record of, a file for ``out``), 1 for
+    filters that leave nothing."""
     from ..results import report as rep
 
     try:
         return rep.load(out, arch or [], backend or [], mode or [])
     except rep.NothingToShow as exc:
-        fail(str(exc), code=1)
+        fail(str(exc), code=2 if isinstance(exc, rep.BadFilter) else 1)
 
 
 def _plot(df, dest: Path) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .. import record as R
-from ..options import GB, GiB
+from ..options import GB, Backend, GiB, Mode, choice
 from ..sweep import store
 from . import stages
 from .throughput import EPOCH_STEPS, epoch_seconds
@@ -34,13 +34,30 @@ class NothingToShow(ValueError):
     """No results match: the message says which filters left nothing."""
 
 
+class BadFilter(NothingToShow):
+    """A filter's value that no record could match (not a backend or mode, an architecture the store has no
+    record of), or ``out`` not a folder: bad input, said before anything is written."""
+
+
 def load(out: str | Path, arch: Sequence[str] = (), backend: Sequence[str] = (), mode: Sequence[str] = ()) -> pd.DataFrame:
     """The store's latest record per configuration, filtered; :class:`NothingToShow` when none are left."""
+    for what, kind, values in (("backend", Backend, backend), ("mode", Mode, mode)):
+        for v in values:
+            try:
+                choice(kind, v, f"--{what}")
+            except ValueError as exc:
+                raise BadFilter(str(exc)) from None
+    if Path(out).exists() and not Path(out).is_dir():
+        raise BadFilter(f"--out {out} is a file: give the results folder (the one holding results.jsonl)")
     df = store.load(out)
     if df.empty:
         raise NothingToShow(f"no results in {store.path(out)}; run `bench run` first")
     filters = ((R.ARCH, arch), (R.BACKEND, backend), (R.MODE, mode))
     names = sorted(set(shown_arch(df)))
+    unknown = [a for a in arch if a not in names and a not in set(df[R.ARCH])]
+    if unknown:
+        raise BadFilter(f"--arch {unknown[0]}: no record of it in {store.path(out)} (architectures there: "
+                        f"{', '.join(names)})")
     for col, values in filters:
         if values:  # an architecture by its name or by the name labels show (a plans file's short name)
             df = df[df[col].isin(values) | (col == R.ARCH and _col(df, R.ARCH_LABEL).isin(values))]

@@ -193,10 +193,15 @@ def test_the_largest_input_plot_says_what_was_run(tmp_path):
 
 
 def test_nothing_to_show(results, tmp_path):
-    res = runner.invoke(app, ["report", "--out", str(results), "--arch", "nnunet"])
-    assert res.exit_code == 1 and "match arch=nnunet" in res.output
     there = sorted(set(store.load(results)["arch"]))
+    assert "predict" not in set(store.load(results)["backend"])
+    res = runner.invoke(app, ["report", "--out", str(results), "--arch", there[0], "--backend", "predict"])
+    assert res.exit_code == 1 and f"match arch={there[0]}, backend=predict" in " ".join(res.output.split())
+    res = runner.invoke(app, ["report", "--out", str(results), "--arch", "nnunet"])  # no record of it: bad input
+    assert res.exit_code == 2 and "--arch nnunet: no record of it" in " ".join(res.output.split())
     assert f"(architectures there: {', '.join(there)})" in " ".join(res.output.split())  # what would match
+    res = runner.invoke(app, ["plot", "--out", str(results), "--backend", "gpu"])
+    assert res.exit_code == 2 and "--backend must be one of cuda, cpu, predict; got 'gpu'" in res.output
     res = runner.invoke(app, ["plot", "--out", str(tmp_path / "empty")])
     assert res.exit_code == 1 and "no results" in res.output
 
