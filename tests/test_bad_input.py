@@ -81,6 +81,7 @@ def test_a_path_of_the_wrong_kind_is_one_line(paths, args, code, message):
     (["run", "--weighting", "gaussian"], "--weighting is an option of Dice runs: add --dice"),
     (["run", "--no-skip"], "--no-skip measures configurations predicted not to fit"),
     (["run", "--arch", "unet", "--size", "16", "--batch", "1"], "leaves its BatchNorm3d one value per channel"),
+    (["run", "--device", "cpu"], "--device is the old name of --backend: give one of them"),  # --backend predict too
     (["run", "--snapshot", "/proc/segmem-nope"], "cannot write into /proc/segmem-nope: No such file"),  # only mkdir tells
     (["run", "--arch", "cascade", "--size", "16", "--batch", "2", "--batch", "1"], "cascade's stage1_k1.5: meunet"),
 ])
@@ -143,3 +144,12 @@ def test_device_script_refuses_before_any_work(tmp_path, env, args, message):
     assert res.returncode == 2 and res.stdout == "", (res.returncode, res.stdout)
     assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_recorded_run_with_nothing_measured_on_cuda_makes_no_folder(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_text(json.dumps({"key": "unet-train-32", "status": "ok", "backend": "cpu"}) + "\n")
+    res = runner.invoke(app, ["validate", "--recorded", str(run), "--out", str(tmp_path / "summary" / "x")])
+    assert res.exit_code == 2 and "no configuration of the validation grid was measured on CUDA" in res.output
+    assert not (tmp_path / "summary").exists()

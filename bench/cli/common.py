@@ -133,6 +133,19 @@ GpuOption = Annotated[str | None, typer.Option("--gpu", help="predict step and e
                                                              "(e.g. A100-80GB, RTX-4090; an unknown name lists them)")]
 
 
+def backend_or_alias(backend: Any, device: Any, default: Any = None) -> Any:
+    """``--backend``, or ``--device`` (its old name) where that is given; one clear line when both are given and
+    differ, as one would otherwise be dropped without a word (``backend`` at ``default`` counts as not given)."""
+    if device is not None and device != backend and backend != default and backend:
+        fail(f"--device is the old name of --backend: give one of them (got --backend {_words(backend)} and "
+             f"--device {_words(device)})")
+    return device or backend
+
+
+def _words(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
 def data_shape(in_channels: int | None, classes: int | None, data: tuple[int, int] | None = None) -> tuple[int, int]:
     """(input channels, classes): ``--in-channels`` / ``--classes`` where given (0 included, for the checks to
     refuse), else the data's (a plans file's dataset.json), else segmem's 1 and 3."""

@@ -28,6 +28,7 @@ from .common import (
     DeviceAlias,
     JobsOption,
     app,
+    backend_or_alias,
     dice_timeout,
     named,
     positive,
@@ -72,8 +73,9 @@ def paper(
 
     jobs = prediction_jobs(jobs)
     positive("--timeout", timeout, "seconds")
+    backend = backend_or_alias(backend, device, "predict")
     if dice:
-        other = [n for n, v in (("--backend", (device or backend) != "predict"), ("--cascade-reading", cascade_reading),
+        other = [n for n, v in (("--backend", backend != "predict"), ("--cascade-reading", cascade_reading),
                                 ("--precision", precision is not Precision.FP16)) if v]
         if other:
             fail(f"{other[0]} is for the memory tables; --dice trains on the CPU in fp32")
@@ -83,7 +85,7 @@ def paper(
                             ("--seed", seed), ("--data", data)) if v]
     if given:
         fail(f"{given[0]} is a --dice option: add --dice")
-    be = Backend(validated(resolve_backend, device or backend, "predict"))
+    be = Backend(validated(resolve_backend, backend, "predict"))
     if be not in (Backend.PREDICT, Backend.CUDA):
         fail(f"backend must be predict or cuda; got {be.value!r}")
     rows = validated(pp.paper_rows, list(dict.fromkeys(cascade_reading or CascadeReading)))

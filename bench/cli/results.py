@@ -31,6 +31,7 @@ from .common import (
     OutOption,
     SetOption,
     app,
+    backend_or_alias,
     catalogue_gpu,
     data_shape,
     is_gpu_name,
@@ -60,7 +61,7 @@ def report(
     from ..results import report as rep
 
     gpu = catalogue_gpu(gpu)
-    df = _results(out, arch, backend or device, mode)
+    df = _results(out, arch, backend_or_alias(backend, device), mode)
     dest = writable_dir(to or out)  # before the report, whose files go there
     if gpu is not None:
         from ..results.throughput import retime
@@ -85,7 +86,7 @@ def plot(
     mode: Filter = None,
 ) -> None:
     """Comparison plots (seaborn, PNG and SVG) from the results store."""
-    df = _results(out, arch, backend or device, mode)
+    df = _results(out, arch, backend_or_alias(backend, device), mode)
     _plot(df, writable_dir(to or out))
 
 

@@ -36,6 +36,7 @@ from .common import (
     OutOption,
     SetOption,
     app,
+    backend_or_alias,
     catalogue_gpu,
     check_writable_dir,
     data_shape,
@@ -167,7 +168,7 @@ def run(
 
     if jobs is not None and jobs < 1:
         fail(f"--jobs must be >= 1; got {jobs}")
-    be = validated(resolve_backend, device or backend)
+    be = validated(resolve_backend, backend_or_alias(backend, device, "auto"))
     shape = data_shape(in_channels, classes)
     if plans is not None or configuration:
         if dice:

@@ -354,8 +354,9 @@ def _validate_recorded(runs: Path, jobs: int | None, out: Path | None) -> None:
         fail(f"no bench validate records in {runs} (expected {store.path(runs)})"
              + (f"; the runs in it: {', '.join(inside)}" if inside else ""))
     dest = out or runs.parent
-    writable_dir(dest)
+    check_writable_dir(dest)  # made only once there is something to write: a run with no CUDA record leaves none
     df = _repredicted(runs, jobs)
+    writable_dir(dest)
     csv, md = V.write(df, dest, f"{runs.name}.repredicted", V.grid(),
                       title=f"{runs.name}, predicted again by segmem {code_version()}", recorded=True)
     from rich.markdown import Markdown
