@@ -3,11 +3,13 @@ folder where a file goes, a file where a folder goes, a file of the wrong kind),
 pass the checks (0 channels, an infinite memory size, a learning rate of nan, a negative seed)."""
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from bench import console
 from bench.cli import app
 
 runner = CliRunner()
@@ -153,3 +155,18 @@ def test_a_recorded_run_with_nothing_measured_on_cuda_makes_no_folder(tmp_path):
     res = runner.invoke(app, ["validate", "--recorded", str(run), "--out", str(tmp_path / "summary" / "x")])
     assert res.exit_code == 2 and "no configuration of the validation grid was measured on CUDA" in res.output
     assert not (tmp_path / "summary").exists()
+
+
+def test_a_network_that_warns_before_it_fails_is_one_line(tmp_path, monkeypatch):
+    """Building with a bad value warns (torch: zero-element tensors) and then fails: the error line alone."""
+    (tmp_path / "warning_nets.py").write_text(
+        "from torch import nn\n"
+        "def build(in_channels, num_classes, width=8):\n"
+        "    return nn.Sequential(nn.Conv3d(in_channels, width, 3, padding=1), nn.Conv3d(width, num_classes, 1))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(warnings, "showwarning", console._show_store_warning)  # as bench shows them, not pytest
+    warnings.simplefilter("always")
+    res = runner.invoke(app, ["run", "--backend", "predict", "--arch", "warning_nets:build", "--set", "width=0",
+                              "--size", "32", "--out", str(tmp_path / "out")])
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: warning_nets:build"), res.output

@@ -172,11 +172,19 @@ def catalogue_gpu(name: str | None) -> str | None:
 
 
 def validated(fn, *args, **kwargs) -> Any:
-    """``fn(...)``, or the one-line error of its ValueError (exit 2)."""
-    try:
-        return fn(*args, **kwargs)
-    except ValueError as exc:
-        fail(str(exc))
+    """``fn(...)``, or the one-line error of its ValueError (exit 2). Warnings raised on the way (a network built
+    with a bad value warns before it fails) are held back: shown when the check passes, dropped when it fails,
+    so that bad input is the one error line."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            result = fn(*args, **kwargs)
+        except ValueError as exc:
+            fail(str(exc))
+    for w in caught:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return result
 
 
 def named(option: str, fn, *args, **kwargs) -> Any:
