@@ -28,6 +28,8 @@ from .imported import FactorySpec, factory_spec
 from .spec import Shape
 
 PREFIX = "monai:"
+#: how to get MONAI, in every message that needs it
+INSTALL = "pip install 'segmem[monai]' (or pip install monai)"
 
 MONAI_CITATION = "Cardoso et al. MONAI: An open-source framework for deep learning in healthcare. arXiv:2211.02701, 2022"
 
@@ -101,7 +103,7 @@ def import_monai() -> ModuleType:
 def monai_spec(name: str) -> FactorySpec:
     """The spec of ``monai:<name>``; ValueError saying how to install MONAI, or listing the networks."""
     if not available():
-        raise ValueError(f"{PREFIX}{name} needs MONAI: pip install 'segmem[monai]' (or pip install monai)")
+        raise ValueError(f"{PREFIX}{name} needs MONAI: {INSTALL}")
     cls = getattr(import_monai().networks.nets, name, None)
     if not isinstance(cls, type):
         raise ValueError(f"unknown MONAI network {name!r}; known: {', '.join(NETWORKS)} (or any class of "

@@ -104,6 +104,14 @@ def test_list_shows_pinned_counts():
         assert figure in res.output
 
 
+def test_list_says_how_to_get_monai_when_it_is_missing(monkeypatch):
+    from architectures import monai_nets
+
+    monkeypatch.setattr(monai_nets, "available", lambda: False)
+    res = runner.invoke(app, ["list"])
+    assert res.exit_code == 0 and "pip install 'segmem[monai]'" in " ".join(res.output.split())  # not eaten as markup
+
+
 def test_dice_run_records_dice_beside_memory(tmp_path):
     res = runner.invoke(app, ["run", "--arch", "unet", "--dice", "--size", "32", "--batch", "2", "--backend", "cpu",
                               "--train-iterations", "3", "--data", "phantom:64x48x48", "--repeats", "1",

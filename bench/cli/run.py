@@ -69,7 +69,7 @@ def list_() -> None:
     from architectures import monai_nets
 
     console.print(f"Also: MONAI's networks by name, {', '.join(monai_nets.PREFIX + n for n in monai_nets.NETWORKS)} "
-                  f"({'installed' if monai_nets.available() else 'needs the monai extra: pip install segmem[monai]'}), "
+                  f"({'installed' if monai_nets.available() else 'needs the monai extra: ' + escape(monai_nets.INSTALL)}), "
                   "and any network by import path, --arch my_pkg.nets:build (see the README, 'Your own network'). "
                   f"Installed packages add architectures under the entry-point group {architectures.ENTRY_POINT_GROUP}.",
                   highlight=False)
@@ -391,10 +391,10 @@ def _dice_options(data: str, minutes: float | None, iterations: int | None, weig
             fail(f"{what} {given} contradicts the data ({data}: {shape[0]} channel(s), {shape[1]} classes); "
                  f"a Dice run takes them from its data")
     if inferer is Inferer.MONAI:
-        from architectures.monai_nets import available
+        from architectures.monai_nets import INSTALL, available
 
         if not available():
-            fail("--inferer monai needs MONAI: pip install 'segmem[monai]' (or pip install monai)")
+            fail(f"--inferer monai needs MONAI: {INSTALL}")
     minutes, iterations = budget(minutes, iterations, backend.torch_device)
     return {"data": data, "train_minutes": minutes, "train_iterations": iterations, "weighting": weighting.value,
             "seed": seed, "inferer": inferer.value}, shape
