@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.text import OffsetFrom  # noqa: E402
 from matplotlib.ticker import EngFormatter, FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 import architectures  # noqa: E402
@@ -44,6 +45,10 @@ from .report import BUDGETS_GB, data_shape, equal_memory, memory_bytes, upgrade 
 
 FORMATS = ("png", "svg")
 #: at most this many points in a plot get a text label each
+#: points closer than this on the page (pixels across, up) have their labels stacked, not side by side: a label beside
+#: one would cross the other's marker; the stack's gap from the points and its line height (points; labels are 7 pt)
+NEAR_PX = np.array([60, 24])
+LABEL_GAP_PT, LINE_PT = 9, 9
 ANNOTATE_AT_MOST = 16
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "H", "d")
 LINESTYLES = ("-", "--", ":", "-.")
@@ -95,17 +100,38 @@ def _legend_outside(ax, title: str | None = None) -> None:
 
 
 def _annotate(ax, xs, ys, texts) -> None:
-    """A small label beside each point, when there are few enough to read."""
+    """A small label beside each point, when there are few enough to read. Call it once the axes' limits are set:
+    points that coincide share one label; points closer on the page than a label's extent (two batches of one
+    patch, say) get their labels stacked in their order of height, each joined to its point by a thin line, so
+    that no label overprints another or sits beside the wrong point."""
     if len(texts) > ANNOTATE_AT_MOST:
         return
     at: dict[tuple[float, float], list[str]] = {}
-    for x, y, t in zip(xs, ys, texts):  # points that coincide share one label instead of overprinting
+    for x, y, t in zip(xs, ys, texts):
         at.setdefault((float(x), float(y)), []).append(t)
+    page = {p: ax.transData.transform(p) for p in at}  # pixels
+    clusters: list[list[tuple[float, float]]] = []
+    for p in sorted(at, key=lambda p: (page[p][1], page[p][0])):  # from the lowest
+        near = next((c for c in clusters if any(all(abs(page[p] - page[q]) < NEAR_PX) for q in c)), None)
+        if near is None:
+            clusters.append([p])
+        else:
+            near.append(p)
     to_axes = ax.transAxes.inverted()
-    for (x, y), ts in at.items():
-        right = to_axes.transform(ax.transData.transform((x, y)))[0] > 0.6  # keep the text inside the axes
-        ax.annotate(" / ".join(dict.fromkeys(ts)), (x, y), textcoords="offset points", xytext=(-5 if right else 5, 4),
-                    ha="right" if right else "left", fontsize=7, color="0.25")
+    for c in clusters:
+        right = to_axes.transform(np.mean([page[p] for p in c], axis=0))[0] > 0.6  # keep the text inside the axes
+        style = dict(textcoords="offset points", ha="right" if right else "left", fontsize=7, color="0.25")
+        if len(c) == 1:
+            ax.annotate(" / ".join(dict.fromkeys(at[c[0]])), c[0], xytext=(-5 if right else 5, 4), **style)
+            continue
+        # stacked from the cluster's lowest point, beside its outermost one, in points from that data position: the
+        # stack moves with the data when the layout is made (tight_layout shrinks the axes after this)
+        anchor = (min(p[0] for p in c) if right else max(p[0] for p in c), c[0][1])
+        for i, p in enumerate(c):
+            ax.annotate(" / ".join(dict.fromkeys(at[p])), p, xytext=(-LABEL_GAP_PT if right else LABEL_GAP_PT,
+                                                                      i * LINE_PT),
+                        textcoords=OffsetFrom(ax.transData, anchor), va="center", ha=style["ha"], fontsize=7,
+                        color="0.25", arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5, shrinkA=0, shrinkB=3))
 
 
 def _point_label(r: pd.Series | dict) -> str:
@@ -125,11 +151,24 @@ def _log_ticks(ax) -> None:
     """Plain tick labels on log axes (10M voxels, 16 GiB), not 1.6 x 10^1; some room for the labels."""
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    ax.xaxis.set_minor_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_minor_formatter(_some_minor(ax.xaxis, EngFormatter(sep="")))
     ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
+    ax.yaxis.set_minor_formatter(_some_minor(ax.yaxis, plain))
     ax.tick_params(axis="both", which="minor", labelsize=7)
     ax.margins(x=0.12, y=0.12)
+
+
+def _some_minor(axis, fmt) -> FuncFormatter:
+    """``fmt`` on the minor ticks that have room: 2, 3 and 5 of each decade where the axis spans one or more (a
+    label on each of 2..9 crowds them, and 9's runs into the decade's own, 90k into 100k), all but 9 on a shorter
+    axis, where they may be the only labels."""
+
+    def label(v: float, pos: int | None = None) -> str:
+        lo, hi = sorted(abs(e) for e in axis.get_view_interval())
+        digit = round(v / 10 ** np.floor(np.log10(v) + 1e-9)) if v > 0 else 0
+        return fmt(v, pos) if digit in ((2, 3, 5) if lo > 0 and hi / lo >= 10 else (2, 3, 4, 5, 6, 7, 8)) else ""
+
+    return FuncFormatter(label)
 
 
 def _series(ax, g: pd.DataFrame, x: str, y: str, by: list[str], colours, marks, label_of, errors=None) -> None:
@@ -248,9 +287,9 @@ def _dice(g, backend, tag, colours, marks, reports, name) -> list[Path]:
     for arch, part in d.groupby(R.ARCH):
         ax.scatter(part["memory_gib"], part[R.DICE_MEAN_FG], color=colours.get(arch), marker=marks.get(arch, "o"),
                    s=70, label=arch)
-    _annotate(ax, d["memory_gib"], d[R.DICE_MEAN_FG], [_point_label(r) for _, r in d.iterrows()])
     ax.set(xlabel=xlabel, ylabel="mean foreground Dice (test volumes)", ylim=(0, 1),
            title=f"Dice against memory ({tag})")
+    _annotate(ax, d["memory_gib"], d[R.DICE_MEAN_FG], [_point_label(r) for _, r in d.iterrows()])
     _legend_outside(ax, "architecture")
     return _save(fig, reports, name)
 
@@ -262,11 +301,11 @@ def _predicted(pairs, backend, tag, colours, marks, reports, name) -> list[Path]
                    s=60, label=arch)
     top = max(pairs["measured_gib"].max(), pairs["predicted_gib"].max()) * 1.05
     ax.plot([0, top], [0, top], color="black", lw=0.8, label="y = x (exact)")
-    _annotate(ax, pairs["measured_gib"], pairs["predicted_gib"], pairs["label"].tolist())
     what = "max_memory_allocated" if backend == Backend.CUDA else "tracked live-tensor peak on the CPU"
     pred = "predicted max_memory_allocated" if backend == Backend.CUDA else "predicted live-tensor peak"
     ax.set(xlim=(0, top), ylim=(0, top), xlabel=f"measured {what} (GiB)", ylabel=f"{pred} (GiB)",
            title=f"Predicted against measured peak ({tag})")
+    _annotate(ax, pairs["measured_gib"], pairs["predicted_gib"], pairs["label"].tolist())
     _legend_outside(ax, "architecture")
     return _save(fig, reports, name)
 

@@ -97,6 +97,11 @@ def timeline(data: dict[str, Any], device: int = 0, label: str = "") -> Timeline
 
 def draw(tl: Timeline, dest: Path, title: str | None = None, top: int = 6) -> None:
     """The timeline as a PNG at ``dest``."""
+    figure(tl, title or tl.label or dest.stem, top).savefig(dest, dpi=100)
+
+
+def figure(tl: Timeline, title: str, top: int = 6):
+    """The timeline's figure: allocated and reserved, phases shaded, the peak and the ``top`` tensors live at it."""
     # the object API, not pyplot: no global figure state, and the parent process's backend is left alone
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -113,7 +118,9 @@ def draw(tl: Timeline, dest: Path, title: str | None = None, top: int = 6) -> No
             if tl.phases[i0] is not None:
                 ax.axvspan(i0, i, color=PHASE_COLOURS.get(tl.phases[i0], "#f4f4f4"), lw=0)
             i0 = i
-    shown = [p for p in PHASE_COLOURS if p in set(tl.phases)]
+    # a phase too short to see (a few events of a long step: inference's leftovers "after the step") has no legend
+    # entry, which would name a colour the plot does not show
+    shown = [p for p in PHASE_COLOURS if tl.phases.count(p) * 500 >= n]
     for phase in shown:
         ax.fill_between([], [], color=PHASE_COLOURS[phase], label=PHASE_NAMES.get(phase, phase))
     kind = "model" if any(p is not None for p in tl.phases) else "trace"
@@ -123,8 +130,10 @@ def draw(tl: Timeline, dest: Path, title: str | None = None, top: int = 6) -> No
         peak = tl.allocated[tl.peak]
         # an arrow from above that ends at the peak: a marker on it would hide a spike there, and those beside it
         # the label's box lets the reserved line show through where it crosses it
-        ax.annotate(f"peak allocated {human_bytes(peak)}", (tl.x[tl.peak], peak / scale), xytext=(8, 22),
-                    textcoords="offset points",
+        lo, hi = ax.get_xlim()
+        left = (tl.x[tl.peak] - lo) > 0.75 * (hi - lo)  # a peak near the right edge: its label to the left, inside
+        ax.annotate(f"peak allocated {human_bytes(peak)}", (tl.x[tl.peak], peak / scale), xytext=(-8 if left else 8, 22),
+                    textcoords="offset points", ha="right" if left else "left",
                     arrowprops={"arrowstyle": "-|>", "color": "black", "shrinkA": 0, "shrinkB": 0, "lw": 0.8},
                     bbox={"facecolor": "white", "alpha": 0.5, "edgecolor": "none", "pad": 1})
     lines = [f"{n / 2**20:8.1f} MiB  {where}" + (f" ({cat})" if cat else "") for n, where, cat in tl.live_at_peak[:top]]
@@ -133,13 +142,13 @@ def draw(tl: Timeline, dest: Path, title: str | None = None, top: int = 6) -> No
             bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#999999"})
     ax.set_xlabel("allocation / free event of the measured step" if kind == "model" else "allocation / free event")
     ax.set_ylabel(unit)
-    ax.set_title(title or tl.label or dest.stem)
+    ax.set_title(title)
     # the headroom above the lines holds the tensor list (top left) and the legend (top right), clear of the peak
     ax.set_ylim(0, max(tl.reserved, default=1) / scale * 1.45 or 1)
     ax.legend(loc="upper right", fontsize=8, ncol=2)
     # fixed margins (the labels are known): tight_layout would lay the text out a second time
     fig.subplots_adjust(left=0.055, right=0.99, bottom=0.1, top=0.93)
-    fig.savefig(dest, dpi=100)
+    return fig
 
 
 def png_of(pickle: Path) -> Path:

@@ -396,3 +396,35 @@ def test_the_report_gives_the_prediction_the_console_gives(tmp_path):
     row = pd.read_csv(tmp_path / "report_infer.csv").iloc[0]
     assert row["predicted_reserved_gib"] == pytest.approx(rec["pred_device_reserved_bytes"] / 2**30)
     assert row["predicted_allocated_gib"] == pytest.approx(rec["pred_device_allocated_bytes"] / 2**30)
+
+
+def test_labels_of_close_points_do_not_overprint_and_crowded_minor_ticks_go():
+    """Two batches of one patch lie close: their labels are stacked, each clear of the other label and of the other
+    point's marker, the lower label the lower point's. A log axis over a decade labels its minor ticks at 2, 3 and 5
+    (90k beside 100k overprinted), a shorter one every minor tick but 9."""
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    from bench.results import plots
+
+    fig = Figure(figsize=(7.5, 6), dpi=100)
+    ax = fig.add_subplot()
+    points = [(0.058, 0.06), (0.088, 0.09)]  # the U-net's 32^3 b1 and b2 on a 0..1.3 GiB plot
+    ax.scatter(*zip(*points), s=60)
+    ax.set(xlim=(0, 1.3), ylim=(0, 1.3))
+    plots._annotate(ax, [p[0] for p in points], [p[1] for p in points], ["32^3 b1", "32^3 b2"])
+    fig.canvas.draw()
+    boxes = {t.get_text(): t.get_window_extent() for t in ax.texts}
+    assert not boxes["32^3 b1"].overlaps(boxes["32^3 b2"]) and boxes["32^3 b1"].y0 < boxes["32^3 b2"].y0
+    for label, other in (("32^3 b1", points[1]), ("32^3 b2", points[0])):
+        x, y = ax.transData.transform(other)
+        assert not boxes[label].overlaps(type(boxes[label]).from_bounds(x - 5, y - 5, 10, 10))  # the marker
+    assert {tuple(np.round(t.xy, 3)) for t in ax.texts} == set(points)  # each label's line ends at its own point
+
+    ax.set_xscale("log")
+    minor = plots._some_minor(ax.xaxis, EngFormatter(sep=""))
+    ax.set_xlim(3e4, 2e6)
+    assert [minor(v) for v in (4e4, 5e4, 9e4, 2e5)] == ["", "50k", "", "200k"]
+    ax.set_xlim(3e4, 7e4)
+    assert [minor(v) for v in (4e4, 6e4)] == ["40k", "60k"]

@@ -65,6 +65,20 @@ def test_a_prediction_starts_at_its_measured_step_and_names_modules_and_phases()
         (10, "Net.enc.conv", "activation"), (6, "<no module>", "parameter"), (3, "Net.dec", "activation")]
 
 
+def test_the_peak_label_stays_inside_and_an_unseen_phase_has_no_legend_entry():
+    n = 1000
+    allocated = [MiB] * n
+    allocated[900] = 5 * MiB  # a peak near the right edge
+    phases = ["forward"] * (n - 1) + ["done"]  # one event after the step: not a visible span
+    tl = timeline.Timeline(list(range(n)), allocated, [8 * MiB] * n, phases, 900, [(4 * MiB, "Net.dec", None)], "")
+    ax = timeline.figure(tl, "t").axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["forward", "reserved (model)", "allocated (model)"]
+    label = next(c for c in ax.texts if c.get_text().startswith("peak allocated"))
+    assert label.get_ha() == "right" and label.xyann[0] < 0  # to the left of the peak, not past the right edge
+    tl.phases = ["forward"] * 900 + ["done"] * 100
+    assert "after the step" in [t.get_text() for t in timeline.figure(tl, "t").axes[0].get_legend().get_texts()]
+
+
 def test_bench_replay_plot(tmp_path):
     snap = tmp_path / "real.pickle"
     snap.write_bytes(pickle.dumps(real_like()))
