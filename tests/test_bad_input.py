@@ -34,6 +34,7 @@ def paths(tmp_path):
 
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["compare", "--baseline", "TEXT"], 2, "is not a baseline CSV"),
+    (["compare", "--tolerance", "200"], 2, "--tolerance 200 is a fraction, 20000%: write 200% for 200 percent"),
     (["compare", "--baseline", "FOLDER"], 2, "is a folder, not a baseline CSV"),
     (["compare", "--from-pytest-benchmark", "TEXT", "TEXT"], 2, "is not a saved pytest-benchmark run"),
     (["compare", "--from-pytest-benchmark", "JSON", "JSON"], 2, "is not a saved pytest-benchmark run"),
@@ -83,6 +84,7 @@ def test_a_path_of_the_wrong_kind_is_one_line(paths, args, code, message):
     (["run", "--weighting", "gaussian"], "--weighting is an option of Dice runs: add --dice"),
     (["run", "--no-skip"], "--no-skip measures configurations predicted not to fit"),
     (["run", "--arch", "unet", "--size", "16", "--batch", "1"], "leaves its BatchNorm3d one value per channel"),
+    (["run", "--alloc-conf", "expandable_segment:True"], "did you mean expandable_segments?"),  # a typo PyTorch refuses
     (["run", "--device", "cpu"], "--device is the old name of --backend: give one of them"),  # --backend predict too
     (["run", "--snapshot", "/proc/segmem-nope"], "cannot write into /proc/segmem-nope: No such file"),  # only mkdir tells
     (["run", "--arch", "cascade", "--size", "16", "--batch", "2", "--batch", "1"], "cascade's stage1_k1.5: meunet"),

@@ -35,6 +35,9 @@ def _tolerance(text: str) -> float:
         tol = math.nan
     if not 0 <= tol < math.inf:
         fail(f"--tolerance must be 0 or more, like 0.5% or 0.005; got {text!r}")
+    if tol > 1 and not text.endswith("%"):  # 200 meant as 200%, or as a fraction (20,000%)? said, not guessed
+        fail(f"--tolerance {text} is a fraction, {tol:.0%}: write {text}% for {text} percent, or a fraction below 1 "
+             "like 0.005")
     return tol
 
 

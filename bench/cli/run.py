@@ -406,8 +406,12 @@ def _alloc_conf(conf: str | None) -> str:
     text = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") if conf is None else conf
     if not text.strip():
         return ""
-    from ..measure.allocator import AllocatorSettings  # (torch-free, but a sweep's parent imports it only when asked)
+    from ..measure.allocator import AllocatorSettings, near_miss  # (torch-free; a sweep's parent imports it when asked)
 
+    typo = near_miss(text)
+    if typo:
+        fail(f"--alloc-conf: unknown allocator option {typo[0]!r}; did you mean {typo[1]}? (PyTorch refuses an option it "
+             "does not know)")
     try:
         return AllocatorSettings.parse(text).conf()
     except ValueError as exc:

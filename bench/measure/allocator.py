@@ -204,8 +204,7 @@ class AllocatorSettings:
                 if not strict:
                     warnings.warn(f"allocator option {key!r} is not modelled; ignored", stacklevel=2)
                     continue
-                raise ValueError(f"allocator option {key!r} is not modelled (known: expandable_segments, max_split_size_mb, "
-                                 "max_non_split_rounding_mb, garbage_collection_threshold, roundup_power2_divisions)") from None
+                raise ValueError(f"allocator option {key!r} is not modelled (known: {', '.join(MODELLED_OPTIONS)})") from None
             except ValueError:
                 raise ValueError(f"bad value for allocator option {key}: {value!r} (expandable_segments: True/False; "
                                  "max_split_size_mb, max_non_split_rounding_mb: an integer >= 20; "
@@ -229,6 +228,24 @@ class AllocatorSettings:
             parts.append(f"roundup_power2_divisions:{d[0]}" if len(set(d)) == 1 else
                          "roundup_power2_divisions:[" + ",".join(f"{1 << i}:{v}" for i, v in enumerate(d)) + "]")
         return ",".join(parts)
+
+
+#: the ``PYTORCH_CUDA_ALLOC_CONF`` options the model follows (:meth:`AllocatorSettings.parse`)
+MODELLED_OPTIONS = ("expandable_segments", "max_split_size_mb", "max_non_split_rounding_mb", "garbage_collection_threshold",
+                    "roundup_power2_divisions")
+
+
+def near_miss(conf: str) -> tuple[str, str] | None:
+    """(option, the modelled option it is a typo of) for the first option of ``conf`` that is not one but nearly
+    is (``expandable_segment``): PyTorch refuses an option it does not know, so such a run fails on a GPU."""
+    import difflib
+
+    for item in _split_conf(conf):
+        key = item.partition(":")[0].strip()
+        close = difflib.get_close_matches(key, MODELLED_OPTIONS, n=1, cutoff=0.8)
+        if key not in MODELLED_OPTIONS and close:
+            return key, close[0]
+    return None
 
 
 def _split_conf(conf: str) -> list[str]:
