@@ -267,7 +267,8 @@ def run(
     console.print(f"{len(configs)} configuration(s): {parts}. Results: {escape(str(out / 'results.jsonl'))}",
                   highlight=False)
     if any(k.startswith("skipped (recorded") for k in counts):
-        console.print("(recorded configurations were skipped; --force re-runs them, --retry-failed the failed ones)")
+        console.print("(recorded configurations were skipped; --force re-runs them, --retry-failed the failed ones"
+                      + ("; no snapshot was written for them" if snapshot is not None else "") + ")")
     failures = sum(counts.get(s, 0) for s in R.FAILED)
     if failures:
         fail(f"{failures} configuration(s) failed (error, timeout or preempted); see their rows' error column "
