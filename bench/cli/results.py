@@ -205,11 +205,16 @@ def fit_(
     df = pd.DataFrame(rows).dropna(axis=1, how="all").convert_dtypes()  # whole numbers stay integers
     on = f"{gpu}'s" if gpu else "the generic (no --gpu)"
     given = f", with {', '.join(f'{k}={v}' for k, v in ov.items())}" if ov else ""  # --set: the answer depends on it
-    table = Table(title=f"largest {mode} configurations within {budget}{given} (predicted nvidia-smi figure, {on} CUDA "
-                        f"context" + (f", {margin} margin)" if margin_b else ")"))
-    for col in df.columns:
-        table.add_column(col, overflow="fold")
-    for r in df.itertuples(index=False):
+    # the console's table leaves out what the command fixed for every row (said in its title; the files keep them),
+    # and its headers wrap between words: 18 columns broke "precision" into "precisi / on"
+    fixed = ["mode", "budget_gib", "gpu", "in_channels", "num_classes"]
+    table = Table(title=f"largest {mode} configurations within {budget}{given}, {shape[0]} input channel(s), {shape[1]} "
+                        f"classes (predicted nvidia-smi figure, {on} CUDA context"
+                        + (f", {margin} margin)" if margin_b else ")"))
+    shown = df.drop(columns=[c for c in fixed if c in df])
+    for col in shown.columns:
+        table.add_column(col.replace("_", " "), overflow="fold")
+    for r in shown.itertuples(index=False):
         table.add_row(*("" if pd.isna(v) else escape(str(v)) for v in r))
     console.print(table)
     df.to_csv(out / "fit.csv", index=False)
