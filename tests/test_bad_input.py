@@ -84,6 +84,7 @@ def test_a_path_of_the_wrong_kind_is_one_line(paths, args, code, message):
     (["run", "--weighting", "gaussian"], "--weighting is an option of Dice runs: add --dice"),
     (["run", "--no-skip"], "--no-skip measures configurations predicted not to fit"),
     (["run", "--arch", "unet", "--size", "16", "--batch", "1"], "leaves its BatchNorm3d one value per channel"),
+    (["run", "--dice", "--no-skip"], "nothing is screened here: screening needs --gpu-memory"),  # a CPU Dice run
     (["run", "--alloc-conf", "expandable_segment:True"], "did you mean expandable_segments?"),  # a typo PyTorch refuses
     (["run", "--device", "cpu"], "--device is the old name of --backend: give one of them"),  # --backend predict too
     (["run", "--snapshot", "/proc/segmem-nope"], "cannot write into /proc/segmem-nope: No such file"),  # only mkdir tells

@@ -282,3 +282,16 @@ def test_a_flag_override_is_one_configuration_whatever_its_word(tmp_path):
     assert res.exit_code == 0 and "1 skipped" in res.output, res.output  # the same configuration: recorded already
     rec = store.load(tmp_path, history=True)
     assert len(rec) == 1 and json.loads(rec.iloc[0]["options"]) == {"checkpointing": True}
+
+
+def test_an_interrupted_sweep_says_what_is_kept(capsys, tmp_path):
+    import typer
+
+    from bench.cli.run import _said_if_interrupted
+
+    with pytest.raises(typer.Exit) as stop, _said_if_interrupted({"ok": 3, "skipped (recorded)": 1}, 8, tmp_path):
+        raise KeyboardInterrupt
+    cap = capsys.readouterr()
+    said = " ".join((cap.out + cap.err).split())
+    assert stop.value.exit_code == 130
+    assert "interrupted: 4 of 8 configuration(s) recorded or skipped" in said and "the same command again" in said

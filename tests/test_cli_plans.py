@@ -125,3 +125,14 @@ def test_plan_into_a_folder_names_the_file_after_the_plans(tmp_path):
                               "-o", str(tmp_path / "out")], env=WIDE)
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dataset.json", "nnUNetPlans.json"]
+
+
+def test_a_different_dataset_json_beside_is_kept_and_not_said_written(tmp_path):
+    args = ["plan", "--shape", "64x64x64", "--spacing", "1x1x1", "-o", str(tmp_path / "a.json")]
+    assert runner.invoke(app, [*args, "--channels", "CT"], env=WIDE).exit_code == 0
+    before = (tmp_path / "dataset.json").read_text()
+    res = runner.invoke(app, [*args, "--channels", "MRI"], env=WIDE)
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and (tmp_path / "dataset.json").read_text() == before
+    assert "exists and differs: left as it is" in text and f"{tmp_path / 'a.json'} was replaced" in text
+    assert f"written: {tmp_path / 'a.json'}; run it with" in text  # not "and dataset.json"

@@ -119,20 +119,24 @@ def plan_(
         return
     if folder is not None:
         output = folder / f"{plans['plans_name']}.json"
+    replaced = output.exists()
     NPL.save(plans, output)
     beside = output.with_name("dataset.json")
     text = json.dumps(ds, indent=4)
-    if beside.exists() and beside.read_text() != text:
+    kept = beside.exists() and beside.read_text() != text
+    if kept:
         console.print(f"[yellow]note:[/] {escape(str(beside))} exists and differs: left as it is (bench run --plans "
-                      "reads channels and classes from it)", highlight=False)
+                      "reads channels and classes from it, so these plans run with its channels and classes"
+                      + (f"; {escape(str(output))} was replaced" if replaced else "") + ")", highlight=False)
     else:
         beside.write_text(text)
+    written = escape(str(output)) + ("" if kept else f" and {escape(str(beside))}")
     three_d = [c for c in plans["configurations"] if c.startswith("3d")]
     if not three_d:
-        console.print(f"written: {escape(str(output))} and {escape(str(beside))}; [yellow]no 3D configuration[/] "
+        console.print(f"written: {written}; [yellow]no 3D configuration[/] "
                       "(the images are too small for one): nothing here for bench run", highlight=False)
         return
-    console.print(f"written: {escape(str(output))} and {escape(str(beside))}; run it with:", highlight=False)
+    console.print(f"written: {written}; run it with:", highlight=False)
     conf = "3d_fullres" if "3d_fullres" in three_d else three_d[0]
     console.print(f"  bench run --backend predict --plans {escape(str(output))} --configuration {conf}",
                   highlight=False, soft_wrap=True)  # one line, whatever the width: it is copied and pasted

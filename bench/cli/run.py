@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -188,6 +189,9 @@ def run(
         dice_opts = None
     if no_skip and be is Backend.PREDICT:
         fail("--no-skip measures configurations predicted not to fit: it is for --backend cuda or cpu")
+    if no_skip and gpu_memory is None and be is not Backend.CUDA:
+        fail("--no-skip measures configurations predicted not to fit, and nothing is screened here: screening needs "
+             "--gpu-memory (or a CUDA run, which screens against its GPU)")
     configs = validated(lambda: expand(
         arch or ["meunet"], [parse_size(s) for s in size or []], batch or [], mode or [Mode.TRAIN], precision or [],
         be, checkpointing, channels_last, parse_overrides(set_ or []), repeats, dice_opts, *shape))
@@ -248,7 +252,7 @@ def run(
         configs_to_run = [c for c in configs if c.key() not in left]
     else:
         configs_to_run = configs
-    with bar(len(configs_to_run), "running") as b:
+    with _said_if_interrupted(counts, len(configs), out), bar(len(configs_to_run), "running") as b:
         def skip(cfg, why: str) -> None:
             counts[f"skipped ({why})"] = counts.get(f"skipped ({why})", 0) + 1
             b.advance()
@@ -303,6 +307,18 @@ def _draw_timelines(folder: Path) -> None:
 
         timeline.draw_snapshots(todo, done)
         b.done(f"timelines beside the snapshots in {escape(str(folder))}")
+
+
+@contextlib.contextmanager
+def _said_if_interrupted(counts: dict[str, int], total: int, out: Path):
+    """Ctrl-C during a sweep: one line saying what is kept and how to go on (exit 130), not a bar left mid-way."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        done = sum(counts.values())
+        console.print(f"[yellow]interrupted[/]: {done} of {total} configuration(s) recorded or skipped, in "
+                      f"{escape(str(out / 'results.jsonl'))}; the same command again runs the rest", highlight=False)
+        raise typer.Exit(130) from None
 
 
 def _gpu_budget(text: str | None, be: Backend, kind: ExecutorKind, no_skip: bool, detect) -> int | None:

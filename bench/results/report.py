@@ -36,7 +36,7 @@ class NothingToShow(ValueError):
 
 class BadFilter(NothingToShow):
     """A filter's value that no record could match (not a backend or mode, an architecture the store has no
-    record of), or ``out`` not a folder: bad input, said before anything is written."""
+    record of), or ``out`` not a folder or none: bad input, said before anything is written."""
 
 
 def load(out: str | Path, arch: Sequence[str] = (), backend: Sequence[str] = (), mode: Sequence[str] = ()) -> pd.DataFrame:
@@ -49,6 +49,8 @@ def load(out: str | Path, arch: Sequence[str] = (), backend: Sequence[str] = (),
                 raise BadFilter(str(exc)) from None
     if Path(out).exists() and not Path(out).is_dir():
         raise BadFilter(f"--out {out} is a file: give the results folder (the one holding results.jsonl)")
+    if not Path(out).exists():
+        raise BadFilter(f"--out {out}: no such folder (the results folder bench run --out wrote)")
     df = store.load(out)
     if df.empty:
         raise NothingToShow(f"no results in {store.path(out)}; run `bench run` first")

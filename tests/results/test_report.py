@@ -202,6 +202,9 @@ def test_nothing_to_show(results, tmp_path):
     assert f"(architectures there: {', '.join(there)})" in " ".join(res.output.split())  # what would match
     res = runner.invoke(app, ["plot", "--out", str(results), "--backend", "gpu"])
     assert res.exit_code == 2 and "--backend must be one of cuda, cpu, predict; got 'gpu'" in res.output
+    res = runner.invoke(app, ["plot", "--out", str(tmp_path / "none")])  # no such folder: bad input
+    assert res.exit_code == 2 and "no such folder" in res.output
+    (tmp_path / "empty").mkdir()
     res = runner.invoke(app, ["plot", "--out", str(tmp_path / "empty")])
     assert res.exit_code == 1 and "no results" in res.output
 
