@@ -192,7 +192,7 @@ def markdown(summ: pd.DataFrame, seeds: pd.DataFrame, scale: Scale, command: str
         "",
         f"Scale: {scale.describe()}. U-net's box is the largest whose predicted CUDA peak reserved memory is "
         "within meU-net's (equal memory, as Table 4); the cascade is the paper's (same standard patch, its "
-        "memory its largest stage's, above meU-net's as 15 GB is above 13 GB in the paper).",
+        "memory its largest stage's; the paper gives 15 GB against meU-net's 13 GB).",
         "",
         "Paper's ranking: cascade >= meU-net >= U-net (mid-gut and hind-gut). Ours:",
         "",
