@@ -387,8 +387,9 @@ class ArchSpec:
             model = self.build_detached(in_channels, num_classes, **overrides)
             per_batch = nn.modules.batchnorm._BatchNorm
             norms = [m for m in model.modules() if isinstance(m, per_batch | nn.modules.instancenorm._InstanceNorm)]
-            if any(not isinstance(m, per_batch) for m in norms) or (norms and batch == 1):
-                norm = next(m for m in norms if batch == 1 or not isinstance(m, per_batch))
+            # BatchNorm fails at batch 1 only, InstanceNorm at any batch
+            norm = next((m for m in norms if batch == 1 or not isinstance(m, per_batch)), None)
+            if norm is not None:
                 fix = "--batch 2 or more, or a larger size" if isinstance(norm, per_batch) else "a larger size"
                 fold = str(div[0]) if len(set(div)) == 1 else "x".join(map(str, div))
                 raise ValueError(

@@ -45,11 +45,11 @@ from .report import BUDGETS_GB, data_shape, equal_memory, memory_bytes, upgrade 
 
 FORMATS = ("png", "svg")
 #: at most this many points in a plot get a text label each
+ANNOTATE_AT_MOST = 16
 #: points closer than this on the page (pixels across, up) have their labels stacked, not side by side: a label beside
 #: one would cross the other's marker; the stack's gap from the points and its line height (points; labels are 7 pt)
 NEAR_PX = np.array([60, 24])
 LABEL_GAP_PT, LINE_PT = 9, 9
-ANNOTATE_AT_MOST = 16
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "H", "d")
 LINESTYLES = ("-", "--", ":", "-.")
 LOG = " (log scale)"
@@ -120,18 +120,19 @@ def _annotate(ax, xs, ys, texts) -> None:
     to_axes = ax.transAxes.inverted()
     for c in clusters:
         right = to_axes.transform(np.mean([page[p] for p in c], axis=0))[0] > 0.6  # keep the text inside the axes
-        style = dict(textcoords="offset points", ha="right" if right else "left", fontsize=7, color="0.25")
+        text = dict(ha="right" if right else "left", fontsize=7, color="0.25")
         if len(c) == 1:
-            ax.annotate(" / ".join(dict.fromkeys(at[c[0]])), c[0], xytext=(-5 if right else 5, 4), **style)
+            ax.annotate(" / ".join(dict.fromkeys(at[c[0]])), c[0], xytext=(-5 if right else 5, 4),
+                        textcoords="offset points", **text)
             continue
         # stacked from the cluster's lowest point, beside its outermost one, in points from that data position: the
         # stack moves with the data when the layout is made (tight_layout shrinks the axes after this)
         anchor = (min(p[0] for p in c) if right else max(p[0] for p in c), c[0][1])
+        gap = -LABEL_GAP_PT if right else LABEL_GAP_PT
         for i, p in enumerate(c):
-            ax.annotate(" / ".join(dict.fromkeys(at[p])), p, xytext=(-LABEL_GAP_PT if right else LABEL_GAP_PT,
-                                                                      i * LINE_PT),
-                        textcoords=OffsetFrom(ax.transData, anchor), va="center", ha=style["ha"], fontsize=7,
-                        color="0.25", arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5, shrinkA=0, shrinkB=3))
+            ax.annotate(" / ".join(dict.fromkeys(at[p])), p, xytext=(gap, i * LINE_PT),
+                        textcoords=OffsetFrom(ax.transData, anchor), va="center", **text,
+                        arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5, shrinkA=0, shrinkB=3))
 
 
 def _point_label(r: pd.Series | dict) -> str:

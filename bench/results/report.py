@@ -47,10 +47,9 @@ def load(out: str | Path, arch: Sequence[str] = (), backend: Sequence[str] = (),
                 choice(kind, v, f"--{what}")
             except ValueError as exc:
                 raise BadFilter(str(exc)) from None
-    if Path(out).exists() and not Path(out).is_dir():
-        raise BadFilter(f"--out {out} is a file: give the results folder (the one holding results.jsonl)")
-    if not Path(out).exists():
-        raise BadFilter(f"--out {out}: no such folder (the results folder bench run --out wrote)")
+    if not Path(out).is_dir():
+        raise BadFilter(f"--out {out} is a file: give the results folder (the one holding results.jsonl)"
+                        if Path(out).exists() else f"--out {out}: no such folder (the results folder bench run --out wrote)")
     df = store.load(out)
     if df.empty:
         raise NothingToShow(f"no results in {store.path(out)}; run `bench run` first")
