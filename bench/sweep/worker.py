@@ -25,7 +25,15 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
+# torch._dynamo: torch's compiler stack, imported lazily by the first optimizer built (torch.optim's constructors go through
+# torch._compile's disable decorator): loaded here, while a pre-started worker waits for its configuration, it
+# leaves the GPU's turn. On an H200 (reports/validation/nvidia-h200-2.11.0+cu130-2026-11-27) every training
+# worker of an architecture whose imports had not loaded it (not nnunetv2's) spent a median 4.3 s in its build
+# phase; a training StepRunner built on this 2-core CPU after the worker's imports took about 2 s without it,
+# 0.003 s with it (tests/sweep/test_imports.py). Their inference workers spent 3.5 to 5.6 s in the snapshot phase, none
+# of nnU-Net's: the same import, by that sign (not confirmed; the next GPU run's phases will say)
 import torch
+import torch._dynamo  # noqa: F401
 
 import architectures
 

@@ -22,3 +22,19 @@ def test_bench_run_launches_workers_without_the_measurement_stack(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert (tmp_path / "results.jsonl").read_text().count("\n") == 1
+
+
+
+def test_a_worker_builds_a_training_step_without_importing_on_its_turn():
+    """What a measuring worker does on its GPU turn loads no module: the optimizer's lazy import of torch's compiler
+    stack (800 modules, seconds) is made when the worker starts, before its configuration comes."""
+    code = (
+        "import dataclasses, sys; import bench.sweep.worker as W; from bench.results.validate import grid;"
+        "from bench.measure.step import StepRunner;"
+        "cfg = next(c for c in grid(['unet']) if c.mode == 'train');"
+        "cfg = dataclasses.replace(cfg, size=(32, 32, 32), batch=2);"
+        "_, spec, ov = W.resolve(cfg); prepared = W.prepare_ahead(cfg); before = set(sys.modules);"
+        "StepRunner(spec, ov, cfg.size, cfg.batch, 'train', cfg.precision, prepared=prepared);"
+        "new = sorted(set(sys.modules) - before); assert len(new) < 20, (len(new), new[:5])"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
