@@ -188,29 +188,29 @@ def test_gpu_memory_skips_what_is_predicted_not_to_fit_and_no_skip_measures_it(t
     from bench.sweep.config import RunConfig
 
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "")  # restored after the test (the worker sets it)
-    small, large = (RunConfig("unet", (s, s, s), 1, "train", "predict", precision="fp32") for s in (32, 64))
+    small, large = (RunConfig("unet", (s, s, s), 1, "train", "predict", precision="fp32") for s in (32, 48))
     need = [worker.run(c, memtracker=False)[record.PRED_NVIDIA_SMI] for c in (small, large)]
     budget = (need[0] + need[1]) // 2
-    args = ["run", "--arch", "unet", "--size", "32", "--size", "64", "--batch", "1", "--precision", "fp32",
+    args = ["run", "--arch", "unet", "--size", "32", "--size", "48", "--batch", "1", "--precision", "fp32",
             "--gpu-memory", f"{budget}B"]
     res = runner.invoke(app, [*args, "--backend", "cpu", "--repeats", "1", "--out", str(tmp_path)])
     assert res.exit_code == 0 and "1 predicted_oom, 1 ok" in res.output, res.output
     df = store.load(tmp_path).set_index("size")
-    assert df.loc["64x64x64", "status"] == "predicted_oom" and pd.isna(df.loc["64x64x64", "cpu_live_peak_bytes"])
-    assert df.loc["64x64x64", "gpu_budget_bytes"] == df.loc["64x64x64", "pred_capacity_bytes"] == budget
-    assert df.loc["64x64x64", "pred_nvidia_smi_bytes"] > budget
+    assert df.loc["48x48x48", "status"] == "predicted_oom" and pd.isna(df.loc["48x48x48", "cpu_live_peak_bytes"])
+    assert df.loc["48x48x48", "gpu_budget_bytes"] == df.loc["48x48x48", "pred_capacity_bytes"] == budget
+    assert df.loc["48x48x48", "pred_nvidia_smi_bytes"] > budget
     assert df.loc["32x32x32", "status"] == "ok" and df.loc["32x32x32", "cpu_live_peak_bytes"] > 0
     assert df.loc["32x32x32", "pred_nvidia_smi_bytes"] == need[0] <= budget  # the figure the run records
     # the same decision as the prediction at that GPU memory
     res = runner.invoke(app, [*args, "--backend", "predict", "--out", str(tmp_path / "predict")])
     assert res.exit_code == 0, res.output
     pred = store.load(tmp_path / "predict").set_index("size")
-    assert dict(pred["status"]) == {"32x32x32": "ok", "64x64x64": "oom"}
-    assert pred.loc["64x64x64", "pred_nvidia_smi_bytes"] == df.loc["64x64x64", "pred_nvidia_smi_bytes"]
+    assert dict(pred["status"]) == {"32x32x32": "ok", "48x48x48": "oom"}
+    assert pred.loc["48x48x48", "pred_nvidia_smi_bytes"] == df.loc["48x48x48", "pred_nvidia_smi_bytes"]
     res = runner.invoke(app, [*args, "--backend", "cpu", "--repeats", "1", "--out", str(tmp_path), "--no-skip"])
     assert res.exit_code == 0, res.output
     df = store.load(tmp_path).set_index("size")
-    assert df.loc["64x64x64", "status"] == "ok" and df.loc["64x64x64", "cpu_live_peak_bytes"] > 0
+    assert df.loc["48x48x48", "status"] == "ok" and df.loc["48x48x48", "cpu_live_peak_bytes"] > 0
 
 
 def test_allocator_options_are_in_the_key_the_record_and_the_prediction(monkeypatch):

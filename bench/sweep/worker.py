@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -25,15 +26,7 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-# torch._dynamo: torch's compiler stack, imported lazily by the first optimizer built (torch.optim's constructors go through
-# torch._compile's disable decorator): loaded here, while a pre-started worker waits for its configuration, it
-# leaves the GPU's turn. On an H200 (reports/validation/nvidia-h200-2.11.0+cu130-2026-11-27) every training
-# worker of an architecture whose imports had not loaded it (not nnunetv2's) spent a median 4.3 s in its build
-# phase; a training StepRunner built on this 2-core CPU after the worker's imports took about 2 s without it,
-# 0.003 s with it (tests/sweep/test_imports.py). Their inference workers spent 3.5 to 5.6 s in the snapshot phase, none
-# of nnU-Net's: the same import, by that sign (not confirmed; the next GPU run's phases will say)
 import torch
-import torch._dynamo  # noqa: F401
 
 import architectures
 
@@ -127,6 +120,15 @@ def prepare_ahead(cfg: RunConfig) -> Prepared:
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads // 4))
     try:
+        # torch's compiler stack, which the first optimizer built imports (torch.optim's constructors go through
+        # torch._compile's disable decorator; some 800 modules): here, it leaves the GPU's turn. On an H200
+        # (reports/validation/nvidia-h200-2.11.0+cu130-2026-11-27) every training worker of an architecture whose
+        # imports had not loaded it (nnunetv2's do) spent 3.4 to 6.0 s in its build phase, median 4.3 s; a training
+        # StepRunner built on this 2-core CPU took about 2 s without it, 0.003 s with it (tests/sweep/test_imports.py).
+        # Their inference workers spent 3.5 to 5.6 s in the snapshot phase, nnU-Net's none: the same import, by that
+        # sign (not confirmed; the next GPU run's phases will say). Not at every worker's start: two of
+        # tests/test_cli.py's CPU sweeps took 48.2 s so, 43.6 s without
+        importlib.import_module("torch._dynamo")
         _, stage_spec, ov = resolve(cfg)
         spec_columns(cfg)
         return prepare(stage_spec, ov, cfg.size, cfg.batch, cfg.mode, cfg.in_channels, cfg.num_classes)

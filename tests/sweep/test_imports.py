@@ -27,7 +27,7 @@ def test_bench_run_launches_workers_without_the_measurement_stack(tmp_path):
 
 def test_a_worker_builds_a_training_step_without_importing_on_its_turn():
     """What a measuring worker does on its GPU turn loads no module: the optimizer's lazy import of torch's compiler
-    stack (800 modules, seconds) is made when the worker starts, before its configuration comes."""
+    stack (800 modules, seconds) is made in its work ahead of the turn (``worker.prepare_ahead``)."""
     code = (
         "import dataclasses, sys; import bench.sweep.worker as W; from bench.results.validate import grid;"
         "from bench.measure.step import StepRunner;"
