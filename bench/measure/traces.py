@@ -22,7 +22,7 @@ import io
 import pickle
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -418,15 +418,21 @@ def convert(snapshot: Path, dest: Path, header: dict[str, Any], device: int = 0)
     return trace
 
 
-def fixture_table(folder: Path) -> str:
+def replayed(path: Path) -> tuple[Trace, Peaks, Peaks]:
+    """An event file read, with its real peaks and the allocator model's."""
+    trace = read_events(path)
+    return trace, real_peaks(trace), model_peaks(trace)
+
+
+def fixture_table(folder: Path, replay: Callable[[Path], tuple[Trace, Peaks, Peaks]] = replayed) -> str:
     """The Markdown table of every event file under ``folder`` replayed (the fixtures' README holds it, and
     ``tests/measure/test_fixtures.py`` keeps the two equal): real and model peak reserved, the model's error,
-    the "peak allocated rounded up to 2 MiB" baseline's error, and the segment counts."""
+    the "peak allocated rounded up to 2 MiB" baseline's error, and the segment counts. ``replay``: as
+    :func:`replayed` (the tests pass theirs, which replays each file once for all of them)."""
     lines = ["| fixture | real peak reserved | model | error | 2 MiB baseline's error | segments real / model |",
              "|---|---|---|---|---|---|"]
     for path in sorted(Path(folder).rglob("*.events.csv")):
-        trace = read_events(path)
-        real, model = real_peaks(trace), model_peaks(trace)
+        trace, real, model = replay(path)
         name = path.relative_to(folder).as_posix().removesuffix(".events.csv")
         baseline = baseline_peak(trace) / real.reserved - 1
         lines.append(f"| `{name}` | {real.reserved / MiB:,.1f} MiB | {model.reserved / MiB:,.1f} MiB | "

@@ -5,6 +5,7 @@ one 2 MiB segment was cached, empty), within 5% where it starts mid-run. Event f
 order replay with the real segments' address order (best fit's tie-break). ``bench validate`` adds the traces it
 records on a GPU under ``tests/fixtures/traces/validation/``; each fixture's header names its source."""
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -12,18 +13,21 @@ import pytest
 from bench.measure import traces
 
 FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "traces").rglob("*.events.csv"))
+#: each event file read and replayed once for all the tests below (380 files: 25 s a pass on this 2-core machine)
+replayed = functools.cache(traces.replayed)
+
+
 def test_there_are_fixtures():
     assert FIXTURES, "tests/fixtures/traces holds no event file"
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
 def test_fixture_replays_to_its_recorded_peak(path):
-    trace = traces.read_events(path)
+    trace, real_peaks, model = replayed(path)
     for key in ("source", "commit", "license", "real_peak_reserved"):
         assert trace.header.get(key), f"{path.name}: header lacks {key}"
     real = int(trace.header["real_peak_reserved"])
-    assert traces.real_peaks(trace).reserved == real  # the events reproduce the header's figure
-    model = traces.model_peaks(trace)
+    assert real_peaks.reserved == real  # the events reproduce the header's figure
     if trace.starts_empty:
         assert model.reserved == pytest.approx(real, rel=0.01)
         assert model.segments == trace.final_segments
@@ -47,8 +51,8 @@ def test_replay_without_addresses_guesses_new_segments_below():
     assert len(held) >= 60
     errors: dict[bool, list[float]] = {True: [], False: []}
     for p in held:
-        trace = traces.read_events(p)
-        real = traces.real_peaks(trace).reserved
+        trace, real_peaks, _ = replayed(p)
+        real = real_peaks.reserved
         plain = dataclasses.replace(trace, address_ordered=False)
         for below in errors:
             model = CachingAllocatorModel(trace.settings, new_segments_below=below)
@@ -64,4 +68,4 @@ def test_the_fixtures_readme_table_is_the_replay():
     folder = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
     text = (folder / "README.md").read_text()
     table = text.split("<!-- fixtures:start -->\n", 1)[1].split("\n<!-- fixtures:end -->", 1)[0]
-    assert table == traces.fixture_table(folder), "regenerate it from bench.measure.traces.fixture_table"
+    assert table == traces.fixture_table(folder, replayed), "regenerate it from bench.measure.traces.fixture_table"
