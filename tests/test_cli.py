@@ -40,7 +40,7 @@ def test_tiny_sweep_records_then_skips(tmp_path):
 
 
 def test_predict_device_on_any_machine(tmp_path):
-    res = runner.invoke(app, ["run", "--arch", "cascade", "--backend", "predict", "--size", "64", "--batch", "1",
+    res = runner.invoke(app, ["run", "--arch", "cascade", "--backend", "predict", "--size", "32", "--batch", "1",
                               "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     df = store.load(tmp_path)
