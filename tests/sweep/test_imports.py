@@ -24,15 +24,13 @@ def test_bench_run_launches_workers_without_the_measurement_stack(tmp_path):
     assert (tmp_path / "results.jsonl").read_text().count("\n") == 1
 
 
-
 def test_a_worker_builds_a_training_step_without_importing_on_its_turn():
     """What a measuring worker does on its GPU turn loads no module: the optimizer's lazy import of torch's compiler
     stack (800 modules, seconds) is made in its work ahead of the turn (``worker.prepare_ahead``)."""
     code = (
-        "import dataclasses, sys; import bench.sweep.worker as W; from bench.results.validate import grid;"
+        "import sys; import bench.sweep.worker as W; from bench.sweep.config import RunConfig;"
         "from bench.measure.step import StepRunner;"
-        "cfg = next(c for c in grid(['unet']) if c.mode == 'train');"
-        "cfg = dataclasses.replace(cfg, size=(32, 32, 32), batch=2);"
+        "cfg = RunConfig('unet', (32, 32, 32), 2, 'train', 'cpu');"
         "_, spec, ov = W.resolve(cfg); prepared = W.prepare_ahead(cfg); before = set(sys.modules);"
         "StepRunner(spec, ov, cfg.size, cfg.batch, 'train', cfg.precision, prepared=prepared);"
         "new = sorted(set(sys.modules) - before); assert len(new) < 20, (len(new), new[:5])"
