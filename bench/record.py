@@ -157,17 +157,21 @@ CUDA_CONTEXT = _col("cuda_context_bytes", "int", "bytes", G, "the process's devi
 CUDA_SNAPSHOT_PATH = _col("cuda_snapshot_path", "str", "", G, "the recorded step's torch.cuda.memory._snapshot() "
                           "pickle (--snapshot DIR on CUDA; bench replay reads it)")
 CUDA_PHASES = _col("cuda_phase_times_s", "json", "s", G,
-                   "where the measuring worker's time went, seconds per phase (CUDA_PHASE_NAMES): ahead (its CPU-side "
+                   "where the measuring worker's time went, seconds per phase (CUDA_PHASE_NAMES): imports (a worker "
+                   "started ahead of its turn: from its process's start to its configuration, torch's and segmem's "
+                   "imports; recorded since 2026-11-27), ahead (its CPU-side "
                    "parts made while the GPU measured the configuration before: not the GPU's time), env (the environment "
                    "capture, CUDA's first calls), setup (the configuration's columns and the rest before the "
                    "measurement, a prediction made there left out), init (context, first allocation, NVML), build "
                    "(network, optimizer, batch), warmup (the first step: cuDNN's benchmark, kernels loaded), "
                    "memory_step (the measured step), snapshot (the recorded history written), timed_steps, finish "
                    "(the times summarised); setup and finish recorded since 2026-11-26")
-#: the phase of cuda_phase_times_s before the configuration's turn (outside its worker_time_s)
-AHEAD_PHASE = "ahead"
+#: the phases of cuda_phase_times_s before the configuration's turn (outside its worker_time_s): a worker started
+#: ahead imports, then makes the configuration's CPU-side parts
+IMPORTS_PHASE, AHEAD_PHASE = "imports", "ahead"
+BEFORE_TURN_PHASES = (IMPORTS_PHASE, AHEAD_PHASE)
 #: the phases of cuda_phase_times_s, in order
-CUDA_PHASE_NAMES = (AHEAD_PHASE, "env", "setup", "init", "build", "warmup", "memory_step", "snapshot", "timed_steps",
+CUDA_PHASE_NAMES = (*BEFORE_TURN_PHASES, "env", "setup", "init", "build", "warmup", "memory_step", "snapshot", "timed_steps",
                     "finish")
 
 # ----- CPU measurement ----------------------------------------------------------------------------

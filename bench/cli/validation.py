@@ -248,8 +248,9 @@ def validate(
         from ..sweep.share import MemoryGate
 
         gate = MemoryGate.for_gpu(torch.cuda.get_device_properties(0).total_memory, share_gpu)
-    pool = [executor.PredictAheadExecutor(executor.LocalExecutor(prestart=True), predictions, live_gpu=gpu_name,
-                                          gate=gate) for _ in range(share_gpu)]  # (one: in order, each sent the next ahead)
+    spares = executor.spares_ahead(cores(), share_gpu)  # (one executor: in order, each sent its next ones ahead)
+    pool = [executor.PredictAheadExecutor(executor.LocalExecutor(prestart=spares), predictions, live_gpu=gpu_name,
+                                          gate=gate) for _ in range(share_gpu)]
     busy: list[str] = []  # running in another process
     left: list[str] = []  # not started: the time limit
     done: list[str] = []

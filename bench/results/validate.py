@@ -163,7 +163,7 @@ def measuring_time(record: Any) -> float | None:
     prediction and MemTracker times (records made before the phases were, when every worker predicted for itself)."""
     phases = record.get(R.CUDA_PHASES)
     if isinstance(phases, str):
-        return float(sum(v for k, v in json.loads(phases).items() if k != R.AHEAD_PHASE))
+        return float(sum(v for k, v in json.loads(phases).items() if k not in R.BEFORE_TURN_PHASES))
     worker = record.get(R.WORKER_TIME)
     if not isinstance(worker, int | float) or pd.isna(worker):
         return None
@@ -262,12 +262,15 @@ def _time_lines(ok: pd.DataFrame) -> list[str]:
                 "cuda_phase_times_s.", ""] if head else []
     phases = pd.DataFrame([json.loads(p) for p in ok["cuda_phase_times_s"].dropna()])
     parts = ", ".join(f"{name} {phases[name].median():.2f}" for name in R.CUDA_PHASE_NAMES
-                      if name in phases and name != R.AHEAD_PHASE)
+                      if name in phases and name not in R.BEFORE_TURN_PHASES)
     line = f"Worker time ({head + '; ' if head else ''}median seconds by phase over {len(phases)} configurations): {parts}."
     if R.AHEAD_PHASE in phases:  # off the GPU's clock: made while the configuration before was measured
         ahead = phases[R.AHEAD_PHASE].dropna()
+        imports = phases[R.IMPORTS_PHASE].dropna() if R.IMPORTS_PHASE in phases else pd.Series(dtype=float)
         line += (f" Before their turn, while the GPU measured the configuration before, {len(ahead)} workers made "
-                 f"their network and batch on the CPU in a median {ahead.median():.2f} s (not counted above).")
+                 f"their network and batch on the CPU in a median {ahead.median():.2f} s"
+                 + (f", after imports of a median {imports.median():.2f} s" if len(imports) else "")
+                 + " (not counted above).")
     return [line, ""]
 
 

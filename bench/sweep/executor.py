@@ -112,22 +112,25 @@ class LocalExecutor:
     ``command`` is the worker's command line (tests put a misbehaving worker there); ``env`` is added
     to the worker's environment (a ``--jobs`` slot's ``CUDA_VISIBLE_DEVICES``, its share of threads).
 
-    ``prestart``: start the next configuration's worker as soon as this one starts, so that its imports
-    (about 4 s of torch and segmem on a small CPU) are done while this one runs; it then waits for its
-    configuration on stdin, still a fresh process. Told which configuration comes next (:meth:`run`'s
-    ``upcoming``), it is sent that one at once, ahead of its turn, and makes its CPU-side parts (the network
-    built and initialised, the batch drawn: seconds that the GPU would otherwise wait) before it is told to go
-    on. For a GPU measurement, whose worker mostly waits on the GPU; not for a CPU one, whose times the
-    importing process would disturb. :meth:`close` stops the spare.
+    ``prestart``: how many workers to keep started ahead (0: none), so that their imports (about 4 s of torch
+    and segmem on a small CPU) are done while this one runs; each then waits for its configuration on stdin,
+    still a fresh process. Told which configurations come next (:meth:`run`'s ``upcoming``, or
+    :meth:`ahead_of`), a spare is sent each of the first ``prestart`` at once, ahead of its turn, and makes its
+    CPU-side parts (the network built and initialised, the batch drawn: seconds that the GPU would otherwise
+    wait) before it is told to go on. More than one where configurations take less time on the GPU than a
+    worker takes to import and prepare (on an H100 most of bench validate's took 0.5 to 2 s, the preparing
+    about 6.5 s: one spare left the GPU waiting). For a GPU measurement, whose worker mostly waits on the GPU;
+    not for a CPU one, whose times the importing processes would disturb. :meth:`close` stops the spares.
     """
 
     command: Sequence[str] = field(default_factory=lambda: (sys.executable, *WORKER))
     on_log: Callable[[str], None] | None = None
     exit_grace_s: float = EXIT_GRACE_S
     env: Mapping[str, str] = field(default_factory=dict)
-    prestart: bool = False
+    prestart: int = 0
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
-    _spare: _Started | None = field(default=None, repr=False)
+    _spares: list[_Started] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def cancel(self) -> None:
         """Kill the running worker (the sweep was interrupted in another thread), and the spare."""
@@ -135,10 +138,40 @@ class LocalExecutor:
         self.close()
 
     def close(self) -> None:
-        """Stop the spare worker, if one was started ahead."""
-        spare, self._spare = self._spare, None
-        if spare is not None:
+        """Stop the spare workers started ahead."""
+        with self._lock:
+            spares, self._spares = self._spares, []
+        for spare in spares:
             spare.discard()
+
+    def ahead_of(self, upcoming: Sequence[RunConfig]) -> None:
+        """Keep a spare worker sent each of the first ``prestart`` of ``upcoming`` (the configurations this executor
+        runs next, in order); stop those sent another (no longer coming here: another executor took it, or the sweep
+        skipped it). With none upcoming, one spare that has only imported. Nothing without ``prestart``."""
+        if not self.prestart:
+            return
+        want = list(upcoming)[: self.prestart]
+        keys = {c.key() for c in want}
+        with self._lock:
+            stale = [w for w in self._spares if w.proc.poll() is not None or (w.ahead is not None and w.ahead not in keys)]
+            self._spares = [w for w in self._spares if w not in stale]
+            have = {w.ahead for w in self._spares}
+            self._spares += [self._start(c) for c in want if c.key() not in have]
+            if not self._spares:
+                self._spares.append(self._start())
+        for w in stale:
+            w.discard()
+
+    def _take_spare(self, cfg: RunConfig) -> _Started | None:
+        """The spare sent ``cfg`` ahead, else one sent nothing yet (it is sent ``cfg`` whole), else None."""
+        with self._lock:
+            alive = [w for w in self._spares if w.proc.poll() is None]
+            for w in self._spares:
+                if w not in alive:  # it died waiting
+                    w.discard()
+            w = next((w for w in alive if w.ahead == cfg.key()), None) or next((w for w in alive if w.ahead is None), None)
+            self._spares = [s for s in alive if s is not w]
+            return w
 
     def _environment(self) -> dict[str, str]:
         """The worker's environment: this process's, with ``env`` and the path to segmem added."""
@@ -167,18 +200,13 @@ class LocalExecutor:
         return w
 
     def run(self, cfg: RunConfig, timeout_s: float, how: wire.Instructions | None = None,
-            upcoming: RunConfig | None = None) -> dict[str, Any] | None:
+            upcoming: Sequence[RunConfig] = ()) -> dict[str, Any] | None:
         """``cfg``'s record from a fresh worker; ``how``: instructions beyond the configuration (:mod:`.wire`);
-        ``upcoming``: the configuration that comes next, sent ahead to the spare worker (with ``prestart``).
+        ``upcoming``: the configurations that come next, in order, sent ahead to spare workers (:meth:`ahead_of`).
         None when the sweep was interrupted (:meth:`cancel`) before the record came: nothing is recorded, so
         that the next sweep runs the configuration again."""
-        w, self._spare = self._spare, None
-        if w is None or w.proc.poll() is not None or w.ahead not in (None, cfg.key()):
-            if w is not None:  # it died waiting, or was sent another configuration ahead
-                w.discard()
-            w = self._start()
-        if self.prestart:
-            self._spare = self._start(upcoming)
+        w = self._take_spare(cfg) or self._start()
+        self.ahead_of(upcoming)
         proc = w.proc
         killed = False
         try:
@@ -319,6 +347,21 @@ def ahead_jobs(cores: int, gpus: int) -> int:
     return max(1, min(cores - gpus, AHEAD_PER_GPU * gpus))
 
 
+#: spare workers, at most, that a GPU's executor keeps sent its next configurations ahead (:class:`LocalExecutor`'s
+#: ``prestart``). On an H100 (reports/validation/nvidia-h100-80gb-hbm3-2.11.0+cu130-2026-11-27, three executors) a
+#: spare took about 6.5 s to import and prepare, a median configuration 2.4 s on the GPU: with one spare each the
+#: GPU waited on them. Replayed from that run's records (scripts/ahead_depth.py: its order, phases and workers'
+#: times, imports taken as 2 s), its workers' span is 9.6 min with one spare (9.7 min measured), 7.2 with two, 6.8
+#: with three
+SPARES_AHEAD = 3
+
+
+def spares_ahead(cores: int, executors: int) -> int:
+    """Spare workers per GPU executor: two cores for each (a spare prepares on a quarter of the cores, a measuring
+    worker feeds the GPU from one), at most :data:`SPARES_AHEAD`, at least one."""
+    return max(1, min(SPARES_AHEAD, cores // (2 * executors)))
+
+
 @dataclass
 class Predictions:
     """Predictions of CUDA configurations made ahead of their measurements, in a pool of ``jobs`` processes
@@ -401,14 +444,19 @@ class PredictAheadExecutor:
     live_gpu: str = ""
     gate: MemoryGate | None = None
 
+    @property
+    def depth(self) -> int:
+        """How many configurations ahead of its turn this executor is told of (its measuring workers' ``prestart``)."""
+        return max(1, self.measure.prestart)
+
     def plan(self, cfgs: Iterable[RunConfig], timeout_s: float) -> None:
         """Start the predictions of ``cfgs``, in that order."""
         for cfg in cfgs:
             self.ahead.submit(cfg, self.live_gpu)
 
-    def run(self, cfg: RunConfig, timeout_s: float, upcoming: RunConfig | None = None) -> dict[str, Any] | None:
-        """``upcoming``: the configuration this executor runs next (:func:`run_sweep` knows it), whose measuring
-        worker is sent it ahead of its turn (:class:`LocalExecutor`'s ``upcoming``)."""
+    def run(self, cfg: RunConfig, timeout_s: float, upcoming: Sequence[RunConfig] = ()) -> dict[str, Any] | None:
+        """``upcoming``: the configurations this executor runs next (:func:`run_sweep` knows them), whose measuring
+        workers are sent them ahead of their turn (:class:`LocalExecutor`'s ``upcoming``)."""
         pred = self.ahead.take(cfg, self.live_gpu, timeout_s)
         how = None if pred is None else wire.Instructions(prediction=pred)
         if self.gate is None:
@@ -446,7 +494,8 @@ def local_pool(backend: str, jobs: int, gpus: Sequence[str], cores: int,
         if jobs > len(gpus):
             raise ValueError(f"--jobs {jobs} but {len(gpus)} GPU(s) visible: one measurement per GPU at a time; "
                              f"use --jobs {len(gpus)} or fewer")
-        return [LocalExecutor(on_log=on_log, env={"CUDA_VISIBLE_DEVICES": g}, prestart=True) for g in gpus[:jobs]]
+        return [LocalExecutor(on_log=on_log, env={"CUDA_VISIBLE_DEVICES": g}, prestart=spares_ahead(cores, jobs))
+                for g in gpus[:jobs]]
     share = str(max(1, cores // jobs))  # the measurement pins its threads by THREADS_ENV (a user's value stands)
     env = {"OMP_NUM_THREADS": share, THREADS_ENV: os.environ.get(THREADS_ENV) or share,
            "CUDA_VISIBLE_DEVICES": ""} if jobs > 1 else {}
@@ -540,8 +589,8 @@ def _run_pool(pool: list[Executor], configs: list[RunConfig], out: str | Path, t
         idle.put(ex)
     new: list[dict[str, Any]] = []
 
-    def one(cfg: RunConfig, lane: Any = None, upcoming: RunConfig | None = None) -> None:
-        """``lane``: the executor that runs ``cfg`` (else the first idle one), told its ``upcoming`` one."""
+    def one(cfg: RunConfig, lane: Any = None, upcoming: Sequence[RunConfig] = ()) -> None:
+        """``lane``: the executor that runs ``cfg`` (else the first idle one), told its ``upcoming`` ones."""
         key = cfg.key()
         with store.claim(out, key) as mine:
             if not mine:
@@ -574,8 +623,8 @@ def _run_pool(pool: list[Executor], configs: list[RunConfig], out: str | Path, t
         if on_done:
             on_done(cfg, rec)
 
-    # executors that each know their next configuration (its worker is sent it ahead) take them in turn
-    lanes = _Lanes(configs) if planners and len(planners) == len(pool) else None
+    # executors that each know their next configurations (their workers are sent them ahead) take them in turn
+    lanes = _Lanes(configs, max(ex.depth for ex in planners)) if planners and len(planners) == len(pool) else None
     if lanes is None and len(pool) == 1:
         for cfg in configs:
             one(cfg)
@@ -599,31 +648,32 @@ def _run_pool(pool: list[Executor], configs: list[RunConfig], out: str | Path, t
 
 
 class _Lanes:
-    """The configurations of a sweep dealt to executors that each run one at a time and know their next one
-    (:class:`PredictAheadExecutor`: its measuring worker for the next is sent it ahead, and does its CPU-side part
-    while this one measures). An executor takes its next configuration when it starts one, in the sweep's order.
-    One that finds nothing left takes another's next (whose head start is lost) rather than stand idle while
-    that one measures."""
+    """The configurations of a sweep dealt to executors that each run one at a time and know their next ``depth``
+    (:class:`PredictAheadExecutor`: its measuring workers for those are sent them ahead, and do their CPU-side part
+    while this one measures). An executor takes its next configurations when it starts one, in the sweep's order.
+    One that finds nothing left takes the last of the longest queue of another (whose head start is lost) rather
+    than stand idle while that one measures."""
 
-    def __init__(self, configs: list[RunConfig]) -> None:
+    def __init__(self, configs: list[RunConfig], depth: int = 1) -> None:
         self._todo = list(reversed(configs))  # popped from the end: the sweep's order
-        self._next: dict[int, RunConfig] = {}
+        self._next: dict[int, list[RunConfig]] = {}
+        self._depth = max(1, depth)
         self._lock = threading.Lock()
         self._stopped = False
 
-    def take(self, lane: int) -> tuple[RunConfig | None, RunConfig | None]:
-        """The configuration ``lane`` runs now (None: the sweep is done or stopped) and the one it runs next."""
+    def take(self, lane: int) -> tuple[RunConfig | None, tuple[RunConfig, ...]]:
+        """The configuration ``lane`` runs now (None: the sweep is done or stopped) and those it runs next."""
         with self._lock:
             if self._stopped:
-                return None, None
-            cfg = self._next.pop(lane, None)
-            if cfg is None and self._todo:
-                cfg = self._todo.pop()
-            if cfg is None and self._next:  # the last ones, held by busy executors: one more runs at once
-                cfg = self._next.pop(next(iter(self._next)))
-            if cfg is not None and self._todo:
-                self._next[lane] = self._todo.pop()
-            return cfg, self._next.get(lane)
+                return None, ()
+            mine = self._next.setdefault(lane, [])
+            cfg = mine.pop(0) if mine else self._todo.pop() if self._todo else None
+            if cfg is None:  # the last ones, held by busy executors: one more runs at once
+                longest = max(self._next.values(), key=len)
+                cfg = longest.pop() if longest else None
+            while cfg is not None and self._todo and len(mine) < self._depth:
+                mine.append(self._todo.pop())
+            return cfg, tuple(mine)
 
     def stop(self) -> None:
         with self._lock:

@@ -137,11 +137,13 @@ def prepare_ahead(cfg: RunConfig) -> Prepared:
 
 
 def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.Instructions(),
-        prepared: Prepared | None = None, ahead_s: float | None = None, flops: bool = True) -> dict[str, Any]:
+        prepared: Prepared | None = None, ahead_s: float | None = None, flops: bool = True,
+        imports_s: float | None = None) -> dict[str, Any]:
     """One configuration's record (``memtracker``: also torch's MemTracker figure, as every sweep has; ``flops``:
     also the step's FLOPs and predicted time, as every sweep has).
     ``how``: the prediction alone, or the measurement with a prediction made elsewhere (:class:`wire.Instructions`).
-    ``prepared``: the step's CPU-side parts made ahead (:func:`prepare_ahead`, in ``ahead_s`` seconds)."""
+    ``prepared``: the step's CPU-side parts made ahead (:func:`prepare_ahead`, in ``ahead_s`` seconds), by a worker
+    whose imports took ``imports_s`` (:func:`since_start`)."""
     t_start = time.perf_counter()
     backend = cfg.backend_kind
     measures = backend.measures and not how.predict_only
@@ -194,7 +196,8 @@ def run(cfg: RunConfig, memtracker: bool = True, how: wire.Instructions = wire.I
             setup = time.perf_counter() - t_start - t_env - t_pred
             meas, runner = cuda.measure(factory, cfg.repeats, rec[R.CUDNN_BENCHMARK], recorded)
             t_finish = time.perf_counter()
-            ahead = {R.AHEAD_PHASE: round(ahead_s, 4)} if ahead_s is not None else {}
+            ahead = {name: round(t, 4) for name, t in zip(R.BEFORE_TURN_PHASES, (imports_s, ahead_s), strict=True)
+                     if t is not None}
             meas[R.CUDA_PHASES] = {**ahead, "env": round(t_env, 4), "setup": round(setup, 4), **meas[R.CUDA_PHASES]}
             if recorded is not None:
                 rec[R.CUDA_SNAPSHOT_PATH] = str(recorded)
@@ -271,12 +274,24 @@ def watch_parent(interval_s: float = 1.0) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def since_start() -> float | None:
+    """Seconds since this process started: on Linux its start in ``/proc/self/stat`` (clock ticks since boot, field
+    22) against the boot clock, to 10 ms; else None. The spares of a sweep import while others measure: how long
+    that takes says how many to keep ahead (:func:`bench.sweep.executor.spares_ahead`)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()  # after "pid (name)": field 3 on
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 def main() -> int:
     watch_parent()
     text, how = wire.read_config(sys.stdin)
     cfg = RunConfig.from_json(text)
-    prepared = ahead_s = None
+    prepared = ahead_s = imports_s = None
     if how.ahead:  # sent before its turn: the CPU-side parts now, the rest when told to go on
+        imports_s = since_start()  # (sent its configuration as it started: the time its imports took)
         t = time.perf_counter()
         prepared = prepare_ahead(cfg)
         ahead_s = time.perf_counter() - t
@@ -286,7 +301,7 @@ def main() -> int:
         how = go
     t0 = time.perf_counter()
     try:
-        rec = run(cfg, how=how, prepared=prepared, ahead_s=ahead_s)
+        rec = run(cfg, how=how, prepared=prepared, ahead_s=ahead_s, imports_s=imports_s)
     except Exception as exc:
         if not out_of_memory(exc):
             raise

@@ -204,23 +204,23 @@ print("RECORD:" + json.dumps({"status": "ok", "pid": os.getpid(), "started": sta
 
 
 def test_prestart_starts_the_next_worker_while_one_runs_and_close_stops_it():
-    ex = LocalExecutor(command=worker(SLOW_START), prestart=True)
+    ex = LocalExecutor(command=worker(SLOW_START), prestart=1)
     first = ex.run(CFG, 60)
     called = time.time()
     second = ex.run(CFG, 60)
     assert second["pid"] != first["pid"]  # still a fresh process per configuration
     assert second["started"] < first["read"] < called  # it was started while the first one ran ...
     assert second["read"] - called < 0.9  # ... so its second of imports was over before it was asked
-    spare = ex._spare.proc
+    [spare] = [w.proc for w in ex._spares]  # told of no configuration to come: one spare, only imported
     assert spare.poll() is None
     ex.close()
-    assert spare.poll() is not None and ex._spare is None
+    assert spare.wait(10) is not None and ex._spares == []
 
 
 def test_a_spare_that_died_waiting_is_replaced():
-    ex = LocalExecutor(command=worker(SLOW_START), prestart=True)
+    ex = LocalExecutor(command=worker(SLOW_START), prestart=1)
     ex.run(CFG, 60)
-    _kill_group_of(ex._spare.proc)
+    _kill_group_of(ex._spares[0].proc)
     rec = ex.run(CFG, 60)
     assert rec["status"] == "ok" and json.loads(rec["stdin"])["arch"] == "unet"
     ex.close()
@@ -261,20 +261,40 @@ def test_the_next_configuration_is_sent_ahead_to_the_spare_worker_and_a_wrong_on
     from bench.sweep import wire
 
     a, b, c = CFG, dataclasses.replace(CFG, size=(48, 48, 48)), dataclasses.replace(CFG, size=(64, 64, 64))
-    ex = LocalExecutor(command=worker(AHEAD), prestart=True)
-    first = ex.run(a, 60, upcoming=b)  # no spare yet: sent whole; the spare is sent b at once
+    ex = LocalExecutor(command=worker(AHEAD), prestart=1)
+    first = ex.run(a, 60, upcoming=(b,))  # no spare yet: sent whole; the spare is sent b at once
     assert RunConfig.from_json(first["config"]) == a and first["prepared"] is None
     time.sleep(1.5)  # (the spare has its configuration now, well before its turn)
     called = time.time()
-    second = ex.run(b, 60, wire.Instructions(live_gpu="H100-SXM"), upcoming=a)
+    second = ex.run(b, 60, wire.Instructions(live_gpu="H100-SXM"), upcoming=(a,))
     assert RunConfig.from_json(second["config"]) == b
     assert second["prepared"] < called < second["go"]  # it had its configuration before its turn, went on at it
     assert wire.Instructions.from_json(second["how"]).live_gpu == "H100-SXM"  # the instructions came with the go
     third = ex.run(c, 60)  # the spare was sent a, not c: a fresh worker runs c
     assert RunConfig.from_json(third["config"]) == c and third["prepared"] is None
-    spare = ex._spare.proc
+    spare = ex._spares[0].proc
     ex.close()
-    assert spare.poll() is not None
+    assert spare.wait(10) is not None
+
+
+def test_spares_are_sent_the_next_configurations_and_one_no_longer_coming_is_stopped():
+    """Where configurations take less time on the GPU than a worker takes to import and prepare, one spare leaves
+    the GPU waiting: ``prestart=2`` keeps the next two sent ahead."""
+    a, b, c, d = (dataclasses.replace(CFG, size=(s, s, s)) for s in (32, 40, 48, 56))
+    ex = LocalExecutor(command=worker(AHEAD), prestart=2)
+    ex.run(a, 60, upcoming=(b, c, d))  # the first two of those to come
+    assert sorted(w.ahead for w in ex._spares) == sorted([b.key(), c.key()])
+    time.sleep(1.5)
+    called = time.time()
+    second = ex.run(b, 60, upcoming=(c, d))
+    third = ex.run(c, 60, upcoming=(d,))
+    assert second["prepared"] < called and third["prepared"] < called  # both had theirs before b's turn
+    assert [RunConfig.from_json(r["config"]) for r in (second, third)] == [b, c]
+    [for_d] = ex._spares
+    assert for_d.ahead == d.key()
+    ex.run(a, 60, upcoming=(b,))  # d is no longer this executor's to run (another took it): its spare is stopped
+    assert for_d.proc.wait(10) is not None and [w.ahead for w in ex._spares] == [b.key()]
+    ex.close()
 
 
 def test_an_interrupted_sweep_records_nothing_for_the_configuration_it_was_running():

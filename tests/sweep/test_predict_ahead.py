@@ -25,11 +25,13 @@ def record(cfg, status=R.OK):
 class Measure:
     """A measuring executor that says what it was given and when; each measurement takes ``delay`` s."""
 
+    prestart = 1
+
     def __init__(self, log, delay=0.0):
         self.log, self.delay = log, delay
 
-    def run(self, cfg, timeout_s, how=None, upcoming=None):
-        self.log.append(("measure", cfg.size[0], how, time.monotonic(), upcoming and upcoming.size[0]))
+    def run(self, cfg, timeout_s, how=None, upcoming=()):
+        self.log.append(("measure", cfg.size[0], how, time.monotonic(), tuple(c.size[0] for c in upcoming)))
         time.sleep(self.delay)
         return record(cfg)
 
@@ -67,7 +69,7 @@ def test_every_prediction_starts_before_the_first_measurement_and_is_handed_to_i
     # the measuring worker is given the prediction's columns only (no status, no worker time)
     assert [e[2].prediction for e in measured] == [{R.PRED_ALLOCATED: s} for s in (32, 48, 64)]
     # alone, the executor runs them in order: each measurement is told the next, whose worker is sent it ahead
-    assert [e[4] for e in measured] == [48, 64, None]
+    assert [e[4] for e in measured] == [(48,), (64,), ()]
 
 
 def test_a_failed_or_late_prediction_is_not_handed_on(tmp_path):
@@ -93,7 +95,7 @@ def test_the_executors_of_one_sweep_share_the_predictions(tmp_path):
     assert sorted(e[1] for e in log if e[0] == "predict") == [32, 48, 64]  # each predicted once
     assert sorted(e[1] for e in log if e[0] == "measure") == [32, 48, 64]
     # each executor takes its next configuration as it starts one: the first to start is told 48, the other runs 64
-    assert sorted((e[4] for e in log if e[0] == "measure"), key=str) == [48, None, None]
+    assert sorted(e[4] for e in log if e[0] == "measure") == [(), (), (48,)]
 
 
 def test_executors_of_a_pool_take_their_next_configuration_as_they_start_one():
@@ -102,13 +104,24 @@ def test_executors_of_a_pool_take_their_next_configuration_as_they_start_one():
     from bench.sweep.executor import _Lanes
 
     lanes = _Lanes([1, 2, 3, 4, 5])
-    assert lanes.take("a") == (1, 2) and lanes.take("b") == (3, 4)  # in the sweep's order
-    assert lanes.take("a") == (2, 5) and lanes.take("b") == (4, None)
-    assert lanes.take("b") == (5, None)  # a's next: b is idle and a busy with 2
-    assert lanes.take("a") == (None, None)
+    assert lanes.take("a") == (1, (2,)) and lanes.take("b") == (3, (4,))  # in the sweep's order
+    assert lanes.take("a") == (2, (5,)) and lanes.take("b") == (4, ())
+    assert lanes.take("b") == (5, ())  # a's next: b is idle and a busy with 2
+    assert lanes.take("a") == (None, ())
     stopped = _Lanes([1, 2])
     stopped.stop()
-    assert stopped.take("a") == (None, None)  # interrupted: nothing more starts
+    assert stopped.take("a") == (None, ())  # interrupted: nothing more starts
+
+
+def test_executors_told_of_their_next_two_keep_two_ahead_and_an_idle_one_takes_the_last_of_the_longest_queue():
+    from bench.sweep.executor import _Lanes
+
+    lanes = _Lanes(list(range(1, 9)), depth=2)
+    assert lanes.take("a") == (1, (2, 3)) and lanes.take("b") == (4, (5, 6))
+    assert lanes.take("a") == (2, (3, 7)) and lanes.take("a") == (3, (7, 8))
+    assert lanes.take("b") == (5, (6,))  # nothing left to deal
+    assert lanes.take("c") == (8, ())  # a third, idle, takes a's last: a's worker for 7 keeps its head start
+    assert lanes.take("a") == (7, ()) and lanes.take("b") == (6, ()) and lanes.take("b") == (None, ())
 
 
 def test_a_predicting_worker_touches_no_gpu(monkeypatch):
@@ -173,7 +186,9 @@ class Side:
         with self.cond:
             self.cond.wait_for(lambda: size in self.started, timeout=10)
 
-    def run(self, cfg, timeout_s, how=None, upcoming=None):
+    prestart = 1
+
+    def run(self, cfg, timeout_s, how=None, upcoming=()):
         s = cfg.size[0]
         with self.cond:
             self.runs.append(s)
