@@ -350,6 +350,8 @@ def _validate_recorded(runs: Path, jobs: int | None, out: Path | None) -> None:
 
     if runs.is_file():
         fail(f"--recorded takes the folder bench validate wrote (holding results.jsonl), not a file; got {runs}")
+    if not runs.exists():
+        fail(f"--recorded: no such folder: {runs}")
     if not store.path(runs).exists():
         inside = sorted(d.name for d in runs.iterdir() if store.path(d).exists()) if runs.is_dir() else []
         fail(f"no bench validate records in {runs} (expected {store.path(runs)})"

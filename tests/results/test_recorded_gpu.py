@@ -62,9 +62,13 @@ def test_the_recorded_h100_configurations_are_predicted_within_the_validation_li
 
 def test_bench_validate_recorded_bad_input(tmp_path):
     res = CliRunner().invoke(app, ["validate", "--recorded", str(tmp_path / "nope")])
-    assert res.exit_code == 2 and "no bench validate records" in res.output
+    assert res.exit_code == 2 and "--recorded: no such folder: " in res.output
+    res = CliRunner().invoke(app, ["validate", "--recorded", str(tmp_path)])
+    assert res.exit_code == 2 and "no bench validate records" in res.output and "the runs in it" not in res.output
     res = CliRunner().invoke(app, ["validate", "--recorded", str(RUNS.parent)])  # the folder of the runs: named
-    assert res.exit_code == 2 and f"the runs in it: {H100.name}, {RUNS.name}" in res.output, res.output
+    runs = sorted(p.parent.name for p in RUNS.parent.glob("*/results.jsonl"))
+    assert len(runs) >= 4 and {H100.name, RUNS.name} <= set(runs)
+    assert res.exit_code == 2 and f"the runs in it: {', '.join(runs)}" in " ".join(res.output.split()), res.output
     res = CliRunner().invoke(app, ["validate", "--recorded", str(RUNS.parent / f"{RUNS.name}.csv")])
     assert res.exit_code == 2 and "not a file" in res.output
     res = CliRunner().invoke(app, ["validate", "--recorded", str(RUNS), "--arch", "unet"])
