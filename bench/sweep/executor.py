@@ -148,7 +148,7 @@ class LocalExecutor:
         """Keep a spare worker sent each of the first ``prestart`` of ``upcoming`` (the configurations this executor
         runs next, in order); stop those sent another (no longer coming here: another executor took it, or the sweep
         skipped it). With none upcoming, one spare that has only imported. Nothing without ``prestart``."""
-        if not self.prestart:
+        if not self.prestart or self._stop.is_set():  # (cancelled: no new worker)
             return
         want = list(upcoming)[: self.prestart]
         keys = {c.key() for c in want}
