@@ -52,14 +52,23 @@ def main() -> None:
     ap.add_argument("--imports", type=float, default=2.0,
                     help="a worker's imports, seconds, where its record does not say (records before 2026-11-27)")
     args = ap.parse_args()
-    df = store.load(args.run)
+    if args.executors < 1 or args.imports < 0:
+        ap.error("--executors must be 1 or more and --imports 0 or more")
+    if not store.path(args.run).exists():
+        ap.error(f"no bench validate records in {args.run} (expected {store.path(args.run)})")
+    df = store.load(args.run)  # (records made before the phases were recorded lack them)
+    for col in (R.BACKEND, R.WORKER_TIME, R.CUDA_PHASES, R.GPU_SHARED):
+        if col not in df:
+            df[col] = None
     df = df[(df[R.BACKEND] == "cuda") & df[R.WORKER_TIME].notna() & df[R.CUDA_PHASES].notna()]
+    if df.empty:
+        ap.error(f"no CUDA measurement with its phases (cuda_phase_times_s) in {args.run}")
     phases = pd.DataFrame([json.loads(p) for p in df[R.CUDA_PHASES]], index=df.index)
     runs = pd.DataFrame({
         "start": pd.to_datetime(df[R.TIMESTAMP], utc=True, format="ISO8601"), "worker": df[R.WORKER_TIME],
         "ahead": phases.get(R.AHEAD_PHASE, pd.Series(0.0, index=df.index)).fillna(0.0),
         "imports": phases.get(R.IMPORTS_PHASE, pd.Series(float("nan"), index=df.index)),
-        "alone": df[R.GPU_SHARED].ne(True) if R.GPU_SHARED in df else True,
+        "alone": df[R.GPU_SHARED].ne(True),
     }).sort_values("start", kind="stable")
     print(f"{len(runs)} measurements of {args.run}, {args.executors} at once")
     for spares in range(1, 5):
