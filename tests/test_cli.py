@@ -170,12 +170,11 @@ def _pred_columns(out) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_a_parallel_prediction_sweep_gives_the_sequential_records(tmp_path):
-    args = ["run", "--arch", "unet", "--size", "32", "--batch", "1", "--batch", "2", "--mode", "train", "--mode",
-            "infer", "--backend", "predict"]
-    res = runner.invoke(app, [*args, "--jobs", "1", "--out", str(tmp_path / "1")])
+    args = ["run", "--arch", "unet", "--size", "32", "--mode", "train", "--mode", "infer", "--backend", "predict"]
+    res = runner.invoke(app, [*args, "--batch", "1", "--batch", "2", "--jobs", "1", "--out", str(tmp_path / "1")])
     assert res.exit_code == 0, res.output
     # two of them again in two processes at once, one a training step, the other an inference
-    res = runner.invoke(app, [*args[:5], "--batch", "2", *args[9:], "--jobs", "2", "--out", str(tmp_path / "2")])
+    res = runner.invoke(app, [*args, "--batch", "2", "--jobs", "2", "--out", str(tmp_path / "2")])
     assert res.exit_code == 0, res.output
     seq, par = _pred_columns(tmp_path / "1"), _pred_columns(tmp_path / "2")
     assert len(seq) == 4 and len(par) == 2 and len(seq.columns) >= 9
