@@ -46,7 +46,7 @@ def replay(runs: pd.DataFrame, spares: int, executors: int, imports: float) -> f
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("run", type=Path, help="a bench validate run's folder (holding results.jsonl)")
     ap.add_argument("--executors", type=int, default=3, help="configurations measured at once (--share-gpu)")
     ap.add_argument("--imports", type=float, default=2.0,
