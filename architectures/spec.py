@@ -349,7 +349,10 @@ class ArchSpec:
                 raise ValueError(f"{where}; per axis (DxHxW), the edges must be multiples of {'x'.join(map(str, div))} "
                                  f"and at least {least}")
         elif any(s % div or s < max(div, self.min_size) for s in size):
-            raise ValueError(f"{where}; each edge must be a multiple of {div} and at least {max(div, self.min_size)}")
+            # what every edge must be for the whole size to pass (meU-net: 16, its standard patch's, not the 2 of
+            # `divisor`), so that the edge the line suggests is not refused by the next check
+            need = self.size_divisor(mode, **overrides)
+            raise ValueError(f"{where}; each edge must be a multiple of {need} and at least {max(need, self.min_size)}")
         if self.stages is not None:
             if mode == "train":
                 for stage in self.train_stages(**overrides):

@@ -55,7 +55,7 @@ def main() -> None:
     if args.executors < 1 or args.imports < 0:
         ap.error("--executors must be 1 or more and --imports 0 or more")
     if not store.path(args.run).exists():
-        ap.error(f"no bench validate records in {args.run} (expected {store.path(args.run)})")
+        ap.error(store.missing(args.run, "bench validate records"))
     df = store.load(args.run)  # (records made before the phases were recorded lack them)
     for col in (R.BACKEND, R.WORKER_TIME, R.CUDA_PHASES, R.GPU_SHARED):
         if col not in df:

@@ -72,6 +72,8 @@ def test_a_path_of_the_wrong_kind_is_one_line(paths, args, code, message):
     (["fit", "--in-channels", "0"], "--in-channels must be >= 1"),
     (["run", "--gpu-memory", "infGB"], "a memory size must be a positive, finite number"),
     (["fit", "--budget", "1e400GB"], "a memory size must be a positive, finite number"),
+    (["run", "--gpu-memory", "1MB"], "'1MB' is 976.6 KiB, less than a CUDA context alone"),  # a capacity: nothing fits
+    (["run", "--dice", "--gpu-memory", "1MB"], "less than a CUDA context alone"),  # the CPU run's screen
     (["run", "--set", "recipe.lr=nan"], "recipe.lr='nan' is not valid"),
     (["run", "--set", "recipe.lr=inf"], "recipe.lr='inf' is not valid"),
     (["run", "--dice", "--seed", "-1"], "Invalid value for '--seed'"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -161,15 +162,18 @@ def run(
 ) -> None:
     """Sweep sizes x batches x modes x precisions for architectures (meunet unless --arch names others);
     one isolated process per run."""
+    from ..measure.device import least_context
     from ..parallel import cores
     from ..sweep import executor, store
     from ..sweep.expand import expand, label, resolve_backend, size_warnings, visible_gpus
-    from ..sweep.expand import gpu_memory as detect_gpu_memory
+    from ..sweep.expand import gpu_memory as parse_gpu_memory
     from ..sweep.store import check_writable
 
+    detect_gpu_memory = functools.partial(parse_gpu_memory, least=least_context())
     if jobs is not None and jobs < 1:
         fail(f"--jobs must be >= 1; got {jobs}")
     be = validated(resolve_backend, backend_or_alias(backend, device, "auto"))
+    given_memory = validated(detect_gpu_memory, gpu_memory) if gpu_memory is not None else None
     shape = data_shape(in_channels, classes)
     if plans is not None or configuration:
         if dice:
@@ -206,11 +210,10 @@ def run(
     if dice_opts is not None and timeout == DEFAULT_TIMEOUT:
         timeout = dice_timeout(configs)
     if be is Backend.PREDICT and gpu_memory is not None:
-        capacity = validated(detect_gpu_memory, gpu_memory)
         named = catalogue_gpu(gpu_memory) if gpu is None and is_gpu_name(gpu_memory) else None
-        configs = [dataclasses.replace(c, gpu_memory=capacity, gpu=c.gpu or named or "") for c in configs]
+        configs = [dataclasses.replace(c, gpu_memory=given_memory, gpu=c.gpu or named or "") for c in configs]
         gpu_memory = None
-    budget = _gpu_budget(gpu_memory, be, executor_kind, no_skip, detect_gpu_memory)
+    budget = _gpu_budget(given_memory, be, executor_kind, no_skip, detect_gpu_memory)
     slurm = _slurm_executor(executor_kind, jobs, be, out, slurm_config, dict(
         partition=partition, account=account, time_min=time_limit, gpus_per_task=gpus_per_task,
         cpus_per_task=cpus_per_task, mem=mem, array_parallelism=array_parallelism, sbatch=sbatch))
@@ -321,16 +324,14 @@ def _said_if_interrupted(counts: dict[str, int], total: int, out: Path):
         raise typer.Exit(130) from None
 
 
-def _gpu_budget(text: str | None, be: Backend, kind: ExecutorKind, no_skip: bool, detect) -> int | None:
-    """The GPU memory configurations are screened against before they run, or None (no screening; with
-    --backend predict the capacity is the prediction's own, set on the configurations)."""
-    if be is Backend.PREDICT:
+def _gpu_budget(given: int | None, be: Backend, kind: ExecutorKind, no_skip: bool, detect) -> int | None:
+    """The GPU memory configurations are screened against before they run (``given``: --gpu-memory's bytes), or
+    None (no screening; with --backend predict the capacity is the prediction's own, set on the configurations)."""
+    if be is Backend.PREDICT or no_skip:
         return None
-    if no_skip:
-        return None
-    if text is None:
+    if given is None:
         return detect("auto") if (be is Backend.CUDA and kind is ExecutorKind.LOCAL) else None
-    return validated(detect, text)
+    return given
 
 
 def _screen_gpu(text: str | None, be: Backend) -> str:

@@ -5,6 +5,7 @@ run predicted again, or the published figures)."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -178,6 +179,7 @@ def validate(
 
     With --published: the prediction against every published GPU figure instead (no GPU needed).
     With --recorded DIR: a recorded run's configurations predicted again by this code (no GPU needed)."""
+    entered = time.monotonic()  # (the command's time where the process's start cannot be read)
     if fit and not published:
         fail("--fit re-fits the constants on the published figures: add --published")
     if recorded is not None and (published or arch or time_limit is not None or keep_measured):
@@ -212,6 +214,7 @@ def validate(
     from ..parallel import cores
     from ..results import validate as V
     from ..sweep import executor, store
+    from ..sweep.worker import since_start
     from ..version import code_version
 
     configs = validated(V.grid, arch)
@@ -272,18 +275,23 @@ def validate(
             busy.append(cfg.key())
         b.advance()
 
-    started = time.monotonic()
+    started, when = time.monotonic(), datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     deadline = started + time_limit if time_limit is not None else None
     with bar(len(configs), "validating") as b:
         executor.run_sweep(configs, runs, timeout, False, True, pool, on_start=lambda cfg: b.start(cfg.label()),
                            on_done=on_measured, on_skip=on_skipped, deadline=deadline)
-    if done:  # the figure to hold against the 10-minute target (the summary's Run time line sums the workers' times)
-        console.print(f"{len(done)} configuration(s) measured in {(time.monotonic() - started) / 60:.1f} min of wall "
-                      f"time, up to {share_gpu} at once", highlight=False)
+    swept = time.monotonic() - started
+    if done:
+        console.print(f"{len(done)} configuration(s) measured in {swept / 60:.1f} min of wall time, up to {share_gpu} at "
+                      "once", highlight=False)
     if shared:
         console.print(f"{len(shared)} configuration(s) took the measurement of one that runs the same step (the same "
                       "network, batch and settings: measured_as)", highlight=False)
     V.compress_snapshots(snaps)  # (the records name them uncompressed: V.table finds either)
+    if done:  # the call's wall times beside its records: the summary holds the command's against the target
+        V.note_call(runs, started=when, command_s=round(since_start() or time.monotonic() - entered, 1),
+                    measuring_s=round(swept, 1), measured=len(done), took_another=len(shared), share_gpu=share_gpu,
+                    time_limit_s=time_limit, code_version=this, gpu=gpu_name)
     if measured_before or busy:
         console.print(f"{len(measured_before) + len(busy)} configuration(s) already measured in {escape(str(runs))}: "
                       "kept", highlight=False)
@@ -292,7 +300,8 @@ def validate(
                       "measures them, keeping those measured", highlight=False)
     if keep_measured:  # records of several code versions: those of another predicted again by this code
         df = _repredicted(runs, prediction_jobs(None), whole, keep_from=code_version())
-        csv, md = V.write(df, out, name, whole, title=f"{name}, predicted by segmem {code_version()}")
+        csv, md = V.write(df, out, name, whole, title=f"{name}, predicted by segmem {code_version()}",
+                          made=V.calls(runs))
     else:
         records = store.load(runs)
         keys = {c.key() for c in whole}
@@ -300,14 +309,14 @@ def validate(
             fail(f"no configuration of the grid has a record in {runs}: nothing to summarise"
                  + (" (--time-limit was reached before the first started)" if left else ""), code=1)
         df = V.table(records[records[R.KEY].isin(keys)], snaps)  # store.load: the latest record per configuration
-        csv, md = V.write(df, out, name, whole)
+        csv, md = V.write(df, out, name, whole, made=V.calls(runs))
     made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {gpu_name}",
                                                 "commit": code_version(), "license": "segmem's own recording"})
     console.print(f"{escape(str(csv))}, {escape(str(md))}; {len(made)} fixture(s) in {escape(str(fixtures / name))}",
                   highlight=False)
-    run_time = V.projection(df, whole)
-    if run_time:
-        console.print(escape(run_time), highlight=False)
+    for line in V.run_time_lines(df, whole, V.calls(runs)):  # the summary's wall and run time, as it says them
+        if line:
+            console.print(escape(line), highlight=False)
     _exit_on_verdict(df)
 
 
@@ -353,15 +362,14 @@ def _validate_recorded(runs: Path, jobs: int | None, out: Path | None) -> None:
     if not runs.exists():
         fail(f"--recorded: no such folder: {runs}")
     if not store.path(runs).exists():
-        inside = sorted(d.name for d in runs.iterdir() if store.path(d).exists()) if runs.is_dir() else []
-        fail(f"no bench validate records in {runs} (expected {store.path(runs)})"
-             + (f"; the runs in it: {', '.join(inside)}" if inside else ""))
+        fail(store.missing(runs, "bench validate records"))
     dest = out or runs.parent
     check_writable_dir(dest)  # made only once there is something to write: a run with no CUDA record leaves none
     df = _repredicted(runs, jobs)
     writable_dir(dest)
     csv, md = V.write(df, dest, f"{runs.name}.repredicted", V.grid(),
-                      title=f"{runs.name}, predicted again by segmem {code_version()}", recorded=True)
+                      title=f"{runs.name}, predicted again by segmem {code_version()}", recorded=True,
+                      made=V.calls(runs))
     from rich.markdown import Markdown
 
     console.print(Markdown(md.read_text()))  # rendered: its tables as tables, not pipes

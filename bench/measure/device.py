@@ -108,6 +108,13 @@ CONTEXT = (
     ContextFigure("*", False, 666_632_192, PR86509),
 )
 
+
+
+def least_context() -> int:
+    """The smallest CUDA context of :data:`CONTEXT`: a GPU with less memory holds no step at all."""
+    return min(c.nbytes for c in CONTEXT)
+
+
 # ---- fitted on the fit rows of reports/validation/published_memory.csv (bench validate --published --fit) ----
 #: kernels a training step of a convolutional network loads into the context (lazy loading), bytes
 TRAINING_KERNELS = 648 * MiB

@@ -31,6 +31,9 @@ MEDIAN_LIMIT = 0.02
 MAX_LIMIT = 0.05
 #: the whole grid's run time the validation aims at, on one H100 (the summary projects the grid's time against it)
 TARGET_S = 600
+#: beside a run's results.jsonl: one line per ``bench validate`` call that measured, with its wall times (the records
+#: give each worker's time; the command's start-up, its prediction and the gaps between workers are in none of them)
+CALLS = "calls.jsonl"
 PRECISIONS = (Precision.FP32, Precision.FP16)
 #: (architecture, mode) whose recorded traces a rule of the model was read from or led to one (bench.measure.device's
 #: workspaces of benchmark off, read off the H200's; the 64-channel fp32 exception, which the H100's 3D U-Net
@@ -181,10 +184,13 @@ def verdict(errors: pd.Series) -> tuple[bool, float, float]:
     return med <= MEDIAN_LIMIT and worst <= MAX_LIMIT, med, worst
 
 
-def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = None, recorded: bool = False) -> str:
+def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = None, recorded: bool = False,
+             made: pd.DataFrame | None = None) -> str:
     """The summary: verdict, error statistics per architecture (and per split where ``df`` has one), run time,
     failures. ``configs``: the grid's configurations (default: the rows of ``df``). ``recorded``: ``df`` is a
-    recorded GPU run predicted again (``bench validate --recorded``), whose times are that run's, not this one's."""
+    recorded GPU run predicted again (``bench validate --recorded``), whose times are that run's, not this one's.
+    ``made``: the run's calls (:func:`calls`): their wall time is what the target is held against; without it, the
+    grid's time projected from the records."""
     grid_size = len(configs) if configs is not None else None
     passed, med, worst = verdict(df["allocated_error"])
     ok = df[df["status"] == R.OK]
@@ -210,13 +216,11 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
                                                                               ("measured sharing the GPU (--share-gpu)",
                                                                                ok[shared & ~took])) if len(g)] + [""]
     times = _time_lines(ok)
-    est = _estimate(df, configs)
-    run_time = _run_time_line(est) if est is not None else None
-    if recorded and (times or run_time):
+    wall, run_time = run_time_lines(df, configs, made)
+    if recorded and (times or run_time or wall):
         lines += ["Times as the GPU run recorded them (this command measured nothing):", ""]
+    lines += [wall, ""] if wall else []
     lines += times
-    if run_time and (shared & ~took).any():  # (of the workers: one that took another's measurement ran none)
-        run_time += side_by_side(ok, shared & ~took, est.whole)
     lines += [run_time, ""] if run_time else []
     lines += ["The verdict holds peak allocated (`max_memory_allocated`); peak reserved, which the caching allocator "
               "holds from the device, is given beside it.", ""]
@@ -231,6 +235,24 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
         lines += ["", "Not measured:", ""]
         lines += [f"- {r.arch} {r.stage} {r.mode} {r.size} b{r.batch} {r.precision}: {r.status}" for r in bad.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def run_time_lines(df: pd.DataFrame, configs: list[RunConfig] | None,
+                   made: pd.DataFrame | None = None) -> tuple[str | None, str | None]:
+    """The summary's "Wall time" line (where ``made``, the run's calls, say) and its "Run time" line (where the records
+    say; see :func:`projection`). The target is held against one figure: the calls' wall time, else the grid's time
+    projected at the overlap of the measurements that shared the GPU, else the sum of the workers' times."""
+    ok = df[df["status"] == R.OK]
+    took = ok["measured_as"].notna() if "measured_as" in ok else pd.Series(False, index=ok.index)
+    shared = ok["gpu_shared"].fillna(False).astype(bool) if "gpu_shared" in ok else pd.Series(False, index=ok.index)
+    overlapped = bool((shared & ~took).any())  # (of the workers: one that took another's measurement ran none)
+    est = _estimate(df, configs)
+    walled = made is not None and len(made) > 0 and {"command_s", "measuring_s", "measured"} <= set(made)
+    wall = _wall_line(made, est is not None and not est.missing) if walled else None
+    run_time = _run_time_line(est, judged=not (wall or overlapped)) if est is not None else None
+    if run_time and overlapped:
+        run_time += side_by_side(ok, shared & ~took, est.whole, judged=not wall)
+    return wall, run_time
 
 
 def _largest(ok: pd.DataFrame, n: int = 3) -> str:
@@ -249,6 +271,39 @@ def _errors_line(label: str, g: pd.DataFrame, unit: str = "configurations") -> s
     allocated errors."""
     _, m, w = verdict(g["allocated_error"])
     return f"- {label} ({len(g)} {unit}): median |error| {m:.2%}, max {w:.2%}"
+
+
+def note_call(runs: Path, **times: Any) -> None:
+    """Add a ``bench validate`` call's wall times to ``runs``'s :data:`CALLS` (``command_s``: from the process's start
+    to the end of measuring, its summary and fixtures not included; ``measuring_s``: the sweep's, from its start to
+    its last record; ``measured``: how many configurations it measured; and what else the call says of itself)."""
+    with (runs / CALLS).open("a") as f:
+        f.write(json.dumps(times) + "\n")
+
+
+def calls(runs: Path) -> pd.DataFrame | None:
+    """The calls :func:`note_call` noted in ``runs``, in order (None where none was: a run recorded before)."""
+    p = runs / CALLS
+    if not p.is_file():
+        return None
+    rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return pd.DataFrame(rows) if rows else None
+
+
+def _wall_line(made: pd.DataFrame, whole_grid: bool) -> str:
+    """The summary's "Wall time" line: what ``bench validate``'s calls (:func:`calls`) took by their own clock, the
+    figure the target names where they measured the whole grid."""
+    n = len(made)
+    each = " + ".join(f"{t / 60:.1f}" for t in made["command_s"])
+    total = float(made["command_s"].sum())
+    line = (f"Wall time: {n} call{'s' * (n != 1)} of bench validate measured {int(made['measured'].sum())} "
+            f"configurations in {total / 60:.1f} min from the command's start to the end of its measuring"
+            + (f" ({each} min)" if n > 1 else "")
+            + f", {float(made['measuring_s'].sum()) / 60:.1f} min of it in the sweep (from its start to its last "
+            "record)")
+    if whole_grid:
+        return line + f": the whole grid, {_against_target(total)}" + (" (one call on one GPU)" if n > 1 else "") + "."
+    return line + ": part of the grid (see Run time for the rest)."
 
 
 def _time_lines(ok: pd.DataFrame) -> list[str]:
@@ -319,8 +374,9 @@ def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
     return _run_time_line(est) if est is not None else None
 
 
-def _run_time_line(est: _Estimate) -> str:
-    """:func:`projection`'s line from the grid's estimate."""
+def _run_time_line(est: _Estimate, judged: bool = True) -> str:
+    """:func:`projection`'s line from the grid's estimate (``judged``: held against the target; not where the
+    measurements overlapped, whose sum is no run time: :func:`side_by_side` judges that)."""
     n, done = est.measured, est.done
     line = (f"Run time: {n} configuration{'s' * (n != 1)} measured in {done / 60:.1f} min of measuring time "
             f"(measuring_time_s: a worker's time without a prediction it made; mean {done / n:.1f} s).")
@@ -334,6 +390,8 @@ def _run_time_line(est: _Estimate) -> str:
         line += f": about {total / 60:.0f} min for the whole grid"
     else:
         line += " That is the whole grid"
+    if not judged:
+        return line + ("." if est.missing else ", the sum of its workers' times.")
     line += f", {_against_target(total, known=not est.unknown)}, not counting the time between workers."
     return line
 
@@ -357,10 +415,11 @@ def spans(ok: pd.DataFrame) -> tuple[float, float] | None:
     return busy, float(timed["worker_time_s"].sum())
 
 
-def side_by_side(ok: pd.DataFrame, shared: pd.Series, whole: float | None) -> str:
+def side_by_side(ok: pd.DataFrame, shared: pd.Series, whole: float | None, judged: bool = True) -> str:
     """The "Run time" line's end where some configurations (``shared``: a mask of ``ok``) shared the GPU
     (--share-gpu): the sum of their times is more than the time they took, so the wall time their records give
-    (:func:`spans`), and the whole grid's time (``whole``: its measuring time, s) projected at that overlap."""
+    (:func:`spans`), and the whole grid's time (``whole``: its measuring time, s) projected at that overlap
+    (``judged``: against the target, where no call's wall time was noted)."""
     said = f" {int(shared.sum())} of them shared the GPU: their times overlap, so the sum is more than the time they took"
     got = spans(ok[shared])
     if got is None:
@@ -369,21 +428,29 @@ def side_by_side(ok: pd.DataFrame, shared: pd.Series, whole: float | None) -> st
     overlap = total / busy if busy > 0 else 1.0
     said += (f". From their records, some of those were running during {busy / 60:.1f} min, {overlap:.1f} times less "
              "than the sum of their workers' times (the time when none ran left out: the command's start-up and "
-             "wrap-up, between the calls of a lent GPU; bench validate prints its wall time)")
+             "wrap-up, waits between workers, the time between the calls of a lent GPU; bench validate prints its "
+             "wall time)")
     if whole is not None and overlap > 1:
-        said += (f": at that overlap the whole grid would take about {whole / overlap / 60:.0f} min plus the command's "
-                 f"start-up and wrap-up, {_against_target(whole / overlap)}")
+        busy_whole = whole / overlap  # a floor of the wall time: the time when none ran is in no record
+        said += f": at that overlap the whole grid's workers would take about {busy_whole / 60:.0f} min"
+        if judged and busy_whole > TARGET_S:
+            said += f", over the {TARGET_S // 60}-minute target even before the time when none ran"
+        elif judged:
+            said += (f", which leaves {(TARGET_S - busy_whole) / 60:.0f} min of the {TARGET_S // 60}-minute target for "
+                     "the time when none ran (the command's start-up and wrap-up, waits between workers)")
+        else:
+            said += ", plus the time when none ran"
     return said + "."
 
 
 def write(df: pd.DataFrame, folder: Path, name: str, configs: list[RunConfig] | None = None,
-          title: str | None = None, recorded: bool = False) -> tuple[Path, Path]:
+          title: str | None = None, recorded: bool = False, made: pd.DataFrame | None = None) -> tuple[Path, Path]:
     """``folder/name.csv`` and its summary ``folder/name.md`` (titled ``title``, default ``name``; ``configs``: the
-    grid's configurations, default the rows of ``df``; ``recorded``: as :func:`markdown`)."""
+    grid's configurations, default the rows of ``df``; ``recorded``, ``made``: as :func:`markdown`)."""
     folder.mkdir(parents=True, exist_ok=True)
     csv, md = folder / f"{name}.csv", folder / f"{name}.md"
     df.to_csv(csv, index=False)
-    md.write_text(markdown(df, title or name, configs, recorded))
+    md.write_text(markdown(df, title or name, configs, recorded, made))
     return csv, md
 
 

@@ -655,9 +655,11 @@ class _Lanes:
     than stand idle while that one measures."""
 
     def __init__(self, configs: list[RunConfig], depth: int = 1) -> None:
+        if depth < 1:  # (PredictAheadExecutor.depth is 1 or more)
+            raise ValueError(f"an executor knows at least its next configuration; got depth {depth}")
         self._todo = list(reversed(configs))  # popped from the end: the sweep's order
         self._next: dict[int, list[RunConfig]] = {}
-        self._depth = max(1, depth)
+        self._depth = depth
         self._lock = threading.Lock()
         self._stopped = False
 

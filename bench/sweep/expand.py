@@ -66,21 +66,28 @@ def visible_gpus() -> list[str]:
     return named[:n] if named else [str(i) for i in range(n)]
 
 
-def gpu_memory(text: str, option: str = "--gpu-memory") -> int:
+def gpu_memory(text: str, option: str = "--gpu-memory", least: int = 0) -> int:
     """``--gpu-memory`` (or another ``option`` that takes a GPU's memory, e.g. ``bench fit --budget``): a size
-    (80GB, 80GiB), a GPU of the catalogue (A100-40GB: its memory) or ``auto``: the smallest visible GPU's memory."""
+    (80GB, 80GiB), a GPU of the catalogue (A100-40GB: its memory) or ``auto``: the smallest visible GPU's memory.
+    A size under ``least`` is refused (``bench run``: a GPU smaller than a CUDA context alone, where every
+    configuration would be screened out: 1MB typed for 1GB)."""
     from ..measure import gpus
-    from ..options import parse_bytes
+    from ..options import human_bytes, parse_bytes
 
     if text.strip().lower() != "auto":
         g = gpus.find(text)
         if g is not None:
             return g.memory_bytes
         try:
-            return parse_bytes(text)
+            size = parse_bytes(text)
         except ValueError as exc:
             raise ValueError(f"{option} {text!r} is neither a size ({exc}) nor a GPU of the catalogue "
                              f"({gpus.known()})") from None
+        if size < least:
+            raise ValueError(f"{option} {text!r} is {human_bytes(size)}, less than a CUDA context alone "
+                             f"({human_bytes(least)} at the least): nothing would fit; give the GPU's whole memory, "
+                             "e.g. 24GB")
+        return size
     import torch
 
     if not torch.cuda.is_available():

@@ -54,6 +54,14 @@ def path(out: str | Path) -> Path:
     return p if p.suffix == ".jsonl" and not p.is_dir() else p / FILENAME
 
 
+def missing(out: str | Path, what: str = "records") -> str:
+    """What to say where ``out`` holds no store: the folder it expected, and the runs inside it where ``out`` is
+    their parent (``reports/validation`` given for ``reports/validation/<run>``)."""
+    out = Path(out)
+    inside = sorted(d.name for d in out.iterdir() if path(d).exists()) if out.is_dir() else []
+    return f"no {what} in {out} (expected {path(out)})" + (f"; the runs in it: {', '.join(inside)}" if inside else "")
+
+
 def _lock(p: Path) -> FileLock:
     return FileLock(str(p) + ".lock")
 

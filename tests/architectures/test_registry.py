@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -37,6 +38,20 @@ def test_override_changes_the_network():
 def test_check_size_says_what_is_allowed(name, size, message):
     with pytest.raises(ValueError, match=message):
         architectures.spec(name).check_size(size)
+
+
+@pytest.mark.parametrize(("name", "overrides"), [(n, {}) for n in architectures.names()]
+                         + [("meunet", {"size_refers_to": "expanded"})])
+def test_the_edges_a_refused_size_is_told_pass(name, overrides):
+    """An odd edge is refused with "a multiple of N and at least M"; the sizes that line names pass (meU-net's
+    size need only be even for `divisor`, but its standard patch must be a multiple of 16: the line says 16)."""
+    spec = architectures.spec(name)
+    for mode in ("train", "infer"):
+        with pytest.raises(ValueError, match=r"each edge must be a multiple of (\d+) and at least (\d+)") as err:
+            spec.check_size((17, 17, 17), mode, **overrides)
+        n, least = map(int, re.search(r"multiple of (\d+) and at least (\d+)", str(err.value)).groups())
+        for edge in (least, least + n):
+            spec.check_size((edge,) * 3, mode, **overrides)
 
 
 @pytest.mark.parametrize(("name", "batch", "overrides", "norm"), [

@@ -105,9 +105,38 @@ def test_the_summary_gives_the_wall_time_of_those_that_shared_the_gpu():
     assert total == 16 * 30 and busy == 8 * 30  # 8 pairs of 30 s: the gaps between them left out
     line = next(x for x in V.markdown(pd.DataFrame(rows), "t", configs).splitlines() if x.startswith("Run time"))
     assert "16 of them shared the GPU" in line and "some of those were running during 4.0 min, 2.0 times less" in line
-    assert "the whole grid would take about 4 min plus the command's start-up and wrap-up, within the 10-minute" in line
+    assert ("the whole grid's workers would take about 4 min, which leaves 6 min of the 10-minute target for the time "
+            "when none ran (the command's start-up and wrap-up, waits between workers).") in line
     one = V.markdown(pd.DataFrame(rows[:1]), "t", configs)  # one record: no span to speak of
     assert "bench validate prints the wall time" in one
+
+def test_the_summary_holds_the_calls_wall_time_against_the_target_once(tmp_path):
+    """With the calls' own clock (calls.jsonl), the target is held against their wall time, not the workers' sum nor
+    the projection at their overlap, which say no verdict; a grid not measured whole is said to be part of one."""
+    configs = V.grid(["unet"])
+    t0 = pd.Timestamp("2026-11-27T02:53:36+00:00")
+    rows = pd.DataFrame([{"key": c.key(), "arch": "unet", "stage": "", "size": "x", "batch": 4, "mode": str(c.mode),
+                          "precision": str(c.precision), "cudnn_benchmark": c.cudnn_benchmark, "status": R.OK,
+                          "allocated_error": 0.0, "reserved_error": 0.0, "measuring_time_s": 60.0,
+                          "worker_time_s": 60.0, "gpu_shared": True,
+                          "started": (t0 + pd.Timedelta(seconds=30 * i)).isoformat()} for i, c in enumerate(configs)])
+    assert V.calls(tmp_path) is None  # a run recorded before the calls were noted
+    V.note_call(tmp_path, command_s=498.0, measuring_s=470.0, measured=12)
+    V.note_call(tmp_path, command_s=122.0, measuring_s=100.0, measured=4)
+    made = V.calls(tmp_path)
+    md = V.markdown(rows, "t", configs, made=made)
+    assert ("Wall time: 2 calls of bench validate measured 16 configurations in 10.3 min from the command's start to the "
+            "end of its measuring (8.3 + 2.0 min), 9.5 min of it in the sweep") in md
+    assert "the whole grid, over the 10-minute target (one call on one GPU)." in md
+    assert md.count("-minute target") == 1 and "That is the whole grid, the sum of its workers' times." in md
+    assert "at that overlap the whole grid's workers would take about 8 min, plus the time when none ran." in md
+    without = V.markdown(rows, "t", configs)  # no calls: the projection at the overlap is the one held against it
+    assert without.count("-minute target") == 1 and "which leaves 2 min of the 10-minute target for the time" in without
+    slow = V.markdown(rows.assign(measuring_time_s=120.0), "t", configs)  # a floor over the target: over, whatever ran
+    assert "about 17 min, over the 10-minute target even before the time when none ran." in slow
+    part = V.markdown(rows.iloc[:8], "t", configs, made=made.iloc[:1])
+    assert "in 8.3 min from the command's start" in part and ": part of the grid (see Run time for the rest)." in part
+
 
 def test_a_lent_gpu_measures_what_no_gpu_measured_first(tmp_path):
     def run(name, records):
@@ -189,6 +218,12 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
         assert 0 <= worker - sum(v for k, v in p.items() if k not in R.BEFORE_TURN_PHASES) < 0.5, (worker, p)
     assert "Run time: 4 configurations measured in " in summary and "That is the whole grid" in summary
     assert "Run time: 4 configurations measured in " in res.output  # on the console too
+    # the call's own clock, beside the records: the command's wall time is what the target is held against, once
+    [call] = V.calls(tmp_path / "v" / name).to_dict("records")
+    assert call["measured"] == 4 and 0 < call["measuring_s"] < call["command_s"] and call["share_gpu"] == 1
+    assert "Wall time: 1 call of bench validate measured 4 configurations in " in summary
+    assert "the whole grid, within the 10-minute target." in summary and summary.count("-minute target") == 1
+    assert "Wall time: 1 call of bench validate" in res.output
     snaps = sorted((tmp_path / "v" / name / "snapshots").iterdir())
     assert len([p for p in snaps if p.name.endswith(".cuda.pickle.gz")]) == 4 and not list(snaps[0].parent.glob("*.cuda.pickle"))
     assert len([p for p in snaps if p.name.endswith(".predicted.pickle")]) == 4
@@ -199,6 +234,7 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     again = CliRunner().invoke(app, ["validate", "--arch", "unet", "--out", str(tmp_path / "v"),
                                      "--fixtures", str(tmp_path / "fx")])  # resumes: nothing left to measure
     assert again.exit_code == res.exit_code and "4 configuration(s) already measured" in again.output
+    assert len(V.calls(tmp_path / "v" / name)) == 1  # a call that measured nothing notes no time
     # measured by another code version: measured again, unless --keep-measured (GPU time is the scarce part), which
     # predicts every kept measurement again with this code for the summary
     results = store.path(tmp_path / "v" / name)

@@ -27,11 +27,13 @@ class Measure:
 
     prestart = 1
 
-    def __init__(self, log, delay=0.0):
-        self.log, self.delay = log, delay
+    def __init__(self, log, delay=0.0, meeting=None):
+        self.log, self.delay, self.meeting = log, delay, meeting
 
     def run(self, cfg, timeout_s, how=None, upcoming=()):
         self.log.append(("measure", cfg.size[0], how, time.monotonic(), tuple(c.size[0] for c in upcoming)))
+        if self.meeting is not None:
+            self.meeting.arrive()
         time.sleep(self.delay)
         return record(cfg)
 
@@ -40,6 +42,21 @@ class Measure:
 
     def close(self):
         pass
+
+
+class Meeting:
+    """Where the first ``n`` measurements wait for each other (up to 10 s), so that each executor has started one
+    before any ends, however the test processes' threads are scheduled; the later ones pass."""
+
+    def __init__(self, n):
+        self.n, self.count, self.lock, self.all = n, 0, threading.Lock(), threading.Event()
+
+    def arrive(self):
+        with self.lock:
+            self.count += 1
+            if self.count >= self.n:
+                self.all.set()
+        self.all.wait(10)
 
 
 def ahead(log, fail=(), hang=(), **kw):
@@ -88,9 +105,10 @@ def test_recorded_configurations_are_not_predicted_again(tmp_path):
 
 
 def test_the_executors_of_one_sweep_share_the_predictions(tmp_path):
-    log = []
+    log, meeting = [], Meeting(2)
     one = ahead(log, jobs=2, live_gpu="H100-SXM")
-    two = PredictAheadExecutor(Measure(log), one.ahead, "H100-SXM")  # a second GPU of the same kind
+    one.measure.meeting = meeting  # (else a busy machine may let one executor run two before the other starts)
+    two = PredictAheadExecutor(Measure(log, meeting=meeting), one.ahead, "H100-SXM")  # a second GPU of the same kind
     run_sweep(CFGS, tmp_path, 60, executor=[one, two])
     assert sorted(e[1] for e in log if e[0] == "predict") == [32, 48, 64]  # each predicted once
     assert sorted(e[1] for e in log if e[0] == "measure") == [32, 48, 64]
