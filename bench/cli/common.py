@@ -68,6 +68,16 @@ class OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+    def invoke(self, ctx) -> Any:
+        """A command interrupted (Ctrl-C) where it says nothing of its own (a sweep says what it kept): one line,
+        exit 130, where Typer would exit 130 in silence."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]: the command stopped before its end", highlight=False)
+            raise typer.Exit(130) from None
+
+
 def _empty_path(group: TyperGroup, argv: list[str]) -> str | None:
     """What is wrong when ``argv`` gives a path option or argument an empty string, else None. Typer reads ``""``
     as ``Path("")``, the current folder, so ``--out ""`` (an unset shell variable, say) wrote results into

@@ -386,9 +386,21 @@ def _repredicted(runs: Path, jobs: int | None, configs: list | None = None, keep
     rows = validated(V.measured, runs, configs=configs)
     # and those that run a step measured there, with its measurement (V.shares; a GPU run stored them already)
     rows += V.shares({r[R.KEY]: r for r in rows}, configs if configs is not None else V.grid())
-    with bar(len(V.prediction_steps(rows, keep_from, configs)),
-             f"predicting again the configurations measured in {runs.name}") as b:
-        return V.repredict(runs, rows, jobs, progress=lambda _job: b.advance(), configs=configs, keep_from=keep_from)
+    steps = len(V.prediction_steps(rows, keep_from, configs))
+    done = 0
+
+    def advance(_job: Any) -> None:
+        nonlocal done
+        done += 1
+        b.advance()
+
+    try:
+        with bar(steps, f"predicting again the configurations measured in {runs.name}") as b:
+            return V.repredict(runs, rows, jobs, progress=advance, configs=configs, keep_from=keep_from)
+    except KeyboardInterrupt:  # the predictions are kept in memory until the summary: none is written
+        console.print(f"[yellow]interrupted[/]: {done} of {steps} prediction(s) made, none written (the summary is "
+                      "written once all are made); the same command starts again", highlight=False)
+        raise typer.Exit(130) from None
 
 
 def _validate_published(fit: bool, to: Path) -> None:

@@ -116,3 +116,21 @@ def test_records_of_this_code_version_keep_their_own_prediction():
     # the later session's summary predicted them again with its code: the same figures
     as_measured = pd.read_csv(H100.with_name(f"{H100.name}.csv"))
     assert set(df["predicted_allocated_bytes"]) <= set(as_measured["predicted_allocated_bytes"])
+
+
+def test_an_interrupted_recorded_prediction_says_what_it_kept(monkeypatch, tmp_path):
+    """Ctrl-C while --recorded predicts: one line saying how far it got and that nothing was written (exit 130);
+    any other command interrupted says it stopped, where Typer would exit 130 in silence."""
+
+    def two_then_ctrl_c(runs, rows, jobs, progress, **kw):
+        progress(None), progress(None)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(V, "repredict", two_then_ctrl_c)
+    res = CliRunner().invoke(app, ["validate", "--recorded", str(RUNS), "--out", str(tmp_path)])
+    steps = len(V.prediction_steps(V.measured(RUNS)))
+    assert res.exit_code == 130 and f"interrupted: 2 of {steps} prediction(s) made, none written" in res.output
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setattr(V, "grid", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))  # a command saying nothing
+    res = CliRunner().invoke(app, ["validate", "--recorded", str(RUNS), "--out", str(tmp_path)])
+    assert res.exit_code == 130 and res.output.strip() == "interrupted: the command stopped before its end"
