@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -162,18 +161,15 @@ def run(
 ) -> None:
     """Sweep sizes x batches x modes x precisions for architectures (meunet unless --arch names others);
     one isolated process per run."""
-    from ..measure.device import least_context
     from ..parallel import cores
     from ..sweep import executor, store
     from ..sweep.expand import expand, label, resolve_backend, size_warnings, visible_gpus
-    from ..sweep.expand import gpu_memory as parse_gpu_memory
     from ..sweep.store import check_writable
 
-    detect_gpu_memory = functools.partial(parse_gpu_memory, least=least_context())
     if jobs is not None and jobs < 1:
         fail(f"--jobs must be >= 1; got {jobs}")
     be = validated(resolve_backend, backend_or_alias(backend, device, "auto"))
-    given_memory = validated(detect_gpu_memory, gpu_memory) if gpu_memory is not None else None
+    given_memory = validated(_gpu_memory, gpu_memory) if gpu_memory is not None else None
     shape = data_shape(in_channels, classes)
     if plans is not None or configuration:
         if dice:
@@ -213,7 +209,7 @@ def run(
         named = catalogue_gpu(gpu_memory) if gpu is None and is_gpu_name(gpu_memory) else None
         configs = [dataclasses.replace(c, gpu_memory=given_memory, gpu=c.gpu or named or "") for c in configs]
         gpu_memory = None
-    budget = _gpu_budget(given_memory, be, executor_kind, no_skip, detect_gpu_memory)
+    budget = _gpu_budget(given_memory, be, executor_kind, no_skip, _gpu_memory)
     slurm = _slurm_executor(executor_kind, jobs, be, out, slurm_config, dict(
         partition=partition, account=account, time_min=time_limit, gpus_per_task=gpus_per_task,
         cpus_per_task=cpus_per_task, mem=mem, array_parallelism=array_parallelism, sbatch=sbatch))
@@ -322,6 +318,19 @@ def _said_if_interrupted(counts: dict[str, int], total: int, out: Path):
         console.print(f"[yellow]interrupted[/]: {done} of {total} configuration(s) recorded or skipped, in "
                       f"{escape(str(out / 'results.jsonl'))}; the same command again runs the rest", highlight=False)
         raise typer.Exit(130) from None
+
+
+def _gpu_memory(text: str) -> int:
+    """``--gpu-memory``'s bytes (:func:`bench.sweep.expand.gpu_memory`), a size under the smallest CUDA context
+    refused: every configuration would be screened out (1MB typed for 1GB). The context's figures are read only
+    for a size: a sweep given none keeps the measurement stack out of this process."""
+    from ..sweep.expand import gpu_memory
+
+    if text.strip().lower() == "auto":
+        return gpu_memory(text)
+    from ..measure.device import least_context
+
+    return gpu_memory(text, least=least_context())
 
 
 def _gpu_budget(given: int | None, be: Backend, kind: ExecutorKind, no_skip: bool, detect) -> int | None:

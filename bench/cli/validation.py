@@ -179,7 +179,8 @@ def validate(
 
     With --published: the prediction against every published GPU figure instead (no GPU needed).
     With --recorded DIR: a recorded run's configurations predicted again by this code (no GPU needed)."""
-    entered = time.monotonic()  # (the command's time where the process's start cannot be read)
+    # the command's start (its imports are lazy: the interpreter's start is a second before)
+    entered, when = time.monotonic(), datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if fit and not published:
         fail("--fit re-fits the constants on the published figures: add --published")
     if recorded is not None and (published or arch or time_limit is not None or keep_measured):
@@ -214,7 +215,6 @@ def validate(
     from ..parallel import cores
     from ..results import validate as V
     from ..sweep import executor, store
-    from ..sweep.worker import since_start
     from ..version import code_version
 
     configs = validated(V.grid, arch)
@@ -275,8 +275,8 @@ def validate(
             busy.append(cfg.key())
         b.advance()
 
-    started, when = time.monotonic(), datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    deadline = started + time_limit if time_limit is not None else None
+    started = time.monotonic()
+    deadline = entered + time_limit if time_limit is not None else None  # from the command's start, as its help says
     with bar(len(configs), "validating") as b:
         executor.run_sweep(configs, runs, timeout, False, True, pool, on_start=lambda cfg: b.start(cfg.label()),
                            on_done=on_measured, on_skip=on_skipped, deadline=deadline)
@@ -289,7 +289,7 @@ def validate(
                       "network, batch and settings: measured_as)", highlight=False)
     V.compress_snapshots(snaps)  # (the records name them uncompressed: V.table finds either)
     if done:  # the call's wall times beside its records: the summary holds the command's against the target
-        V.note_call(runs, started=when, command_s=round(since_start() or time.monotonic() - entered, 1),
+        V.note_call(runs, started=when, command_s=round(time.monotonic() - entered, 1),
                     measuring_s=round(swept, 1), measured=len(done), took_another=len(shared), share_gpu=share_gpu,
                     time_limit_s=time_limit, code_version=this, gpu=gpu_name)
     if measured_before or busy:
