@@ -67,7 +67,6 @@ class OneLineErrors(TyperGroup):
         # without standalone mode, click returns an Exit's code (fail's 2, --help's 0) or the command's value
         sys.exit(rv if isinstance(rv, int) else 0)
 
-
     def invoke(self, ctx) -> Any:
         """A command interrupted (Ctrl-C) where it says nothing of its own (a sweep says what it kept): one line,
         exit 130, where Typer would exit 130 in silence."""

@@ -109,7 +109,6 @@ CONTEXT = (
 )
 
 
-
 def least_context() -> int:
     """The smallest CUDA context of :data:`CONTEXT`: a GPU with less memory holds no step at all."""
     return min(c.nbytes for c in CONTEXT)

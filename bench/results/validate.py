@@ -240,7 +240,7 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
 def run_time_lines(df: pd.DataFrame, configs: list[RunConfig] | None,
                    made: pd.DataFrame | None = None) -> tuple[str | None, str | None]:
     """The summary's "Wall time" line (where ``made``, the run's calls, say) and its "Run time" line (where the records
-    say; see :func:`projection`). The target is held against one figure: the calls' wall time, else the grid's time
+    say; see :func:`_run_time_line`). The target is held against one figure: the calls' wall time, else the grid's time
     projected at the overlap of the measurements that shared the GPU, else the sum of the workers' times."""
     ok = df[df["status"] == R.OK]
     took = ok["measured_as"].notna() if "measured_as" in ok else pd.Series(False, index=ok.index)
@@ -331,7 +331,7 @@ def _time_lines(ok: pd.DataFrame) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class _Estimate:
-    """The grid's measuring time from the measured rates (:func:`projection`)."""
+    """The grid's measuring time from the measured rates (:func:`_run_time_line`)."""
 
     measured: int  # configurations measured, with a time
     done: float  # their measuring time, s
@@ -365,18 +365,12 @@ def _against_target(seconds: float, known: bool = True) -> str:
     return f"{'within' if known and seconds <= TARGET_S else 'over'} the {TARGET_S // 60}-minute target"
 
 
-def projection(df: pd.DataFrame, configs: list[RunConfig] | None) -> str | None:
-    """The summary's "Run time" line (None where the records do not say): the whole grid's run time at the measured
-    rates, what was measured plus each configuration not measured yet at the mean measuring time of those measured
-    with its mode and cudnn.benchmark (what most sets a worker's time: the benchmark's trials are GPU work in the
-    warm-up step), against ``TARGET_S``. Excludes the parent's time between workers."""
-    est = _estimate(df, configs)
-    return _run_time_line(est) if est is not None else None
-
-
 def _run_time_line(est: _Estimate, judged: bool = True) -> str:
-    """:func:`projection`'s line from the grid's estimate (``judged``: held against the target; not where the
-    measurements overlapped, whose sum is no run time: :func:`side_by_side` judges that)."""
+    """The summary's "Run time" line: the whole grid's run time at the measured rates, what was measured plus each
+    configuration not measured yet at the mean measuring time of those measured with its mode and cudnn.benchmark
+    (what most sets a worker's time: the benchmark's trials are GPU work in the warm-up step), against ``TARGET_S``
+    where ``judged`` (not where the measurements overlapped, whose sum is no run time: :func:`side_by_side` judges
+    that, nor where the calls' wall time is known). Excludes the parent's time between workers."""
     n, done = est.measured, est.done
     line = (f"Run time: {n} configuration{'s' * (n != 1)} measured in {done / 60:.1f} min of measuring time "
             f"(measuring_time_s: a worker's time without a prediction it made; mean {done / n:.1f} s).")

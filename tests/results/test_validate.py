@@ -78,7 +78,8 @@ def test_the_summary_projects_the_whole_grids_run_time_from_the_measured_means()
     assert again.count("as the GPU run recorded them") == 1
     untimed = pd.DataFrame([{**rows[0], "measuring_time_s": 30.0}, {**rows[1], "measuring_time_s": None}])
     # an ok record without a time (one that took another's measurement): none of the measuring time, and not missing
-    assert "1 configuration measured" in V.projection(untimed, configs) and "The 14 steps not" in V.projection(untimed, configs)
+    run_time = V.run_time_lines(untimed, configs)[1]
+    assert "1 configuration measured" in run_time and "The 14 steps not" in run_time
     # records from before the phases were recorded: their worker time, said to be no more than that
     before = V.markdown(df.assign(worker_time_s=[4.0, 6.0, 8.0, 10.0]), "t", configs)
     assert ("Worker time (worker_time_s, each worker process from its start to its record: median 7.0 s, total 28 s, "
