@@ -47,7 +47,10 @@ class CudaOnCpu(TorchFunctionMode):
         self.on_host = on_host
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is torch.device:  # code may still ask which device it was given
+        # code may still ask which device it was given; and Module.to parses its device first (_parse_to): given the
+        # CPU, it would call each parameter's .to("cpu"), and a network made on the host ahead of its turn would never
+        # be copied to the device (the ahead workers' weights were missing from their peaks)
+        if func is torch.device or func is torch._C._nn._parse_to:
             return func(*args, **(kwargs or {}))
         kwargs = kwargs or {}
         to_cuda = any(_is_cuda(a) for a in (*args[1:], *kwargs.values()))

@@ -65,7 +65,12 @@ def test_a_step_prepared_ahead_of_its_turn_gives_the_same_measurement(fake):
     gc.collect()
     plain = worker.run(cfg)
     gc.collect()
+    # as in a worker sent its configuration ahead: CUDA not initialised yet, so the network and batch are host memory,
+    # copied to the device at its turn (Module.to must copy them there: the fake's _parse_to once turned it into
+    # .to("cpu"), and the weights were missing from every ahead worker's peak)
+    fake.tracker.initialised = False
     prepared = worker.prepare_ahead(cfg)
+    assert all(fake.tracker.on_host(p) for p in prepared.model.parameters())
     assert all(p.device.type == "cpu" for p in prepared.model.parameters()) and len(prepared.drawn) == 1  # image
     ahead = worker.run(cfg, prepared=prepared, ahead_s=1.5, imports_s=2.5)
     assert prepared.model is None and prepared.drawn is None  # taken: the network is freed with its runner

@@ -199,8 +199,10 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     recs = store.load(tmp_path / "v" / V.report_name(fake_cuda.NAME, __import__("torch").__version__))
     assert recs[R.PRED_STEP_TIME].gt(0).all() and recs[R.PEAK_ALLOCATED].gt(0).all()
     passed, med, worst = V.verdict(df["allocated_error"])
-    assert res.exit_code == (0 if passed else 1), res.output
-    assert ("validation passed" if passed else "validation failed") in res.output
+    # on the fake the device model is the tracker's own rule: the workers sent their configuration ahead (all but the
+    # first) measure what the prediction says too, their network copied from the host at their turn
+    assert passed and worst < 0.001 and res.exit_code == 0, res.output
+    assert "validation passed" in res.output
     summary = (tmp_path / "v" / f"{name}.md").read_text()
     assert f"{med:.2%}" in summary and "| unet | 4 |" in summary
     assert "Worker time (worker_time_s, each worker process from its start to its record: median" in summary
