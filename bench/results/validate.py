@@ -322,7 +322,8 @@ def _time_lines(ok: pd.DataFrame) -> list[str]:
     if R.AHEAD_PHASE in phases:  # off the GPU's clock: made while the configuration before was measured
         ahead = phases[R.AHEAD_PHASE].dropna()
         imports = phases[R.IMPORTS_PHASE].dropna() if R.IMPORTS_PHASE in phases else pd.Series(dtype=float)
-        line += (f" Before their turn, while the GPU measured the configuration before, {len(ahead)} workers made "
+        line += (f" Before their turn, while the GPU measured the configuration before (or, for an executor's first, "
+                 f"while its prediction was made), {len(ahead)} workers made "
                  f"their network and batch on the CPU in a median {ahead.median():.2f} s"
                  + (f", after imports of a median {imports.median():.2f} s" if len(imports) else "")
                  + " (not counted above).")

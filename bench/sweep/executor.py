@@ -456,7 +456,12 @@ class PredictAheadExecutor:
 
     def run(self, cfg: RunConfig, timeout_s: float, upcoming: Sequence[RunConfig] = ()) -> dict[str, Any] | None:
         """``upcoming``: the configurations this executor runs next (:func:`run_sweep` knows them), whose measuring
-        workers are sent them ahead of their turn (:class:`LocalExecutor`'s ``upcoming``)."""
+        workers are sent them ahead of their turn (:class:`LocalExecutor`'s ``upcoming``). ``cfg``'s own worker is
+        sent it first, where none was (the sweep's first, or one taken from another executor's queue): it imports and
+        prepares while the prediction is made and the gate waits."""
+        ahead_of = getattr(self.measure, "ahead_of", None)
+        if ahead_of is not None:
+            ahead_of([cfg, *upcoming])
         pred = self.ahead.take(cfg, self.live_gpu, timeout_s)
         how = None if pred is None else wire.Instructions(prediction=pred)
         if self.gate is None:

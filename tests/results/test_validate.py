@@ -207,12 +207,13 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     assert f"{med:.2%}" in summary and "| unet | 4 |" in summary
     assert "Worker time (worker_time_s, each worker process from its start to its record: median" in summary
     assert "by phase over 4 configurations): env " in summary  # where time went
-    assert "Before their turn, while the GPU measured the configuration before, 3 workers made" in summary
+    assert "while its prediction was made), 4 workers made" in summary
     assert ", after imports of a median " in summary
-    # every phase of the worker's, in order: each configuration but the first sent ahead of its turn to a worker
-    # that made its CPU-side parts while the one before measured; the others account for the worker's time
+    # every phase of the worker's, in order: each configuration sent ahead of its turn to a worker that made its
+    # CPU-side parts while the one before measured (the first, while its prediction was made); the others account for
+    # the worker's time
     phases = [json.loads(p) for p in recs.sort_values(R.TIMESTAMP, kind="stable")[R.CUDA_PHASES]]
-    assert sum(R.AHEAD_PHASE in p for p in phases) == 3 and R.AHEAD_PHASE not in phases[0]
+    assert all(R.AHEAD_PHASE in p for p in phases) and len(phases) == 4
     # each of those three imported torch and segmem first, in a process of its own (seconds on this CPU)
     assert [R.IMPORTS_PHASE in p for p in phases] == [R.AHEAD_PHASE in p for p in phases]
     assert all(0.5 < p[R.IMPORTS_PHASE] < 120 for p in phases if R.IMPORTS_PHASE in p), phases
