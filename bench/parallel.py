@@ -81,7 +81,21 @@ def pmap(fn: Callable[[T], U], items: Iterable[T], jobs: int | None = None,
                 results[i] = fut.result()
                 if progress:
                     progress(items[i])
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+        except BaseException:  # Ctrl-C or a failed item: the rest are not wanted
+            _stop(pool)
             raise
     return results
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the processes at once. Leaving the pool's ``with`` waits for the running
+    items, and a process interrupted by Ctrl-C sends its KeyboardInterrupt back and goes on to the next it was handed:
+    ``bench validate --recorded`` interrupted took 25-30 s to exit after saying so."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14
+    if terminate is not None:
+        terminate()
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # (before shutdown, which forgets them)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()

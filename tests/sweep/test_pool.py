@@ -203,3 +203,31 @@ def test_status_shows_pending_running_done_and_failed(tmp_path):
     assert [r["state"] for r in store.progress(tmp_path)].count("running") == 0  # released with the claim
     res = CliRunner().invoke(app, ["status", "--out", str(tmp_path / "nothing")])
     assert res.exit_code == 2 and "no sweep under" in res.output
+
+
+CTRL_C_MAP = """
+import functools
+from bench.parallel import call, pmap
+pmap(functools.partial(call, "busy:spin"), [3.0] * 12, jobs=2, progress=lambda _: print("done", flush=True))
+"""
+BUSY = "import time\n\ndef spin(s):\n    t = time.monotonic()\n    while time.monotonic() - t < s:\n        pass\n"
+
+
+def test_a_map_interrupted_by_ctrl_c_ends_its_processes_at_once(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during pmap: the processes end at once,
+    instead of each sending its KeyboardInterrupt back and going on with the items it was handed while the pool's
+    exit waits for them (bench validate --recorded, interrupted, went on for 25-30 s after saying so)."""
+    import signal
+    import subprocess
+    import time
+
+    (tmp_path / "busy.py").write_text(BUSY)  # CPU work, as a prediction is (a sleep would end at the signal)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, str(tmp_path)]))
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_MAP], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, start_new_session=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout.readline() == "done\n"  # two 3 s items done, ten to go (15 s more on two processes)
+    os.killpg(proc.pid, signal.SIGINT)
+    t = time.monotonic()
+    proc.wait(timeout=60)
+    assert proc.returncode != 0 and time.monotonic() - t < 5
