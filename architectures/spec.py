@@ -352,7 +352,9 @@ class ArchSpec:
             # what every edge must be for the whole size to pass (meU-net: 16, its standard patch's, not the 2 of
             # `divisor`), so that the edge the line suggests is not refused by the next check
             need = self.size_divisor(mode, **overrides)
-            raise ValueError(f"{where}; each edge must be a multiple of {need} and at least {max(need, self.min_size)}")
+            named = f" (the size names the {self.meaning(**overrides)})" if self.size_meaning else ""
+            raise ValueError(f"{where}; each edge must be a multiple of {need} and at least {max(need, self.min_size)}"
+                             + named)
         if self.stages is not None:
             if mode == "train":
                 for stage in self.train_stages(**overrides):

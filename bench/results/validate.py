@@ -410,6 +410,11 @@ def spans(ok: pd.DataFrame) -> tuple[float, float] | None:
     return busy, float(timed["worker_time_s"].sum())
 
 
+#: what the workers' records leave out of a run's wall time (bench validate prints it, and notes it in :data:`CALLS`)
+NONE_RAN = ("the time when no worker ran (the command's start-up and wrap-up, waits between workers, the time between "
+            "the calls of a lent GPU; bench validate prints the wall time and notes it in calls.jsonl)")
+
+
 def side_by_side(ok: pd.DataFrame, shared: pd.Series, whole: float | None, judged: bool = True) -> str:
     """The "Run time" line's end where some configurations (``shared``: a mask of ``ok``) shared the GPU
     (--share-gpu): the sum of their times is more than the time they took, so the wall time their records give
@@ -421,20 +426,18 @@ def side_by_side(ok: pd.DataFrame, shared: pd.Series, whole: float | None, judge
         return said + " (bench validate prints the wall time)."
     busy, total = got
     overlap = total / busy if busy > 0 else 1.0
-    said += (f". From their records, some of those were running during {busy / 60:.1f} min, {overlap:.1f} times less "
-             "than the sum of their workers' times (the time when none ran left out: the command's start-up and "
-             "wrap-up, waits between workers, the time between the calls of a lent GPU; bench validate prints its "
-             "wall time)")
+    said += (f". By their records' starts and times, at least one of them was running during {busy / 60:.1f} min: "
+             f"{overlap:.1f} at a time on average")
     if whole is not None and overlap > 1:
-        busy_whole = whole / overlap  # a floor of the wall time: the time when none ran is in no record
-        said += f": at that overlap the whole grid's workers would take about {busy_whole / 60:.0f} min"
+        busy_whole = whole / overlap
+        said += (f". At that rate the whole grid's workers take about {busy_whole / 60:.0f} min. That is a floor of its "
+                 f"wall time, which adds {NONE_RAN}")
         if judged and busy_whole > TARGET_S:
-            said += f", over the {TARGET_S // 60}-minute target even before the time when none ran"
+            said += f": over the {TARGET_S // 60}-minute target even before those"
         elif judged:
-            said += (f", which leaves {(TARGET_S - busy_whole) / 60:.0f} min of the {TARGET_S // 60}-minute target for "
-                     "the time when none ran (the command's start-up and wrap-up, waits between workers)")
-        else:
-            said += ", plus the time when none ran"
+            said += f": the {TARGET_S // 60}-minute target leaves {(TARGET_S - busy_whole) / 60:.0f} min for them"
+    else:
+        said += f" ({NONE_RAN} left out)"
     return said + "."
 
 

@@ -105,9 +105,9 @@ def test_the_summary_gives_the_wall_time_of_those_that_shared_the_gpu():
     busy, total = V.spans(pd.DataFrame(rows))
     assert total == 16 * 30 and busy == 8 * 30  # 8 pairs of 30 s: the gaps between them left out
     line = next(x for x in V.markdown(pd.DataFrame(rows), "t", configs).splitlines() if x.startswith("Run time"))
-    assert "16 of them shared the GPU" in line and "some of those were running during 4.0 min, 2.0 times less" in line
-    assert ("the whole grid's workers would take about 4 min, which leaves 6 min of the 10-minute target for the time "
-            "when none ran (the command's start-up and wrap-up, waits between workers).") in line
+    assert "16 of them shared the GPU" in line and "at least one of them was running during 4.0 min: 2.0 at a time" in line
+    assert "At that rate the whole grid's workers take about 4 min. That is a floor of its wall time, which adds" in line
+    assert line.endswith("notes it in calls.jsonl): the 10-minute target leaves 6 min for them.")
     one = V.markdown(pd.DataFrame(rows[:1]), "t", configs)  # one record: no span to speak of
     assert "bench validate prints the wall time" in one
 
@@ -130,11 +130,12 @@ def test_the_summary_holds_the_calls_wall_time_against_the_target_once(tmp_path)
             "end of its measuring (8.3 + 2.0 min), 9.5 min of it in the sweep") in md
     assert "the whole grid, over the 10-minute target (one call on one GPU)." in md
     assert md.count("-minute target") == 1 and "That is the whole grid, the sum of its workers' times." in md
-    assert "at that overlap the whole grid's workers would take about 8 min, plus the time when none ran." in md
+    assert "workers take about 8 min. That is a floor of its wall time, which adds the time when no worker ran" in md
+    assert "notes it in calls.jsonl).\n" in md  # (no verdict: the Wall time line gives it)
     without = V.markdown(rows, "t", configs)  # no calls: the projection at the overlap is the one held against it
-    assert without.count("-minute target") == 1 and "which leaves 2 min of the 10-minute target for the time" in without
+    assert without.count("-minute target") == 1 and "in calls.jsonl): the 10-minute target leaves 2 min for them." in without
     slow = V.markdown(rows.assign(measuring_time_s=120.0), "t", configs)  # a floor over the target: over, whatever ran
-    assert "about 17 min, over the 10-minute target even before the time when none ran." in slow
+    assert "about 17 min. That is a floor" in slow and ": over the 10-minute target even before those." in slow
     part = V.markdown(rows.iloc[:8], "t", configs, made=made.iloc[:1])
     assert "in 8.3 min from the command's start" in part and ": part of the grid (see Run time for the rest)." in part
 
