@@ -252,6 +252,9 @@ def run_time_lines(df: pd.DataFrame, configs: list[RunConfig] | None,
     run_time = _run_time_line(est, judged=not (wall or overlapped)) if est is not None else None
     if run_time and overlapped:
         run_time += side_by_side(ok, shared & ~took, est.whole, judged=not wall)
+    if run_time and not wall:
+        run_time += (f" No call of this run noted its wall time ({CALLS}, which bench validate writes since "
+                     "2026-11-27): this projection is all the summary knows of it.")
     return wall, run_time
 
 
@@ -301,6 +304,8 @@ def _wall_line(made: pd.DataFrame, whole_grid: bool) -> str:
             + (f" ({each} min)" if n > 1 else "")
             + f", {float(made['measuring_s'].sum()) / 60:.1f} min of it in the sweep (from its start to its last "
             "record)")
+    if "source" in made and made["source"].notna().any():  # noted afterwards, from what the calls printed
+        line += " (noted afterwards: calls.jsonl's source says from what)"
     if whole_grid:
         return line + f": the whole grid, {_against_target(total)}" + (" (one call on one GPU)" if n > 1 else "") + "."
     return line + ": part of the grid (see Run time for the rest)."

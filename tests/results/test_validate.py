@@ -107,7 +107,7 @@ def test_the_summary_gives_the_wall_time_of_those_that_shared_the_gpu():
     line = next(x for x in V.markdown(pd.DataFrame(rows), "t", configs).splitlines() if x.startswith("Run time"))
     assert "16 of them shared the GPU" in line and "at least one of them was running during 4.0 min: 2.0 at a time" in line
     assert "At that rate the whole grid's workers take about 4 min. That is a floor of its wall time, which adds" in line
-    assert line.endswith("notes it in calls.jsonl): the 10-minute target leaves 6 min for them.")
+    assert "notes it in calls.jsonl): the 10-minute target leaves 6 min for them. No call of this run noted" in line
     one = V.markdown(pd.DataFrame(rows[:1]), "t", configs)  # one record: no span to speak of
     assert "bench validate prints the wall time" in one
 
@@ -131,11 +131,13 @@ def test_the_summary_holds_the_calls_wall_time_against_the_target_once(tmp_path)
     assert "the whole grid, over the 10-minute target (one call on one GPU)." in md
     assert md.count("-minute target") == 1 and "That is the whole grid, the sum of its workers' times." in md
     assert "workers take about 8 min. That is a floor of its wall time, which adds the time when no worker ran" in md
-    assert "notes it in calls.jsonl).\n" in md  # (no verdict: the Wall time line gives it)
+    assert "notes it in calls.jsonl).\n" in md and "No call of this run" not in md  # (the Wall time line judges)
     without = V.markdown(rows, "t", configs)  # no calls: the projection at the overlap is the one held against it
     assert without.count("-minute target") == 1 and "in calls.jsonl): the 10-minute target leaves 2 min for them." in without
     slow = V.markdown(rows.assign(measuring_time_s=120.0), "t", configs)  # a floor over the target: over, whatever ran
     assert "about 17 min. That is a floor" in slow and ": over the 10-minute target even before those." in slow
+    V.note_call(tmp_path, command_s=1.0, measuring_s=1.0, measured=0, source="typed in")  # one noted afterwards
+    assert "(noted afterwards: calls.jsonl's source says from what)" in V.markdown(rows, "t", configs, made=V.calls(tmp_path))
     part = V.markdown(rows.iloc[:8], "t", configs, made=made.iloc[:1])
     assert "in 8.3 min from the command's start" in part and ": part of the grid (see Run time for the rest)." in part
 
