@@ -207,7 +207,7 @@ def validate(
             fail("--keep-measured keeps the GPU grid's measurements; --published measures nothing")
         if time_limit is not None:
             fail("--time-limit bounds the GPU grid's measurements; --published measures nothing")
-        writable_dir(out)
+        check_writable_dir(out)  # made by the first table written (interrupted before it: nothing left behind)
         _validate_published(fit, out)
         return
     import torch
@@ -277,9 +277,10 @@ def validate(
 
     started = time.monotonic()
     deadline = entered + time_limit if time_limit is not None else None  # from the command's start, as its help says
-    with bar(len(configs), "validating") as b:
-        executor.run_sweep(configs, runs, timeout, False, True, pool, on_start=lambda cfg: b.start(cfg.label()),
-                           on_done=on_measured, on_skip=on_skipped, deadline=deadline)
+    if configs:  # (none left: no empty bar)
+        with bar(len(configs), "validating") as b:
+            executor.run_sweep(configs, runs, timeout, False, True, pool, on_start=lambda cfg: b.start(cfg.label()),
+                               on_done=on_measured, on_skip=on_skipped, deadline=deadline)
     swept = time.monotonic() - started
     if done:
         console.print(f"{len(done)} configuration(s) measured in {swept / 60:.1f} min of wall time, up to {share_gpu} at "
