@@ -147,7 +147,8 @@ class LocalExecutor:
     def ahead_of(self, upcoming: Sequence[RunConfig]) -> None:
         """Keep a spare worker sent each of the first ``prestart`` of ``upcoming`` (the configurations this executor
         runs next, in order); stop those sent another (no longer coming here: another executor took it, or the sweep
-        skipped it). With none upcoming, one spare that has only imported. Nothing without ``prestart``."""
+        skipped it). A spare that has only imported is sent the first one that has none, rather than a new worker
+        started. With none upcoming, one spare that has only imported. Nothing without ``prestart``."""
         if not self.prestart or self._stop.is_set():  # (cancelled: no new worker)
             return
         want = list(upcoming)[: self.prestart]
@@ -156,7 +157,14 @@ class LocalExecutor:
             stale = [w for w in self._spares if w.proc.poll() is not None or (w.ahead is not None and w.ahead not in keys)]
             self._spares = [w for w in self._spares if w not in stale]
             have = {w.ahead for w in self._spares}
-            self._spares += [self._start(c) for c in want if c.key() not in have]
+            idle = [w for w in self._spares if w.ahead is None]
+            for c in want:
+                if c.key() in have:
+                    continue
+                if idle:
+                    self._send_ahead(idle.pop(0), c)
+                else:
+                    self._spares.append(self._start(c))
             if not self._spares:
                 self._spares.append(self._start())
         for w in stale:
@@ -191,13 +199,18 @@ class LocalExecutor:
         w.reader = threading.Thread(target=self._read, args=(proc, w.got, w.received), daemon=True)
         w.reader.start()
         if ahead is not None:
-            try:
-                proc.stdin.write(wire.ahead_text(ahead.to_json()))  # type: ignore[union-attr]
-                proc.stdin.flush()  # type: ignore[union-attr]
-                w.ahead = ahead.key()
-            except BrokenPipeError:  # died at once: run() starts another
-                pass
+            self._send_ahead(w, ahead)
         return w
+
+    @staticmethod
+    def _send_ahead(w: _Started, cfg: RunConfig) -> None:
+        """Send the waiting worker ``w`` its configuration ahead of its turn (:func:`wire.ahead_text`)."""
+        try:
+            w.proc.stdin.write(wire.ahead_text(cfg.to_json()))  # type: ignore[union-attr]
+            w.proc.stdin.flush()  # type: ignore[union-attr]
+            w.ahead = cfg.key()
+        except BrokenPipeError:  # it died: a dead spare is dropped, and run() starts another
+            pass
 
     def run(self, cfg: RunConfig, timeout_s: float, how: wire.Instructions | None = None,
             upcoming: Sequence[RunConfig] = ()) -> dict[str, Any] | None:

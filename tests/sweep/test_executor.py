@@ -294,6 +294,15 @@ def test_spares_are_sent_the_next_configurations_and_one_no_longer_coming_is_sto
     assert for_d.ahead == d.key()
     ex.run(a, 60, upcoming=(b,))  # d is no longer this executor's to run (another took it): its spare is stopped
     assert for_d.proc.wait(10) is not None and [w.ahead for w in ex._spares] == [b.key()]
+    ex.run(b, 60)  # none to come: one spare, only imported
+    [idle] = ex._spares
+    assert idle.ahead is None
+    ex.ahead_of([c])  # then one comes (taken from another executor's queue): the imported spare is sent it
+    assert ex._spares == [idle] and idle.ahead == c.key()
+    time.sleep(1.5)
+    called = time.time()
+    fourth = ex.run(c, 60)
+    assert RunConfig.from_json(fourth["config"]) == c and fourth["prepared"] < called
     ex.close()
 
 
