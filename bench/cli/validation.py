@@ -299,10 +299,10 @@ def validate(
     if left:
         console.print(f"[yellow]{len(left)} configuration(s) not started[/]: --time-limit reached; the same command "
                       "measures them, keeping those measured", highlight=False)
+    noted = V.calls(runs)
     if keep_measured:  # records of several code versions: those of another predicted again by this code
         df = _repredicted(runs, prediction_jobs(None), whole, keep_from=code_version())
-        csv, md = V.write(df, out, name, whole, title=f"{name}, predicted by segmem {code_version()}",
-                          made=V.calls(runs))
+        csv, md = V.write(df, out, name, whole, title=f"{name}, predicted by segmem {code_version()}", made=noted)
     else:
         records = store.load(runs)
         keys = {c.key() for c in whole}
@@ -310,12 +310,12 @@ def validate(
             fail(f"no configuration of the grid has a record in {runs}: nothing to summarise"
                  + (" (--time-limit was reached before the first started)" if left else ""), code=1)
         df = V.table(records[records[R.KEY].isin(keys)], snaps)  # store.load: the latest record per configuration
-        csv, md = V.write(df, out, name, whole, made=V.calls(runs))
+        csv, md = V.write(df, out, name, whole, made=noted)
     made = V.fixtures(snaps, fixtures / name, {"source": f"bench validate on {gpu_name}",
                                                 "commit": code_version(), "license": "segmem's own recording"})
     console.print(f"{escape(str(csv))}, {escape(str(md))}; {len(made)} fixture(s) in {escape(str(fixtures / name))}",
                   highlight=False)
-    for line in V.run_time_lines(df, whole, V.calls(runs)):  # the summary's wall and run time, as it says them
+    for line in V.run_time_lines(df, whole, noted):  # the summary's wall and run time, as it says them
         if line:
             console.print(escape(line), highlight=False)
     _exit_on_verdict(df)

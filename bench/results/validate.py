@@ -198,7 +198,7 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
              f"**{'passed' if passed else 'FAILED'}**: median |error| of peak allocated {med:.2%} "
              f"(limit {MEDIAN_LIMIT:.0%}), max {worst:.2%} (limit {MAX_LIMIT:.0%}); "
              f"{len(ok)} of {grid_size or len(df)} configurations measured.", ""]
-    took = ok["measured_as"].notna() if "measured_as" in ok else pd.Series(False, index=ok.index)
+    took, shared = _took_and_shared(ok)
     if took.any():
         lines += [f"{int(took.sum())} of these {len(ok)} took the measurement of another configuration that runs the same "
                   "step (the same network on the same batch under the same settings, under another name; column "
@@ -209,7 +209,6 @@ def markdown(df: pd.DataFrame, title: str, configs: list[RunConfig] | None = Non
         lines += [_errors_line(split, g) for split, g in ok.groupby("split", sort=False)]
         lines += ["", "(read: configurations of an architecture and mode whose recorded traces a rule of the model was "
                   "read from, or led to one; held out: all the others.)", ""]
-    shared = ok["gpu_shared"].fillna(False).astype(bool) if "gpu_shared" in ok else pd.Series(False, index=ok.index)
     if shared.any():  # whether measuring side by side (--share-gpu) moved the figures: the errors of each apart, over
         # the measurements (a configuration that took another's is that one's)
         lines += [_errors_line(said_of, g, "measurements") for said_of, g in (("measured alone", ok[~shared & ~took]),
@@ -243,8 +242,7 @@ def run_time_lines(df: pd.DataFrame, configs: list[RunConfig] | None,
     say; see :func:`_run_time_line`). The target is held against one figure: the calls' wall time, else the grid's time
     projected at the overlap of the measurements that shared the GPU, else the sum of the workers' times."""
     ok = df[df["status"] == R.OK]
-    took = ok["measured_as"].notna() if "measured_as" in ok else pd.Series(False, index=ok.index)
-    shared = ok["gpu_shared"].fillna(False).astype(bool) if "gpu_shared" in ok else pd.Series(False, index=ok.index)
+    took, shared = _took_and_shared(ok)
     overlapped = bool((shared & ~took).any())  # (of the workers: one that took another's measurement ran none)
     est = _estimate(df, configs)
     walled = made is not None and len(made) > 0 and {"command_s", "measuring_s", "measured"} <= set(made)
@@ -256,6 +254,14 @@ def run_time_lines(df: pd.DataFrame, configs: list[RunConfig] | None,
         run_time += (f" No call of this run noted its wall time ({CALLS}, which bench validate writes since "
                      "2026-11-27): this projection is all the summary knows of it.")
     return wall, run_time
+
+
+def _took_and_shared(ok: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Masks of ``ok``: the configurations that took another's measurement (``measured_as``), and those measured
+    sharing the GPU (``gpu_shared``); columns a run's records lack are all False."""
+    took = ok["measured_as"].notna() if "measured_as" in ok else pd.Series(False, index=ok.index)
+    shared = ok["gpu_shared"].fillna(False).astype(bool) if "gpu_shared" in ok else pd.Series(False, index=ok.index)
+    return took, shared
 
 
 def _largest(ok: pd.DataFrame, n: int = 3) -> str:
@@ -417,7 +423,7 @@ def spans(ok: pd.DataFrame) -> tuple[float, float] | None:
 
 #: what the workers' records leave out of a run's wall time (bench validate prints it, and notes it in :data:`CALLS`)
 NONE_RAN = ("the time when no worker ran (the command's start-up and wrap-up, waits between workers, the time between "
-            "the calls of a lent GPU; bench validate prints the wall time and notes it in calls.jsonl)")
+            f"the calls of a lent GPU; bench validate prints the wall time and notes it in {CALLS})")
 
 
 def side_by_side(ok: pd.DataFrame, shared: pd.Series, whole: float | None, judged: bool = True) -> str:
