@@ -257,8 +257,11 @@ def validate(
     busy: list[str] = []  # running in another process
     left: list[str] = []  # not started: the time limit
     done: list[str] = []
+    first: list[float] = []  # seconds from the command's start to its first record
 
     def on_measured(cfg: RunConfig, rec: dict) -> None:
+        if not done:  # the command's start-up seen from the GPU's side: its first record
+            first.append(time.monotonic() - entered)
         b.print(summary_line(cfg.label(), rec), markup=True)
         b.advance()
         done.append(cfg.key())
@@ -291,7 +294,8 @@ def validate(
     V.compress_snapshots(snaps)  # (the records name them uncompressed: V.table finds either)
     if done:  # the call's wall times beside its records: the summary holds the command's against the target
         V.note_call(runs, started=when, command_s=round(time.monotonic() - entered, 1),
-                    measuring_s=round(swept, 1), measured=len(done), took_another=len(shared), share_gpu=share_gpu,
+                    measuring_s=round(swept, 1), sweep_start_s=round(started - entered, 1),
+                    first_record_s=round(first[0], 1), measured=len(done), took_another=len(shared), share_gpu=share_gpu,
                     time_limit_s=time_limit, code_version=this, gpu=gpu_name)
     if measured_before or busy:
         console.print(f"{len(measured_before) + len(busy)} configuration(s) already measured in {escape(str(runs))}: "

@@ -285,7 +285,9 @@ def _errors_line(label: str, g: pd.DataFrame, unit: str = "configurations") -> s
 def note_call(runs: Path, **times: Any) -> None:
     """Add a ``bench validate`` call's wall times to ``runs``'s :data:`CALLS` (``command_s``: from the command's start
     to the end of measuring, its summary and fixtures not included; ``measuring_s``: the sweep's, from its start to
-    its last record; ``measured``: how many configurations it measured; and what else the call says of itself)."""
+    its last record; ``sweep_start_s``: from the command's start to the sweep's, the grid made and the kept records
+    read; ``first_record_s``: to its first record, the first workers' imports and preparing and the first predictions
+    besides; ``measured``: how many configurations it measured; and what else the call says of itself)."""
     with (runs / CALLS).open("a") as f:
         f.write(json.dumps(times) + "\n")
 

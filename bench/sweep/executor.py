@@ -361,18 +361,20 @@ def ahead_jobs(cores: int, gpus: int) -> int:
 
 
 #: spare workers, at most, that a GPU's executor keeps sent its next configurations ahead (:class:`LocalExecutor`'s
-#: ``prestart``). On an H100 (reports/validation/nvidia-h100-80gb-hbm3-2.11.0+cu130-2026-11-27, three executors) a
-#: spare took about 6.5 s to import and prepare, a median configuration 2.4 s on the GPU: with one spare each the
-#: GPU waited on them. Replayed from that run's records (scripts/ahead_depth.py: its order, phases and workers'
-#: times, imports taken as 2 s), its workers' span is 9.6 min with one spare (9.7 min measured), 7.2 with two, 6.8
-#: with three
+#: ``prestart``). On an H100 (reports/validation/nvidia-h100-80gb-hbm3-2.11.0+cu130-2026-11-27T2234: three executors
+#: on 16 cores, two spares each by the rule before :func:`spares_ahead`'s) a spare took a median 5.1 s to import and
+#: 6.1 s to prepare, the median configuration 2.3 s on the GPU: the slots waited on their spares. Replayed from that
+#: run's records (scripts/ahead_depth.py: its order, phases and workers' times), the workers' span is 9.1 min with
+#: two spares (9.7 min measured, over two calls), 7.9 with three, 7.4 with four
 SPARES_AHEAD = 3
 
 
 def spares_ahead(cores: int, executors: int) -> int:
-    """Spare workers per GPU executor: two cores for each (a spare prepares on a quarter of the cores, a measuring
-    worker feeds the GPU from one), at most :data:`SPARES_AHEAD`, at least one."""
-    return max(1, min(SPARES_AHEAD, cores // (2 * executors)))
+    """Spare workers per GPU executor: a core for each of the executor's workers, the one measuring (feeding the GPU)
+    and its spares (a spare's imports run on one thread, and most of its preparing: the weights' and the batch's
+    random draws), at most :data:`SPARES_AHEAD`, at least one. (Two cores per spare before: on the 16-core H100
+    machine above, 9 workers for three executors; 12 now. Whether its cores keep up is for its next run to show.)"""
+    return max(1, min(SPARES_AHEAD, cores // executors - 1))
 
 
 @dataclass

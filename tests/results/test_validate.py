@@ -228,6 +228,9 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     # the call's own clock, beside the records: the command's wall time is what the target is held against, once
     [call] = V.calls(tmp_path / "v" / name).to_dict("records")
     assert call["measured"] == 4 and 0 < call["measuring_s"] <= call["command_s"] and call["share_gpu"] == 1
+    # where the start-up goes: the grid made, then the first workers and predictions, before the first record
+    assert 0 <= call["sweep_start_s"] < call["first_record_s"] <= call["sweep_start_s"] + call["measuring_s"] + 0.1, call
+    assert call["sweep_start_s"] + call["measuring_s"] <= call["command_s"] + 0.1, call
     assert "Wall time: 1 call of bench validate measured 4 configurations in " in summary
     assert "the whole grid, within the 10-minute target." in summary and summary.count("-minute target") == 1
     assert "Wall time: 1 call of bench validate" in res.output

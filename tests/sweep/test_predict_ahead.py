@@ -171,6 +171,22 @@ def test_how_many_processes_predict_ahead():
     assert ahead_jobs(64, 4) == 4 * AHEAD_PER_GPU and ahead_jobs(16, 4) == 12
 
 
+def test_how_many_spares_each_executor_keeps():
+    """A core for each worker, measuring or spare, where the cores allow more than the one spare every executor
+    keeps; no more than SPARES_AHEAD."""
+    from bench.sweep.executor import SPARES_AHEAD, spares_ahead
+
+    assert spares_ahead(16, 3) == 3  # the lent H100 machine, bench validate --share-gpu 3: 12 workers on 16 cores
+    assert spares_ahead(2, 1) == 1 and spares_ahead(2, 3) == 1  # this machine: one each, whatever the cores
+    for cores in range(1, 65):
+        for executors in range(1, 9):
+            spares = spares_ahead(cores, executors)
+            assert 1 <= spares <= SPARES_AHEAD
+            assert executors * (1 + spares) <= max(cores, 2 * executors), (cores, executors)
+            if spares < SPARES_AHEAD:  # one more would leave a worker without a core
+                assert executors * (2 + spares) > cores, (cores, executors)
+
+
 def test_a_broken_pool_leaves_the_measuring_workers_to_predict(tmp_path):
     """A pool whose process died (the kernel's out-of-memory killer) refuses new work: the sweep goes on."""
     log = []
