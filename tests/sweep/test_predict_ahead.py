@@ -164,11 +164,19 @@ def test_a_measuring_worker_takes_the_prediction_it_is_given(monkeypatch):
 
 
 def test_how_many_processes_predict_ahead():
-    from bench.sweep.executor import AHEAD_PER_GPU, ahead_jobs
+    """The cores the measuring workers and their spares leave, at least one process per executor."""
+    from bench.sweep.executor import AHEAD_PER_GPU, ahead_jobs, spares_ahead
 
-    assert ahead_jobs(2, 1) == 1 and ahead_jobs(1, 1) == 1  # the core the GPU's worker leaves, at least one
+    assert ahead_jobs(2, 1) == 1 and ahead_jobs(1, 1) == 1  # at least one
     assert ahead_jobs(16, 1) == AHEAD_PER_GPU  # not every core for one GPU
-    assert ahead_jobs(64, 4) == 4 * AHEAD_PER_GPU and ahead_jobs(16, 4) == 12
+    assert ahead_jobs(16, 3) == 4  # bench validate --share-gpu 3 on the lent H100: 12 workers, 4 cores left
+    assert ahead_jobs(64, 4) == 4 * AHEAD_PER_GPU and ahead_jobs(16, 4) == 4  # (16 workers: one each)
+    for cores in range(1, 65):
+        for gpus in range(1, 9):
+            jobs, workers = ahead_jobs(cores, gpus), gpus * (1 + spares_ahead(cores, gpus))
+            assert gpus <= jobs <= max(gpus, AHEAD_PER_GPU * gpus), (cores, gpus)
+            if jobs > gpus:  # more than the floor: every process, measuring, spare or predicting, has a core
+                assert workers + jobs <= cores, (cores, gpus)
 
 
 def test_how_many_spares_each_executor_keeps():
