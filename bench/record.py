@@ -158,8 +158,9 @@ CUDA_SNAPSHOT_PATH = _col("cuda_snapshot_path", "str", "", G, "the recorded step
                           "pickle (--snapshot DIR on CUDA; bench replay reads it)")
 CUDA_PHASES = _col("cuda_phase_times_s", "json", "s", G,
                    "where the measuring worker's time went, seconds per phase (CUDA_PHASE_NAMES): imports (a worker "
-                   "started ahead of its turn: from its process's start to its configuration, torch's and segmem's "
-                   "imports; recorded since 2026-11-27), ahead (its CPU-side "
+                   "started ahead of its turn: from its process's start to the end of its imports, torch's and "
+                   "segmem's, not the time it then waited for its configuration; recorded since 2026-11-27, to its "
+                   "configuration until the H100's sixth run), ahead (its CPU-side "
                    "parts made while the GPU measured the configuration before: not the GPU's time), env (the environment "
                    "capture, CUDA's first calls), setup (the configuration's columns and the rest before the "
                    "measurement, a prediction made there left out), init (context, first allocation, NVML), build "

@@ -286,12 +286,13 @@ def since_start() -> float | None:
 
 
 def main() -> int:
+    imported = since_start()  # (this module's imports, torch's and segmem's, are done: a spare may wait from here)
     watch_parent()
     text, how = wire.read_config(sys.stdin)
     cfg = RunConfig.from_json(text)
     prepared = ahead_s = imports_s = None
     if how.ahead:  # sent before its turn: the CPU-side parts now, the rest when told to go on
-        imports_s = since_start()  # (sent its configuration as it started: the time its imports took)
+        imports_s = imported
         t = time.perf_counter()
         prepared = prepare_ahead(cfg)
         ahead_s = time.perf_counter() - t

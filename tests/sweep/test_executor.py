@@ -319,3 +319,30 @@ def test_an_interrupted_sweep_records_nothing_for_the_configuration_it_was_runni
     ex.cancel()
     t.join(30)
     assert got == [None]
+
+
+def test_a_spare_that_waited_for_its_configuration_records_its_imports_not_its_wait(monkeypatch, capsys):
+    """The phase ``imports`` is the worker's imports: a spare started before its configuration was known (bench
+    validate's first, started with the command) waits for it afterwards, and that wait is not imports."""
+    from bench.sweep import wire, worker
+
+    clock = {"s": 2.0}  # seconds since the process started: its imports took 2 s
+    given = {}
+
+    def config_after_a_wait(stream):
+        clock["s"] += 10.0  # the configuration comes 10 s later
+        return CFG.to_json(), wire.Instructions(ahead=True)
+
+    def run(cfg, how, prepared, ahead_s, imports_s):
+        given["imports_s"] = imports_s
+        return {"key": cfg.key(), "status": "ok"}
+
+    monkeypatch.setattr(worker, "since_start", lambda: clock["s"])
+    monkeypatch.setattr(worker, "watch_parent", lambda: None)
+    monkeypatch.setattr(wire, "read_config", config_after_a_wait)
+    monkeypatch.setattr(wire, "read_go", lambda stream: wire.Instructions())
+    monkeypatch.setattr(worker, "prepare_ahead", lambda cfg: None)
+    monkeypatch.setattr(worker, "run", run)
+    assert worker.main() == 0
+    assert given["imports_s"] == 2.0
+    assert '"status": "ok"' in capsys.readouterr().out
