@@ -357,10 +357,11 @@ AHEAD_PER_GPU = 8
 def ahead_jobs(cores: int, gpus: int) -> int:
     """How many processes predict ahead of ``gpus`` GPU executors: the cores that their workers, each measuring one
     and its spares (:func:`spares_ahead`), leave, at most :data:`AHEAD_PER_GPU` per executor, at least one per
-    executor. The spares' cores first: on the H100's sixth run (reports/validation/README.md) the pool's 13 processes
-    beside 6 spares and 3 measuring workers on 16 cores made the first 90 s's predictions take a median 6.2 s (2.0 s
-    after) and the spares' imports and preparing 7.1 s and 7.2 s (4.9 s and 6.0 s after), while the measurements
-    waited on both; a prediction per configuration is a fifth of the CPU a spare spends on it."""
+    executor. The spares' cores first: on the H100's sixth run (reports/validation/README.md), while the pool's 13
+    processes imported and predicted beside 6 spares and 3 measuring workers on 16 cores, in the first 90 s, a
+    prediction took a median 6.2 s (2.0 s after) and a spare's imports and preparing 7.1 s and 7.2 s (4.9 s and 6.0 s
+    after), and the measurements waited on both; a prediction is about a fifth of the CPU a spare spends on a
+    configuration."""
     workers = gpus * (1 + spares_ahead(cores, gpus))
     return max(gpus, min(cores - workers, AHEAD_PER_GPU * gpus))
 
