@@ -249,7 +249,7 @@ def run_time_lines(df: pd.DataFrame, configs: list[RunConfig] | None,
     wall = _wall_line(made, est is not None and not est.missing) if walled else None
     run_time = _run_time_line(est, judged=not (wall or overlapped)) if est is not None else None
     if run_time and overlapped:
-        run_time += side_by_side(ok, shared & ~took, est.whole, judged=not wall)
+        run_time += side_by_side(ok, shared & ~took, est.whole, judged=not wall, alone=~shared & ~took)
     if run_time and not wall:
         run_time += (f" No call of this run noted its wall time ({CALLS}, which bench validate writes since "
                      "2026-11-27): this projection is all the summary knows of it.")
@@ -315,7 +315,8 @@ def _wall_line(made: pd.DataFrame, whole_grid: bool) -> str:
     if "source" in made and made["source"].notna().any():  # noted afterwards, from what the calls printed
         line += " (noted afterwards: calls.jsonl's source says from what)"
     if whole_grid:
-        return line + f": the whole grid, {_against_target(total)}" + (" (one call on one GPU)" if n > 1 else "") + "."
+        split = " (the target's: one call on one GPU)" if n > 1 else ""
+        return line + f": the whole grid, {_against_target(total)}{split}."
     return line + ": part of the grid (see Run time for the rest)."
 
 
@@ -428,11 +429,13 @@ NONE_RAN = ("the time when no worker ran (the command's start-up and wrap-up, wa
             f"the calls of a lent GPU; bench validate prints the wall time and notes it in {CALLS})")
 
 
-def side_by_side(ok: pd.DataFrame, shared: pd.Series, whole: float | None, judged: bool = True) -> str:
+def side_by_side(ok: pd.DataFrame, shared: pd.Series, whole: float | None, judged: bool = True,
+                 alone: pd.Series | None = None) -> str:
     """The "Run time" line's end where some configurations (``shared``: a mask of ``ok``) shared the GPU
     (--share-gpu): the sum of their times is more than the time they took, so the wall time their records give
     (:func:`spans`), and the whole grid's time (``whole``: its measuring time, s) projected at that overlap
-    (``judged``: against the target, where no call's wall time was noted)."""
+    (``judged``: against the target, where no call's wall time was noted). Those measured alone (``alone``: a mask of
+    ``ok``, the largest, which the memory gate let nothing beside) count at their own time, not at the overlap."""
     said = f" {int(shared.sum())} of them shared the GPU: their times overlap, so the sum is more than the time they took"
     got = spans(ok[shared])
     if got is None:
@@ -442,9 +445,12 @@ def side_by_side(ok: pd.DataFrame, shared: pd.Series, whole: float | None, judge
     said += (f". By their records' starts and times, at least one of them was running during {busy / 60:.1f} min: "
              f"{overlap:.1f} at a time on average")
     if whole is not None and overlap > 1:
-        busy_whole = whole / overlap
-        said += (f". At that rate the whole grid's workers take about {busy_whole / 60:.0f} min. That is a floor of its "
-                 f"wall time, which adds {NONE_RAN}")
+        by_itself = ok.loc[alone, "measuring_time_s"].dropna() if alone is not None else pd.Series(dtype=float)
+        busy_whole = float(by_itself.sum()) + (whole - float(by_itself.sum())) / overlap
+        said += (f". At that rate the whole grid's workers take about {busy_whole / 60:.0f} min"
+                 + (f" ({len(by_itself)} measured alone at their own {by_itself.sum() / 60:.1f} min)"
+                    if len(by_itself) else "")
+                 + f". That is a floor of its wall time, which adds {NONE_RAN}")
         if judged and busy_whole > TARGET_S:
             said += f": over the {TARGET_S // 60}-minute target even before those"
         elif judged:

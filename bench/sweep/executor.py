@@ -371,7 +371,7 @@ def ahead_jobs(cores: int, gpus: int) -> int:
 #: on 16 cores, two spares each by the rule before :func:`spares_ahead`'s) a spare took a median 5.1 s to import and
 #: 6.1 s to prepare, the median configuration 2.3 s on the GPU: the slots waited on their spares. Replayed from that
 #: run's records (scripts/ahead_depth.py: its order, phases and workers' times), the workers' span is 9.1 min with
-#: two spares (9.7 min measured, over two calls), 7.9 with three, 7.4 with four
+#: two spares (9.2 min measured: the two calls' spans), 7.9 with three, 7.4 with four
 SPARES_AHEAD = 3
 
 

@@ -110,6 +110,13 @@ def test_the_summary_gives_the_wall_time_of_those_that_shared_the_gpu():
     assert "notes it in calls.jsonl): the 10-minute target leaves 6 min for them. No call of this run noted" in line
     one = V.markdown(pd.DataFrame(rows[:1]), "t", configs)  # one record: no span to speak of
     assert "bench validate prints the wall time" in one
+    # the last two measured alone (the memory gate let nothing beside them), 2 min each: at their own time, not at
+    # the others' overlap (14 x 30 s at 2 at a time, then 2 x 120 s: 7.5 min, where 11 min / 2 would be 5.5)
+    big = pd.DataFrame([{**r, "gpu_shared": False, "measuring_time_s": 120.0} if i >= 14 else r
+                        for i, r in enumerate(rows)])
+    line = next(x for x in V.markdown(big, "t", configs).splitlines() if x.startswith("Run time"))
+    assert "14 of them shared the GPU" in line and "2.0 at a time" in line
+    assert "the whole grid's workers take about 8 min (2 measured alone at their own 4.0 min). That is a floor" in line
 
 def test_the_summary_holds_the_calls_wall_time_against_the_target_once(tmp_path):
     """With the calls' own clock (calls.jsonl), the target is held against their wall time, not the workers' sum nor
@@ -128,7 +135,7 @@ def test_the_summary_holds_the_calls_wall_time_against_the_target_once(tmp_path)
     md = V.markdown(rows, "t", configs, made=made)
     assert ("Wall time: 2 calls of bench validate measured 16 configurations in 10.3 min from the command's start to the "
             "end of its measuring (8.3 + 2.0 min), 9.5 min of it in the sweep") in md
-    assert "the whole grid, over the 10-minute target (one call on one GPU)." in md
+    assert "the whole grid, over the 10-minute target (the target's: one call on one GPU)." in md
     assert md.count("-minute target") == 1 and "That is the whole grid, the sum of its workers' times." in md
     assert "workers take about 8 min. That is a floor of its wall time, which adds the time when no worker ran" in md
     assert "notes it in calls.jsonl).\n" in md and "No call of this run" not in md  # (the Wall time line judges)
