@@ -362,10 +362,12 @@ class ArchSpec:
             return
         for t in self.layout(size, 1, 3, self.hparams(**overrides)):
             if any(c % t.divisor or c < t.divisor for c in t.crop):
-                raise ValueError(
-                    f"{where}: it makes the {t.name} {'x'.join(map(str, t.crop))}, whose edges must be "
-                    f"multiples of {t.divisor} (the size names the {self.meaning(**overrides)})"
-                )
+                named = f" (the size names the {self.meaning(**overrides)})"
+                if tuple(t.crop) == tuple(size):  # the size is this tensor's (meU-net's standard patch): one rule
+                    raise ValueError(f"{where}; each edge must be a multiple of {t.divisor} and at least "
+                                     f"{max(t.divisor, self.min_size)}{named}")
+                raise ValueError(f"{where}: it makes the {t.name} {'x'.join(map(str, t.crop))}, whose edges must be "
+                                 f"multiples of {t.divisor}{named}")
 
     def check_batch(self, size: Shape, batch: int, mode: str = "train", in_channels: int = 1, num_classes: int = 3,
                     **overrides: Any) -> None:

@@ -33,7 +33,8 @@ def test_override_changes_the_network():
     ("unet", (40, 40, 40), "multiple of 16"),
     ("nnunet", (32, 32, 32), "at least 64"),
     ("meunet", (40, 40, 40), "standard patch|image"),
-    ("meunet", (280, 280, 280), r"multiples of 16 \(the size names the standard patch; --set size_refers_to=expanded"),
+    ("meunet", (280, 280, 280), r"a multiple of 16 and at least 16 \(the size names the standard patch; --set "
+                                r"size_refers_to=expanded"),
 ])
 def test_check_size_says_what_is_allowed(name, size, message):
     with pytest.raises(ValueError, match=message):
@@ -52,6 +53,15 @@ def test_the_edges_a_refused_size_is_told_pass(name, overrides):
         n, least = map(int, re.search(r"multiple of (\d+) and at least (\d+)", str(err.value)).groups())
         for edge in (least, least + n):
             spec.check_size((edge,) * 3, mode, **overrides)
+
+
+def test_an_even_size_meunet_refuses_is_told_as_an_odd_one_is():
+    """meU-net's size need only be even for its divisor, but the standard patch it names must be a multiple of 16:
+    18 and 17 are refused with the same rule."""
+    spec = architectures.spec("meunet")
+    for edge in (17, 18):
+        with pytest.raises(ValueError, match=r"; each edge must be a multiple of 16 and at least 16 \(the size names"):
+            spec.check_size((edge,) * 3)
 
 
 @pytest.mark.parametrize(("name", "batch", "overrides", "norm"), [
