@@ -14,7 +14,7 @@
 # (FRESH=1: the whole grid measured anew, no committed measurement kept, into reports/fresh/validation and its fixtures
 # into reports/fresh/fixtures (git-ignored; packed as the results; move them under reports/validation and
 # tests/fixtures/traces/validation to commit them): the test of the 10-minute target on a GPU whose run is committed
-# already. SMOKE=0 FRESH=1 GRACE=50 ... 520 ends inside a 600 s call (the install first: about 11 s); a second FRESH=1
+# already. SMOKE=0 FRESH=1 GRACE=50 ... 510 ends inside a 600 s call (the install first: about 11 s); a second FRESH=1
 # call on the same machine goes on from the first's records, and the summary's Wall time line joins the two calls'.)
 # (SHARE: configurations measured at once on the GPU, bench validate --share-gpu, default 3: lent GPU time is scarce,
 # and each process's allocator figures are its own; SHARE=1 measures one at a time, every figure its own)
