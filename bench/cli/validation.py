@@ -296,7 +296,8 @@ def validate(
         V.note_call(runs, started=when, command_s=round(time.monotonic() - entered, 1),
                     measuring_s=round(swept, 1), sweep_start_s=round(started - entered, 1),
                     first_record_s=round(first[0], 1), measured=len(done), took_another=len(shared), share_gpu=share_gpu,
-                    time_limit_s=time_limit, code_version=this, gpu=gpu_name)
+                    spares=spares, prediction_jobs=predictions.jobs, cores=cores(), time_limit_s=time_limit,
+                    code_version=this, gpu=gpu_name)
     if measured_before or busy:
         console.print(f"{len(measured_before) + len(busy)} configuration(s) already measured in {escape(str(runs))}: "
                       "kept", highlight=False)

@@ -287,7 +287,8 @@ def note_call(runs: Path, **times: Any) -> None:
     to the end of measuring, its summary and fixtures not included; ``measuring_s``: the sweep's, from its start to
     its last record; ``sweep_start_s``: from the command's start to the sweep's, the grid made and the kept records
     read; ``first_record_s``: to its first record, the first workers' imports and preparing and the first predictions
-    besides; ``measured``: how many configurations it measured; and what else the call says of itself)."""
+    besides; ``measured``: how many configurations it measured; and what else the call says of itself: its
+    ``share_gpu``, ``spares`` per slot, ``prediction_jobs`` and ``cores``, the settings its times were made under)."""
     with (runs / CALLS).open("a") as f:
         f.write(json.dumps(times) + "\n")
 

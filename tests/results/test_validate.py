@@ -238,6 +238,7 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     # where the start-up goes: the grid made, then the first workers and predictions, before the first record
     assert 0 <= call["sweep_start_s"] < call["first_record_s"] <= call["sweep_start_s"] + call["measuring_s"] + 0.1, call
     assert call["sweep_start_s"] + call["measuring_s"] <= call["command_s"] + 0.1, call
+    assert call["spares"] == executor.spares_ahead(call["cores"], 1) and call["prediction_jobs"] >= 1, call
     assert "Wall time: 1 call of bench validate measured 4 configurations in " in summary
     assert "the whole grid, within the 10-minute target." in summary and summary.count("-minute target") == 1
     assert "Wall time: 1 call of bench validate" in res.output
