@@ -436,7 +436,8 @@ def side_by_side(ok: pd.DataFrame, shared: pd.Series, whole: float | None, judge
     (--share-gpu): the sum of their times is more than the time they took, so the wall time their records give
     (:func:`spans`), and the whole grid's time (``whole``: its measuring time, s) projected at that overlap
     (``judged``: against the target, where no call's wall time was noted). Those measured alone (``alone``: a mask of
-    ``ok``, the largest, which the memory gate let nothing beside) count at their own time, not at the overlap."""
+    ``ok``; mostly the largest, which the memory gate let nothing beside) count at their own time, not at the
+    overlap."""
     said = f" {int(shared.sum())} of them shared the GPU: their times overlap, so the sum is more than the time they took"
     got = spans(ok[shared])
     if got is None:
