@@ -351,10 +351,8 @@ class ArchSpec:
         elif any(s % div or s < max(div, self.min_size) for s in size):
             # what every edge must be for the whole size to pass (meU-net: 16, its standard patch's, not the 2 of
             # `divisor`), so that the edge the line suggests is not refused by the next check
-            need = self.size_divisor(mode, **overrides)
             named = f" (the size names the {self.meaning(**overrides)})" if self.size_meaning else ""
-            raise ValueError(f"{where}; each edge must be a multiple of {need} and at least {max(need, self.min_size)}"
-                             + named)
+            raise ValueError(self._edge_rule(where, self.size_divisor(mode, **overrides), named))
         if self.stages is not None:
             if mode == "train":
                 for stage in self.train_stages(**overrides):
@@ -364,10 +362,13 @@ class ArchSpec:
             if any(c % t.divisor or c < t.divisor for c in t.crop):
                 named = f" (the size names the {self.meaning(**overrides)})"
                 if tuple(t.crop) == tuple(size):  # the size is this tensor's (meU-net's standard patch): one rule
-                    raise ValueError(f"{where}; each edge must be a multiple of {t.divisor} and at least "
-                                     f"{max(t.divisor, self.min_size)}{named}")
+                    raise ValueError(self._edge_rule(where, t.divisor, named))
                 raise ValueError(f"{where}: it makes the {t.name} {'x'.join(map(str, t.crop))}, whose edges must be "
                                  f"multiples of {t.divisor}{named}")
+
+    def _edge_rule(self, where: str, need: int, named: str) -> str:
+        """:meth:`check_size`'s line for a cube's edge: what every edge must be (``need``: its divisibility)."""
+        return f"{where}; each edge must be a multiple of {need} and at least {max(need, self.min_size)}{named}"
 
     def check_batch(self, size: Shape, batch: int, mode: str = "train", in_channels: int = 1, num_classes: int = 3,
                     **overrides: Any) -> None:

@@ -209,7 +209,7 @@ def run(
         named = catalogue_gpu(gpu_memory) if gpu is None and is_gpu_name(gpu_memory) else None
         configs = [dataclasses.replace(c, gpu_memory=given_memory, gpu=c.gpu or named or "") for c in configs]
         gpu_memory = None
-    budget = _gpu_budget(given_memory, be, executor_kind, no_skip, _gpu_memory)
+    budget = _gpu_budget(given_memory, be, executor_kind, no_skip)
     slurm = _slurm_executor(executor_kind, jobs, be, out, slurm_config, dict(
         partition=partition, account=account, time_min=time_limit, gpus_per_task=gpus_per_task,
         cpus_per_task=cpus_per_task, mem=mem, array_parallelism=array_parallelism, sbatch=sbatch))
@@ -333,13 +333,13 @@ def _gpu_memory(text: str) -> int:
     return gpu_memory(text, least=least_context())
 
 
-def _gpu_budget(given: int | None, be: Backend, kind: ExecutorKind, no_skip: bool, detect) -> int | None:
+def _gpu_budget(given: int | None, be: Backend, kind: ExecutorKind, no_skip: bool) -> int | None:
     """The GPU memory configurations are screened against before they run (``given``: --gpu-memory's bytes), or
     None (no screening; with --backend predict the capacity is the prediction's own, set on the configurations)."""
     if be is Backend.PREDICT or no_skip:
         return None
     if given is None:
-        return detect("auto") if (be is Backend.CUDA and kind is ExecutorKind.LOCAL) else None
+        return _gpu_memory("auto") if (be is Backend.CUDA and kind is ExecutorKind.LOCAL) else None
     return given
 
 

@@ -448,10 +448,10 @@ def side_by_side(ok: pd.DataFrame, shared: pd.Series, whole: float | None, judge
              f"{overlap:.1f} at a time on average")
     if whole is not None and overlap > 1:
         by_itself = ok.loc[alone, "measuring_time_s"].dropna() if alone is not None else pd.Series(dtype=float)
-        busy_whole = float(by_itself.sum()) + (whole - float(by_itself.sum())) / overlap
+        own = float(by_itself.sum())
+        busy_whole = own + (whole - own) / overlap
         said += (f". At that rate the whole grid's workers take about {busy_whole / 60:.0f} min"
-                 + (f" ({len(by_itself)} measured alone at their own {by_itself.sum() / 60:.1f} min)"
-                    if len(by_itself) else "")
+                 + (f" ({len(by_itself)} measured alone at their own {own / 60:.1f} min)" if len(by_itself) else "")
                  + f". That is a floor of its wall time, which adds {NONE_RAN}")
         if judged and busy_whole > TARGET_S:
             said += f": over the {TARGET_S // 60}-minute target even before those"
