@@ -39,7 +39,7 @@ out=${OUT:-/tmp/segmem-out}
 started=$(date +%s.%N)  # to the nanosecond: what this call wrote is newer
 t0=${started%.*}  # whole seconds, for the elapsed times printed
 ls .whl/*.whl >/dev/null 2>&1 || die "no wheels in .whl/: make them with ../shared/gpu/prepare-wheels.sh .whl" \
-    "(on a machine with network, pip install segmem and run bench validate instead)"
+    "(on a machine with network, install segmem as its README says and run bench validate instead)"
 python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
     || die "no CUDA GPU visible to torch here: this script is for a GPU machine (bench validate --recorded needs none)"
 mkdir -p "$out"

@@ -451,7 +451,7 @@ def side_by_side(ok: pd.DataFrame, shared: pd.Series, whole: float | None, judge
         own = float(by_itself.sum())
         busy_whole = own + (whole - own) / overlap
         said += (f". At that rate the whole grid's workers take about {busy_whole / 60:.0f} min"
-                 + (f" ({len(by_itself)} measured alone at their own {own / 60:.1f} min)" if len(by_itself) else "")
+                 + (f" ({len(by_itself)} measured alone, counted at their own {own / 60:.1f} min)" if len(by_itself) else "")
                  + f". That is a floor of its wall time, which adds {NONE_RAN}")
         if judged and busy_whole > TARGET_S:
             said += f": over the {TARGET_S // 60}-minute target even before those"

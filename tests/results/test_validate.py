@@ -116,7 +116,7 @@ def test_the_summary_gives_the_wall_time_of_those_that_shared_the_gpu():
                         for i, r in enumerate(rows)])
     line = next(x for x in V.markdown(big, "t", configs).splitlines() if x.startswith("Run time"))
     assert "14 of them shared the GPU" in line and "2.0 at a time" in line
-    assert "the whole grid's workers take about 8 min (2 measured alone at their own 4.0 min). That is a floor" in line
+    assert "the whole grid's workers take about 8 min (2 measured alone, counted at their own 4.0 min). That is a floor" in line
 
 def test_the_summary_holds_the_calls_wall_time_against_the_target_once(tmp_path):
     """With the calls' own clock (calls.jsonl), the target is held against their wall time, not the workers' sum nor
