@@ -36,13 +36,14 @@ FIXTURES = Path("tests/fixtures/traces/validation")
 
 
 def _load_trace(path: Path, device: int):
-    """A snapshot pickle or an ``.events.csv`` file as (trace, the snapshot dict or None), or one clear line."""
+    """A snapshot pickle or an event file (``.events.csv[.gz]``) as (trace, the snapshot dict or None), or one clear
+    line."""
     from ..measure import traces
 
     if not path.is_file():
         fail(f"{'a folder, not a file' if path.is_dir() else 'no such file'}: {path}")
     try:
-        if path.name.endswith(".events.csv"):
+        if traces.is_event_file(path):
             return traces.read_events(path), None
         data = traces.load_snapshot(path)
         return traces.snapshot_trace(data, device), data
@@ -53,7 +54,7 @@ def _load_trace(path: Path, device: int):
 @app.command()
 def replay(
     snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle, gzip-compressed or not "
-                                                  "(or a .events.csv fixture)")],
+                                                  "(or a .events.csv[.gz] fixture)")],
     device: Annotated[int, typer.Option(help="which device's trace")] = 0,
     gpu_memory: Annotated[str | None, typer.Option(help="the allocator's capacity (e.g. 80GB, or a GPU: A100-40GB), for "
                                                         "the model's free-and-retry; taken whole: give the GPU's "
@@ -70,7 +71,7 @@ def replay(
     if plot is not None:
         if plot.suffix.lower() != ".png":
             fail(f"--plot writes a PNG: give a name ending in .png; got {plot.name}")
-        if snapshot.name.endswith(".events.csv"):
+        if traces.is_event_file(snapshot):
             fail("--plot draws a snapshot pickle (its frames name the tensors); an event file has none")
         writable_file(plot)
     from ..measure.snapshot import is_prediction as snapshot_of_ours
@@ -119,7 +120,8 @@ def replay(
 @app.command("trace2events")
 def trace2events(
     snapshot: Annotated[Path, typer.Argument(help="a torch.cuda.memory._snapshot() pickle, gzip-compressed or not")],
-    dest: Annotated[Path, typer.Argument(help="the event file to write (NAME.events.csv)")],
+    dest: Annotated[Path, typer.Argument(help="the event file to write (NAME.events.csv, or "
+                                                  "NAME.events.csv.gz gzip-compressed)")],
     source: Annotated[str, typer.Option(help="where the snapshot comes from (URL)")] = "",
     commit: Annotated[str, typer.Option(help="the source repository's commit")] = "",
     license_: Annotated[str, typer.Option("--license", help="the source's licence")] = "",
@@ -128,8 +130,8 @@ def trace2events(
     """Convert a snapshot into a small event file (a test fixture: tests replay every one in tests/fixtures/traces)."""
     from ..measure import traces
 
-    if not dest.name.endswith(".events.csv"):
-        fail(f"the event file's name must end in .events.csv; got {dest.name}")
+    if not traces.is_event_file(dest):
+        fail(f"the event file's name must end in {' or '.join(traces.EVENT_SUFFIXES)}; got {dest.name}")
     if not snapshot.exists():
         fail(f"no such file: {snapshot}")
     writable_file(dest)

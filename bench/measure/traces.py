@@ -7,7 +7,8 @@ events give the real peak allocated and reserved of a run; the same alloc/free s
 :class:`bench.measure.allocator.CachingAllocatorModel` gives the model's, so a GPU user can check
 the model on their own runs (``bench replay``) and a trace becomes a test fixture (``bench trace2events``).
 
-Event files (``.events.csv``) hold one row per event: ``action,block,size,stream``, where ``block``
+Event files (``.events.csv``, or ``.events.csv.gz`` gzip-compressed: what ``bench validate`` writes, about 7 times
+smaller, so that a run's 160 fixtures stay about 1 MB) hold one row per event: ``action,block,size,stream``, where ``block``
 numbers the addresses in address order (``block_order: address`` in the header; older files numbered them
 in order of appearance), ``live`` rows are the blocks already allocated when the
 trace starts (a trace that begins mid-run), and ``#``-lines on top hold the source, commit, licence,
@@ -50,6 +51,8 @@ SILENT = {"free_requested", "snapshot", "user_defined"}
 GZIP_MAGIC = b"\x1f\x8b"
 #: what :func:`compress` appends to a snapshot's name
 GZ = ".gz"
+#: an event file's name ends in one of these (:func:`write_events` compresses the second)
+EVENT_SUFFIXES = (".events.csv", ".events.csv" + GZ)
 
 
 class SnapshotError(ValueError):
@@ -62,6 +65,16 @@ class _NoClasses(pickle.Unpickler):
                             "dicts, lists, strings and numbers, and loading classes could run code)")
 
 
+def _gunzipped(raw: bytes, path: Path, error: type[ValueError]) -> bytes:
+    """``raw`` decompressed where it is a gzip stream (by its first bytes, not the file's name), else as it is."""
+    if raw[:2] != GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip's own words ("Unknown compression method") say little
+        raise error(f"cannot read {path}: a gzip file cut short or corrupt ({exc})") from None
+
+
 def load_snapshot(path: Path) -> dict:
     """A ``torch.cuda.memory._snapshot()`` pickle, read without loading any class, gzip-compressed or not
     (``bench validate`` keeps its recorded snapshots compressed: :func:`compress`). Unknown keys (a newer
@@ -70,11 +83,7 @@ def load_snapshot(path: Path) -> dict:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise SnapshotError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if raw[:2] == GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:  # gzip's own words ("Unknown compression method") say little
-            raise SnapshotError(f"cannot read {path}: a gzip file cut short or corrupt ({exc})") from None
+    raw = _gunzipped(raw, path, SnapshotError)
     try:
         data = _NoClasses(io.BytesIO(raw)).load()
     except SnapshotError:
@@ -240,23 +249,52 @@ def snapshot_trace(data: dict, device: int = 0) -> Trace:
 
 
 # ----- event files --------------------------------------------------------------------------------
+def is_event_file(path: Path | str) -> bool:
+    """Whether the name is an event file's (:data:`EVENT_SUFFIXES`)."""
+    return Path(path).name.endswith(EVENT_SUFFIXES)
+
+
+def event_name(path: Path | str) -> str:
+    """An event file's name without its suffix (``NAME`` of ``NAME.events.csv[.gz]``)."""
+    name = Path(path).name
+    return next(name.removesuffix(s) for s in EVENT_SUFFIXES[::-1] if name.endswith(s))
+
+
+def event_files(folder: Path) -> list[Path]:
+    """Every event file under ``folder``, at any depth, sorted (the fixtures tests replay)."""
+    return sorted(p for p in Path(folder).rglob("*.events.csv*") if is_event_file(p))
+
+
 def write_events(trace: Trace, path: Path, header: dict[str, Any]) -> None:
-    """The trace as a small CSV event file with ``header`` (source, commit, licence, expected figures)."""
-    with open(path, "w", newline="") as f:
-        head = {**header, "initial_reserved": trace.initial_reserved, "final_segments": trace.final_segments,
-                "alloc_conf": trace.settings.conf(), **({"block_order": "address"} if trace.address_ordered else {})}
-        for k, v in head.items():
-            f.write(f"# {k}: {v}\n")
-        w = csv.writer(f)
-        w.writerow(COLUMNS)
-        w.writerows([e.action, e.block, e.size, e.stream] for e in trace.events)
+    """The trace as a small CSV event file with ``header`` (source, commit, licence, expected figures);
+    gzip-compressed where the name ends in ``.gz``, with no time in the gzip header, so that the same trace
+    always makes the same bytes (a committed fixture written again is unchanged)."""
+    f = io.StringIO(newline="")
+    head = {**header, "initial_reserved": trace.initial_reserved, "final_segments": trace.final_segments,
+            "alloc_conf": trace.settings.conf(), **({"block_order": "address"} if trace.address_ordered else {})}
+    for k, v in head.items():
+        f.write(f"# {k}: {v}\n")
+    w = csv.writer(f)
+    w.writerow(COLUMNS)
+    w.writerows([e.action, e.block, e.size, e.stream] for e in trace.events)
+    data = f.getvalue().encode()
+    Path(path).write_bytes(gzip.compress(data, mtime=0) if Path(path).name.endswith(GZ) else data)
+
+
+def _event_text(path: Path) -> str:
+    """An event file's text, gunzipped where it is compressed (by its first bytes, not its name)."""
+    raw = _gunzipped(Path(path).read_bytes(), path, ValueError)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not an event file: it is not text (make one with bench trace2events)") from None
 
 
 def read_events(path: Path) -> Trace:
     """An event file written by :func:`write_events`; ValueError with the line at fault."""
     header: dict[str, str] = {}
     rows: list[tuple[int, str]] = []  # (line number, text)
-    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for n, line in enumerate(_event_text(path).splitlines(), start=1):
         if line.startswith("#"):
             k, _, v = line[1:].partition(":")
             header[k.strip()] = v.strip()
@@ -431,15 +469,12 @@ def fixture_table(folder: Path, replay: Callable[[Path], tuple[Trace, Peaks, Pea
     :func:`replayed` (the tests pass theirs, which replays each file once for all of them)."""
     lines = ["| fixture | real peak reserved | model | error | 2 MiB baseline's error | segments real / model |",
              "|---|---|---|---|---|---|"]
-    for path in sorted(Path(folder).rglob("*.events.csv")):
+    for path in event_files(folder):
         trace, real, model = replay(path)
-        name = path.relative_to(folder).as_posix().removesuffix(".events.csv")
+        name = (path.parent / event_name(path)).relative_to(folder).as_posix()
         baseline = baseline_peak(trace) / real.reserved - 1
         lines.append(f"| `{name}` | {real.reserved / MiB:,.1f} MiB | {model.reserved / MiB:,.1f} MiB | "
                      f"{signed_percent(model.reserved / real.reserved - 1)} | {signed_percent(baseline, 1)} | "
                      f"{trace.final_segments} / {model.segments} |")
     return "\n".join(lines)
 
-
-def iter_fixtures(folder: Path) -> Iterable[Path]:
-    return sorted(Path(folder).glob("*.events.csv"))

@@ -371,7 +371,8 @@ def ahead_jobs(cores: int, gpus: int) -> int:
 #: on 16 cores, two spares each by the rule before :func:`spares_ahead`'s) a spare took a median 5.1 s to import and
 #: 6.1 s to prepare, the median configuration 2.3 s on the GPU: the slots waited on their spares. Replayed from that
 #: run's records (scripts/ahead_depth.py: its order, phases and workers' times), the workers' span is 9.1 min with
-#: two spares (9.2 min measured: the two calls' spans), 7.9 with three, 7.4 with four
+#: two spares (9.2 min measured: the two calls' spans), 7.9 with three, 7.4 with four. With three (the next run,
+#: ...-2026-11-28T0032) the span measured 8.5 min, the whole grid 9.3 min over two calls: within the 10-minute target
 SPARES_AHEAD = 3
 
 
@@ -379,7 +380,8 @@ def spares_ahead(cores: int, executors: int) -> int:
     """Spare workers per GPU executor: a core for each of the executor's workers, the one measuring (feeding the GPU)
     and its spares (a spare's imports run on one thread, and most of its preparing: the weights' and the batch's
     random draws), at most :data:`SPARES_AHEAD`, at least one. (Two cores per spare before: on the 16-core H100
-    machine above, 9 workers for three executors; 12 now. Whether its cores keep up is for its next run to show.)"""
+    machine above, 9 workers for three executors; 12 now. On its next run a spare's imports and preparing took a
+    median 5.4 s and 6.8 s, against 5.1 s and 6.1 s with two: the cores kept up, a little slower.)"""
     return max(1, min(SPARES_AHEAD, cores // executors - 1))
 
 

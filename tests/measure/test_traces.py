@@ -3,6 +3,7 @@
 (:mod:`bench.measure.snapshot`), in PyTorch's format; committed real traces are replayed in
 ``test_fixtures.py``."""
 
+import gzip
 import os
 import pickle
 import warnings
@@ -157,6 +158,27 @@ def test_event_files_round_trip(real_snap_file, tmp_path):
         traces.read_events(dest)
 
 
+def test_compressed_event_files_round_trip_to_the_same_bytes(real_snap_file, tmp_path):
+    """A ``.events.csv.gz`` (what bench validate writes) reads back as the plain file does, and the same trace
+    always makes the same bytes: no time or name in its gzip header, so a fixture written again stays unchanged."""
+    plain, packed = tmp_path / "t.events.csv", tmp_path / "t.events.csv.gz"
+    trace = traces.convert(real_snap_file, plain, {"source": "test", "commit": "none", "license": "MIT"})
+    traces.convert(real_snap_file, packed, {"source": "test", "commit": "none", "license": "MIT"})
+    assert packed.read_bytes()[:2] == traces.GZIP_MAGIC and gzip.decompress(packed.read_bytes()) == plain.read_bytes()
+    first = packed.read_bytes()
+    traces.write_events(trace, packed, dict(traces.read_events(plain).header))
+    assert traces.read_events(packed).events == trace.events
+    again = tmp_path / "sub"
+    again.mkdir()
+    traces.convert(real_snap_file, again / "t.events.csv.gz", {"source": "test", "commit": "none", "license": "MIT"})
+    assert (again / "t.events.csv.gz").read_bytes() == first
+    assert traces.event_files(tmp_path) == sorted([packed, plain, again / "t.events.csv.gz"])
+    assert [traces.event_name(p) for p in traces.event_files(tmp_path)] == ["t", "t", "t"]
+    packed.write_bytes(first[: len(first) // 2])  # cut short
+    with pytest.raises(ValueError, match="a gzip file cut short or corrupt"):
+        traces.read_events(packed)
+
+
 def test_expandable_snapshot_round_trips():
     data = snapshot.build(synthetic_tracker(), settings=AllocatorSettings(expandable_segments=True))
     trace = traces.snapshot_trace(data)
@@ -195,6 +217,10 @@ def test_bench_replay_and_trace2events(snap_file, real_snap_file, tmp_path):
     res = runner.invoke(app, ["trace2events", str(real_snap_file), str(dest), "--source", "here", "--license", "MIT"])
     assert res.exit_code == 0 and dest.exists()
     res = runner.invoke(app, ["replay", str(dest)])
+    assert res.exit_code == 0 and "+0.00%" in res.output
+    res = runner.invoke(app, ["trace2events", str(real_snap_file), str(tmp_path / "x.events.csv.gz")])
+    assert res.exit_code == 0 and traces.read_events(tmp_path / "x.events.csv.gz").events == traces.read_events(dest).events
+    res = runner.invoke(app, ["replay", str(tmp_path / "x.events.csv.gz")])
     assert res.exit_code == 0 and "+0.00%" in res.output
     res = runner.invoke(app, ["trace2events", str(snap_file), str(tmp_path / "x.csv")])
     assert res.exit_code == 2 and ".events.csv" in res.output

@@ -136,6 +136,12 @@ def test_the_summary_holds_the_calls_wall_time_against_the_target_once(tmp_path)
     assert ("Wall time: 2 calls of bench validate measured 16 configurations in 10.3 min from the command's start to the "
             "end of its measuring (8.3 + 2.0 min), 9.5 min of it in the sweep") in md
     assert "the whole grid, over the 10-minute target (the target's: one call on one GPU)." in md
+    (tmp_path / "b").mkdir()
+    V.note_call(tmp_path / "b", command_s=500.0, measuring_s=470.0, measured=12)
+    V.note_call(tmp_path / "b", command_s=40.0, measuring_s=30.0, measured=4)  # 9.0 min together: within
+    within = V.markdown(rows, "t", configs, made=V.calls(tmp_path / "b"))
+    assert ("the whole grid, within the 10-minute target (the target's is one call on one GPU: the calls' sum counts "
+            "the start-up of each, which one call makes once).") in within
     assert md.count("-minute target") == 1 and "That is the whole grid, the sum of its workers' times." in md
     assert "workers take about 8 min. That is a floor of its wall time, which adds the time when no worker ran" in md
     assert "notes it in calls.jsonl).\n" in md and "No call of this run" not in md  # (the Wall time line judges)
@@ -245,7 +251,7 @@ def test_bench_validate_on_the_fake_gpu(monkeypatch, tmp_path):
     snaps = sorted((tmp_path / "v" / name / "snapshots").iterdir())
     assert len([p for p in snaps if p.name.endswith(".cuda.pickle.gz")]) == 4 and not list(snaps[0].parent.glob("*.cuda.pickle"))
     assert len([p for p in snaps if p.name.endswith(".predicted.pickle")]) == 4
-    made = sorted((tmp_path / "fx" / name).glob("*.events.csv"))
+    made = sorted((tmp_path / "fx" / name).glob("*.events.csv.gz"))  # compressed
     assert len(made) == 4
     assert {traces.read_events(f).header["snapshot"] for f in made} == {
         p.name.removesuffix(".gz") for p in snaps if p.name.endswith(".cuda.pickle.gz")}  # the name as recorded
