@@ -179,6 +179,7 @@ def test_fixtures_keep_the_code_version_that_recorded_them(tmp_path):
     """A run that keeps earlier measurements (--keep-measured) writes fixtures of the new snapshots only: one
     newer than its snapshot keeps the header of the code that recorded it; a snapshot recorded again is converted
     again."""
+    import gzip
     import os
     import shutil
 
@@ -194,6 +195,13 @@ def test_fixtures_keep_the_code_version_that_recorded_them(tmp_path):
     os.utime(snap, (first.stat().st_mtime + 10,) * 2)  # recorded again
     V.fixtures(snaps, tmp_path / "fx", {"source": "s", "commit": "bbb", "license": "l"})
     assert traces.read_events(first).header["commit"] == "bbb"
+    # one written plain, before they were compressed, and newer than its snapshot: kept, no compressed one beside it
+    plain = first.with_name(traces.event_name(first) + ".events.csv")
+    plain.write_bytes(gzip.decompress(first.read_bytes()))
+    first.unlink()
+    os.utime(plain, (snap.stat().st_mtime + 10,) * 2)
+    assert V.fixtures(snaps, tmp_path / "fx", {"source": "s", "commit": "ccc", "license": "l"}) == [plain]
+    assert not first.exists() and traces.read_events(plain).header["commit"] == "bbb"
 
 
 @pytest.mark.slow
