@@ -48,6 +48,9 @@ def _load_trace(path: Path, device: int):
         data = traces.load_snapshot(path)
         return traces.snapshot_trace(data, device), data
     except ValueError as exc:  # SnapshotError included
+        if traces.holds_events(path):  # an event file under another name: say what name it needs
+            fail(f"{path} holds an event file, not a snapshot: name it NAME{traces.EVENT_SUFFIXES[0]} (or "
+                 f"{traces.EVENT_SUFFIXES[1]}, compressed) and give it again")
         fail(str(exc))
 
 

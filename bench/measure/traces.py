@@ -281,6 +281,16 @@ def write_events(trace: Trace, path: Path, header: dict[str, Any]) -> None:
     Path(path).write_bytes(gzip.compress(data, mtime=0) if Path(path).name.endswith(GZ) else data)
 
 
+def holds_events(path: Path) -> bool:
+    """Whether the file reads as an event file whatever its name (:func:`read_events` succeeds): for the message
+    to a user who named one otherwise."""
+    try:
+        read_events(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _event_text(path: Path) -> str:
     """An event file's text, gunzipped where it is compressed (by its first bytes, not its name)."""
     raw = _gunzipped(Path(path).read_bytes(), path, ValueError)

@@ -218,6 +218,10 @@ def test_bench_replay_and_trace2events(snap_file, real_snap_file, tmp_path):
     assert res.exit_code == 0 and dest.exists()
     res = runner.invoke(app, ["replay", str(dest)])
     assert res.exit_code == 0 and "+0.00%" in res.output
+    misnamed = tmp_path / "w.csv"
+    misnamed.write_bytes(dest.read_bytes())
+    res = runner.invoke(app, ["replay", str(misnamed)])
+    assert res.exit_code == 2 and "holds an event file, not a snapshot: name it NAME.events.csv" in res.output
     res = runner.invoke(app, ["trace2events", str(real_snap_file), str(tmp_path / "x.events.csv.gz")])
     assert res.exit_code == 0 and traces.read_events(tmp_path / "x.events.csv.gz").events == traces.read_events(dest).events
     res = runner.invoke(app, ["replay", str(tmp_path / "x.events.csv.gz")])
