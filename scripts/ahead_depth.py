@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 
@@ -45,8 +46,15 @@ def replay(runs: pd.DataFrame, spares: int, executors: int, imports: float) -> f
     return end
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad input as one line and exit 2, as the bench commands give it (argparse prints its usage line first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}\n")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = _OneLineParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("run", type=Path, help="a bench validate run's folder (holding results.jsonl)")
     ap.add_argument("--executors", type=int, default=3, help="configurations measured at once (--share-gpu)")
     ap.add_argument("--imports", type=float, default=2.0,

@@ -153,6 +153,26 @@ def test_device_script_refuses_before_any_work(tmp_path, env, args, message):
     assert not (tmp_path / "out").exists()
 
 
+AHEAD_DEPTH = SCRIPT.with_name("ahead_depth.py")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--executors", "0", "x"], "--executors must be 1 or more"),
+    (["--executors", "x", "x"], "argument --executors: invalid int value: 'x'"),
+    (["/nonexistent"], "no bench validate records in /nonexistent"),
+    ([], "the following arguments are required: run"),
+])
+def test_ahead_depth_refuses_in_one_line(args, message):
+    """scripts/ahead_depth.py's bad input is one line on stderr and exit 2, as bench's (argparse's own error
+    would print its usage line first)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, str(AHEAD_DEPTH), *args], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout == "", (res.returncode, res.stdout)
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
+
+
 def test_a_recorded_run_with_nothing_measured_on_cuda_makes_no_folder(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
