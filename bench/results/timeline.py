@@ -1,5 +1,6 @@
-"""A memory snapshot's timeline plot: allocated and reserved over the trace, phases shaded, the peak
-marked and the largest tensors live there named.
+"""A memory snapshot's timeline plot: allocated and reserved over the trace, phases shaded (where its frames name
+them: segmem's predictions; a GPU's trace records Python frames, not segmem's phases), the peak marked and the largest
+tensors live there named.
 
 Drawn from the snapshot pickle alone, so one plot serves a predicted step (``bench run --snapshot``,
 whose frames name module, phase and category: see :mod:`bench.measure.snapshot`), a step recorded on
