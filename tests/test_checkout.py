@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
 #: what a lent GPU machine's call takes at most (the device tool's limit on the working tree that travels)
 LIMIT = 64 * MiB
-#: room for the carried wheels: 0.5 MiB on 2026-11-28 (``../shared/gpu/prepare-wheels.sh .whl``), twice that
-#: for a newer nnunetv2's
+#: room for the carried wheels: 0.5 MiB on 2026-11-28 (``../shared/gpu/prepare-wheels.sh .whl``), with as much
+#: again to spare
 WHEELS = 1 * MiB
 
 

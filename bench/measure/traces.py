@@ -8,7 +8,7 @@ events give the real peak allocated and reserved of a run; the same alloc/free s
 the model on their own runs (``bench replay``) and a trace becomes a test fixture (``bench trace2events``).
 
 Event files (``.events.csv``, or ``.events.csv.gz`` gzip-compressed: what ``bench validate`` writes, about 7 times
-smaller, so that a run's 160 fixtures stay about 1 MB) hold one row per event: ``action,block,size,stream``, where ``block``
+smaller, so that a run's 160 fixtures stay about 1.3 MB) hold one row per event: ``action,block,size,stream``, where ``block``
 numbers the addresses in address order (``block_order: address`` in the header; older files numbered them
 in order of appearance), ``live`` rows are the blocks already allocated when the
 trace starts (a trace that begins mid-run), and ``#``-lines on top hold the source, commit, licence,

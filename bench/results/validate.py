@@ -592,11 +592,15 @@ def fixtures(snapshots: Path, dest: Path, header: dict[str, Any]) -> list[Path]:
     out = []
     for snap in recorded_snapshots(snapshots):
         name = traces.recorded_name(snap)
+
+        def fresh(p: Path) -> bool:  # written since the snapshot was recorded
+            return p.exists() and p.stat().st_mtime >= snap.stat().st_mtime
+
         # written compressed (about 7 times smaller); one written plain before, newer than its snapshot, is kept as it is
         plain, target = (dest / name.replace(".cuda.pickle", suffix) for suffix in traces.EVENT_SUFFIXES)
-        if plain.exists() and plain.stat().st_mtime >= snap.stat().st_mtime:
+        if fresh(plain):
             target = plain
-        elif not target.exists() or target.stat().st_mtime < snap.stat().st_mtime:
+        elif not fresh(target):
             traces.convert(snap, target, {**header, "snapshot": name})
         out.append(target)
     return out
