@@ -581,6 +581,11 @@ def compress_snapshots(snapshots: Path) -> list[Path]:
     return [traces.compress(p) for p in sorted(snapshots.glob(RECORDED))]
 
 
+def _written_since(path: Path, snapshot: Path) -> bool:
+    """Whether ``path`` exists and was written since ``snapshot`` was recorded."""
+    return path.exists() and path.stat().st_mtime >= snapshot.stat().st_mtime
+
+
 def fixtures(snapshots: Path, dest: Path, header: dict[str, Any]) -> list[Path]:
     """Every recorded CUDA snapshot under ``snapshots`` as an event file under ``dest`` (test fixtures); its
     header names the snapshot as recorded (``NAME.cuda.pickle``, whether stored compressed or not). A fixture
@@ -592,15 +597,11 @@ def fixtures(snapshots: Path, dest: Path, header: dict[str, Any]) -> list[Path]:
     out = []
     for snap in recorded_snapshots(snapshots):
         name = traces.recorded_name(snap)
-
-        def fresh(p: Path) -> bool:  # written since the snapshot was recorded
-            return p.exists() and p.stat().st_mtime >= snap.stat().st_mtime
-
         # written compressed (about 7 times smaller); one written plain before, newer than its snapshot, is kept as it is
         plain, target = (dest / name.replace(".cuda.pickle", suffix) for suffix in traces.EVENT_SUFFIXES)
-        if fresh(plain):
+        if _written_since(plain, snap):
             target = plain
-        elif not fresh(target):
+        elif not _written_since(target, snap):
             traces.convert(snap, target, {**header, "snapshot": name})
         out.append(target)
     return out
